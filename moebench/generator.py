@@ -1,0 +1,338 @@
+"""Synthetic mixture-of-experts data.
+
+Rows are generated in fixed blocks of :data:`BLOCK_ROWS`, block ``b`` drawn from
+the ``b``-th child of the data seed, so the same ``random_state`` gives the same
+data bit for bit whether it is held in memory, streamed chunk by chunk, or
+written to a ``.npy`` memmap.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from moebench.activations import Activation, get_activation
+from moebench.model import MoEModel, sample_labels
+from moebench.validation import check_choice, check_n_experts, check_positive_int, check_sigma
+
+BLOCK_ROWS = 65_536
+GATING_KINDS = ("orthogonal", "generic")
+
+SeedLike = int | np.random.SeedSequence | np.random.Generator | None
+
+
+def as_seed_sequence(random_state: SeedLike) -> np.random.SeedSequence:
+    """Turn an int, SeedSequence, Generator or None into a SeedSequence."""
+    if isinstance(random_state, np.random.SeedSequence):
+        return random_state
+    if isinstance(random_state, np.random.Generator):
+        return np.random.SeedSequence(int(random_state.integers(2**63)))
+    if random_state is None or isinstance(random_state, (int, np.integer)):
+        return np.random.SeedSequence(None if random_state is None else int(random_state))
+    raise ValueError(
+        f"random_state must be None, an int, a numpy SeedSequence or Generator; got "
+        f"{type(random_state).__name__}"
+    )
+
+
+@dataclass
+class MoEData:
+    """A synthetic data set and the parameters that generated it.
+
+    Attributes
+    ----------
+    X : ndarray (or memmap) of shape (n, d)
+    y : ndarray (or memmap) of shape (n,)
+    z : ndarray of shape (n,) or None
+        Index of the expert behind each label (None when streamed to disk).
+    model : MoEModel
+        The true model; ``experts``, ``gating``, ``sigma``, ``activation`` mirror it.
+    mean, cov : ndarray or None
+        Input distribution; the model acts on the standardised input (see
+        :func:`make_moe`).
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    z: np.ndarray | None
+    model: MoEModel
+    mean: np.ndarray | None = None
+    cov: np.ndarray | None = None
+
+    @property
+    def experts(self) -> np.ndarray:
+        return self.model.experts
+
+    @property
+    def gating(self) -> np.ndarray:
+        return self.model.gating
+
+    @property
+    def sigma(self) -> float:
+        return self.model.sigma
+
+    @property
+    def activation(self) -> Activation:
+        return self.model.activation
+
+
+def _pairwise_min_angle(A: np.ndarray) -> float:
+    """Smallest angle in degrees between rows of A (unit norm)."""
+    G = np.clip(A @ A.T, -1.0, 1.0)
+    k = A.shape[0]
+    iu = np.triu_indices(k, 1)
+    return float(np.degrees(np.min(np.arccos(G[iu])))) if k > 1 else 180.0
+
+
+def sample_experts(
+    d: int,
+    k: int,
+    rng: np.random.Generator,
+    min_angle: float = 0.0,
+    expert_angle: float | None = None,
+    max_tries: int = 10_000,
+) -> np.ndarray:
+    """Unit-norm, linearly independent experts (rows).
+
+    Parameters
+    ----------
+    min_angle : float
+        Minimum pairwise angle in degrees (rejection sampling); 90 gives
+        orthonormal experts.
+    expert_angle : float, optional
+        If given, every pair of experts is at exactly this angle (degrees, in
+        (0, 90]): the "expert separation" knob. Needs ``k < d`` below 90.
+    """
+    if expert_angle is not None:
+        if not 0.0 < expert_angle <= 90.0:
+            raise ValueError(f"expert_angle must be in (0, 90] degrees; got {expert_angle}")
+        c = float(np.cos(np.radians(expert_angle)))
+        if expert_angle < 90.0 and k >= d:
+            raise ValueError(f"expert_angle < 90 needs k < d (one spare direction); got k={k}, d={d}")
+        Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+        E = Q[:, :k].T
+        u = Q[:, k] if k < d else np.zeros(d)
+        A = np.sqrt(1.0 - c) * E + np.sqrt(c) * u
+        return A / np.linalg.norm(A, axis=1, keepdims=True)
+    if not 0.0 <= min_angle <= 90.0:
+        raise ValueError(f"min_angle must be in [0, 90] degrees; got {min_angle}")
+    if min_angle >= 90.0:
+        Q, _ = np.linalg.qr(rng.standard_normal((d, k)))
+        return Q.T.copy()
+    for _ in range(max_tries):
+        A = rng.standard_normal((k, d))
+        A /= np.linalg.norm(A, axis=1, keepdims=True)
+        if _pairwise_min_angle(A) >= min_angle and np.linalg.matrix_rank(A, tol=1e-6) == k:
+            return A
+    raise ValueError(
+        f"could not draw {k} experts in d = {d} with pairwise angles >= {min_angle} degrees "
+        f"after {max_tries} tries; lower min_angle"
+    )
+
+
+def sample_gating(
+    experts: np.ndarray, rng: np.random.Generator, kind: str = "orthogonal", scale: float = 1.0
+) -> np.ndarray:
+    """Gating rows of norm ``scale`` with the last row 0.
+
+    ``"orthogonal"`` rows lie in the orthogonal complement of the experts' span
+    (the paper's assumption; needs d > k); ``"generic"`` rows are isotropic.
+    """
+    check_choice(kind, "gating", GATING_KINDS)
+    if not np.isfinite(scale) or scale < 0:
+        raise ValueError(f"gating_scale must be a finite float >= 0; got {scale}")
+    k, d = experts.shape
+    W = rng.standard_normal((k - 1, d))
+    if kind == "orthogonal":
+        if d <= k:
+            raise ValueError(
+                f"gating='orthogonal' needs d > k (room orthogonal to the experts); got d={d}, "
+                f"k={k}; use gating='generic'"
+            )
+        Q, _ = np.linalg.qr(experts.T)
+        W = W - (W @ Q) @ Q.T
+    W /= np.linalg.norm(W, axis=1, keepdims=True)
+    return np.vstack([scale * W, np.zeros((1, d))])
+
+
+def make_moe_model(
+    d: int,
+    k: int,
+    activation: str | Activation = "linear",
+    sigma: float = 0.1,
+    gating: str = "orthogonal",
+    gating_scale: float = 1.0,
+    min_angle: float = 0.0,
+    expert_angle: float | None = None,
+    random_state: SeedLike = None,
+) -> MoEModel:
+    """Draw true parameters only (see :func:`make_moe` for the arguments)."""
+    d = check_positive_int(d, "d")
+    k = check_n_experts(k, d, require_k_le_d=True)
+    sigma = check_sigma(sigma, allow_none=False)
+    rng = np.random.default_rng(as_seed_sequence(random_state))
+    A = sample_experts(d, k, rng, min_angle=min_angle, expert_angle=expert_angle)
+    W = sample_gating(A, rng, gating, gating_scale)
+    return MoEModel(A, W, sigma, get_activation(activation))
+
+
+def _input_transform(
+    d: int, mean: np.ndarray | None, cov: np.ndarray | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if mean is not None:
+        mean = np.asarray(mean, dtype=float)
+        if mean.shape != (d,) or not np.all(np.isfinite(mean)):
+            raise ValueError(f"mean must be a finite vector of shape ({d},); got {mean.shape}")
+    chol = None
+    if cov is not None:
+        cov = np.asarray(cov, dtype=float)
+        if cov.shape != (d, d) or not np.allclose(cov, cov.T):
+            raise ValueError(f"cov must be a symmetric ({d}, {d}) matrix; got shape {cov.shape}")
+        try:
+            chol = np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:
+            raise ValueError("cov must be positive definite") from None
+    return mean, chol
+
+
+def iter_moe_blocks(
+    model: MoEModel,
+    n: int,
+    seed: np.random.SeedSequence,
+    mean: np.ndarray | None = None,
+    chol: np.ndarray | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (X, y, z) in blocks of :data:`BLOCK_ROWS` rows; block b uses seed child b."""
+    n_blocks = -(-n // BLOCK_ROWS)
+    for b, child in enumerate(seed.spawn(n_blocks)):
+        rows = min(BLOCK_ROWS, n - b * BLOCK_ROWS)
+        rng = np.random.default_rng(child)
+        Z = rng.standard_normal((rows, model.n_features))
+        y, z = sample_labels(model, Z, rng)
+        X = Z
+        if chol is not None:
+            X = Z @ chol.T
+        if mean is not None:
+            X = X + mean
+        yield X, y, z
+
+
+def make_moe(
+    n: int,
+    d: int,
+    k: int,
+    activation: str | Activation = "linear",
+    sigma: float = 0.1,
+    gating: str = "orthogonal",
+    gating_scale: float = 1.0,
+    min_angle: float = 0.0,
+    mean: np.ndarray | None = None,
+    cov: np.ndarray | None = None,
+    random_state: SeedLike = None,
+    *,
+    expert_angle: float | None = None,
+    out: str | os.PathLike | None = None,
+) -> MoEData:
+    """Generate a synthetic mixture-of-experts regression data set.
+
+    Parameters
+    ----------
+    n, d, k : int
+        Samples, input dimension, experts (2 <= k <= d).
+    activation : str or Activation
+        Expert activation (``moebench list`` shows the choices).
+    sigma : float
+        Label noise standard deviation.
+    gating : {"orthogonal", "generic"}
+        ``"orthogonal"``: gating rows orthogonal to every expert (the paper's
+        assumption, needs d > k); ``"generic"``: isotropic random rows.
+    gating_scale : float
+        Norm of each non-zero gating row (larger = sharper gates).
+    min_angle : float
+        Minimum pairwise angle between experts, degrees.
+    mean, cov : array, optional
+        Input distribution N(mean, cov). The model acts on the standardised
+        input cov^{-1/2}(x - mean), so standardising X recovers the true
+        parameters; default N(0, I).
+    random_state : int, SeedSequence, Generator or None
+        Seed; parameters use child 0 of the seed sequence, data child 1.
+    expert_angle : float, optional
+        Every pair of experts at exactly this angle (degrees); overrides min_angle.
+    out : path, optional
+        Write ``X`` and ``y`` as ``.npy`` memmaps ``<out>/X.npy`` and ``<out>/y.npy``
+        block by block (never more than one block in memory) and return memmaps.
+
+    Returns
+    -------
+    MoEData
+        ``.X``, ``.y``, ``.z`` and the true ``.experts``, ``.gating``, ``.sigma``.
+    """
+    n = check_positive_int(n, "n")
+    param_seed, data_seed = as_seed_sequence(random_state).spawn(2)
+    model = make_moe_model(
+        d, k, activation, sigma, gating, gating_scale, min_angle, expert_angle, param_seed
+    )
+    mean_arr, chol = _input_transform(d, mean, cov)
+    blocks = iter_moe_blocks(model, n, data_seed, mean_arr, chol)
+    if out is None:
+        Xs, ys, zs = zip(*blocks)
+        return MoEData(np.concatenate(Xs), np.concatenate(ys), np.concatenate(zs), model,
+                       mean_arr, None if cov is None else np.asarray(cov, float))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp_X, tmp_y = out / "X.npy.partial", out / "y.npy.partial"
+    Xm = np.lib.format.open_memmap(tmp_X, mode="w+", dtype=np.float64, shape=(n, d))
+    ym = np.lib.format.open_memmap(tmp_y, mode="w+", dtype=np.float64, shape=(n,))
+    start = 0
+    for Xb, yb, _ in blocks:
+        Xm[start : start + len(yb)] = Xb
+        ym[start : start + len(yb)] = yb
+        start += len(yb)
+    Xm.flush()
+    ym.flush()
+    del Xm, ym
+    os.replace(tmp_X, out / "X.npy")
+    os.replace(tmp_y, out / "y.npy")
+    return MoEData(np.load(out / "X.npy", mmap_mode="r"), np.load(out / "y.npy", mmap_mode="r"),
+                   None, model, mean_arr, None if cov is None else np.asarray(cov, float))
+
+
+def iter_moe_chunks(
+    n: int,
+    d: int,
+    k: int,
+    activation: str | Activation = "linear",
+    sigma: float = 0.1,
+    gating: str = "orthogonal",
+    gating_scale: float = 1.0,
+    min_angle: float = 0.0,
+    random_state: SeedLike = None,
+) -> tuple[MoEModel, Iterator[tuple[np.ndarray, np.ndarray]]]:
+    """The true model and an iterator of (X, y) blocks, identical to :func:`make_moe`'s rows.
+
+    Memory holds one block of :data:`BLOCK_ROWS` rows at a time.
+    """
+    n = check_positive_int(n, "n")
+    param_seed, data_seed = as_seed_sequence(random_state).spawn(2)
+    model = make_moe_model(d, k, activation, sigma, gating, gating_scale, min_angle, None, param_seed)
+    return model, ((X, y) for X, y, _ in iter_moe_blocks(model, n, data_seed))
+
+
+def standardize(X: np.ndarray, mean: np.ndarray | None = None, cov: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Whiten X: return cov^{-1/2}(X - mean), and the mean and cov used.
+
+    With mean/cov omitted they are estimated from X.
+    """
+    X = np.asarray(X, dtype=float)
+    mean = X.mean(axis=0) if mean is None else np.asarray(mean, float)
+    cov = np.cov(X, rowvar=False) if cov is None else np.asarray(cov, float)
+    evals, evecs = np.linalg.eigh(np.atleast_2d(cov))
+    if np.min(evals) <= 1e-12 * max(np.max(evals), 1e-300):
+        raise ValueError("the input covariance is singular: drop constant or collinear columns")
+    inv_sqrt = (evecs / np.sqrt(evals)) @ evecs.T
+    return (X - mean) @ inv_sqrt, mean, cov

@@ -1,0 +1,117 @@
+"""The algorithm registry.
+
+Algorithms register with the :func:`register` decorator. The built-in
+``tensor_em``, every module of the in-repo ``baselines/`` folder (installed as
+``moebench.baselines``) and third-party packages declaring an entry point in the
+group ``moebench.algorithms`` are loaded the first time the registry is asked.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import warnings
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+from moebench.base import MoEEstimator
+
+ENTRY_POINT_GROUP = "moebench.algorithms"
+BUILTIN_MODULES = ("moebench.tensor_em",)
+
+_REGISTRY: dict[str, type[MoEEstimator]] = {}
+_loaded = False
+
+
+def register(name: str, description: str | None = None) -> Callable[[type], type]:
+    """Class decorator that registers an estimator under ``name``.
+
+    Parameters
+    ----------
+    name : str
+        The name used by :func:`get_algorithm`, configs and the CLI.
+    description : str, optional
+        One line for ``moebench list`` (defaults to the class attribute).
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"algorithm name must be an identifier-like string; got {name!r}")
+
+    def decorator(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, MoEEstimator)):
+            raise ValueError(f"{cls!r} must subclass moebench.base.MoEEstimator to be registered")
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing.__qualname__ != cls.__qualname__:
+            raise ValueError(f"algorithm name {name!r} is already registered by {existing!r}")
+        cls.name = name
+        if description is not None:
+            cls.description = description
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    import moebench.baselines as baselines
+
+    for info in pkgutil.iter_modules(baselines.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"moebench.baselines.{info.name}")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the registry
+            warnings.warn(f"moebench: could not load algorithm plugin {ep.name!r}: {exc}",
+                          stacklevel=2)
+            continue
+        if isinstance(obj, type) and issubclass(obj, MoEEstimator) and ep.name not in _REGISTRY:
+            register(ep.name)(obj)
+
+
+def available_algorithms() -> list[str]:
+    """Sorted names of every registered algorithm."""
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def algorithm_class(name: str) -> type[MoEEstimator]:
+    """The estimator class registered under ``name``."""
+    _load_all()
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown algorithm {name!r}; valid choices are {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def get_algorithm(name: str, **params: Any) -> MoEEstimator:
+    """An unfitted estimator of algorithm ``name`` with the given parameters.
+
+    Raises
+    ------
+    ValueError
+        For an unknown algorithm or parameter.
+    """
+    cls = algorithm_class(name)
+    valid = cls._get_param_names()
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(unknown)} for algorithm {name!r}; valid: "
+            f"{', '.join(valid)}"
+        )
+    return cls(**params)
+
+
+def algorithm_descriptions() -> dict[str, str]:
+    """Name -> one-line description for every registered algorithm."""
+    _load_all()
+    return {name: _REGISTRY[name].description for name in sorted(_REGISTRY)}
