@@ -192,10 +192,11 @@ def _input_transform(
         cov = np.asarray(cov, dtype=float)
         if cov.shape != (d, d) or not np.allclose(cov, cov.T):
             raise ValueError(f"cov must be a symmetric ({d}, {d}) matrix; got shape {cov.shape}")
-        try:
-            chol = np.linalg.cholesky(cov)
-        except np.linalg.LinAlgError:
-            raise ValueError("cov must be positive definite") from None
+        evals, evecs = np.linalg.eigh(cov)
+        if evals.min() <= 0:
+            raise ValueError("cov must be positive definite")
+        # symmetric square root, so that standardize() (cov^{-1/2}) inverts it exactly
+        chol = (evecs * np.sqrt(evals)) @ evecs.T
     return mean, chol
 
 
@@ -285,16 +286,16 @@ def make_moe(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp_X, tmp_y = out / "X.npy.partial", out / "y.npy.partial"
-    Xm = np.lib.format.open_memmap(tmp_X, mode="w+", dtype=np.float64, shape=(n, d))
-    ym = np.lib.format.open_memmap(tmp_y, mode="w+", dtype=np.float64, shape=(n,))
-    start = 0
-    for Xb, yb, _ in blocks:
-        Xm[start : start + len(yb)] = Xb
-        ym[start : start + len(yb)] = yb
-        start += len(yb)
-    Xm.flush()
-    ym.flush()
-    del Xm, ym
+    # Append block by block to plain files (not a writable memmap, whose dirty pages
+    # would count as resident memory): one block in memory at a time.
+    with open(tmp_X, "wb") as fx, open(tmp_y, "wb") as fy:
+        np.lib.format.write_array_header_1_0(
+            fx, {"descr": "<f8", "fortran_order": False, "shape": (n, d)})
+        np.lib.format.write_array_header_1_0(
+            fy, {"descr": "<f8", "fortran_order": False, "shape": (n,)})
+        for Xb, yb, _ in blocks:
+            np.ascontiguousarray(Xb, dtype="<f8").tofile(fx)
+            np.ascontiguousarray(yb, dtype="<f8").tofile(fy)
     os.replace(tmp_X, out / "X.npy")
     os.replace(tmp_y, out / "y.npy")
     return MoEData(np.load(out / "X.npy", mmap_mode="r"), np.load(out / "y.npy", mmap_mode="r"),

@@ -89,9 +89,8 @@ class MoEModel:
     def log_joint(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """log P(z = i | x) + log N(y; g(a_i . x), sigma^2), shape (n, k)."""
         X, y = check_X_y(X, y)
-        resid = y[:, None] - self.expert_means(X)
-        log_norm = -0.5 * (resid / self.sigma) ** 2 - np.log(self.sigma) - 0.5 * LOG_2PI
-        return self.gate_log_proba(X) + log_norm
+        self._check_X(X)
+        return log_joint(X, y, self.experts, self.gating, self.sigma, self.activation)
 
     def log_likelihood(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Per-sample conditional log-density log p(y | x), shape (n,)."""
@@ -127,10 +126,23 @@ class MoEModel:
         return sample_labels(self, X, rng)
 
 
+def log_joint(
+    X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.ndarray, sigma: float,
+    activation: Activation,
+) -> np.ndarray:
+    """log P(z = i | x) + log N(y; g(a_i . x), sigma^2) without input checks, shape (n, k).
+
+    The hot loop of EM calls this directly on already-validated arrays.
+    """
+    resid = y[:, None] - activation.func(X @ experts.T)
+    log_norm = -0.5 * (resid / sigma) ** 2 - np.log(sigma) - 0.5 * LOG_2PI
+    return log_softmax(X @ gating.T, axis=1) + log_norm
+
+
 def sample_labels(model: MoEModel, X: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Sample expert indices by the Gumbel-max trick, then noisy labels."""
     logits = X @ model.gating.T
     z = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
-    t = np.einsum("ij,ij->i", X, model.experts[z])
+    t = np.take_along_axis(X @ model.experts.T, z[:, None], axis=1)[:, 0]
     y = model.activation.func(t) + model.sigma * rng.standard_normal(X.shape[0])
     return y, z

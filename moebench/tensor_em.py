@@ -1,1 +1,361 @@
-"""Placeholder module: replaced by the tensor_em implementation."""
+"""The paper's algorithm: tensor decomposition for the experts, then EM for the gating.
+
+Makkuva, Oh, Kannan and Viswanath, "Breaking the gridlock in Mixture-of-Experts:
+consistent and efficient algorithms" (arXiv:1802.07417). Steps of :class:`TensorEM`:
+
+1. **Label transforms** (:mod:`moebench.label_transforms`): s2 = S2(y), s3 = S3(y)
+   with coefficients that make, under orthogonal gating,
+   T2 = E[s2 (x x^T - I)] = c2 sum_i p_i a_i a_i^T and
+   T3 = E[s3 (x^{⊗3} - sym(x ⊗ I))] = c3 sum_i p_i a_i^{⊗3}  (p_i = E[P(z=i|x)]).
+2. **Moments and whitening** (:mod:`moebench.moments`): T2 in one streaming pass;
+   its k eigenpairs of largest |eigenvalue|, T2 ~ U D U^T, give W = U |D|^{-1/2};
+   the whitened third moment T3(W, W, W) in one more pass (d×d×d is never built).
+3. **Decomposition** (:mod:`moebench.decomposition`): with
+   b_i = sqrt(|c2| p_i) W^T a_i (orthonormal: sum_i b_i b_i^T = sign(c2) W^T T2 W = I),
+   T3(W, W, W) = sum_i lambda_i b_i^{⊗3},  lambda_i = c3 / (|c2|^{3/2} sqrt(p_i)).
+   The robust tensor power method (or Jennrich) returns pairs (lambda_hat, v) with
+   lambda_hat >= 0; an odd tensor only fixes (lambda, v) up to (-lambda, -v), and the
+   true lambda_i has the sign of c3, so b_i = sign(c3 lambda_hat_i) v_i.
+   Un-whitening: W^T a_i ∝ b_i and a_i lies in span(U), so
+   a_i ∝ (W^T)^+ b_i = U |D|^{1/2} b_i; then ||a_i|| = 1. The sign of c2 never
+   enters (|D| is used; D has the sign of c2 in population).
+   Sign identifiability: when c3 != 0 the sign of each a_i is identified (linear,
+   sigmoid, relu, tanh, ...). An even g (g(-t) = g(t)) makes a_i and -a_i give
+   the same model; then h3 is even and c3 = E[h3'''(Z)] = 0 and the fit is refused.
+4. **Gating EM** (:func:`moebench.em.run_em` with ``update_experts=False``): from a
+   zero gating (equal gate probabilities), E-steps and weighted multinomial
+   logistic-regression M-steps with the experts fixed; sigma is re-estimated by
+   its M-step when it was not given.
+5. Optional ``refine=True``: joint EM from the tensor solution (not the paper's
+   algorithm; off by default).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any, ClassVar
+
+import numpy as np
+
+from moebench.activations import Activation
+from moebench.backend import BACKENDS
+from moebench.base import History, MoEEstimator
+from moebench.decomposition import DECOMPOSITIONS, decompose
+from moebench.em import GATING_METHODS, run_em
+from moebench.label_transforms import apply_transforms, estimate_sigma, transform_coefficients
+from moebench.moments import (
+    SecondMomentOperator,
+    second_moment,
+    whitened_third_moment,
+    whitening,
+)
+from moebench.registry import register
+from moebench.validation import check_choice, check_positive_int
+
+WHITENINGS = ("auto", "eigh", "randomized")
+DTYPES = {"float64": np.float64, "float32": np.float32}
+#: "auto" whitening uses a dense eigh up to this d, the randomized range finder above it
+AUTO_EIGH_MAX_D = 1000
+
+
+def min_samples(d: int, k: int) -> int:
+    """Smallest n tensor_em accepts: max(10 d, 10 k^3).
+
+    T2 has d(d+1)/2 entries and the whitened T3 has ~k^3/6 distinct ones; with fewer
+    than ten samples per dimension (and per k^3 cell) the empirical moments are
+    dominated by sampling noise and whitening is meaningless. This is a floor, not an
+    accuracy guarantee: the expert error falls like ~n^{-1/2} (see the README table).
+    """
+    return int(max(10 * d, 10 * k**3))
+
+
+def _check_nonneg_float(value: Any, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite float >= 0; got {value!r}") from None
+    if not np.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite float >= 0; got {value!r}")
+    return v
+
+
+def _check_pos_float(value: Any, name: str) -> float:
+    v = _check_nonneg_float(value, name)
+    if v == 0:
+        raise ValueError(f"{name} must be a finite float > 0; got {value!r}")
+    return v
+
+
+def unwhiten(vectors: np.ndarray, eigvals: np.ndarray, eigvecs: np.ndarray) -> np.ndarray:
+    """Experts a_i ∝ U |D|^{1/2} b_i as unit-norm rows, for whitened components b_i (rows)."""
+    A = (eigvecs * np.sqrt(np.abs(eigvals))[None, :]) @ np.asarray(vectors, float).T  # (d, k)
+    norms = np.linalg.norm(A, axis=0, keepdims=True)
+    norms[norms == 0.0] = 1.0
+    return (A / norms).T
+
+
+def gating_orthogonality(gating: np.ndarray, experts: np.ndarray) -> float:
+    """Max over gating rows of |cos| between the row and the experts' span.
+
+    Rows are taken relative to the reference (last) row, w_i - w_k, the only
+    identifiable part; rows of negligible norm are skipped. 0 means every gating
+    row is orthogonal to every expert (the paper's assumption), 1 means a row
+    lies inside span(a_1, ..., a_k).
+    """
+    G = np.asarray(gating, float)
+    G = G - G[-1]
+    Q, _ = np.linalg.qr(np.asarray(experts, float).T)  # (d, k) orthonormal basis of the span
+    norms = np.linalg.norm(G, axis=1)
+    scale = max(float(norms.max()), 1e-300)
+    keep = norms > 1e-8 * scale
+    if not np.any(keep) or float(norms.max()) == 0.0:
+        return 0.0
+    proj = np.linalg.norm(G[keep] @ Q, axis=1) / norms[keep]
+    return float(np.clip(np.max(proj), 0.0, 1.0))
+
+
+@register("tensor_em")
+class TensorEM(MoEEstimator):
+    """Tensor decomposition for the experts, then EM for the gating (the paper's method).
+
+    Parameters
+    ----------
+    n_experts : int
+        Number of experts k, 2 <= k <= d.
+    activation : str, Activation or callable
+        Expert activation g (its label-transform constants c2, c3 must not vanish).
+    sigma : float or None
+        Noise level. None: the moment estimate of
+        :func:`moebench.label_transforms.estimate_sigma` for the transforms, then
+        maximum likelihood inside the gating EM (and ``refine``).
+    random_state : int or None
+        Seeds the random starts of the decomposition and the randomized whitening.
+    decomposition : {"power", "jennrich"}
+        Robust tensor power method or simultaneous diagonalisation.
+    n_starts : int
+        L, random starts per component (power) or slices tried (jennrich).
+    n_power_iter : int
+        N, power iterations per start and for the refinement.
+    whitening : {"auto", "eigh", "randomized"}
+        Eigendecomposition of T2: dense ``eigh`` (O(d^3)), a randomized range finder
+        on the implicit T2 (never forms d×d), or ``auto`` (eigh for d <= 1000).
+    backend : {"numpy", "torch"}
+        Array library of the moment kernels.
+    dtype : {"float64", "float32"}
+        Compute dtype of the moment kernels (accumulation is float64).
+    chunk_size : int or None
+        Rows per chunk of the streaming moments (None: automatic).
+    gating_max_iter : int
+        Iterations of the gating EM.
+    gating_tol : float
+        The gating EM stops when the mean log-likelihood changes by less than
+        ``gating_tol * max(1, |ll|)``.
+    gating_newton_iter : int
+        Newton (or L-BFGS) iterations of each gating M-step.
+    gating_method : {"auto", "newton", "lbfgs"}
+        Solver of the gating M-step.
+    ridge : float
+        L2 penalty of the gating M-step.
+    refine : bool
+        Run joint EM from the tensor solution afterwards.
+    refine_max_iter : int
+        Iterations of the joint EM when ``refine``.
+    refine_tol : float
+        Relative log-likelihood tolerance of the joint EM.
+
+    Attributes
+    ----------
+    experts_, gating_, sigma_, n_iter_, history_
+        See :class:`moebench.base.MoEEstimator`; history phases are "moments",
+        "decomposition", "gating_em" and "refine".
+    coefficients_ : TransformCoefficients
+        alpha, beta, gamma, c2, c3 used.
+    t2_eigenvalues_ : ndarray
+        The k (or k + 1 when k < d) signed eigenvalues of T2 of largest modulus.
+    t2_eigengap_ : float
+        |lambda_k| / |lambda_{k+1}| of T2 (inf when k = d): large means the experts'
+        span is well separated from noise.
+    tensor_eigenvalues_ : ndarray of shape (k,)
+        lambda_i of the whitened T3, as returned by the decomposition (>= 0).
+    mixing_weights_ : ndarray of shape (k,)
+        p_i = c3^2 / (|c2|^3 lambda_i^2), normalised to sum 1 (orthogonal gating).
+    decomposition_residual_ : float
+        ||T3w - sum_i lambda_i v_i^{⊗3}|| / ||T3w||.
+    assumption_check_ : float
+        :func:`gating_orthogonality` of the fitted gating and experts: the largest
+        |cos| between a gating row (relative to the reference row) and span(experts);
+        ~0 when the paper's orthogonality assumption holds.
+    phase_times_ : dict
+        Seconds spent in "moments", "decomposition", "gating_em", "refine".
+    """
+
+    description = "Tensor method for the experts, then gating-only EM (Makkuva et al. 2019)"
+    requires_k_le_d: ClassVar[bool] = True
+    supported_activations = None
+
+    def __init__(
+        self,
+        n_experts: int = 2,
+        activation: str | Activation = "linear",
+        sigma: float | None = None,
+        random_state: int | None = None,
+        decomposition: str = "power",
+        n_starts: int = 30,
+        n_power_iter: int = 50,
+        whitening: str = "auto",
+        backend: str = "numpy",
+        dtype: str = "float64",
+        chunk_size: int | None = None,
+        gating_max_iter: int = 200,
+        gating_tol: float = 1e-8,
+        gating_newton_iter: int = 5,
+        gating_method: str = "auto",
+        ridge: float = 0.0,
+        refine: bool = False,
+        refine_max_iter: int = 200,
+        refine_tol: float = 1e-8,
+    ) -> None:
+        super().__init__(n_experts, activation, sigma, random_state)
+        self.decomposition = decomposition
+        self.n_starts = n_starts
+        self.n_power_iter = n_power_iter
+        self.whitening = whitening
+        self.backend = backend
+        self.dtype = dtype
+        self.chunk_size = chunk_size
+        self.gating_max_iter = gating_max_iter
+        self.gating_tol = gating_tol
+        self.gating_newton_iter = gating_newton_iter
+        self.gating_method = gating_method
+        self.ridge = ridge
+        self.refine = refine
+        self.refine_max_iter = refine_max_iter
+        self.refine_tol = refine_tol
+
+    def _check_options(self) -> dict[str, Any]:
+        check_choice(self.decomposition, "decomposition", DECOMPOSITIONS)
+        check_choice(self.whitening, "whitening", WHITENINGS)
+        check_choice(self.backend, "backend", BACKENDS)
+        check_choice(self.dtype, "dtype", tuple(DTYPES))
+        check_choice(self.gating_method, "gating_method", GATING_METHODS)
+        if not isinstance(self.refine, (bool, np.bool_)):
+            raise ValueError(f"refine must be True or False; got {self.refine!r}")
+        return {
+            "n_starts": check_positive_int(self.n_starts, "n_starts"),
+            "n_power_iter": check_positive_int(self.n_power_iter, "n_power_iter"),
+            "chunk_size": None if self.chunk_size is None
+            else check_positive_int(self.chunk_size, "chunk_size"),
+            "gating_max_iter": check_positive_int(self.gating_max_iter, "gating_max_iter", 0),
+            "gating_newton_iter": check_positive_int(self.gating_newton_iter,
+                                                     "gating_newton_iter"),
+            "refine_max_iter": check_positive_int(self.refine_max_iter, "refine_max_iter", 0),
+            "gating_tol": _check_pos_float(self.gating_tol, "gating_tol"),
+            "refine_tol": _check_pos_float(self.refine_tol, "refine_tol"),
+            "ridge": _check_nonneg_float(self.ridge, "ridge"),
+        }
+
+    # -- the tensor part ----------------------------------------------------------------
+    def _whiten(self, X: np.ndarray, s2: np.ndarray, k: int, opts: dict[str, Any],
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        d = X.shape[1]
+        method = self.whitening
+        if method == "auto":
+            method = "eigh" if d <= AUTO_EIGH_MAX_D else "randomized"
+        kw = dict(chunk_size=opts["chunk_size"], backend=self.backend, dtype=DTYPES[self.dtype])
+        T2: Any = (second_moment(X, s2, **kw) if method == "eigh"
+                   else SecondMomentOperator(X, s2, **kw))
+        seed = int(rng.integers(2**31))
+        # one extra eigenpair for the eigen-gap diagnostic
+        try:
+            _, evals, evecs = whitening(T2, min(k + 1, d), method, random_state=seed)
+        except ValueError:
+            _, evals, evecs = whitening(T2, k, method, random_state=seed)
+        self.t2_eigenvalues_ = evals.copy()
+        self.t2_eigengap_ = (float(abs(evals[k - 1]) / max(abs(evals[k]), 1e-300))
+                             if evals.size > k else float("inf"))
+        evals, evecs = evals[:k], evecs[:, :k]
+        if abs(evals[-1]) <= 1e-10 * abs(evals[0]):
+            raise ValueError(
+                f"T2 has fewer than k = {k} eigenvalues distinguishable from 0; the experts "
+                "are not identifiable from these data (too few samples, or k too large)"
+            )
+        W = evecs / np.sqrt(np.abs(evals))[None, :]
+        return W, evals, evecs
+
+    def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+             sigma: float | None, history: History) -> None:
+        opts = self._check_options()
+        n, d = X.shape
+        n_min = min_samples(d, k)
+        if n < n_min:
+            raise ValueError(
+                f"tensor_em needs at least max(10 d, 10 k^3) = {n_min} samples for its moment "
+                f"estimates (d = {d}, k = {k}); got n = {n}"
+            )
+        rng = self._rng()
+        times = {"moments": 0.0, "decomposition": 0.0, "gating_em": 0.0, "refine": 0.0}
+
+        # 1-2. transforms, moments, whitening
+        tick = time.perf_counter()
+        sigma0 = estimate_sigma(y, activation) if sigma is None else sigma
+        coef = transform_coefficients(activation, sigma0)  # ValueError if c2 or c3 vanishes
+        self.coefficients_ = coef
+        s2, s3 = apply_transforms(y, coef)
+        W, evals, evecs = self._whiten(X, s2, k, opts, rng)
+        if np.any(np.sign(evals) != np.sign(coef.c2)):
+            warnings.warn(
+                "tensor_em: some of the k leading eigenvalues of T2 have the opposite sign of "
+                f"c2 = {coef.c2:.3g}; the moment estimates are noisy (more samples help)",
+                RuntimeWarning, stacklevel=3,
+            )
+        T3w = whitened_third_moment(X, s3, W, chunk_size=opts["chunk_size"],
+                                    backend=self.backend, dtype=DTYPES[self.dtype])
+        times["moments"] = time.perf_counter() - tick
+        history.record("moments", 0, float("nan"), t2_eigengap=self.t2_eigengap_)
+
+        # 3. decomposition and un-whitening
+        tick = time.perf_counter()
+        dec = decompose(T3w, self.decomposition, n_components=k, rng=rng,
+                        n_starts=opts["n_starts"], n_iter=opts["n_power_iter"])
+        lam = dec.eigenvalues
+        signs = np.where(np.sign(coef.c3) * np.sign(lam) < 0, -1.0, 1.0)
+        experts = unwhiten(signs[:, None] * dec.eigenvectors, evals, evecs)
+        self.tensor_eigenvalues_ = lam.copy()
+        self.decomposition_residual_ = dec.residual
+        with np.errstate(divide="ignore"):
+            p = coef.c3**2 / (abs(coef.c2) ** 3 * np.maximum(lam, 1e-300) ** 2)
+        self.mixing_weights_ = p / p.sum()
+        times["decomposition"] = time.perf_counter() - tick
+        gating0 = np.zeros((k, d))
+        history.record("decomposition", 0, float("nan"), experts=experts, gating=gating0,
+                       decomposition_residual=dec.residual)
+
+        # 4. gating EM with the experts fixed
+        tick = time.perf_counter()
+        res = run_em(X, y, experts, gating0, sigma0, activation, update_experts=False,
+                     update_sigma=sigma is None, max_iter=opts["gating_max_iter"],
+                     tol=opts["gating_tol"], ridge=opts["ridge"],
+                     gating_max_iter=opts["gating_newton_iter"],
+                     gating_method=self.gating_method, history=history, phase="gating_em")
+        times["gating_em"] = time.perf_counter() - tick
+        n_iter = res.n_iter
+        self.gating_converged_ = res.converged
+
+        # 5. optional joint EM
+        if self.refine:
+            tick = time.perf_counter()
+            res = run_em(X, y, res.experts, res.gating, res.sigma, activation,
+                         update_experts=True, update_sigma=sigma is None,
+                         max_iter=opts["refine_max_iter"], tol=opts["refine_tol"],
+                         ridge=opts["ridge"], gating_max_iter=opts["gating_newton_iter"],
+                         gating_method=self.gating_method, history=history, phase="refine")
+            times["refine"] = time.perf_counter() - tick
+            n_iter += res.n_iter
+
+        self.experts_ = res.experts
+        self.gating_ = res.gating
+        self.sigma_ = res.sigma
+        self.n_iter_ = n_iter
+        self.assumption_check_ = gating_orthogonality(res.gating, res.experts)
+        self.phase_times_ = times

@@ -1,0 +1,298 @@
+"""Maximum likelihood for the mixture of experts by gradient descent (torch autograd).
+
+The loss is the negative mean conditional log-likelihood
+
+    -mean_n logsumexp_i [ log softmax(W x_n)_i + log N(y_n; g(a_i . x_n), sigma^2) ]
+
+over the experts A (k, d), the gating W (k - 1 free rows, the last fixed at 0)
+and log sigma (learned when ``sigma`` is None). Full-batch gradient descent,
+minibatch SGD and Adam are available, with a learning-rate schedule, an epoch
+budget, float32 or float64, CPU or CUDA, and ``n_init`` restarts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from moebench.activations import Activation
+from moebench.base import History, MoEEstimator
+from moebench.registry import register
+from moebench.validation import check_choice, check_positive_int
+
+from ._spectral import search_in_subspace, spectral_subspace
+from .joint_em import _check_nonneg_float, _check_pos_float, random_unit_experts
+
+OPTIMIZERS = ("gd", "sgd", "adam")
+SCHEDULES = ("constant", "cosine", "step")
+DTYPES = ("float64", "float32")
+DEVICES = ("auto", "cpu", "cuda")
+INITS = ("random", "spectral")
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _schedule_factor(schedule: str, progress: float) -> float:
+    """Learning-rate multiplier at ``progress`` in [0, 1] of the epoch budget."""
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    if schedule == "step":  # x0.1 at 50% and again at 75% of the budget
+        return 1.0 if progress < 0.5 else (0.1 if progress < 0.75 else 0.01)
+    return 1.0
+
+
+def torch_activation(activation: Activation):
+    """A torch function for g: ``activation.torch_func``, else a numpy-backed autograd op."""
+    if activation.torch_func is not None:
+        return activation.torch_func
+    import torch
+
+    class _NumpyActivation(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, t):  # type: ignore[override]
+            ctx.save_for_backward(t)
+            out = activation.func(t.detach().cpu().numpy())
+            return torch.as_tensor(np.asarray(out), dtype=t.dtype, device=t.device)
+
+        @staticmethod
+        def backward(ctx, grad):  # type: ignore[override]
+            (t,) = ctx.saved_tensors
+            der = activation.derivative(t.detach().cpu().numpy())
+            return grad * torch.as_tensor(np.asarray(der), dtype=t.dtype, device=t.device)
+
+    return _NumpyActivation.apply
+
+
+@register("sgd")
+class SGD(MoEEstimator):
+    """Maximum-likelihood MoE by gradient descent with torch autograd.
+
+    Parameters
+    ----------
+    n_experts, activation, sigma, random_state
+        See :class:`moebench.MoEEstimator`; a given ``sigma`` stays fixed,
+        otherwise log sigma is learned.
+    optimizer : {"gd", "sgd", "adam"}
+        ``"gd"``: full-batch gradient descent (``batch_size`` ignored);
+        ``"sgd"``: minibatch SGD (with ``momentum``); ``"adam"``: Adam on
+        minibatches of ``batch_size`` (None: full batch).
+    lr : float
+        Learning rate (peak, before the schedule).
+    lr_schedule : {"constant", "cosine", "step"}
+        Multiplier over the epoch budget: 1; cosine decay to 0; x0.1 at 50% and
+        again at 75%. Applied per optimiser step.
+    batch_size : int or None
+        Minibatch size for "sgd" and "adam"; None uses the full batch.
+    max_epochs : int
+        Epoch budget (one epoch = one pass over the data; one step for "gd").
+    tol : float
+        Stop a restart when the full-data mean log-likelihood changes by less
+        than ``tol * max(1, |ll|)`` over an epoch (0 disables).
+    momentum : float
+        Momentum of "gd" and "sgd".
+    init : {"random", "spectral"}
+        Random unit experts and N(0, 0.01^2) gating, or the spectral start of
+        joint_em (see ``baselines/_spectral.py``).
+    n_init : int
+        Restarts; the best final full-data likelihood is kept.
+    dtype : {"float64", "float32"}
+    device : {"auto", "cpu", "cuda"}
+        "auto" uses CUDA when torch sees a GPU.
+    max_time : float or None
+        Wall-clock budget in seconds across all restarts.
+
+    Notes
+    -----
+    ``history_`` has one record per epoch with the exact mean log-likelihood on
+    the full training data at the parameters after that epoch (iteration 0: the
+    start). Full batch: taken from the forward pass of the next step (free);
+    minibatches: one extra no-grad forward pass per epoch.
+    """
+
+    description = "maximum likelihood by torch autograd: full-batch GD, minibatch SGD or Adam"
+
+    def __init__(
+        self,
+        n_experts: int = 2,
+        activation: str | Activation = "linear",
+        sigma: float | None = None,
+        random_state: int | None = None,
+        optimizer: str = "adam",
+        lr: float = 0.02,
+        lr_schedule: str = "cosine",
+        batch_size: int | None = 1024,
+        max_epochs: int = 30,
+        tol: float = 0.0,
+        momentum: float = 0.9,
+        init: str = "random",
+        n_init: int = 2,
+        dtype: str = "float64",
+        device: str = "auto",
+        max_time: float | None = None,
+    ) -> None:
+        super().__init__(n_experts, activation, sigma, random_state)
+        self.optimizer = optimizer
+        self.lr = lr
+        self.lr_schedule = lr_schedule
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.tol = tol
+        self.momentum = momentum
+        self.init = init
+        self.n_init = n_init
+        self.dtype = dtype
+        self.device = device
+        self.max_time = max_time
+
+    def _check_options(self) -> None:
+        check_choice(self.optimizer, "optimizer", OPTIMIZERS)
+        check_choice(self.lr_schedule, "lr_schedule", SCHEDULES)
+        check_choice(self.dtype, "dtype", DTYPES)
+        check_choice(self.device, "device", DEVICES)
+        check_choice(self.init, "init", INITS)
+        _check_pos_float(self.lr, "lr")
+        _check_nonneg_float(self.tol, "tol")
+        _check_nonneg_float(self.momentum, "momentum")
+        check_positive_int(self.max_epochs, "max_epochs")
+        check_positive_int(self.n_init, "n_init")
+        if self.batch_size is not None:
+            check_positive_int(self.batch_size, "batch_size")
+        if self.max_time is not None:
+            _check_pos_float(self.max_time, "max_time")
+
+    def _torch_device(self):
+        import torch
+
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' but torch sees no CUDA device; valid here: auto, cpu")
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+             sigma: float | None, history: History) -> None:
+        import torch
+
+        self._check_options()
+        rng = self._rng()
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(int(rng.integers(2**62)))
+        device = self._torch_device()
+        tdtype = torch.float64 if self.dtype == "float64" else torch.float32
+        g = torch_activation(activation)
+        n, d = X.shape
+        Xt = torch.as_tensor(X, dtype=tdtype, device=device)
+        yt = torch.as_tensor(y, dtype=tdtype, device=device)
+        full = self.optimizer == "gd" or self.batch_size is None or self.batch_size >= n
+        batch = n if full else int(self.batch_size)
+        steps_per_epoch = 1 if full else math.ceil(n / batch)
+        total_steps = self.max_epochs * steps_per_epoch
+        learn_sigma = sigma is None
+
+        def nll(A, Wf, log_s, xb, yb):
+            W = torch.cat([Wf, torch.zeros((1, d), dtype=tdtype, device=device)])
+            log_gate = torch.log_softmax(xb @ W.T, dim=1)
+            resid = (yb[:, None] - g(xb @ A.T)) * torch.exp(-log_s)
+            log_norm = -0.5 * resid * resid - log_s - 0.5 * LOG_2PI
+            return -torch.logsumexp(log_gate + log_norm, dim=1).mean()
+
+        best: dict[str, Any] | None = None
+        total_epochs = 0
+        for j in range(self.n_init):
+            if j > 0 and self.max_time is not None and history.elapsed() > self.max_time:
+                break
+            if self.init == "spectral":
+                A0 = search_in_subspace(X, y, spectral_subspace(X, y, k, activation), k,
+                                        activation, rng)
+                W0 = np.zeros((k - 1, d))
+            else:
+                A0 = random_unit_experts(rng, k, d)
+                W0 = 0.01 * rng.standard_normal((k, d))
+                W0 = W0[:-1] - W0[-1]
+            s0 = float(np.std(y)) + 1e-12 if learn_sigma else float(sigma)
+            A = torch.tensor(A0, dtype=tdtype, device=device, requires_grad=True)
+            Wf = torch.tensor(W0, dtype=tdtype, device=device, requires_grad=True)
+            log_s = torch.tensor(math.log(s0), dtype=tdtype, device=device,
+                                 requires_grad=learn_sigma)
+            params = [A, Wf] + ([log_s] if learn_sigma else [])
+            if self.optimizer == "adam":
+                opt = torch.optim.Adam(params, lr=self.lr)
+            else:
+                opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
+
+            def snapshot() -> tuple[np.ndarray, np.ndarray, float]:
+                Wn = np.vstack([Wf.detach().cpu().numpy(), np.zeros((1, d))])
+                return (A.detach().cpu().numpy().astype(float), Wn.astype(float),
+                        float(math.exp(float(log_s.detach()))))
+
+            def record(epoch: int, ll: float) -> None:
+                An, Wn, sn = snapshot()
+                history.record("sgd", epoch, ll, experts=An, gating=Wn, sigma=sn, restart=j)
+
+            step = 0
+            prev_ll = -math.inf
+            final_ll = -math.inf
+            epoch = 0
+            diverged = False
+            for epoch in range(self.max_epochs + 1):
+                last = epoch == self.max_epochs
+                if full:
+                    if last:
+                        with torch.no_grad():
+                            loss_val = float(nll(A, Wf, log_s, Xt, yt))
+                        ll = -loss_val
+                    else:
+                        loss = nll(A, Wf, log_s, Xt, yt)
+                        ll = -float(loss.detach())
+                else:
+                    with torch.no_grad():
+                        ll = -float(nll(A, Wf, log_s, Xt, yt))
+                if not math.isfinite(ll):
+                    diverged = True
+                    break
+                record(epoch, ll)
+                final_ll = ll
+                stop = last or (
+                    self.tol > 0 and abs(ll - prev_ll) <= self.tol * max(1.0, abs(ll))
+                ) or (self.max_time is not None and history.elapsed() > self.max_time)
+                if stop:
+                    break
+                prev_ll = ll
+                if full:
+                    for group in opt.param_groups:
+                        group["lr"] = self.lr * _schedule_factor(self.lr_schedule,
+                                                                 step / total_steps)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    step += 1
+                    continue
+                perm = torch.randperm(n, generator=gen).to(device)
+                for start in range(0, n, batch):
+                    idx = perm[start:start + batch]
+                    for group in opt.param_groups:
+                        group["lr"] = self.lr * _schedule_factor(self.lr_schedule,
+                                                                 step / total_steps)
+                    opt.zero_grad(set_to_none=True)
+                    nll(A, Wf, log_s, Xt[idx], yt[idx]).backward()
+                    opt.step()
+                    step += 1
+            total_epochs += epoch
+            An, Wn, sn = snapshot()
+            finite = all(np.all(np.isfinite(v)) for v in (An, Wn, sn))
+            if diverged or not finite:
+                final_ll = -math.inf
+            if best is None or final_ll > best["ll"] or (best["ll"] == -math.inf and finite):
+                best = {"ll": final_ll, "A": An, "W": Wn, "s": sn}
+        assert best is not None
+        if not math.isfinite(best["ll"]):
+            raise FloatingPointError(
+                f"sgd diverged in every restart (optimizer={self.optimizer!r}, lr={self.lr}); "
+                "lower lr"
+            )
+        self.experts_ = best["A"]
+        self.gating_ = best["W"]
+        self.sigma_ = best["s"]
+        self.n_iter_ = total_epochs
+        self.log_likelihood_ = best["ll"]

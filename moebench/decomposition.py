@@ -1,0 +1,289 @@
+"""Symmetric third-order tensor algebra and orthogonal decompositions.
+
+Everything here acts on small dense k x k x k numpy arrays (the whitened third
+moment); the estimators call these functions and never contract tensors
+themselves.
+
+Decompositions of a symmetric T ~ sum_i lambda_i v_i^{⊗3} with orthonormal v_i:
+
+* :func:`robust_power_method` -- the robust tensor power method of Anandkumar,
+  Ge, Hsu, Kakade and Telgarsky (JMLR 2014, Algorithm 1): L random starts on the
+  unit sphere, N power iterations v <- T(I, v, v) / ||T(I, v, v)|| each, keep the
+  start with the largest T(v, v, v), refine it with N more iterations, deflate
+  T <- T - lambda v^{⊗3}, repeat.
+* :func:`jennrich` -- simultaneous diagonalisation (Jennrich's algorithm): the
+  eigenvectors of a random slice T(I, I, w) (orthogonal case: one symmetric
+  eigendecomposition, the slice with the best-separated eigenvalues among
+  ``n_starts`` draws) or of T(I, I, w1) T(I, I, w2)^+ (general case).
+
+Sign convention: an odd-order tensor satisfies (-lambda)(-v)^{⊗3} = lambda v^{⊗3},
+so a component is only defined up to the pair (lambda, v) ~ (-lambda, -v). Both
+methods return lambda_i = T(v_i, v_i, v_i) >= 0 (flipping v_i when needed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DECOMPOSITIONS = ("power", "jennrich")
+
+
+# -- contractions ---------------------------------------------------------------
+def check_symmetric_tensor(T: np.ndarray, name: str = "T") -> np.ndarray:
+    """Validate a finite cubic third-order tensor of shape (k, k, k)."""
+    T = np.asarray(T, dtype=float)
+    if T.ndim != 3 or not (T.shape[0] == T.shape[1] == T.shape[2]) or T.shape[0] < 1:
+        raise ValueError(f"{name} must have shape (k, k, k); got {T.shape}")
+    if not np.all(np.isfinite(T)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return T
+
+
+def symmetrize(T: np.ndarray) -> np.ndarray:
+    """Average of T over the 6 permutations of its three indices."""
+    T = np.asarray(T, dtype=float)
+    return (T + T.transpose(0, 2, 1) + T.transpose(1, 0, 2) + T.transpose(1, 2, 0)
+            + T.transpose(2, 0, 1) + T.transpose(2, 1, 0)) / 6.0
+
+
+def rank_one(v: np.ndarray) -> np.ndarray:
+    """v ⊗ v ⊗ v."""
+    v = np.asarray(v, dtype=float)
+    return np.einsum("i,j,k->ijk", v, v, v)
+
+
+def compose(weights: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """sum_i weights[i] vectors[i]^{⊗3} for vectors of shape (r, k)."""
+    V = np.asarray(vectors, dtype=float)
+    return np.einsum("r,ri,rj,rk->ijk", np.asarray(weights, dtype=float), V, V, V)
+
+
+def multilinear(T: np.ndarray, A: np.ndarray, B: np.ndarray | None = None,
+                C: np.ndarray | None = None) -> np.ndarray:
+    """T(A, B, C)_{abc} = sum_{ijk} T_ijk A_ia B_jb C_kc (B, C default to A)."""
+    B = A if B is None else B
+    C = A if C is None else C
+    return np.einsum("ijk,ia,jb,kc->abc", T, A, B, C, optimize=True)
+
+
+def apply_vv(T: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """T(I, v, v) for each column v of V (shape (k, m)) -> shape (k, m); a vector for 1-d V."""
+    V = np.asarray(V, dtype=float)
+    if V.ndim == 1:
+        return np.einsum("ijk,j,k->i", T, V, V)
+    k = T.shape[0]
+    # (k, k*k) @ (k*k, m): one GEMM via the Khatri-Rao product of V with itself
+    kr = (V[:, None, :] * V[None, :, :]).reshape(k * k, -1)
+    return T.reshape(k, k * k) @ kr
+
+
+def value(T: np.ndarray, V: np.ndarray) -> np.ndarray | float:
+    """T(v, v, v) for a vector v, or for each column of V."""
+    V = np.asarray(V, dtype=float)
+    if V.ndim == 1:
+        return float(V @ apply_vv(T, V))
+    return np.sum(V * apply_vv(T, V), axis=0)
+
+
+def slice_matrix(T: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """T(I, I, w), a k x k matrix."""
+    return np.tensordot(T, np.asarray(w, dtype=float), axes=([2], [0]))
+
+
+# -- decompositions ---------------------------------------------------------------
+@dataclass
+class TensorDecomposition:
+    """Result of an orthogonal symmetric decomposition T ~ sum_i lambda_i v_i^{⊗3}.
+
+    Attributes
+    ----------
+    eigenvalues : ndarray of shape (r,)
+        lambda_i = T(v_i, v_i, v_i) >= 0, in the order found (power) or decreasing.
+    eigenvectors : ndarray of shape (r, k)
+        Unit vectors v_i (rows).
+    residual : float
+        ||T - sum_i lambda_i v_i^{⊗3}||_F / ||T||_F.
+    n_iter : int
+        Power iterations per component (power) or slices tried (jennrich).
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    residual: float
+    n_iter: int
+
+
+def _random_unit(k: int, m: int, rng: np.random.Generator) -> np.ndarray:
+    V = rng.standard_normal((k, m))
+    return V / np.linalg.norm(V, axis=0, keepdims=True)
+
+
+def _power_iterate(T: np.ndarray, V: np.ndarray, n_iter: int, tol: float) -> tuple[np.ndarray, int]:
+    """n_iter steps of v <- T(I, v, v) / ||T(I, v, v)|| on every column, stopping early."""
+    it = 0
+    for it in range(1, n_iter + 1):
+        U = apply_vv(T, V)
+        norms = np.linalg.norm(U, axis=0, keepdims=True)
+        norms[norms == 0.0] = 1.0
+        U = U / norms
+        change = float(np.max(np.linalg.norm(U - V, axis=0)))
+        V = U
+        if change < tol:
+            break
+    return V, it
+
+
+def _residual(T: np.ndarray, lam: np.ndarray, V: np.ndarray) -> float:
+    norm = np.linalg.norm(T)
+    if norm == 0.0:
+        return 0.0
+    return float(np.linalg.norm(T - compose(lam, V)) / norm)
+
+
+def _canonical_signs(T: np.ndarray, lam: np.ndarray, V: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    flip = lam < 0
+    lam = np.where(flip, -lam, lam)
+    V = np.where(flip[:, None], -V, V)
+    return lam, V
+
+
+def _check_rank(T: np.ndarray, n_components: int | None) -> int:
+    k = T.shape[0]
+    r = k if n_components is None else int(n_components)
+    if not 1 <= r <= k:
+        raise ValueError(f"n_components must be an integer in [1, {k}] for a ({k}, {k}, {k}) "
+                         f"tensor; got {n_components!r}")
+    return r
+
+
+def robust_power_method(
+    T: np.ndarray,
+    n_components: int | None = None,
+    n_starts: int = 30,
+    n_iter: int = 50,
+    rng: np.random.Generator | None = None,
+    tol: float = 1e-13,
+) -> TensorDecomposition:
+    """Robust tensor power method with deflation (Anandkumar et al. 2014, Algorithm 1).
+
+    Parameters
+    ----------
+    T : ndarray of shape (k, k, k)
+        A (nearly) symmetric tensor close to sum_i lambda_i v_i^{⊗3}, v_i orthonormal.
+    n_components : int, optional
+        Number of components r (default k).
+    n_starts : int
+        L, random starts on the unit sphere per component.
+    n_iter : int
+        N, power iterations per start, and again for the refinement of the best start.
+    rng : numpy Generator, optional
+        Source of the random starts (a fresh default_rng(0) when omitted).
+    tol : float
+        A start stops early once its iterate moves less than ``tol``.
+
+    Returns
+    -------
+    TensorDecomposition
+        eigenvalues >= 0 in the order found (the largest T(v, v, v) first) and unit
+        eigenvectors (rows).
+    """
+    T = check_symmetric_tensor(T)
+    r = _check_rank(T, n_components)
+    if isinstance(n_starts, bool) or int(n_starts) < 1 or isinstance(n_iter, bool) or int(n_iter) < 1:
+        raise ValueError(f"n_starts and n_iter must be integers >= 1; got {n_starts!r}, {n_iter!r}")
+    rng = np.random.default_rng(0) if rng is None else rng
+    k = T.shape[0]
+    work = symmetrize(T)
+    lams = np.empty(r)
+    vecs = np.empty((r, k))
+    total = 0
+    for i in range(r):
+        V = _random_unit(k, int(n_starts), rng)
+        V, it1 = _power_iterate(work, V, int(n_iter), tol)
+        vals = value(work, V)
+        best = V[:, [int(np.argmax(vals))]]
+        best, it2 = _power_iterate(work, best, int(n_iter), tol)
+        v = best[:, 0] / np.linalg.norm(best[:, 0])
+        lam = value(work, v)
+        if lam < 0:  # odd order: (lambda, v) ~ (-lambda, -v)
+            lam, v = -lam, -v
+        lams[i], vecs[i] = lam, v
+        work = work - lam * rank_one(v)
+        total = max(total, it1 + it2)
+    return TensorDecomposition(lams, vecs, _residual(T, lams, vecs), total)
+
+
+def jennrich(
+    T: np.ndarray,
+    n_components: int | None = None,
+    n_starts: int = 10,
+    rng: np.random.Generator | None = None,
+    orthogonal: bool = True,
+) -> TensorDecomposition:
+    """Simultaneous diagonalisation (Jennrich's algorithm) of a symmetric tensor.
+
+    Parameters
+    ----------
+    T : ndarray of shape (k, k, k)
+    n_components : int, optional
+        Number of components r (default k); the r largest |T(v, v, v)| are kept.
+    n_starts : int
+        Random slice directions w tried; the one whose slice has the best-separated
+        eigenvalues (largest minimum gap relative to the spread) is used.
+    rng : numpy Generator, optional
+    orthogonal : bool
+        True (whitened input): eigenvectors of the symmetric slice T(I, I, w).
+        False: eigenvectors of T(I, I, w1) T(I, I, w2)^+ (non-orthogonal components,
+        unit-normalised).
+
+    Returns
+    -------
+    TensorDecomposition
+        eigenvalues = T(v_i, v_i, v_i) >= 0 in decreasing order.
+    """
+    T = check_symmetric_tensor(T)
+    r = _check_rank(T, n_components)
+    if isinstance(n_starts, bool) or int(n_starts) < 1:
+        raise ValueError(f"n_starts must be an integer >= 1; got {n_starts!r}")
+    rng = np.random.default_rng(0) if rng is None else rng
+    k = T.shape[0]
+    S = symmetrize(T)
+    best_gap, best_V = -np.inf, None
+    for _ in range(int(n_starts)):
+        w = rng.standard_normal(k)
+        w /= np.linalg.norm(w)
+        if orthogonal:
+            evals, evecs = np.linalg.eigh(slice_matrix(S, w))
+        else:
+            w2 = rng.standard_normal(k)
+            M1, M2 = slice_matrix(S, w), slice_matrix(S, w2)
+            evals_c, evecs_c = np.linalg.eig(M1 @ np.linalg.pinv(M2))
+            evals, evecs = evals_c.real, evecs_c.real
+            evecs = evecs / np.maximum(np.linalg.norm(evecs, axis=0, keepdims=True), 1e-300)
+        srt = np.sort(evals)
+        spread = max(srt[-1] - srt[0], 1e-300)
+        gap = float(np.min(np.diff(srt)) / spread) if k > 1 else 1.0
+        if gap > best_gap:
+            best_gap, best_V = gap, evecs
+    assert best_V is not None
+    V = best_V.T  # rows
+    lam = np.asarray(value(S, V.T), dtype=float)
+    lam, V = _canonical_signs(S, lam, V)
+    order = np.argsort(-lam)[:r]
+    lam, V = lam[order], V[order]
+    return TensorDecomposition(lam, V, _residual(T, lam, V), int(n_starts))
+
+
+def decompose(T: np.ndarray, method: str = "power", n_components: int | None = None,
+              rng: np.random.Generator | None = None, n_starts: int = 30, n_iter: int = 50
+              ) -> TensorDecomposition:
+    """Decompose with ``method`` in {"power", "jennrich"} (see the module docstring)."""
+    if method == "power":
+        return robust_power_method(T, n_components, n_starts=n_starts, n_iter=n_iter, rng=rng)
+    if method == "jennrich":
+        return jennrich(T, n_components, n_starts=n_starts, rng=rng)
+    raise ValueError(f"unknown decomposition {method!r}; valid choices are "
+                     f"{', '.join(map(repr, DECOMPOSITIONS))}")

@@ -1,0 +1,533 @@
+"""Streaming score-function moments of a mixture of experts (the hot path).
+
+With Gaussian inputs ``x ~ N(0, I_d)`` and label transforms ``s2 = S2(y)``,
+``s3 = S3(y)`` (see the label transforms of ``tensor_em``), the cross-moments are
+
+* ``T2 = E[s2 (x x^T - I)]`` (d, d), and
+* ``T3 = E[s3 (x⊗x⊗x - sym(x⊗I))]`` (d, d, d), where ``sym(x⊗I)_{abc} =
+  x_a δ_bc + x_b δ_ac + x_c δ_ab``.
+
+The d×d×d tensor is never built on the hot path: after whitening with ``W``
+(d, k), :func:`whitened_third_moment` returns ``T3(W, W, W)`` in one streaming
+pass of ``O(n d k + n k^3)`` work. Every kernel walks the rows of ``X`` in
+chunks (``X`` may be a memmap), computes each chunk in ``dtype`` (float64 or
+float32) and accumulates the chunk sums in float64. The array library is chosen
+once, by ``backend`` (see :mod:`moebench.backend`); results are float64 numpy
+arrays.
+
+Passes over the data: the whitening needs ``T2`` before ``T3(W, W, W)`` can be
+projected, so the moment step is two passes (``T2``, then the whitened ``T3``);
+with ``whitening(..., method="randomized")`` on a :class:`SecondMomentOperator`
+the ``d×d`` matrix is never formed and the whole moment step stays ``O(n d k)``
+per pass (``2 + n_iter`` passes for the whitening, one for ``T3``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from moebench.backend import Backend, get_backend
+from moebench.validation import check_choice, check_positive_int
+
+#: Bytes of one chunk of ``X`` (in the compute dtype) when ``chunk_size`` is None.
+CHUNK_BYTES = 1 << 20
+#: Largest default chunk (rows).
+MAX_CHUNK_ROWS = 1 << 15
+#: Largest ``d`` accepted by :func:`dense_third_moment`.
+DENSE_MAX_D = 60
+
+_DTYPES = (np.float64, np.float32)
+
+
+# --------------------------------------------------------------------------- checks
+def _check_dtype(dtype: Any) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
+        raise ValueError(f"dtype must be numpy.float64 or numpy.float32; got {dt}")
+    return dt
+
+
+def _check_X(X: Any) -> np.ndarray:
+    """Validate X without copying it (memmaps stay on disk)."""
+    if not isinstance(X, np.ndarray):
+        try:
+            X = np.asarray(X, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"X must be a numeric 2-d array: {exc}") from None
+    if X.ndim != 2:
+        raise ValueError(
+            f"X must be 2-dimensional with shape (n_samples, n_features); got {X.shape}"
+        )
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"X is empty (shape {X.shape}); at least one sample is needed")
+    if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+        raise ValueError(f"X must have a real numeric dtype; got {X.dtype}")
+    return X
+
+
+def _check_weights(s: Any, name: str, n: int) -> np.ndarray:
+    try:
+        s = np.asarray(s, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric: {exc}") from None
+    if s.ndim != 1:
+        raise ValueError(f"{name} must be 1-dimensional with shape (n_samples,); got {s.shape}")
+    if s.shape[0] != n:
+        raise ValueError(
+            f"X and {name} have mismatched lengths: X has {n} rows, {name} has {s.shape[0]} values"
+        )
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"{name} contains NaN or infinite values; only finite values are valid")
+    return s
+
+
+def _check_matrix(A: Any, name: str, d: int) -> np.ndarray:
+    try:
+        A = np.asarray(A, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric: {exc}") from None
+    if A.ndim == 1:
+        A = A[:, None]
+    if A.ndim != 2 or A.shape[0] != d or A.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (d, m) = ({d}, m) with m >= 1; got {A.shape}")
+    if not np.all(np.isfinite(A)):
+        raise ValueError(f"{name} contains NaN or infinite values; only finite values are valid")
+    return A
+
+
+def default_chunk_size(d: int, dtype: Any = np.float64) -> int:
+    """Rows per chunk: about :data:`CHUNK_BYTES` of ``X``, a multiple of 256 rows."""
+    itemsize = np.dtype(dtype).itemsize
+    rows = CHUNK_BYTES // max(1, d * itemsize)
+    return int(min(MAX_CHUNK_ROWS, max(256, (rows // 256) * 256)))
+
+
+def _chunk_bounds(n: int, d: int, chunk_size: int | None, dtype: np.dtype):
+    if chunk_size is None:
+        chunk_size = default_chunk_size(d, dtype)
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    for start in range(0, n, chunk_size):
+        yield start, min(n, start + chunk_size)
+
+
+def _nonfinite(name: str) -> ValueError:
+    return ValueError(
+        f"{name}: X contains NaN or infinite values (or the moments overflowed); "
+        "only finite values are valid"
+    )
+
+
+def _sym_outer(v: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``sym(v⊗B)_{abc} = v_a B_bc + v_b B_ac + v_c B_ab`` for symmetric ``B``."""
+    return (
+        v[:, None, None] * B[None, :, :]
+        + v[None, :, None] * B[:, None, :]
+        + v[None, None, :] * B[:, :, None]
+    )
+
+
+def _triu_pairs(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets of row ``a`` in the packed upper triangle, and the (k, k) pair index."""
+    offsets = np.zeros(k + 1, dtype=np.int64)
+    for a in range(k):
+        offsets[a + 1] = offsets[a] + (k - a)
+    index = np.empty((k, k), dtype=np.int64)
+    for a in range(k):
+        for b in range(a, k):
+            index[a, b] = index[b, a] = offsets[a] + (b - a)
+    return offsets, index
+
+
+# --------------------------------------------------------------------------- T2
+def second_moment(
+    X: Any,
+    s2: Any,
+    *,
+    chunk_size: int | None = None,
+    backend: str | Backend = "numpy",
+    dtype: Any = np.float64,
+) -> np.ndarray:
+    """Second cross-moment ``T2 = mean_n s2_n (x_n x_n^T - I)``.
+
+    Parameters
+    ----------
+    X : ndarray or memmap of shape (n, d)
+    s2 : ndarray of shape (n,)
+        Transformed labels ``S2(y)``.
+    chunk_size : int, optional
+        Rows per chunk (default :func:`default_chunk_size`).
+    backend : {"numpy", "torch"} or Backend
+    dtype : numpy.float64 or numpy.float32
+        Compute dtype of each chunk; chunk sums are accumulated in float64.
+
+    Returns
+    -------
+    ndarray of shape (d, d), float64, symmetric.
+
+    Notes
+    -----
+    Each chunk is split by the sign of ``s2`` and the two halves, scaled by
+    ``sqrt(|s2|)``, go through a symmetric rank-m update (``Y^T Y``, which BLAS
+    runs as SYRK at half the flops of a general GEMM).
+    """
+    X = _check_X(X)
+    n, d = X.shape
+    s2 = _check_weights(s2, "s2", n)
+    dt = _check_dtype(dtype)
+    be = get_backend(backend)
+    acc = np.zeros((d, d))
+    for i, j in _chunk_bounds(n, d, chunk_size, dt):
+        Xc = be.asarray(X[i:j], dt)
+        sc = s2[i:j]
+        pos = sc >= 0
+        root = np.sqrt(np.abs(sc)).astype(dt)
+        if pos.all():
+            Y = Xc * be.asarray(root, dt)[:, None]
+            acc += be.to_numpy(Y.T @ Y)
+        else:
+            for mask, sign in ((pos, 1.0), (~pos, -1.0)):
+                if not mask.any():
+                    continue
+                idx = np.flatnonzero(mask)
+                Y = be.take_rows(Xc, idx) * be.asarray(root[idx], dt)[:, None]
+                acc += sign * be.to_numpy(Y.T @ Y)
+    T2 = acc / n
+    T2[np.diag_indices(d)] -= s2.mean()
+    T2 = 0.5 * (T2 + T2.T)
+    if not np.all(np.isfinite(T2)):
+        raise _nonfinite("second_moment")
+    return T2
+
+
+class SecondMomentOperator:
+    """``T2`` as an implicit symmetric operator: products ``T2 @ Omega`` from the data.
+
+    ``T2 @ Omega = mean_n s2_n x_n (x_n^T Omega) - mean(s2) Omega`` costs one
+    streaming pass of ``O(n d m)`` for ``Omega`` of shape (d, m); the d×d matrix is
+    never formed. Used by :func:`whitening` with ``method="randomized"``.
+
+    Parameters
+    ----------
+    X, s2, chunk_size, backend, dtype
+        As for :func:`second_moment`.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        ``(d, d)``.
+    n_passes : int
+        Passes over the data made so far (one per :meth:`matmat`).
+    """
+
+    def __init__(
+        self,
+        X: Any,
+        s2: Any,
+        *,
+        chunk_size: int | None = None,
+        backend: str | Backend = "numpy",
+        dtype: Any = np.float64,
+    ) -> None:
+        self.X = _check_X(X)
+        self.s2 = _check_weights(s2, "s2", self.X.shape[0])
+        self.chunk_size = chunk_size
+        self.backend = get_backend(backend)
+        self.dtype = _check_dtype(dtype)
+        d = self.X.shape[1]
+        self.shape = (d, d)
+        self.n_passes = 0
+
+    def matmat(self, Omega: Any) -> np.ndarray:
+        """Return ``T2 @ Omega`` (d, m) as float64."""
+        n, d = self.X.shape
+        Om = _check_matrix(Omega, "Omega", d)
+        be, dt = self.backend, self.dtype
+        Ob = be.asarray(Om, dt)
+        acc = np.zeros(Om.shape)
+        for i, j in _chunk_bounds(n, d, self.chunk_size, dt):
+            Xc = be.asarray(self.X[i:j], dt)
+            P = Xc @ Ob
+            sc = be.asarray(self.s2[i:j], dt)
+            acc += be.to_numpy(Xc.T @ (P * sc[:, None]))
+        self.n_passes += 1
+        out = acc / n - self.s2.mean() * Om
+        if not np.all(np.isfinite(out)):
+            raise _nonfinite("SecondMomentOperator.matmat")
+        return out
+
+    def __matmul__(self, Omega: Any) -> np.ndarray:
+        return self.matmat(Omega)
+
+    def to_dense(self) -> np.ndarray:
+        """The d×d matrix (one SYRK pass, :func:`second_moment`)."""
+        self.n_passes += 1
+        return second_moment(
+            self.X, self.s2, chunk_size=self.chunk_size, backend=self.backend, dtype=self.dtype
+        )
+
+
+# --------------------------------------------------------------------------- whitening
+def _select_top(evals: np.ndarray, evecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(-np.abs(evals), kind="stable")[:k]
+    return evals[order], evecs[:, order]
+
+
+def whitening(
+    T2: Any,
+    k: int,
+    method: str = "eigh",
+    *,
+    n_oversamples: int = 10,
+    n_iter: int = 2,
+    random_state: int | np.random.Generator | None = 0,
+    rtol: float = 1e-10,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Whitening matrix from the ``k`` eigenpairs of ``T2`` of largest ``|eigenvalue|``.
+
+    ``T2 = sum_i c'_i a_i a_i^T`` may be indefinite (``c'_i`` can be negative), so the
+    eigenpairs are ranked by absolute value and ``W = U |D|^{-1/2}``; then
+    ``W^T T2 W = sign(D)``.
+
+    Parameters
+    ----------
+    T2 : ndarray of shape (d, d), or SecondMomentOperator
+        The second moment, dense or implicit (``method="randomized"`` only needs
+        products ``T2 @ Omega``; with ``"eigh"`` an operator is densified first).
+    k : int
+        Number of components (``1 <= k <= d``).
+    method : {"eigh", "randomized"}
+        ``"eigh"``: full symmetric eigendecomposition, ``O(d^3)``. ``"randomized"``:
+        a randomised range finder (Halko, Martinsson & Tropp 2011) with ``n_iter``
+        power iterations on ``k + n_oversamples`` columns; ``2 + n_iter`` products
+        with ``T2``, each ``O(n d k)`` on an operator.
+    n_oversamples, n_iter : int
+        Randomised method only.
+    random_state : int, Generator or None
+        Seed of the randomised test matrix.
+    rtol : float
+        The k-th ``|eigenvalue|`` must exceed ``rtol * max|eigenvalue|``.
+
+    Returns
+    -------
+    W : ndarray of shape (d, k)
+        ``U |D|^{-1/2}``.
+    eigvals : ndarray of shape (k,)
+        The signed eigenvalues ``D``, by decreasing absolute value. Keep the signs:
+        un-whitening is ``a_i ∝ U |D|^{1/2} v_i`` for a component ``v_i`` of the
+        whitened tensor.
+    eigvecs : ndarray of shape (d, k)
+        The orthonormal eigenvectors ``U``.
+
+    Raises
+    ------
+    ValueError
+        Bad ``k`` or ``method``, non-square or non-finite ``T2``, or ``T2`` of rank < k.
+    """
+    check_choice(method, "whitening method", ("eigh", "randomized"))
+    is_op = hasattr(T2, "matmat") and hasattr(T2, "shape")
+    if is_op:
+        d = int(T2.shape[0])
+    else:
+        T2 = np.asarray(T2, dtype=np.float64)
+        if T2.ndim != 2 or T2.shape[0] != T2.shape[1]:
+            raise ValueError(f"T2 must be a square (d, d) matrix; got shape {T2.shape}")
+        if not np.all(np.isfinite(T2)):
+            raise ValueError("T2 contains NaN or infinite values; only finite values are valid")
+        d = T2.shape[0]
+    k = check_positive_int(k, "k")
+    if k > d:
+        raise ValueError(f"k = {k} exceeds the dimension d = {d} of T2; need 1 <= k <= d")
+
+    if method == "eigh":
+        A = T2.to_dense() if is_op else T2
+        evals, evecs = np.linalg.eigh(0.5 * (A + A.T))
+        evals, evecs = _select_top(evals, evecs, k)
+    else:
+        n_oversamples = check_positive_int(n_oversamples, "n_oversamples", minimum=0)
+        n_iter = check_positive_int(n_iter, "n_iter", minimum=0)
+        ell = min(d, k + n_oversamples)
+        rng = np.random.default_rng(random_state)
+
+        def matmat(M: np.ndarray) -> np.ndarray:
+            return T2.matmat(M) if is_op else T2 @ M
+
+        Q, _ = np.linalg.qr(matmat(rng.standard_normal((d, ell))))
+        for _ in range(n_iter):
+            Q, _ = np.linalg.qr(matmat(Q))
+        B = Q.T @ matmat(Q)
+        evals, S = np.linalg.eigh(0.5 * (B + B.T))
+        evals, S = _select_top(evals, S, k)
+        evecs = Q @ S
+    top = np.max(np.abs(evals)) if evals.size else 0.0
+    if not np.isfinite(top) or top == 0.0 or np.abs(evals[-1]) <= rtol * top:
+        raise ValueError(
+            f"T2 has fewer than k = {k} eigenvalues distinguishable from 0 (|eigenvalues| "
+            f"{np.abs(evals)}); the experts are not identifiable from T2 (need rank >= k)"
+        )
+    W = evecs / np.sqrt(np.abs(evals))[None, :]
+    return W, evals, evecs
+
+
+# --------------------------------------------------------------------------- T3(W, W, W)
+def whitened_third_moment(
+    X: Any,
+    s3: Any,
+    W: Any,
+    *,
+    chunk_size: int | None = None,
+    backend: str | Backend = "numpy",
+    dtype: Any = np.float64,
+) -> np.ndarray:
+    """Whitened third moment ``T3(W, W, W)`` in one streaming pass.
+
+    ``M = mean_n s3_n [u_n⊗u_n⊗u_n - sym(u_n⊗B)]`` with ``u_n = W^T x_n`` and
+    ``B = W^T W``, which equals ``T3(W, W, W)`` for
+    ``T3 = E[s3 (x⊗x⊗x - sym(x⊗I))]``.
+
+    Parameters
+    ----------
+    X : ndarray or memmap of shape (n, d)
+    s3 : ndarray of shape (n,)
+        Transformed labels ``S3(y)``.
+    W : ndarray of shape (d, k)
+        Whitening matrix (e.g. from :func:`whitening`).
+    chunk_size, backend, dtype
+        As for :func:`second_moment`.
+
+    Returns
+    -------
+    ndarray of shape (k, k, k), float64, fully symmetric.
+
+    Notes
+    -----
+    Per chunk of m rows: one projection ``U^T = W^T X_c^T`` (k, m), the packed
+    symmetric Khatri–Rao rows ``u_a u_b`` for ``a <= b`` (k(k+1)/2, m), and one GEMM
+    with ``(s3 * U)`` giving the k(k+1)/2 × k distinct entries. The ``sym(u⊗B)``
+    term only needs ``sum_n s3_n u_n``. Work ``O(n d k + n k^3)``, memory
+    ``O(k^3 + m k^2)`` beyond the chunk; d×d×d is never built.
+    """
+    X = _check_X(X)
+    n, d = X.shape
+    s3 = _check_weights(s3, "s3", n)
+    W = _check_matrix(W, "W", d)
+    k = W.shape[1]
+    dt = _check_dtype(dtype)
+    be = get_backend(backend)
+    offsets, index = _triu_pairs(k)
+    p = int(offsets[-1])
+    Wt = be.asarray(W.T, dt)  # (k, d)
+    G = np.zeros((p, k))
+    v = np.zeros(k)
+    buf = None
+    for i, j in _chunk_bounds(n, d, chunk_size, dt):
+        Xc = be.asarray(X[i:j], dt)
+        Ut = Wt @ Xc.T  # (k, m)
+        if not be.isfinite_all(Ut):
+            raise _nonfinite("whitened_third_moment")
+        m = j - i
+        if buf is None or buf.shape[1] != m:
+            buf = be.empty((p, m), dt)
+        for a in range(k):
+            be.multiply(Ut[a : a + 1], Ut[a:], out=buf[offsets[a] : offsets[a + 1]])
+        Us = Ut * be.asarray(s3[i:j], dt)[None, :]
+        G += be.to_numpy(buf @ Us.T)
+        v += be.to_numpy(be.rowsum(Us))
+    B = W.T @ W
+    M = (G[index] - _sym_outer(v, B)) / n
+    return M
+
+
+# --------------------------------------------------------------------------- T3(I, v, v)
+def third_moment_products(
+    X: Any,
+    s3: Any,
+    V: Any,
+    *,
+    chunk_size: int | None = None,
+    backend: str | Backend = "numpy",
+    dtype: Any = np.float64,
+) -> np.ndarray:
+    """Implicit products ``T3(I, v, v)`` for each column ``v`` of ``V``, in ``O(n d m)``.
+
+    ``T3(I, v, v) = mean_n s3_n [(x_n.v)^2 x_n - (v.v) x_n - 2 (x_n.v) v]``.
+
+    Parameters
+    ----------
+    X : ndarray or memmap of shape (n, d)
+    s3 : ndarray of shape (n,)
+    V : ndarray of shape (d, m) or (d,)
+        The vectors, one per column.
+    chunk_size, backend, dtype
+        As for :func:`second_moment`.
+
+    Returns
+    -------
+    ndarray of shape (d, m), float64 (``(d, 1)`` for a single vector).
+    """
+    X = _check_X(X)
+    n, d = X.shape
+    s3 = _check_weights(s3, "s3", n)
+    V = _check_matrix(V, "V", d)
+    dt = _check_dtype(dtype)
+    be = get_backend(backend)
+    Vb = be.asarray(V, dt)
+    R = np.zeros(V.shape)
+    xs = np.zeros(d)
+    pv = np.zeros(V.shape[1])
+    for i, j in _chunk_bounds(n, d, chunk_size, dt):
+        Xc = be.asarray(X[i:j], dt)
+        sc = be.asarray(s3[i:j], dt)
+        P = Xc @ Vb  # (m, q)
+        SP = P * sc[:, None]
+        R += be.to_numpy(Xc.T @ (SP * P))
+        xs += be.to_numpy(Xc.T @ sc)
+        pv += be.to_numpy(be.colsum(SP))
+    out = (R - np.outer(xs, np.sum(V * V, axis=0)) - 2.0 * V * pv[None, :]) / n
+    if not np.all(np.isfinite(out)):
+        raise _nonfinite("third_moment_products")
+    return out
+
+
+# --------------------------------------------------------------------------- dense reference
+def dense_third_moment(X: Any, s3: Any, *, chunk_size: int | None = None) -> np.ndarray:
+    """Dense reference ``T3 = mean_n s3_n (x⊗x⊗x - sym(x⊗I))`` of shape (d, d, d).
+
+    ``O(n d^3)`` work and ``O(d^3)`` memory: for tests and benchmarks only.
+
+    Raises
+    ------
+    ValueError
+        ``d > DENSE_MAX_D`` (60), or bad input.
+    """
+    X = _check_X(X)
+    n, d = X.shape
+    if d > DENSE_MAX_D:
+        raise ValueError(
+            f"dense_third_moment builds a d^3 tensor and is limited to d <= {DENSE_MAX_D}; "
+            f"got d = {d} (use whitened_third_moment or third_moment_products)"
+        )
+    s3 = _check_weights(s3, "s3", n)
+    acc = np.zeros((d, d * d))
+    mvec = np.zeros(d)
+    rows = chunk_size or max(64, min(4096, (1 << 22) // (d * d * 8)))
+    for i, j in _chunk_bounds(n, d, rows, np.dtype(np.float64)):
+        Xc = np.asarray(X[i:j], dtype=np.float64)
+        sc = s3[i:j]
+        Xs = Xc * sc[:, None]
+        KR = (Xc[:, :, None] * Xc[:, None, :]).reshape(j - i, d * d)
+        acc += Xs.T @ KR
+        mvec += Xs.sum(axis=0)
+    T = acc.reshape(d, d, d) / n - _sym_outer(mvec / n, np.eye(d))
+    if not np.all(np.isfinite(T)):
+        raise _nonfinite("dense_third_moment")
+    return T
+
+
+def contract3(T: np.ndarray, A: np.ndarray, B: np.ndarray | None = None,
+              C: np.ndarray | None = None) -> np.ndarray:
+    """Multilinear contraction ``T(A, B, C)_{pqr} = sum T_abc A_ap B_bq C_cr``."""
+    B = A if B is None else B
+    C = A if C is None else C
+    return np.einsum("abc,ap,bq,cr->pqr", T, A, B, C, optimize=True)

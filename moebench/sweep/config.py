@@ -1,0 +1,419 @@
+"""Sweep configurations: the TOML schema, its validation and the expansion into cells.
+
+A config is a TOML file (or the name of one shipped in :mod:`moebench.configs`)::
+
+    name = "quickstart"            # optional, defaults to the file name
+    description = "..."            # optional
+    seed = 0                       # base seed of every per-run seed
+    repetitions = 3                # data sets (and algorithm seeds) per setting
+    success_threshold = 0.1        # matched expert error below which a run succeeds
+
+    [data]                         # every key takes a value or a list (a grid axis)
+    n = [20000]
+    d = 10
+    k = 3
+    activation = ["linear", "relu"]
+    sigma = 0.1
+    gating = "orthogonal"          # or "generic"
+    gating_scale = 1.0
+    min_angle = 0.0                # or expert_angle = 60.0 (every pair at that angle)
+    n_test = 10000                 # held-out rows drawn from the same true model
+
+    [budget]                       # per run, for every algorithm (override per algorithm)
+    max_iter = 100                 # passed to estimators that accept max_iter
+    max_time = 60.0                # seconds: passed to estimators that accept max_time
+    timeout = 150.0                # hard limit: the run is killed, status "timeout"
+
+    [[algorithm]]
+    name = "tensor_em"             # a registered algorithm (``moebench list``)
+    label = "tensor_em_refine"     # the variant's name in tables and plots
+    params = {refine = true}       # fixed estimator options
+    grid = {}                      # options to sweep: each point is its own variant
+    known_sigma = false            # pass the true sigma instead of estimating it
+
+Every table, key and value is checked before anything runs; an error names the
+key, the bad value and the valid choices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moebench.activations import available_activations
+from moebench.generator import GATING_KINDS, make_moe_model
+from moebench.registry import algorithm_class, available_algorithms
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+TOP_KEYS = ("name", "description", "seed", "repetitions", "success_threshold", "data", "budget",
+            "algorithm")
+SYNTHETIC_DATA_KEYS = ("n", "d", "k", "activation", "sigma", "gating", "gating_scale",
+                       "min_angle", "expert_angle", "n_test")
+CSV_DATA_KEYS = ("source", "k", "activation", "folds")
+SOURCE_KEYS = ("csv", "target", "features", "sep")
+BUDGET_KEYS = ("max_iter", "max_time", "timeout")
+ALGORITHM_KEYS = ("name", "label", "params", "grid", "known_sigma") + BUDGET_KEYS
+#: estimator arguments the runner sets itself
+RESERVED_PARAMS = ("n_experts", "activation", "random_state", "sigma")
+
+DATA_DEFAULTS: dict[str, Any] = {
+    "n": 10_000, "d": 10, "k": 3, "activation": "linear", "sigma": 0.1, "gating": "orthogonal",
+    "gating_scale": 1.0, "min_angle": 0.0, "expert_angle": None, "n_test": 10_000,
+}
+CSV_DEFAULTS: dict[str, Any] = {"k": 2, "activation": "linear", "folds": 5}
+BUDGET_DEFAULTS: dict[str, Any] = {"max_iter": 200, "max_time": 60.0, "timeout": None}
+
+
+class ConfigError(ValueError):
+    """A sweep config that cannot run; the message names the key and the valid choices."""
+
+
+# --------------------------------------------------------------------------- loading
+def named_configs() -> list[str]:
+    """Names of the configs shipped in :mod:`moebench.configs`."""
+    root = resources.files("moebench.configs")
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def resolve_config(ref: str | Path) -> tuple[str, str]:
+    """Find a config by path or shipped name; return (its text, a description of where)."""
+    path = Path(ref)
+    if path.is_file():
+        return path.read_text(), str(path)
+    name = str(ref)
+    name = name[:-5] if name.endswith(".toml") else name
+    if "/" not in name and "\\" not in name:
+        res = resources.files("moebench.configs") / f"{name}.toml"
+        if res.is_file():
+            return res.read_text(), f"moebench/configs/{name}.toml"
+    raise FileNotFoundError(
+        f"no config file {str(ref)!r} and no shipped config of that name; shipped configs: "
+        f"{', '.join(named_configs()) or '(none)'}"
+    )
+
+
+# --------------------------------------------------------------------------- model
+@dataclass(frozen=True)
+class Variant:
+    """One algorithm variant: a registered algorithm, its options and budgets."""
+
+    label: str
+    algorithm: str
+    params: dict[str, Any]
+    max_iter: int
+    max_time: float
+    timeout: float
+    known_sigma: bool = False
+
+    def key(self) -> dict[str, Any]:
+        """What identifies the variant (its seeds and run ids derive from it)."""
+        return {"label": self.label, "algorithm": self.algorithm, "params": self.params,
+                "max_iter": self.max_iter, "max_time": self.max_time,
+                "known_sigma": self.known_sigma}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run: a data setting, an algorithm variant and a repetition."""
+
+    data: dict[str, Any]
+    variant: Variant
+    repetition: int
+    seed: int
+    success_threshold: float
+
+    @property
+    def data_id(self) -> str:
+        """Identifies the data set (same for every variant of a repetition)."""
+        return stable_hash({"data": self.data, "rep": self.repetition, "seed": self.seed})
+
+    @property
+    def run_id(self) -> str:
+        """Stable id of the run: a hash of everything that determines its result."""
+        return stable_hash({"data": self.data, "variant": self.variant.key(),
+                            "rep": self.repetition, "seed": self.seed,
+                            "threshold": self.success_threshold})
+
+    def data_seed(self, *salt: str) -> np.random.SeedSequence:
+        """Seed of the data: base seed, data setting (less ``n`` and ``salt`` keys), repetition."""
+        return data_seed_sequence(self.seed, self.data, self.repetition, *salt)
+
+    def algorithm_seed(self) -> int:
+        """random_state of the estimator: base seed, data setting, variant, repetition."""
+        ss = np.random.SeedSequence(
+            [self.seed, *hash_words(self.data), *hash_words(self.variant.key()),
+             self.repetition, 2])
+        hi, lo = ss.generate_state(2, np.uint32)
+        return int(hi) << 32 | int(lo)
+
+
+@dataclass
+class SweepConfig:
+    """A validated sweep config."""
+
+    name: str
+    source: str
+    seed: int
+    repetitions: int
+    success_threshold: float
+    data_grid: list[dict[str, Any]]
+    variants: list[Variant]
+    description: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def cells(self) -> list[Cell]:
+        """Every run of the sweep, in a fixed order (setting, repetition, variant)."""
+        return [Cell(data, v, rep, self.seed, self.success_threshold)
+                for data in self.data_grid for rep in range(self.repetitions)
+                for v in self.variants]
+
+    @property
+    def is_real_data(self) -> bool:
+        return bool(self.data_grid) and "source" in self.data_grid[0]
+
+
+# --------------------------------------------------------------------------- hashing
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Hex digest of the canonical JSON of ``obj`` (stable across runs and machines)."""
+    return hashlib.sha256(_canonical(obj).encode()).hexdigest()[:length]
+
+
+def hash_words(obj: Any) -> list[int]:
+    """Four 32-bit words of the hash of ``obj``, for SeedSequence entropy."""
+    digest = hashlib.sha256(_canonical(obj).encode()).digest()
+    return [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)]
+
+
+def data_seed_sequence(seed: int, data: dict[str, Any], repetition: int, *salt: str
+                       ) -> np.random.SeedSequence:
+    """SeedSequence of a data set from (base seed, data setting without ``salt`` keys, rep)."""
+    reduced = {key: value for key, value in data.items() if key not in salt}
+    return np.random.SeedSequence([seed, *hash_words(reduced), repetition, 1])
+
+
+# --------------------------------------------------------------------------- validation
+def _unknown(keys: Any, valid: tuple[str, ...], where: str) -> None:
+    bad = sorted(set(keys) - set(valid))
+    if bad:
+        raise ConfigError(
+            f"unknown key {where}{bad[0]!r}" + (f" (and {', '.join(map(repr, bad[1:]))})"
+                                                if len(bad) > 1 else "")
+            + f"; valid keys: {', '.join(valid)}"
+        )
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _int(value: Any, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where} must be an integer >= {minimum}; got {value!r}")
+    return value
+
+
+def _num(value: Any, where: str, minimum: float = 0.0, strict: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < minimum or (strict and value == minimum):
+        op = ">" if strict else ">="
+        raise ConfigError(f"{where} must be a finite number {op} {minimum}; got {value!r}")
+    return float(value)
+
+
+def _choice(value: Any, where: str, choices: list[str] | tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"unknown {where} {value!r}; valid choices: {', '.join(choices)}")
+    return value
+
+
+def _check_synthetic(data: dict[str, Any]) -> list[dict[str, Any]]:
+    _unknown(data, SYNTHETIC_DATA_KEYS, "data.")
+    axes = {key: _as_list(data.get(key, default)) for key, default in DATA_DEFAULTS.items()}
+    for key, values in axes.items():
+        if not values:
+            raise ConfigError(f"data.{key} is an empty list; give at least one value")
+        for v in values:
+            where = f"data.{key}"
+            if key in ("n", "d", "k", "n_test"):
+                _int(v, where, 2 if key in ("k", "n_test") else 1)
+            elif key == "activation":
+                _choice(v, "data.activation", available_activations())
+            elif key == "gating":
+                _choice(v, "data.gating", GATING_KINDS)
+            elif key == "expert_angle" and v is not None:
+                _num(v, where, 0.0)
+            elif key in ("sigma", "gating_scale", "min_angle"):
+                _num(v, where, 0.0, strict=key == "sigma")
+    grid = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+    for setting in grid:
+        try:  # catches k > d, orthogonal gating without room, impossible angles
+            make_moe_model(setting["d"], setting["k"], setting["activation"], setting["sigma"],
+                           setting["gating"], setting["gating_scale"], setting["min_angle"],
+                           setting["expert_angle"], random_state=0)
+        except ValueError as exc:
+            raise ConfigError(f"data setting {_canonical(setting)} is invalid: {exc}") from None
+    return grid
+
+
+def _check_csv(data: dict[str, Any]) -> list[dict[str, Any]]:
+    _unknown(data, CSV_DATA_KEYS, "data.")
+    source = data["source"]
+    if not isinstance(source, dict):
+        raise ConfigError("data.source must be a table {csv = \"path\", target = \"column\"}")
+    _unknown(source, SOURCE_KEYS, "data.source.")
+    for key in ("csv", "target"):
+        if not isinstance(source.get(key), str):
+            raise ConfigError(f"data.source.{key} is required and must be a string")
+    features = source.get("features")
+    if features is not None and not (isinstance(features, list)
+                                     and all(isinstance(f, str) for f in features)):
+        raise ConfigError("data.source.features must be a list of column names")
+    src = {"csv": source["csv"], "target": source["target"], "features": features,
+           "sep": source.get("sep", "auto")}
+    if not isinstance(src["sep"], str):
+        raise ConfigError("data.source.sep must be a string (\"auto\", \",\", \"\\t\", ...)")
+    ks = [_int(k, "data.k", 2) for k in _as_list(data.get("k", CSV_DEFAULTS["k"]))]
+    acts = [_choice(a, "data.activation", available_activations())
+            for a in _as_list(data.get("activation", CSV_DEFAULTS["activation"]))]
+    folds = _int(data.get("folds", CSV_DEFAULTS["folds"]), "data.folds", 2)
+    from moebench.sweep.data_sources import load_csv_source
+
+    table = load_csv_source(src)  # fails now, not mid-sweep, on a missing file or column
+    src["features"] = list(table.features)
+    return [{"source": src, "k": k, "activation": a, "folds": folds, "fold": f}
+            for k in ks for a in acts for f in range(folds)]
+
+
+def _check_budget(table: dict[str, Any], where: str, base: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    if "max_iter" in table:
+        out["max_iter"] = _int(table["max_iter"], f"{where}max_iter", 1)
+    if "max_time" in table:
+        out["max_time"] = _num(table["max_time"], f"{where}max_time")
+    if "timeout" in table:
+        out["timeout"] = _num(table["timeout"], f"{where}timeout")
+    return out
+
+
+def _check_algorithms(entries: Any, budget: dict[str, Any]) -> list[Variant]:
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError("the config needs at least one [[algorithm]] table")
+    names = available_algorithms()
+    variants: list[Variant] = []
+    for i, entry in enumerate(entries):
+        where = f"algorithm[{i}]."
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where[:-1]} must be a table")
+        _unknown(entry, ALGORITHM_KEYS, where)
+        if "name" not in entry:
+            raise ConfigError(f"{where}name is required; valid choices: {', '.join(names)}")
+        name = _choice(entry["name"], f"{where}name", names)
+        cls = algorithm_class(name)
+        valid = [p for p in cls._get_param_names() if p not in RESERVED_PARAMS]
+        params = entry.get("params", {})
+        grid = entry.get("grid", {})
+        for tname, table in (("params", params), ("grid", grid)):
+            if not isinstance(table, dict):
+                raise ConfigError(f"{where}{tname} must be a table of estimator options")
+            for key in table:
+                if key in RESERVED_PARAMS:
+                    raise ConfigError(
+                        f"{where}{tname}.{key} is set by the runner (from the data setting and "
+                        f"the seeds); remove it" + ("; use known_sigma = true to pass the true "
+                                                    "sigma" if key == "sigma" else ""))
+            _unknown(table, tuple(valid), f"{where}{tname}.")
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{where}grid.{key} must be a non-empty list of values")
+        b = _check_budget(entry, where, budget)
+        for key in ("max_iter", "max_time"):
+            if key in params or key in grid:
+                raise ConfigError(f"{where}params.{key}: set budgets with {where}{key} or "
+                                  f"[budget] {key}, not in params")
+        timeout = b["timeout"] if b["timeout"] is not None else 2.0 * b["max_time"] + 30.0
+        known_sigma = entry.get("known_sigma", False)
+        if not isinstance(known_sigma, bool):
+            raise ConfigError(f"{where}known_sigma must be true or false")
+        label = entry.get("label", name)
+        if not isinstance(label, str) or not label:
+            raise ConfigError(f"{where}label must be a non-empty string")
+        points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+        for point in points:
+            suffix = ",".join(f"{k}={v}" for k, v in point.items())
+            variants.append(Variant(
+                label=f"{label}[{suffix}]" if suffix else label, algorithm=name,
+                params={**params, **point}, max_iter=b["max_iter"], max_time=b["max_time"],
+                timeout=timeout, known_sigma=known_sigma))
+    labels = [v.label for v in variants]
+    dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dup:
+        raise ConfigError(f"algorithm label {dup[0]!r} is used twice; give each variant its own "
+                          f"label")
+    return variants
+
+
+def validate_config(raw: dict[str, Any], name: str = "sweep", source: str = "<dict>"
+                    ) -> SweepConfig:
+    """Check a parsed config and expand it; raises :class:`ConfigError` before anything runs."""
+    if not isinstance(raw, dict):
+        raise ConfigError("a config must be a TOML table")
+    _unknown(raw, TOP_KEYS, "")
+    seed = _int(raw.get("seed", 0), "seed", 0)
+    reps = _int(raw.get("repetitions", 1), "repetitions", 1)
+    threshold = _num(raw.get("success_threshold", 0.1), "success_threshold")
+    data = raw.get("data", {})
+    if not isinstance(data, dict):
+        raise ConfigError("[data] must be a table")
+    grid = _check_csv(data) if "source" in data else _check_synthetic(data)
+    budget_raw = raw.get("budget", {})
+    if not isinstance(budget_raw, dict):
+        raise ConfigError("[budget] must be a table")
+    _unknown(budget_raw, BUDGET_KEYS, "budget.")
+    budget = _check_budget(budget_raw, "budget.", BUDGET_DEFAULTS)
+    variants = _check_algorithms(raw.get("algorithm"), budget)
+    for v in variants:
+        cls = algorithm_class(v.algorithm)
+        for setting in grid:
+            act = setting["activation"]
+            if cls.supported_activations is not None and act not in cls.supported_activations:
+                raise ConfigError(
+                    f"algorithm {v.algorithm!r} (variant {v.label!r}) does not support activation "
+                    f"{act!r}; it supports {', '.join(cls.supported_activations)}")
+            if cls.requires_k_le_d and "d" in setting and setting["k"] > setting["d"]:
+                raise ConfigError(f"algorithm {v.algorithm!r} needs k <= d; data has "
+                                  f"k={setting['k']}, d={setting['d']}")
+    desc = raw.get("description", "")
+    cname = raw.get("name", name)
+    if not isinstance(cname, str) or not isinstance(desc, str):
+        raise ConfigError("name and description must be strings")
+    return SweepConfig(cname, source, seed, reps, threshold, grid, variants, desc, raw)
+
+
+def load_config(ref: str | Path) -> SweepConfig:
+    """Read and validate a config given by path or shipped name (``quickstart``)."""
+    text, where = resolve_config(ref)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from None
+    try:
+        return validate_config(raw, Path(where).stem, where)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None

@@ -1,0 +1,326 @@
+"""Run the cells of a sweep: skip finished ones, run the rest in parallel, record everything.
+
+Backends
+--------
+``local``
+    One process per run, at most ``jobs`` at a time, started from a forkserver
+    that has already imported moebench and every algorithm (cheap starts). A run
+    over its hard ``timeout`` is killed and recorded with status ``"timeout"``; a
+    worker that dies is recorded with status ``"error"``.
+``dask``
+    The same run function submitted to a ``dask.distributed`` cluster (an address,
+    or a LocalCluster started here). Each task runs its cell in a child Python
+    process so the hard timeout can kill it.
+
+BLAS (threadpoolctl), OpenMP and torch threads per run are ``max(1, cores // jobs)``
+so that ``jobs`` processes do not oversubscribe the machine.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as wait_sentinels
+from pathlib import Path
+from typing import Any
+
+from moebench.sweep.config import Cell, SweepConfig
+from moebench.sweep.results import (
+    clean_temporaries,
+    finished_run_ids,
+    read_run_summary,
+    run_path,
+    write_run,
+)
+from moebench.sweep.worker import failure_summary
+
+BACKENDS = ("local", "dask")
+FAILED = ("error", "nan", "timeout")
+
+
+def available_cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_job(jobs: int) -> int:
+    return max(1, available_cores() // max(1, jobs))
+
+
+# --------------------------------------------------------------------------- progress
+@dataclass
+class Progress:
+    """done/total, failures and ETA on stderr: a tqdm bar on a terminal, lines otherwise."""
+
+    total: int
+    initial: int = 0
+    enabled: bool = True
+    failures: int = 0
+    done: int = 0
+    _bar: Any = field(default=None, repr=False)
+    _start: float = field(default_factory=time.perf_counter, repr=False)
+
+    def __post_init__(self) -> None:
+        self.done = self.initial
+        tty = sys.stderr.isatty() and not os.environ.get("CI")
+        if self.enabled and tty:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, initial=self.initial, file=sys.stderr,
+                             unit="run", dynamic_ncols=True, smoothing=0.1)
+            self._bar.set_postfix(failed=0)
+
+    def update(self, summary: dict[str, Any]) -> None:
+        self.done += 1
+        if summary.get("status") in FAILED:
+            self.failures += 1
+        if self._bar is not None:
+            self._bar.set_postfix(failed=self.failures)
+            self._bar.update(1)
+        elif self.enabled:
+            elapsed = time.perf_counter() - self._start
+            ran = self.done - self.initial
+            eta = elapsed / ran * (self.total - self.done) if ran else float("nan")
+            msg = f" ({summary.get('message')})" if summary.get("status") != "ok" else ""
+            print(f"[{self.done}/{self.total}] {summary.get('label')} {summary.get('status')}"
+                  f"{msg}; failed {self.failures}; ETA {eta:.0f} s", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+# --------------------------------------------------------------------------- local backend
+def _mp_context() -> mp.context.BaseContext:
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["moebench.sweep.worker"])
+        return ctx
+    return mp.get_context("spawn")  # pragma: no cover - Windows
+
+
+def _finish(out: str, cell: Cell, exitcode: int | None, config: str, started: float
+            ) -> dict[str, Any]:
+    path = run_path(out, cell.run_id)
+    if path.is_file():
+        return read_run_summary(path)
+    summary = failure_summary(cell, "error", f"worker process exited with code {exitcode} "
+                              f"before writing a result", config, time.perf_counter() - started)
+    write_run(out, summary, [])
+    return summary
+
+
+def run_local(cells: list[Cell], out: str, jobs: int, config: str,
+              on_done: Callable[[dict[str, Any]], None]) -> None:
+    """Run ``cells`` in at most ``jobs`` worker processes at a time."""
+    from moebench.sweep.worker import process_main
+
+    ctx = _mp_context()
+    threads = threads_per_job(jobs)
+    queue = deque(cells)
+    running: dict[int, tuple[Any, Cell, float]] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                cell = queue.popleft()
+                proc = ctx.Process(target=process_main, args=(cell, out, threads, config),
+                                   name=f"moebench-{cell.run_id}", daemon=True)
+                proc.start()
+                running[proc.sentinel] = (proc, cell, time.perf_counter())
+            now = time.perf_counter()
+            wait_for = min(cell.variant.timeout - (now - t0) for _, cell, t0 in running.values())
+            ready = wait_sentinels(list(running), timeout=max(0.05, min(wait_for, 1.0)))
+            for sentinel in ready:
+                proc, cell, t0 = running.pop(sentinel)
+                proc.join()
+                on_done(_finish(out, cell, proc.exitcode, config, t0))
+            now = time.perf_counter()
+            for sentinel, (proc, cell, t0) in list(running.items()):
+                if now - t0 > cell.variant.timeout:
+                    proc.kill()
+                    proc.join()
+                    del running[sentinel]
+                    path = run_path(out, cell.run_id)
+                    if path.is_file():  # finished just in time
+                        on_done(read_run_summary(path))
+                        continue
+                    summary = failure_summary(
+                        cell, "timeout", f"killed after the hard timeout of "
+                        f"{cell.variant.timeout:g} s", config, now - t0)
+                    write_run(out, summary, [])
+                    on_done(summary)
+    finally:
+        for proc, _, _ in running.values():
+            proc.kill()
+            proc.join()
+
+
+# --------------------------------------------------------------------------- dask backend
+def run_cell_subprocess(cell: Cell, out: str, threads: int, config: str) -> dict[str, Any]:
+    """Run one cell in a child Python process with a hard timeout (the dask task)."""
+    path = run_path(out, cell.run_id)
+    started = time.perf_counter()
+    fd, job = tempfile.mkstemp(prefix="moebench-cell-", suffix=".pkl")
+    with os.fdopen(fd, "wb") as fh:
+        pickle.dump((cell, out, threads, config), fh)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "moebench.sweep.worker_main", job], env=env,
+                              timeout=cell.variant.timeout, capture_output=True, text=True)
+        if path.is_file():
+            return read_run_summary(path)
+        summary = failure_summary(cell, "error", f"worker process exited with code "
+                                  f"{proc.returncode}: {proc.stderr.strip()[-300:]}", config,
+                                  time.perf_counter() - started)
+    except subprocess.TimeoutExpired:
+        if path.is_file():
+            return read_run_summary(path)
+        summary = failure_summary(cell, "timeout", f"killed after the hard timeout of "
+                                  f"{cell.variant.timeout:g} s", config,
+                                  time.perf_counter() - started)
+    finally:
+        Path(job).unlink(missing_ok=True)
+    write_run(out, summary, [])
+    return summary
+
+
+def run_dask(cells: list[Cell], out: str, jobs: int, config: str,
+             on_done: Callable[[dict[str, Any]], None], scheduler: str | None = None) -> None:
+    """Submit every cell to a dask.distributed cluster and collect the results.
+
+    ``out`` must be a folder every worker can write (a shared file system for a
+    remote cluster). Without ``scheduler`` a LocalCluster of ``jobs`` worker
+    processes with one thread each is started and closed here.
+    """
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise ValueError("--backend dask needs dask.distributed: pip install "
+                         "'moebench[dask]'") from None
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+        threads = 1 if n_workers > 1 else threads_per_job(jobs)
+    else:
+        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None)
+        client = Client(cluster)
+        threads = threads_per_job(jobs)
+    try:
+        futures = [client.submit(run_cell_subprocess, cell, str(Path(out).resolve()), threads,
+                                 config, key=f"moebench-{cell.run_id}", pure=False)
+                   for cell in cells]
+        for future in as_completed(futures):
+            on_done(future.result())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# --------------------------------------------------------------------------- sweep
+@dataclass
+class SweepOutcome:
+    """What :func:`run_sweep` did."""
+
+    out: Path
+    cells: list[Cell]
+    skipped: int
+    ran: int
+    failures: int
+    wall_time: float
+    summaries: list[dict[str, Any]]
+
+
+def select_cells(cells: list[Cell], filters: Iterable[str] = (), limit: int | None = None
+                 ) -> list[Cell]:
+    """Cells matching every ``key=value`` filter (data keys, label, algorithm, repetition)."""
+    parsed = []
+    for f in filters:
+        if "=" not in f:
+            raise ValueError(f"--filter takes KEY=VALUE (e.g. k=3, label=joint_em); got {f!r}")
+        key, value = f.split("=", 1)
+        parsed.append((key.strip(), value.strip()))
+    valid = {"label", "algorithm", "repetition"} | (set(cells[0].data) if cells else set())
+    for key, _ in parsed:
+        if key not in valid:
+            raise ValueError(f"--filter: unknown key {key!r}; valid keys: "
+                             f"{', '.join(sorted(valid))}")
+
+    def field_of(cell: Cell, key: str) -> Any:
+        if key in ("label", "algorithm"):
+            return getattr(cell.variant, key)
+        if key == "repetition":
+            return cell.repetition
+        return cell.data[key]
+
+    chosen = [c for c in cells if all(str(field_of(c, k)) == v for k, v in parsed)]
+    return chosen[:limit] if limit is not None else chosen
+
+
+def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force: bool = False,
+              backend: str = "local", scheduler: str | None = None,
+              filters: Iterable[str] = (), limit: int | None = None, progress: bool = True,
+              retry_failed: bool = False) -> SweepOutcome:
+    """Run every cell of ``config`` not yet finished in ``out``.
+
+    Parameters
+    ----------
+    jobs : int
+        Parallel runs (worker processes, or LocalCluster workers).
+    force : bool
+        Re-run finished runs too.
+    backend : {"local", "dask"}
+    scheduler : str, optional
+        Address of a running dask scheduler (dask backend).
+    filters, limit
+        Run only the cells matching every ``key=value`` filter, at most ``limit``.
+    retry_failed : bool
+        Re-run runs whose status is error, nan or timeout.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid choices: {', '.join(BACKENDS)}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"--jobs must be an integer >= 1; got {jobs!r}")
+    if scheduler and backend != "dask":
+        raise ValueError("--scheduler needs --backend dask")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    clean_temporaries(out)
+    cells = select_cells(config.cells(), filters, limit)
+    done = set() if force else finished_run_ids(out)
+    if retry_failed and done:
+        done = {rid for rid in done
+                if read_run_summary(run_path(out, rid)).get("status") not in FAILED}
+    todo = [c for c in cells if c.run_id not in done]
+    summaries: list[dict[str, Any]] = []
+    bar = Progress(total=len(cells), initial=len(cells) - len(todo), enabled=progress)
+
+    def on_done(summary: dict[str, Any]) -> None:
+        summaries.append(summary)
+        bar.update(summary)
+
+    start = time.perf_counter()
+    try:
+        if todo:
+            if backend == "local":
+                run_local(todo, str(out), jobs, config.name, on_done)
+            else:
+                run_dask(todo, str(out), jobs, config.name, on_done, scheduler)
+    finally:
+        bar.close()
+    return SweepOutcome(out, cells, len(cells) - len(todo), len(todo), bar.failures,
+                        time.perf_counter() - start, summaries)

@@ -1,0 +1,240 @@
+"""Run one sweep cell: build its data, fit its estimator, score it, write its run file.
+
+This module is what every worker process imports (the forkserver preloads it),
+so it pulls in the registry, and with it every algorithm, once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import time
+import traceback
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from moebench.generator import iter_moe_blocks, make_moe_model
+from moebench.metrics import parameter_errors, prediction_mse
+from moebench.model import MoEModel
+from moebench.registry import algorithm_class, get_algorithm
+from moebench.sweep.config import Cell
+from moebench.sweep.data_sources import (
+    fold_split,
+    linear_regression,
+    load_csv_source,
+    standardized_fold,
+)
+from moebench.sweep.results import provenance, write_run
+
+#: label and algorithm name of the single-linear-regression reference on real data
+REFERENCE = "linear_regression"
+#: keys of a summary that hold final metrics
+METRIC_KEYS = ("expert_error", "expert_max_angle", "gating_error", "success", "sigma_hat",
+               "train_log_likelihood", "test_log_likelihood", "test_mse",
+               "true_train_log_likelihood", "true_test_log_likelihood", "true_test_mse")
+
+
+# --------------------------------------------------------------------------- data
+def _rows(model: MoEModel, n: int, seed: np.random.SeedSequence) -> tuple[np.ndarray, np.ndarray]:
+    Xs, ys = [], []
+    for X, y, _ in iter_moe_blocks(model, n, seed):
+        Xs.append(X)
+        ys.append(y)
+    return np.concatenate(Xs), np.concatenate(ys)
+
+
+def synthetic_data(cell: Cell) -> tuple[MoEModel, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The true model, training rows and held-out rows of a synthetic cell.
+
+    The true parameters depend on the setting without ``n`` and ``n_test`` (so
+    every sample size of a repetition learns the same model), the training rows
+    on ``n`` too, the held-out rows on ``n_test``; none depend on the algorithm.
+    """
+    s = cell.data
+    base = cell.data_seed("n", "n_test")
+    entropy = base.entropy
+    model = make_moe_model(s["d"], s["k"], s["activation"], s["sigma"], s["gating"],
+                           s["gating_scale"], s["min_angle"], s["expert_angle"],
+                           random_state=np.random.SeedSequence(entropy, spawn_key=(0,)))
+    X, y = _rows(model, s["n"], np.random.SeedSequence(entropy, spawn_key=(1, s["n"])))
+    Xt, yt = _rows(model, s["n_test"], np.random.SeedSequence(entropy, spawn_key=(2, s["n_test"])))
+    return model, X, y, Xt, yt
+
+
+def csv_data(cell: Cell) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Standardised train/held-out rows of a real-data cell's fold.
+
+    The split depends on (base seed, source, number of folds, repetition) only, so
+    every k and algorithm sees the same folds.
+    """
+    s = cell.data
+    table = load_csv_source(s["source"])
+    seed = cell.data_seed("k", "activation", "fold")
+    train, test = fold_split(len(table.y), s["folds"], s["fold"], seed)
+    return standardized_fold(table, train, test)
+
+
+# --------------------------------------------------------------------------- threads
+def limit_threads(threads: int) -> Any:
+    """Cap BLAS/OpenMP (threadpoolctl) and torch threads of this process; returns the limiter."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    from threadpoolctl import threadpool_limits
+
+    limiter = threadpool_limits(limits=threads)
+    if "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(threads)
+    return limiter
+
+
+def _exit_with_parent() -> None:
+    """End this worker if the process that started it dies (no orphans after SIGKILL)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+# --------------------------------------------------------------------------- one run
+def base_summary(cell: Cell, config: str = "") -> dict[str, Any]:
+    """Identifying columns of a run: ids, data setting, variant, seeds, budgets."""
+    v = cell.variant
+    data = dict(cell.data)
+    source = data.pop("source", None)
+    if source is not None:
+        data["dataset"] = os.path.basename(source["csv"])
+        data["target"] = source["target"]
+    out: dict[str, Any] = {"run_id": cell.run_id, "data_id": cell.data_id, "config": config,
+                           "label": v.label, "algorithm": v.algorithm}
+    out.update(data)
+    out.update({"repetition": cell.repetition, "seed": cell.seed,
+                "algorithm_seed": str(cell.algorithm_seed()),
+                "params": _params_json(v.params), "max_iter": v.max_iter, "max_time": v.max_time,
+                "timeout": v.timeout, "known_sigma": v.known_sigma,
+                "success_threshold": cell.success_threshold})
+    for key, value in v.params.items():
+        out[f"param_{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out
+
+
+def _params_json(params: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def failure_summary(cell: Cell, status: str, message: str, config: str = "",
+                    wall_time: float = math.nan) -> dict[str, Any]:
+    """Summary of a run that produced no result (timeout, crashed worker)."""
+    out = base_summary(cell, config)
+    out.update({key: math.nan for key in METRIC_KEYS})
+    out["success"] = False
+    out.update({"status": status, "message": message, "stop_reason": "", "n_iter": 0,
+                "fit_time": math.nan, "wall_time": wall_time,
+                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    out.update(provenance())
+    return out
+
+
+def _stop_reason(est: Any, v: Any, fit_time: float) -> str:
+    if v.max_time and fit_time >= v.max_time:
+        return "max_time"
+    if getattr(est, "n_iter_", 0) >= v.max_iter:
+        return "max_iter"
+    return "converged"
+
+
+def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
+             write: bool = True) -> dict[str, Any]:
+    """Run one cell in this process and write its run file; returns its summary.
+
+    Failures (an exception, a non-finite fit) are recorded with their status and
+    message, never raised.
+    """
+    limit_threads(threads)
+    start = time.perf_counter()
+    v = cell.variant
+    summary = base_summary(cell, config)
+    summary.update({key: math.nan for key in METRIC_KEYS})
+    summary["success"] = False
+    summary["threads"] = threads
+    checkpoints: list[dict[str, Any]] = []
+    status, message, stop, n_iter, fit_time = "ok", "", "", 0, math.nan
+    try:
+        if "source" in cell.data:
+            X, y, Xt, yt = csv_data(cell)
+            truth = None
+        else:
+            truth, X, y, Xt, yt = synthetic_data(cell)
+        if v.algorithm == REFERENCE:
+            t0 = time.perf_counter()
+            summary.update(linear_regression(X, y, Xt, yt))
+            summary.pop("train_mse", None)
+            fit_time, n_iter, stop = time.perf_counter() - t0, 1, "converged"
+        else:
+            options = dict(v.params)
+            accepted = algorithm_class(v.algorithm)._get_param_names()
+            for key in ("max_iter", "max_time"):
+                if key in accepted:
+                    options[key] = getattr(v, key)
+            sigma = truth.sigma if (v.known_sigma and truth is not None) else None
+            est = get_algorithm(v.algorithm, n_experts=cell.data["k"],
+                                activation=cell.data["activation"], sigma=sigma,
+                                random_state=cell.algorithm_seed(), **options)
+            t0 = time.perf_counter()
+            try:
+                est.fit(X, y, truth=truth)
+            finally:
+                wall_fit = time.perf_counter() - t0
+                checkpoints = list(getattr(est, "history_", []) or [])
+            fit_time = float(checkpoints[-1]["time"]) if checkpoints else wall_fit
+            n_iter = int(est.n_iter_)
+            stop = _stop_reason(est, v, fit_time)
+            fitted = est.model_
+            summary["sigma_hat"] = float(est.sigma_)
+            summary["train_log_likelihood"] = fitted.mean_log_likelihood(X, y)
+            summary["test_log_likelihood"] = fitted.mean_log_likelihood(Xt, yt)
+            summary["test_mse"] = prediction_mse(fitted, Xt, yt)
+            if truth is not None:
+                summary.update(parameter_errors(est.experts_, est.gating_, truth,
+                                                cell.success_threshold))
+        if truth is not None:
+            summary["true_train_log_likelihood"] = truth.mean_log_likelihood(X, y)
+            summary["true_test_log_likelihood"] = truth.mean_log_likelihood(Xt, yt)
+            summary["true_test_mse"] = prediction_mse(truth, Xt, yt)
+        bad = [k for k in ("train_log_likelihood", "test_log_likelihood", "test_mse")
+               if not np.isfinite(summary[k])]
+        if bad:
+            status, message = "nan", f"non-finite {', '.join(bad)}"
+            summary["success"] = False
+    except FloatingPointError as exc:
+        status, message = "nan", f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - one run's failure must not end the sweep
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f" (at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno})" if tb else ""
+        status, message = "error", f"{type(exc).__name__}: {exc}{where}"
+    summary.update({"status": status, "message": message, "stop_reason": stop, "n_iter": n_iter,
+                    "fit_time": fit_time, "wall_time": time.perf_counter() - start,
+                    "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    summary["success"] = bool(summary["success"]) and status == "ok"
+    summary.update(provenance())
+    if write:
+        write_run(out, summary, checkpoints)
+    return summary
+
+
+def process_main(cell: Cell, out: str, threads: int, config: str) -> None:
+    """Entry point of a worker process started by the local backend."""
+    _exit_with_parent()
+    run_cell(cell, out, threads, config)
