@@ -192,7 +192,9 @@ def get_activation(
         try:
             out = np.asarray(activation(probe), dtype=float)
         except Exception as exc:  # noqa: BLE001 - report any failure of a user function
-            raise ValueError(f"activation callable {name!r} failed on a numpy array: {exc}") from exc
+            raise ValueError(
+                f"activation callable {name!r} failed on a numpy array: {exc}"
+            ) from exc
         if out.shape != probe.shape:
             raise ValueError(
                 f"activation callable {name!r} must be vectorised: it returned shape "

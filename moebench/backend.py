@@ -57,7 +57,8 @@ class Backend:
         """Sum over the columns (axis 1)."""
         raise NotImplementedError
 
-    def take_rows(self, a: Any, idx: np.ndarray) -> Any:  # pragma: no cover - interface
+    def take_rows(self, a: Any, idx: np.ndarray, out: Any = None) -> Any:  # pragma: no cover
+        """Rows ``a[idx]``, written into ``out`` when given."""
         raise NotImplementedError
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:  # pragma: no cover
@@ -98,8 +99,8 @@ class NumpyBackend(Backend):
     def rowsum(self, a: np.ndarray) -> np.ndarray:
         return a.sum(axis=1)
 
-    def take_rows(self, a: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        return a[idx]
+    def take_rows(self, a: np.ndarray, idx: np.ndarray, out: Any = None) -> np.ndarray:
+        return np.take(a, idx, axis=0, out=out)
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         return np.empty(shape, dtype=dtype)
@@ -165,9 +166,11 @@ class TorchBackend(Backend):
     def rowsum(self, a: Any) -> Any:
         return a.sum(dim=1)
 
-    def take_rows(self, a: Any, idx: np.ndarray) -> Any:
+    def take_rows(self, a: Any, idx: np.ndarray, out: Any = None) -> Any:
         t = self._torch.as_tensor(idx, dtype=self._torch.long, device=self.device)
-        return a.index_select(0, t)
+        if out is None:
+            return a.index_select(0, t)
+        return self._torch.index_select(a, 0, t, out=out)
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
         return self._torch.empty(shape, dtype=self._dtype(dtype), device=self.device)

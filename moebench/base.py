@@ -143,7 +143,8 @@ class MoEEstimator:
         for key, value in params.items():
             if key not in valid:
                 raise ValueError(
-                    f"unknown parameter {key!r} for {type(self).__name__}; valid: {', '.join(valid)}"
+                    f"unknown parameter {key!r} for {type(self).__name__}; "
+                    f"valid: {', '.join(valid)}"
                 )
             setattr(self, key, value)
         return self

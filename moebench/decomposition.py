@@ -123,7 +123,8 @@ def _random_unit(k: int, m: int, rng: np.random.Generator) -> np.ndarray:
 def _power_iterate(T: np.ndarray, V: np.ndarray, n_iter: int, tol: float) -> tuple[np.ndarray, int]:
     """n_iter steps of v <- T(I, v, v) / ||T(I, v, v)|| on every column, stopping early."""
     it = 0
-    for it in range(1, n_iter + 1):
+    while it < n_iter:
+        it += 1
         U = apply_vv(T, V)
         norms = np.linalg.norm(U, axis=0, keepdims=True)
         norms[norms == 0.0] = 1.0
@@ -192,7 +193,8 @@ def robust_power_method(
     """
     T = check_symmetric_tensor(T)
     r = _check_rank(T, n_components)
-    if isinstance(n_starts, bool) or int(n_starts) < 1 or isinstance(n_iter, bool) or int(n_iter) < 1:
+    if (isinstance(n_starts, bool) or int(n_starts) < 1 or isinstance(n_iter, bool)
+            or int(n_iter) < 1):
         raise ValueError(f"n_starts and n_iter must be integers >= 1; got {n_starts!r}, {n_iter!r}")
     rng = np.random.default_rng(0) if rng is None else rng
     k = T.shape[0]

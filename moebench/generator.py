@@ -112,7 +112,9 @@ def sample_experts(
             raise ValueError(f"expert_angle must be in (0, 90] degrees; got {expert_angle}")
         c = float(np.cos(np.radians(expert_angle)))
         if expert_angle < 90.0 and k >= d:
-            raise ValueError(f"expert_angle < 90 needs k < d (one spare direction); got k={k}, d={d}")
+            raise ValueError(
+                f"expert_angle < 90 needs k < d (one spare direction); got k={k}, d={d}"
+            )
         Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
         E = Q[:, :k].T
         u = Q[:, k] if k < d else np.zeros(d)
@@ -135,28 +137,72 @@ def sample_experts(
 
 
 def sample_gating(
-    experts: np.ndarray, rng: np.random.Generator, kind: str = "orthogonal", scale: float = 1.0
+    experts: np.ndarray,
+    rng: np.random.Generator,
+    kind: str = "orthogonal",
+    scale: float = 1.0,
+    angle: float | None = None,
 ) -> np.ndarray:
     """Gating rows of norm ``scale`` with the last row 0.
 
     ``"orthogonal"`` rows lie in the orthogonal complement of the experts' span
     (the paper's assumption; needs d > k); ``"generic"`` rows are isotropic.
+    ``angle`` (degrees, 0 to 90) overrides ``kind``: each row is
+    cos(angle) u + sin(angle) v with u a unit vector orthogonal to the experts and
+    v a unit vector in their span, so 0 is the paper's orthogonal case and 90 a
+    gating that lies entirely in the experts' span.
     """
     check_choice(kind, "gating", GATING_KINDS)
     if not np.isfinite(scale) or scale < 0:
         raise ValueError(f"gating_scale must be a finite float >= 0; got {scale}")
     k, d = experts.shape
     W = rng.standard_normal((k - 1, d))
-    if kind == "orthogonal":
+    if kind == "orthogonal" or angle is not None:
         if d <= k:
             raise ValueError(
-                f"gating='orthogonal' needs d > k (room orthogonal to the experts); got d={d}, "
-                f"k={k}; use gating='generic'"
+                f"gating='orthogonal' (or a gating_angle) needs d > k (room orthogonal to the "
+                f"experts); got d={d}, k={k}; use gating='generic'"
             )
         Q, _ = np.linalg.qr(experts.T)
-        W = W - (W @ Q) @ Q.T
+        in_span = (W @ Q) @ Q.T
+        W = W - in_span
+        if angle is not None:
+            if not 0.0 <= angle <= 90.0:
+                raise ValueError(f"gating_angle must be in [0, 90] degrees; got {angle}")
+            theta = np.radians(angle)
+            W = np.cos(theta) * W / np.linalg.norm(W, axis=1, keepdims=True) + np.sin(
+                theta
+            ) * in_span / np.linalg.norm(in_span, axis=1, keepdims=True)
     W /= np.linalg.norm(W, axis=1, keepdims=True)
     return np.vstack([scale * W, np.zeros((1, d))])
+
+
+INPUT_DISTRIBUTIONS = ("gaussian", "uniform", "student_t", "laplace")
+STUDENT_T_DOF = 5.0
+
+
+def sample_inputs(
+    rng: np.random.Generator, shape: tuple[int, int], distribution: str
+) -> np.ndarray:
+    """Standardised inputs (mean 0, identity covariance) of the given family.
+
+    Only ``"gaussian"`` satisfies the paper's assumption; ``"uniform"`` (on
+    [-sqrt 3, sqrt 3]), ``"student_t"`` (5 degrees of freedom, heavy tails) and
+    ``"laplace"`` are for assumption-violation studies.
+    """
+    if distribution == "gaussian":
+        return rng.standard_normal(shape)
+    if distribution == "uniform":
+        return rng.uniform(-np.sqrt(3.0), np.sqrt(3.0), size=shape)
+    if distribution == "student_t":
+        scale = np.sqrt(STUDENT_T_DOF / (STUDENT_T_DOF - 2))
+        return rng.standard_t(STUDENT_T_DOF, size=shape) / scale
+    if distribution == "laplace":
+        return rng.laplace(0.0, 1.0 / np.sqrt(2.0), size=shape)
+    raise ValueError(
+        f"unknown input_distribution {distribution!r}; valid choices are "
+        f"{', '.join(INPUT_DISTRIBUTIONS)}"
+    )
 
 
 def make_moe_model(
@@ -169,6 +215,7 @@ def make_moe_model(
     min_angle: float = 0.0,
     expert_angle: float | None = None,
     random_state: SeedLike = None,
+    gating_angle: float | None = None,
 ) -> MoEModel:
     """Draw true parameters only (see :func:`make_moe` for the arguments)."""
     d = check_positive_int(d, "d")
@@ -176,7 +223,7 @@ def make_moe_model(
     sigma = check_sigma(sigma, allow_none=False)
     rng = np.random.default_rng(as_seed_sequence(random_state))
     A = sample_experts(d, k, rng, min_angle=min_angle, expert_angle=expert_angle)
-    W = sample_gating(A, rng, gating, gating_scale)
+    W = sample_gating(A, rng, gating, gating_scale, gating_angle)
     return MoEModel(A, W, sigma, get_activation(activation))
 
 
@@ -206,13 +253,14 @@ def iter_moe_blocks(
     seed: np.random.SeedSequence,
     mean: np.ndarray | None = None,
     chol: np.ndarray | None = None,
+    input_distribution: str = "gaussian",
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (X, y, z) in blocks of :data:`BLOCK_ROWS` rows; block b uses seed child b."""
     n_blocks = -(-n // BLOCK_ROWS)
     for b, child in enumerate(seed.spawn(n_blocks)):
         rows = min(BLOCK_ROWS, n - b * BLOCK_ROWS)
         rng = np.random.default_rng(child)
-        Z = rng.standard_normal((rows, model.n_features))
+        Z = sample_inputs(rng, (rows, model.n_features), input_distribution)
         y, z = sample_labels(model, Z, rng)
         X = Z
         if chol is not None:
@@ -236,6 +284,8 @@ def make_moe(
     random_state: SeedLike = None,
     *,
     expert_angle: float | None = None,
+    gating_angle: float | None = None,
+    input_distribution: str = "gaussian",
     out: str | os.PathLike | None = None,
 ) -> MoEData:
     """Generate a synthetic mixture-of-experts regression data set.
@@ -263,6 +313,11 @@ def make_moe(
         Seed; parameters use child 0 of the seed sequence, data child 1.
     expert_angle : float, optional
         Every pair of experts at exactly this angle (degrees); overrides min_angle.
+    gating_angle : float, optional
+        Angle (degrees) of each gating row out of the experts' orthogonal
+        complement: 0 is the paper's assumption, 90 lies in the experts' span.
+    input_distribution : {"gaussian", "uniform", "student_t", "laplace"}
+        Family of the standardised input; non-Gaussian ones violate the theory.
     out : path, optional
         Write ``X`` and ``y`` as ``.npy`` memmaps ``<out>/X.npy`` and ``<out>/y.npy``
         block by block (never more than one block in memory) and return memmaps.
@@ -274,11 +329,13 @@ def make_moe(
     """
     n = check_positive_int(n, "n")
     param_seed, data_seed = as_seed_sequence(random_state).spawn(2)
+    check_choice(input_distribution, "input_distribution", INPUT_DISTRIBUTIONS)
     model = make_moe_model(
-        d, k, activation, sigma, gating, gating_scale, min_angle, expert_angle, param_seed
+        d, k, activation, sigma, gating, gating_scale, min_angle, expert_angle, param_seed,
+        gating_angle,
     )
     mean_arr, chol = _input_transform(d, mean, cov)
-    blocks = iter_moe_blocks(model, n, data_seed, mean_arr, chol)
+    blocks = iter_moe_blocks(model, n, data_seed, mean_arr, chol, input_distribution)
     if out is None:
         Xs, ys, zs = zip(*blocks)
         return MoEData(np.concatenate(Xs), np.concatenate(ys), np.concatenate(zs), model,
@@ -319,7 +376,9 @@ def iter_moe_chunks(
     """
     n = check_positive_int(n, "n")
     param_seed, data_seed = as_seed_sequence(random_state).spawn(2)
-    model = make_moe_model(d, k, activation, sigma, gating, gating_scale, min_angle, None, param_seed)
+    model = make_moe_model(
+        d, k, activation, sigma, gating, gating_scale, min_angle, None, param_seed
+    )
     return model, ((X, y) for X, y, _ in iter_moe_blocks(model, n, data_seed))
 
 

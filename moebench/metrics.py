@@ -52,7 +52,9 @@ def expert_error(estimate: np.ndarray, truth: np.ndarray, perm: np.ndarray | Non
     return float(np.linalg.norm(np.asarray(estimate, float)[perm] - np.asarray(truth, float)))
 
 
-def expert_max_angle(estimate: np.ndarray, truth: np.ndarray, perm: np.ndarray | None = None) -> float:
+def expert_max_angle(
+    estimate: np.ndarray, truth: np.ndarray, perm: np.ndarray | None = None
+) -> float:
     """Worst angle (degrees) between a matched estimated expert and its true one."""
     est = _as_matrix(estimate, "estimate")
     tru = _as_matrix(truth, "truth")

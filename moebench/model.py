@@ -139,7 +139,9 @@ def log_joint(
     return log_softmax(X @ gating.T, axis=1) + log_norm
 
 
-def sample_labels(model: MoEModel, X: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_labels(
+    model: MoEModel, X: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Sample expert indices by the Gumbel-max trick, then noisy labels."""
     logits = X @ model.gating.T
     z = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)

@@ -31,8 +31,11 @@ import numpy as np
 from moebench.backend import Backend, get_backend
 from moebench.validation import check_choice, check_positive_int
 
-#: Bytes of one chunk of ``X`` (in the compute dtype) when ``chunk_size`` is None.
-CHUNK_BYTES = 1 << 20
+#: Bytes of one chunk (in the compute dtype) when ``chunk_size`` is None: the chunk and
+#: its packed Khatri-Rao block stay in a 2 MiB L2 cache.
+CHUNK_BYTES = 2 << 20
+#: second_moment: up to this fraction of negative weights is handled by subtraction.
+NEG_SUBTRACT_FRACTION = 0.25
 #: Largest default chunk (rows).
 MAX_CHUNK_ROWS = 1 << 15
 #: Largest ``d`` accepted by :func:`dense_third_moment`.
@@ -97,10 +100,14 @@ def _check_matrix(A: Any, name: str, d: int) -> np.ndarray:
     return A
 
 
-def default_chunk_size(d: int, dtype: Any = np.float64) -> int:
-    """Rows per chunk: about :data:`CHUNK_BYTES` of ``X``, a multiple of 256 rows."""
+def default_chunk_size(d: int, dtype: Any = np.float64, width: int = 0) -> int:
+    """Rows per chunk: about :data:`CHUNK_BYTES` per row block of ``max(d, width)`` values.
+
+    A multiple of 256 rows between 256 and :data:`MAX_CHUNK_ROWS`; ``width`` is the
+    width of the widest per-row intermediate (the packed Khatri-Rao block).
+    """
     itemsize = np.dtype(dtype).itemsize
-    rows = CHUNK_BYTES // max(1, d * itemsize)
+    rows = CHUNK_BYTES // max(1, max(d, width) * itemsize)
     return int(min(MAX_CHUNK_ROWS, max(256, (rows // 256) * 256)))
 
 
@@ -177,22 +184,31 @@ def second_moment(
     s2 = _check_weights(s2, "s2", n)
     dt = _check_dtype(dtype)
     be = get_backend(backend)
+    rows = chunk_size if chunk_size is not None else default_chunk_size(d, dt)
     acc = np.zeros((d, d))
-    for i, j in _chunk_bounds(n, d, chunk_size, dt):
+    buf = None
+    for i, j in _chunk_bounds(n, d, rows, dt):
+        m = j - i
+        if buf is None:
+            buf = be.empty((min(rows, n), d), dt)
         Xc = be.asarray(X[i:j], dt)
         sc = s2[i:j]
-        pos = sc >= 0
-        root = np.sqrt(np.abs(sc)).astype(dt)
-        if pos.all():
-            Y = Xc * be.asarray(root, dt)[:, None]
-            acc += be.to_numpy(Y.T @ Y)
+        neg = np.flatnonzero(sc < 0)
+        if neg.size <= NEG_SUBTRACT_FRACTION * m:
+            # Y = sqrt|s| X_c in one contiguous pass; then remove the negative rows twice.
+            Y = be.multiply(Xc, be.asarray(np.sqrt(np.abs(sc)), dt)[:, None], out=buf[:m])
+            part = Y.T @ Y
+            if neg.size:
+                Yn = be.take_rows(Y, neg)
+                part = part - 2.0 * (Yn.T @ Yn)
+            acc += be.to_numpy(part)
         else:
-            for mask, sign in ((pos, 1.0), (~pos, -1.0)):
-                if not mask.any():
-                    continue
-                idx = np.flatnonzero(mask)
-                Y = be.take_rows(Xc, idx) * be.asarray(root[idx], dt)[:, None]
-                acc += sign * be.to_numpy(Y.T @ Y)
+            # many negative weights: gather positive rows first, negative rows last
+            perm = np.argsort(sc < 0, kind="stable")
+            Y = be.take_rows(Xc, perm, out=buf[:m])
+            Y *= be.asarray(np.sqrt(np.abs(sc[perm])), dt)[:, None]
+            P, N = Y[: m - neg.size], Y[m - neg.size :]
+            acc += be.to_numpy(P.T @ P) - be.to_numpy(N.T @ N)
     T2 = acc / n
     T2[np.diag_indices(d)] -= s2.mean()
     T2 = 0.5 * (T2 + T2.T)
@@ -420,20 +436,22 @@ def whitened_third_moment(
     Wt = be.asarray(W.T, dt)  # (k, d)
     G = np.zeros((p, k))
     v = np.zeros(k)
+    rows = chunk_size if chunk_size is not None else default_chunk_size(d, dt, p + k)
     buf = None
-    for i, j in _chunk_bounds(n, d, chunk_size, dt):
-        Xc = be.asarray(X[i:j], dt)
-        Ut = Wt @ Xc.T  # (k, m)
-        if not be.isfinite_all(Ut):
-            raise _nonfinite("whitened_third_moment")
+    for i, j in _chunk_bounds(n, d, rows, dt):
         m = j - i
         if buf is None or buf.shape[1] != m:
             buf = be.empty((p, m), dt)
-        for a in range(k):
+        Xc = be.asarray(X[i:j], dt)
+        Ut = Wt @ Xc.T  # (k, m): the projection
+        for a in range(k):  # packed symmetric Khatri-Rao rows u_a * u_b, b >= a
             be.multiply(Ut[a : a + 1], Ut[a:], out=buf[offsets[a] : offsets[a + 1]])
         Us = Ut * be.asarray(s3[i:j], dt)[None, :]
-        G += be.to_numpy(buf @ Us.T)
+        G += be.to_numpy(buf @ Us.T)  # the one GEMM: (p, m) @ (m, k)
         v += be.to_numpy(be.rowsum(Us))
+    # NaN/inf in X reach G or v (NaN * 0 is NaN), so one check at the end suffices.
+    if not (np.all(np.isfinite(G)) and np.all(np.isfinite(v))):
+        raise _nonfinite("whitened_third_moment")
     B = W.T @ W
     M = (G[index] - _sym_outer(v, B)) / n
     return M

@@ -41,7 +41,7 @@ import numpy as np
 from moebench.activations import Activation
 from moebench.backend import BACKENDS
 from moebench.base import History, MoEEstimator
-from moebench.decomposition import DECOMPOSITIONS, decompose
+from moebench.decomposition import DECOMPOSITIONS, TensorDecomposition, decompose
 from moebench.em import GATING_METHODS, run_em
 from moebench.label_transforms import apply_transforms, estimate_sigma, transform_coefficients
 from moebench.moments import (
@@ -113,6 +113,41 @@ def gating_orthogonality(gating: np.ndarray, experts: np.ndarray) -> float:
         return 0.0
     proj = np.linalg.norm(G[keep] @ Q, axis=1) / norms[keep]
     return float(np.clip(np.max(proj), 0.0, 1.0))
+
+
+def recover_experts(
+    T3w: np.ndarray,
+    eigvals: np.ndarray,
+    eigvecs: np.ndarray,
+    c3: float,
+    method: str = "power",
+    rng: np.random.Generator | None = None,
+    n_starts: int = 30,
+    n_iter: int = 50,
+) -> tuple[np.ndarray, TensorDecomposition]:
+    """Experts from the whitened third moment: decompose, fix the signs, un-whiten.
+
+    Parameters
+    ----------
+    T3w : ndarray of shape (k, k, k)
+        T3(W, W, W) with W = U |D|^{-1/2}.
+    eigvals, eigvecs : ndarrays of shapes (k,) and (d, k)
+        D (signed) and U from the whitening of T2.
+    c3 : float
+        The label-transform constant c3; its sign fixes the experts' signs.
+    method, rng, n_starts, n_iter
+        Passed to :func:`moebench.decomposition.decompose`.
+
+    Returns
+    -------
+    experts : ndarray of shape (k, d)
+        Unit-norm rows a_i ∝ U |D|^{1/2} sign(c3 lambda_i) v_i.
+    decomposition : TensorDecomposition
+    """
+    k = T3w.shape[0]
+    dec = decompose(T3w, method, n_components=k, rng=rng, n_starts=n_starts, n_iter=n_iter)
+    signs = np.where(np.sign(c3) * np.sign(dec.eigenvalues) < 0, -1.0, 1.0)
+    return unwhiten(signs[:, None] * dec.eigenvectors, eigvals, eigvecs), dec
 
 
 @register("tensor_em")
@@ -316,11 +351,9 @@ class TensorEM(MoEEstimator):
 
         # 3. decomposition and un-whitening
         tick = time.perf_counter()
-        dec = decompose(T3w, self.decomposition, n_components=k, rng=rng,
-                        n_starts=opts["n_starts"], n_iter=opts["n_power_iter"])
+        experts, dec = recover_experts(T3w, evals, evecs, coef.c3, self.decomposition, rng,
+                                       n_starts=opts["n_starts"], n_iter=opts["n_power_iter"])
         lam = dec.eigenvalues
-        signs = np.where(np.sign(coef.c3) * np.sign(lam) < 0, -1.0, 1.0)
-        experts = unwhiten(signs[:, None] * dec.eigenvectors, evals, evecs)
         self.tensor_eigenvalues_ = lam.copy()
         self.decomposition_residual_ = dec.residual
         with np.errstate(divide="ignore"):

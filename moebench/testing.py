@@ -55,7 +55,9 @@ def _expect_value_error(what: str, func: Callable[[], Any]) -> None:
             raise AssertionError(f"{what}: ValueError without a message") from exc
         return
     except Exception as exc:  # noqa: BLE001 - any other type is a contract violation
-        raise AssertionError(f"{what}: expected ValueError, got {type(exc).__name__}: {exc}") from exc
+        raise AssertionError(
+            f"{what}: expected ValueError, got {type(exc).__name__}: {exc}"
+        ) from exc
     raise AssertionError(f"{what}: expected ValueError, nothing was raised")
 
 

@@ -25,12 +25,16 @@ def check_array(a: Any, name: str, ndim: int, dtype: type = np.float64) -> np.nd
         raise ValueError(f"{name} must be numeric: {exc}") from None
     if arr.ndim != ndim:
         shape = "(n_samples, n_features)" if ndim == 2 else "(n_samples,)"
-        raise ValueError(f"{name} must be {ndim}-dimensional with shape {shape}; got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be {ndim}-dimensional with shape {shape}; got shape {arr.shape}"
+        )
     if arr.size == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape}); at least one sample is needed")
     if not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise ValueError(f"{name} contains {bad} NaN or infinite value(s); only finite values are valid")
+        raise ValueError(
+            f"{name} contains {bad} NaN or infinite value(s); only finite values are valid"
+        )
     return arr
 
 

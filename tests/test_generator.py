@@ -108,3 +108,28 @@ def test_streaming_to_disk_holds_one_block_at_a_time(tmp_path):
     assert peaks[1] < 1.1 * peaks[0], f"peak grows with n: {peaks}"
     # the block being drawn, the previous one (still bound in the loop) and temporaries
     assert peaks[1] < 4 * block_bytes, f"peak {peaks[1]} bytes for blocks of {block_bytes}"
+
+
+def test_gating_angle_interpolates_orthogonal_to_in_span():
+    for angle in (0.0, 30.0, 90.0):
+        data = make_moe(10, 10, 3, gating_angle=angle, gating_scale=2.0, random_state=5)
+        Q, _ = np.linalg.qr(data.experts.T)
+        rows = data.gating[:-1]
+        in_span = np.linalg.norm(rows @ Q, axis=1) / np.linalg.norm(rows, axis=1)
+        assert np.allclose(in_span, np.sin(np.radians(angle)), atol=1e-12)
+        assert np.allclose(np.linalg.norm(rows, axis=1), 2.0)
+
+
+@pytest.mark.parametrize("dist", ["gaussian", "uniform", "student_t", "laplace"])
+def test_input_distributions_are_standardised(dist):
+    data = make_moe(200000, 3, 2, input_distribution=dist, random_state=0)
+    assert np.allclose(data.X.mean(0), 0.0, atol=0.02)
+    assert np.allclose(np.cov(data.X, rowvar=False), np.eye(3), atol=0.03)
+    kurt = np.mean(data.X[:, 0] ** 4)
+    expected = {"gaussian": 3.0, "uniform": 1.8, "student_t": 9.0, "laplace": 6.0}[dist]
+    assert abs(kurt - expected) < (0.1 if dist in ("gaussian", "uniform") else 2.5)
+
+
+def test_unknown_input_distribution():
+    with pytest.raises(ValueError, match="valid choices are 'gaussian', 'uniform'"):
+        make_moe(10, 3, 2, input_distribution="cauchy")

@@ -64,10 +64,12 @@ def test_second_moment_direct(chunk_size):
     n, d = X.shape
     ref = (X * s2[:, None]).T @ X / n - s2.mean() * np.eye(d)
     np.testing.assert_allclose(second_moment(X, s2, chunk_size=chunk_size), ref, atol=1e-12)
-    # all-positive weights take the single-SYRK path
-    s2p = np.abs(s2)
-    ref = (X * s2p[:, None]).T @ X / n - s2p.mean() * np.eye(d)
-    np.testing.assert_allclose(second_moment(X, s2p, chunk_size=chunk_size), ref, atol=1e-12)
+    # all-positive weights (one SYRK), and a few negative ones (SYRK minus a correction)
+    for s2p in (np.abs(s2), np.where(np.arange(n) % 10 == 3, -1.0, 1.0) * np.abs(s2)):
+        ref = (X * s2p[:, None]).T @ X / n - s2p.mean() * np.eye(d)
+        for backend in ("numpy", "torch"):
+            out = second_moment(X, s2p, chunk_size=chunk_size, backend=backend)
+            np.testing.assert_allclose(out, ref, atol=1e-12)
 
 
 @pytest.mark.parametrize("m", [1, 4])

@@ -48,7 +48,8 @@ def test_entry_point_plugins_are_loaded(tmp_path, monkeypatch):
             description = "a third-party plugin"
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    ep = EntryPoint("plugin_demo", "moebench_plugin_demo:PluginEstimator", registry.ENTRY_POINT_GROUP)
+    ep = EntryPoint("plugin_demo", "moebench_plugin_demo:PluginEstimator",
+                    registry.ENTRY_POINT_GROUP)
     monkeypatch.setattr(registry, "entry_points",
                         lambda group: [ep] if group == registry.ENTRY_POINT_GROUP else [])
     monkeypatch.setattr(registry, "_loaded", False)

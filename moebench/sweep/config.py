@@ -68,6 +68,8 @@ BUDGET_KEYS = ("max_iter", "max_time", "timeout")
 ALGORITHM_KEYS = ("name", "label", "params", "grid", "known_sigma") + BUDGET_KEYS
 #: estimator arguments the runner sets itself
 RESERVED_PARAMS = ("n_experts", "activation", "random_state", "sigma")
+#: label and pseudo-algorithm of the single linear regression reference on real data
+REFERENCE = "linear_regression"
 
 DATA_DEFAULTS: dict[str, Any] = {
     "n": 10_000, "d": 10, "k": 3, "activation": "linear", "sigma": 0.1, "gating": "orthogonal",
@@ -117,6 +119,8 @@ class Variant:
     max_time: float
     timeout: float
     known_sigma: bool = False
+    #: module that registers the algorithm (imported by worker processes)
+    module: str = ""
 
     def key(self) -> dict[str, Any]:
         """What identifies the variant (its seeds and run ids derive from it)."""
@@ -175,10 +179,24 @@ class SweepConfig:
     raw: dict[str, Any] = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
-        """Every run of the sweep, in a fixed order (setting, repetition, variant)."""
-        return [Cell(data, v, rep, self.seed, self.success_threshold)
-                for data in self.data_grid for rep in range(self.repetitions)
-                for v in self.variants]
+        """Every run of the sweep, in a fixed order (setting, repetition, variant).
+
+        On real data the linear-regression reference runs once per fold and
+        repetition, as a mixture with k = 1 linear expert.
+        """
+        out: list[Cell] = []
+        seen: set[str] = set()
+        for data in self.data_grid:
+            for rep in range(self.repetitions):
+                for v in self.variants:
+                    d = data
+                    if v.algorithm == REFERENCE:
+                        d = {**data, "k": 1, "activation": "linear"}
+                    cell = Cell(d, v, rep, self.seed, self.success_threshold)
+                    if cell.run_id not in seen:
+                        seen.add(cell.run_id)
+                        out.append(cell)
+        return out
 
     @property
     def is_real_data(self) -> bool:
@@ -261,7 +279,7 @@ def _check_synthetic(data: dict[str, Any]) -> list[dict[str, Any]]:
                 _num(v, where, 0.0)
             elif key in ("sigma", "gating_scale", "min_angle"):
                 _num(v, where, 0.0, strict=key == "sigma")
-    grid = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+    grid = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
     for setting in grid:
         try:  # catches k > d, orthogonal gating without room, impossible angles
             make_moe_model(setting["d"], setting["k"], setting["activation"], setting["sigma"],
@@ -354,13 +372,14 @@ def _check_algorithms(entries: Any, budget: dict[str, Any]) -> list[Variant]:
         label = entry.get("label", name)
         if not isinstance(label, str) or not label:
             raise ConfigError(f"{where}label must be a non-empty string")
-        points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+        points = [dict(zip(grid, combo, strict=True))
+                  for combo in itertools.product(*grid.values())]
         for point in points:
             suffix = ",".join(f"{k}={v}" for k, v in point.items())
             variants.append(Variant(
                 label=f"{label}[{suffix}]" if suffix else label, algorithm=name,
                 params={**params, **point}, max_iter=b["max_iter"], max_time=b["max_time"],
-                timeout=timeout, known_sigma=known_sigma))
+                timeout=timeout, known_sigma=known_sigma, module=cls.__module__))
     labels = [v.label for v in variants]
     dup = sorted({lab for lab in labels if labels.count(lab) > 1})
     if dup:
@@ -388,7 +407,15 @@ def validate_config(raw: dict[str, Any], name: str = "sweep", source: str = "<di
     _unknown(budget_raw, BUDGET_KEYS, "budget.")
     budget = _check_budget(budget_raw, "budget.", BUDGET_DEFAULTS)
     variants = _check_algorithms(raw.get("algorithm"), budget)
+    if "source" in data:
+        if any(v.label == REFERENCE for v in variants):
+            raise ConfigError(f"label {REFERENCE!r} is reserved for the linear-regression "
+                              f"reference of real-data sweeps")
+        timeout = budget["timeout"] if budget["timeout"] is not None else 60.0
+        variants.append(Variant(REFERENCE, REFERENCE, {}, 1, budget["max_time"], timeout))
     for v in variants:
+        if v.algorithm == REFERENCE:
+            continue
         cls = algorithm_class(v.algorithm)
         for setting in grid:
             act = setting["activation"]

@@ -6,6 +6,7 @@ so it pulls in the registry, and with it every algorithm, once.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import sys
@@ -21,7 +22,7 @@ from moebench.generator import iter_moe_blocks, make_moe_model
 from moebench.metrics import parameter_errors, prediction_mse
 from moebench.model import MoEModel
 from moebench.registry import algorithm_class, get_algorithm
-from moebench.sweep.config import Cell
+from moebench.sweep.config import REFERENCE, Cell
 from moebench.sweep.data_sources import (
     fold_split,
     linear_regression,
@@ -30,8 +31,6 @@ from moebench.sweep.data_sources import (
 )
 from moebench.sweep.results import provenance, write_run
 
-#: label and algorithm name of the single-linear-regression reference on real data
-REFERENCE = "linear_regression"
 #: keys of a summary that hold final metrics
 METRIC_KEYS = ("expert_error", "expert_max_angle", "gating_error", "success", "sigma_hat",
                "train_log_likelihood", "test_log_likelihood", "test_mse",
@@ -183,6 +182,8 @@ def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
             summary.pop("train_mse", None)
             fit_time, n_iter, stop = time.perf_counter() - t0, 1, "converged"
         else:
+            if v.module and v.module not in sys.modules:
+                importlib.import_module(v.module)
             options = dict(v.params)
             accepted = algorithm_class(v.algorithm)._get_param_names()
             for key in ("max_iter", "max_time"):

@@ -1,0 +1,162 @@
+"""Where is the gridlock? Stuck-run detection and phase maps from stored sweep results.
+
+A run is *stuck* when its final training mean log-likelihood is more than ``tol``
+per sample below the best that any method reached on the same data set (same
+``data_id``) **and** below the true parameters' log-likelihood on that data. The
+second condition keeps sampling error apart from local optima: a run that merely
+differs from the best by estimation noise sits above the truth's likelihood.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_TOL = 1e-3
+
+
+def mark_stuck(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> pd.DataFrame:
+    """Add ``best_log_likelihood``, ``likelihood_gap`` and ``stuck`` columns.
+
+    Parameters
+    ----------
+    summary : DataFrame
+        One row per run with ``data_id``, ``status``, ``train_log_likelihood`` and
+        ``true_train_log_likelihood``.
+    tol : float
+        Tolerance in mean log-likelihood per sample.
+
+    Returns
+    -------
+    DataFrame
+        A copy; failed runs (status not "ok") are never counted as stuck and get NaN gaps.
+    """
+    required = {"data_id", "status", "train_log_likelihood", "true_train_log_likelihood"}
+    missing = required - set(summary.columns)
+    if missing:
+        raise ValueError(f"summary lacks column(s) {', '.join(sorted(missing))}; is it a sweep "
+                         "summary on synthetic data?")
+    out = summary.copy()
+    ok = out["status"].eq("ok") & np.isfinite(out["train_log_likelihood"].astype(float))
+    best = out[ok].groupby("data_id")["train_log_likelihood"].max()
+    out["best_log_likelihood"] = out["data_id"].map(best)
+    out["likelihood_gap"] = np.where(ok, out["best_log_likelihood"] - out["train_log_likelihood"],
+                                     np.nan)
+    below_truth = out["train_log_likelihood"] < out["true_train_log_likelihood"] - tol
+    out["stuck"] = ok & (out["likelihood_gap"] > tol) & below_truth
+    return out
+
+
+def phase_table(summary: pd.DataFrame, axes: Sequence[str], tol: float = DEFAULT_TOL
+                ) -> pd.DataFrame:
+    """Stuck rate, success rate and median expert error per setting and variant.
+
+    Parameters
+    ----------
+    axes : sequence of str
+        Data-setting columns that define a cell of the map (e.g. ``["k", "gating_scale"]``).
+    """
+    marked = mark_stuck(summary, tol)
+    unknown = [a for a in axes if a not in marked.columns]
+    if unknown:
+        raise ValueError(f"unknown axis column(s) {', '.join(unknown)}; valid: "
+                         f"{', '.join(c for c in marked.columns if marked[c].nunique() > 1)}")
+    ok = marked["status"].eq("ok")
+    grouped = marked.assign(ok=ok).groupby([*axes, "label"], dropna=False)
+    table = grouped.agg(
+        runs=("run_id", "size"),
+        failed=("ok", lambda s: int((~s).sum())),
+        stuck_rate=("stuck", "mean"),
+        success_rate=("success", "mean"),
+        median_expert_error=("expert_error", "median"),
+        median_gap=("likelihood_gap", "median"),
+    ).reset_index()
+    return table
+
+
+def gridlock_regions(
+    table: pd.DataFrame,
+    axes: Sequence[str],
+    baselines: Sequence[str],
+    reference: str,
+    stuck_min: float = 0.3,
+    success_min: float = 0.9,
+) -> pd.DataFrame:
+    """Settings where a baseline is stuck in >= ``stuck_min`` of seeds while
+    ``reference`` (e.g. tensor_em with refine) succeeds in >= ``success_min``."""
+    ref = table[table["label"] == reference].set_index(list(axes))["success_rate"]
+    rows = []
+    for label in baselines:
+        sub = table[table["label"] == label].set_index(list(axes))
+        for key, row in sub.iterrows():
+            ref_rate = ref.get(key, np.nan)
+            if row["stuck_rate"] >= stuck_min and ref_rate >= success_min:
+                key = key if isinstance(key, tuple) else (key,)
+                rows.append({**dict(zip(axes, key)), "label": label,
+                             "stuck_rate": row["stuck_rate"], f"{reference}_success": ref_rate})
+    return pd.DataFrame(rows, columns=[*axes, "label", "stuck_rate", f"{reference}_success"])
+
+
+def plot_phase_maps(
+    summary: pd.DataFrame,
+    x: str,
+    y: str,
+    out_dir: str | Path,
+    facet: str | None = None,
+    tol: float = DEFAULT_TOL,
+    formats: Sequence[str] = ("png",),
+) -> list[Path]:
+    """One figure per algorithm variant: stuck-rate and success-rate heatmaps over (x, y).
+
+    With ``facet``, one row of heatmaps per value of that column.
+    Returns the written files.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes = [x, y] + ([facet] if facet else [])
+    table = phase_table(summary, axes, tol)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    facets = sorted(table[facet].dropna().unique()) if facet else [None]
+    xs = sorted(table[x].dropna().unique())
+    ys = sorted(table[y].dropna().unique())
+    written = []
+    for label in sorted(table["label"].unique()):
+        fig, grid = plt.subplots(len(facets), 2, figsize=(8, 3.2 * len(facets)), squeeze=False)
+        for r, fv in enumerate(facets):
+            sub = table[table["label"] == label]
+            if facet:
+                sub = sub[sub[facet] == fv]
+            for c, (col, title) in enumerate((("stuck_rate", "stuck rate"),
+                                              ("success_rate", "success rate"))):
+                mat = np.full((len(ys), len(xs)), np.nan)
+                for _, row in sub.iterrows():
+                    mat[ys.index(row[y]), xs.index(row[x])] = row[col]
+                ax = grid[r, c]
+                im = ax.imshow(mat, vmin=0, vmax=1, cmap="magma_r" if c == 0 else "viridis",
+                               origin="lower", aspect="auto")
+                for (i, j), v in np.ndenumerate(mat):
+                    if np.isfinite(v):
+                        ax.text(j, i, f"{v:.0%}", ha="center", va="center", fontsize=7,
+                                color="white" if (v > 0.5) == (c == 0) else "black")
+                ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
+                ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
+                ax.set_xlabel(x)
+                ax.set_ylabel(y)
+                ax.set_title(f"{title}" + (f" ({facet}={fv:g})" if facet else ""), fontsize=9)
+                fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.suptitle(f"{label}: stuck (likelihood > {tol:g}/sample below best and truth) "
+                     f"and success", fontsize=10)
+        fig.tight_layout()
+        for fmt in formats:
+            path = out_dir / f"phase_{label}.{fmt}"
+            fig.savefig(path, dpi=110)
+            written.append(path)
+        plt.close(fig)
+    return written

@@ -1,0 +1,353 @@
+"""Figures drawn from stored sweep results only (headless, matplotlib Agg).
+
+Kinds
+-----
+``curves``
+    Matched expert (or gating) error against iterations or wall time: the median
+    over repetitions with the interquartile band, one panel per data setting.
+``time``
+    ``curves`` against wall time.
+``sample_complexity``
+    Final error against n (log-log) with an n^-1/2 reference slope.
+``success``
+    Success rate against k (or d, or another varying setting).
+``heldout``
+    Real data: held-out mean log-likelihood and MSE against k, with the linear
+    regression reference.
+
+Each algorithm variant keeps one colour in every figure: the usual labels have
+fixed colours, any other label takes the next free colour in sorted order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from moebench.sweep.config import REFERENCE  # noqa: E402
+
+KINDS = ("curves", "time", "sample_complexity", "success", "heldout", "all")
+X_AXES = ("iteration", "time")
+METRICS = ("expert_error", "gating_error", "log_likelihood")
+SUFFIXES = (".png", ".pdf", ".svg")
+#: data-setting columns a figure may facet or plot over
+SETTING_COLUMNS = ("dataset", "n", "d", "k", "activation", "sigma", "gating", "gating_scale",
+                   "min_angle", "expert_angle", "n_test")
+OK_STATUSES = ("ok",)
+
+_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+            "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
+            "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5"]
+PINNED_COLORS = {
+    "tensor_em": _PALETTE[0], "tensor_em_refine": _PALETTE[1], "joint_em": _PALETTE[2],
+    "sgd": _PALETTE[3], "alt_min": _PALETTE[4], "joint_em_restarts": _PALETTE[5],
+    "gradient_em": _PALETTE[6], "sgd_plain": _PALETTE[8], REFERENCE: "#000000",
+}
+
+
+def variant_colors(labels: Sequence[str]) -> dict[str, str]:
+    """A colour per label: pinned ones fixed, the others the free colours in sorted order."""
+    colors = {lab: PINNED_COLORS[lab] for lab in labels if lab in PINNED_COLORS}
+    free = [c for c in _PALETTE if c not in PINNED_COLORS.values()]
+    free += [c for c in _PALETTE if c not in free]
+    i = 0
+    for lab in sorted(set(labels)):
+        if lab not in colors:
+            colors[lab] = free[i % len(free)]
+            i += 1
+    return colors
+
+
+def varying_settings(summary: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
+    """Setting columns that take more than one value in the results."""
+    cols = []
+    for c in SETTING_COLUMNS:
+        if c in summary.columns and c not in exclude:
+            if summary[c].astype(str).nunique() > 1:
+                cols.append(c)
+    return cols
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _panel_title(cols: Sequence[str], key: Any) -> str:
+    key = key if isinstance(key, tuple) else (key,)
+    return ", ".join(f"{c}={_fmt(v)}" for c, v in zip(cols, key, strict=True))
+
+
+def _groups(frame: pd.DataFrame, cols: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
+    if not cols:
+        return [("", frame)]
+    return [(_panel_title(cols, key), g) for key, g in frame.groupby(list(cols), sort=True,
+                                                                         dropna=False)]
+
+
+def _grid(n_panels: int, width: float = 4.2, height: float = 3.3, max_cols: int = 3):
+    ncols = max(1, min(n_panels, max_cols))
+    nrows = -(-n_panels // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows + 0.6),
+                             squeeze=False, constrained_layout=True)
+    for ax in axes.flat[n_panels:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n_panels])
+
+
+def _legend(fig: Any, colors: dict[str, str], labels: Sequence[str]) -> None:
+    handles = [plt.Line2D([], [], color=colors[lab], lw=2) for lab in labels]
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5),
+               frameon=False, fontsize="small")
+
+
+# --------------------------------------------------------------------------- curves
+def _step_values(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Value of the run at each grid point: the last checkpoint at or before it."""
+    idx = np.searchsorted(x, grid, side="right") - 1
+    out = np.where(idx >= 0, y[np.clip(idx, 0, None)], np.nan)
+    return out
+
+
+def _run_xy(run: pd.DataFrame, x: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    run = run.sort_index()
+    y = run[metric].to_numpy(float)
+    if x == "time":
+        xs = np.maximum.accumulate(np.maximum(run["time"].to_numpy(float), 1e-4))
+    else:
+        it = run["iteration"].to_numpy(float)
+        xs = it if np.all(np.diff(it) > 0) else np.arange(len(it), dtype=float)
+        xs = xs + 1.0
+    keep = np.isfinite(y)
+    return xs[keep], y[keep]
+
+
+def _median_band(runs: list[tuple[np.ndarray, np.ndarray]], x: str
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    xs_all = np.concatenate([r[0] for r in runs])
+    if x == "time":
+        lo, hi = max(xs_all.min(), 1e-4), xs_all.max()
+        grid = np.geomspace(lo, hi, 200) if hi > lo else np.array([lo])
+    else:
+        grid = np.unique(xs_all)
+    vals = np.vstack([_step_values(rx, ry, grid) for rx, ry in runs])
+    ok = np.sum(np.isfinite(vals), axis=0) >= max(1, (len(runs) + 1) // 2)
+    with np.errstate(all="ignore"):
+        q = np.nanpercentile(np.where(np.isfinite(vals), vals, np.nan), [25, 50, 75], axis=0)
+    return grid[ok], q[1][ok], q[0][ok], q[2][ok]
+
+
+def plot_curves(summary: pd.DataFrame, checkpoints: pd.DataFrame, x: str = "iteration",
+                metric: str = "expert_error") -> Any:
+    """Median and IQR of ``metric`` against iterations or wall time, a panel per setting."""
+    if x not in X_AXES:
+        raise ValueError(f"unknown --x {x!r}; valid choices: {', '.join(X_AXES)}")
+    if metric not in METRICS:
+        raise ValueError(f"unknown --metric {metric!r}; valid choices: {', '.join(METRICS)}")
+    ok_ids = set(summary.loc[summary["status"].isin(OK_STATUSES), "run_id"])
+    ck = checkpoints[checkpoints["run_id"].isin(ok_ids)]
+    if metric != "log_likelihood" and (ck.empty or not np.isfinite(ck[metric]).any()):
+        metric = "log_likelihood"  # real data: no true parameters
+    if ck.empty:
+        raise ValueError("no finished run has checkpoints to plot")
+    cols = varying_settings(summary)
+    labels = sorted(ck["label"].unique())
+    colors = variant_colors(sorted(summary["label"].unique()))
+    panels = _groups(ck, cols)
+    fig, axes = _grid(len(panels))
+    for ax, (title, frame) in zip(axes, panels, strict=True):
+        for label, lf in frame.groupby("label", sort=True):
+            runs = [_run_xy(r, x, metric) for _, r in lf.groupby("run_id", sort=True)]
+            runs = [r for r in runs if len(r[0])]
+            if not runs:
+                continue
+            gx, med, q1, q3 = _median_band(runs, x)
+            if len(gx) == 1:
+                ax.errorbar(gx, med, yerr=[[med[0] - q1[0]], [q3[0] - med[0]]], fmt="o",
+                            color=colors[label], ms=5, capsize=3)
+            else:
+                ax.plot(gx, med, color=colors[label], lw=1.8, drawstyle="steps-post")
+                ax.fill_between(gx, q1, q3, color=colors[label], alpha=0.2, step="post", lw=0)
+        ax.set_xscale("log")
+        if metric != "log_likelihood":
+            ax.set_yscale("log")
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("wall time (s)" if x == "time" else "iteration + 1")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.grid(True, which="major", alpha=0.3)
+    _legend(fig, colors, labels)
+    fig.suptitle(f"{metric.replace('_', ' ')} vs {'wall time' if x == 'time' else 'iterations'}"
+                 f" (median, IQR band over repetitions)", fontsize="medium")
+    return fig
+
+
+# --------------------------------------------------------------------------- finals
+def _quartiles(values: pd.Series) -> tuple[float, float, float]:
+    v = values.to_numpy(float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return np.nan, np.nan, np.nan
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return q1, med, q3
+
+
+def plot_sample_complexity(summary: pd.DataFrame, metric: str = "expert_error") -> Any:
+    """Final error against n, median and IQR over repetitions, log-log."""
+    if "n" not in summary.columns or summary["n"].nunique() < 2:
+        raise ValueError("the sample-complexity figure needs results at two or more values of n")
+    ok = summary[summary["status"].isin(OK_STATUSES)]
+    cols = varying_settings(summary, exclude=("n",))
+    colors = variant_colors(sorted(summary["label"].unique()))
+    panels = _groups(ok, cols)
+    fig, axes = _grid(len(panels))
+    for ax, (title, frame) in zip(axes, panels, strict=True):
+        for label, lf in frame.groupby("label", sort=True):
+            stats = [(n, *_quartiles(g[metric])) for n, g in lf.groupby("n", sort=True)]
+            n, q1, med, q3 = (np.array(s, float) for s in zip(*stats, strict=True))
+            ax.plot(n, med, "o-", color=colors[label], lw=1.8, ms=4)
+            ax.fill_between(n, q1, q3, color=colors[label], alpha=0.2, lw=0)
+        nn = np.array(sorted(frame["n"].unique()), float)
+        best = frame.groupby("n")[metric].median().min()
+        if np.isfinite(best) and best > 0:
+            ax.plot(nn, best * np.sqrt(nn[-1] / nn), "--", color="0.5", lw=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("n (training samples)")
+        ax.set_ylabel(f"final {metric.replace('_', ' ')}")
+        ax.grid(True, which="major", alpha=0.3)
+    labels = sorted(ok["label"].unique())
+    _legend(fig, colors, labels)
+    fig.suptitle("sample complexity (median, IQR band; dashed: slope n^-1/2)",
+                 fontsize="medium")
+    return fig
+
+
+def _success_axis(summary: pd.DataFrame) -> str:
+    for c in ("k", "d"):
+        if c in summary.columns and summary[c].nunique() > 1:
+            return c
+    varying = varying_settings(summary)
+    return varying[0] if varying else "k"
+
+
+def plot_success(summary: pd.DataFrame, by: str | None = None) -> Any:
+    """Success rate (every run counts; failures are failures) against k, d or ``by``."""
+    if "expert_error" not in summary or not np.isfinite(summary["expert_error"]).any():
+        raise ValueError("the success figure needs synthetic results (true parameters)")
+    by = by or _success_axis(summary)
+    if by not in summary.columns:
+        raise ValueError(f"unknown --by {by!r}; valid: {', '.join(varying_settings(summary))}")
+    cols = varying_settings(summary, exclude=(by,))
+    colors = variant_colors(sorted(summary["label"].unique()))
+    panels = _groups(summary, cols)
+    fig, axes = _grid(len(panels))
+    categorical = not pd.api.types.is_numeric_dtype(summary[by])
+    for ax, (title, frame) in zip(axes, panels, strict=True):
+        for label, lf in frame.groupby("label", sort=True):
+            rate = lf.groupby(by, sort=True)["success"].apply(lambda s: s.astype(bool).mean())
+            xs = [str(v) for v in rate.index] if categorical else rate.index.to_numpy(float)
+            ax.plot(xs, rate.to_numpy(float), "o-", color=colors[label], lw=1.8, ms=5)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel(by)
+        ax.set_ylabel("success rate")
+        ax.grid(True, alpha=0.3)
+    labels = sorted(summary["label"].unique())
+    _legend(fig, colors, labels)
+    threshold = summary["success_threshold"].iloc[0] if "success_threshold" in summary else 0.1
+    fig.suptitle(f"success rate (matched expert error < {threshold:g})", fontsize="medium")
+    return fig
+
+
+def plot_heldout(summary: pd.DataFrame) -> Any:
+    """Real data: held-out log-likelihood and MSE against k (mean +- sd over folds)."""
+    ok = summary[summary["status"].isin(OK_STATUSES)]
+    if ok.empty:
+        raise ValueError("no finished run to plot")
+    colors = variant_colors(sorted(summary["label"].unique()))
+    fig, axes = _grid(2, max_cols=2)
+    ks = sorted(ok.loc[ok["label"] != REFERENCE, "k"].unique())
+    for ax, metric in zip(axes, ("test_log_likelihood", "test_mse"), strict=True):
+        for label, lf in ok.groupby("label", sort=True):
+            stats = lf.groupby("k")[metric].agg(["mean", "std"])
+            if label == REFERENCE:
+                m, s = float(stats["mean"].iloc[0]), float(stats["std"].fillna(0).iloc[0])
+                ax.axhline(m, color=colors[label], ls="--", lw=1.2)
+                ax.axhspan(m - s, m + s, color=colors[label], alpha=0.08)
+                continue
+            ax.errorbar(stats.index.to_numpy(float), stats["mean"], yerr=stats["std"].fillna(0),
+                        fmt="o-", color=colors[label], capsize=3, lw=1.8, ms=4)
+        ax.set_xticks(ks)
+        ax.set_xlabel("k (experts)")
+        ax.set_ylabel(metric.replace("_", " ") + " (standardised)")
+        ax.grid(True, alpha=0.3)
+    labels = sorted(ok["label"].unique())
+    _legend(fig, colors, labels)
+    name = ok["dataset"].iloc[0] if "dataset" in ok else "real data"
+    fig.suptitle(f"{name}: held-out scores over folds (mean +- sd; dashed: linear regression)",
+                 fontsize="medium")
+    return fig
+
+
+# --------------------------------------------------------------------------- entry points
+def is_real_data(summary: pd.DataFrame) -> bool:
+    return "dataset" in summary.columns and summary["dataset"].notna().any()
+
+
+def draw(kind: str, summary: pd.DataFrame, checkpoints: pd.DataFrame, x: str = "iteration",
+         metric: str = "expert_error", by: str | None = None) -> Any:
+    """The figure of one ``kind`` (not ``all``)."""
+    if kind == "curves":
+        return plot_curves(summary, checkpoints, x, metric)
+    if kind == "time":
+        return plot_curves(summary, checkpoints, "time", metric)
+    if kind == "sample_complexity":
+        return plot_sample_complexity(summary, metric if metric != "log_likelihood"
+                                      else "expert_error")
+    if kind == "success":
+        return plot_success(summary, by)
+    if kind == "heldout":
+        return plot_heldout(summary)
+    raise ValueError(f"unknown --kind {kind!r}; valid choices: {', '.join(KINDS)}")
+
+
+def applicable_kinds(summary: pd.DataFrame) -> list[str]:
+    """The kinds that the results support (``all`` draws these)."""
+    if is_real_data(summary):
+        return ["heldout", "curves"]
+    kinds = ["curves", "time", "success"]
+    if "n" in summary.columns and summary["n"].nunique() > 1:
+        kinds.insert(2, "sample_complexity")
+    return kinds
+
+
+def save(fig: Any, path: str | os.PathLike) -> Path:
+    """Save a figure (format from the suffix: .png, .pdf, .svg) and close it."""
+    path = Path(path)
+    if path.suffix.lower() not in SUFFIXES:
+        raise ValueError(f"figure file must end in {', '.join(SUFFIXES)}; got {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    fig.savefig(tmp, dpi=130, format=path.suffix.lower()[1:])
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def default_figure(summary: pd.DataFrame, checkpoints: pd.DataFrame, path: str | os.PathLike
+                   ) -> Path:
+    """The figure ``moebench run`` draws: error vs wall time (held-out scores on real data)."""
+    if is_real_data(summary):
+        return save(plot_heldout(summary), path)
+    return save(plot_curves(summary, checkpoints, "time"), path)

@@ -1,0 +1,54 @@
+"""Test-only algorithms for the sweep tests (imported by the tests and by sweep workers).
+
+``sweeptest_em`` is a genuine, small algorithm: joint EM (moebench.em.run_em) from
+a random start. ``sleep_after`` and ``fail_below`` exist to exercise the runner's
+timeout and failure recording.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from moebench.base import MoEEstimator
+from moebench.em import run_em
+from moebench.registry import _REGISTRY, register
+
+NAMES = ("sweeptest_em",)
+
+
+@register("sweeptest_em")
+class SweepTestEM(MoEEstimator):
+    """Joint EM from a random unit-norm start (sweep tests only)."""
+
+    description = "test-only: joint EM from a random start"
+
+    def __init__(self, n_experts=2, activation="linear", sigma=None, random_state=None,
+                 max_iter=30, max_time=None, init_scale=1.0, sleep_after=0.0):
+        super().__init__(n_experts, activation, sigma, random_state)
+        self.max_iter = max_iter
+        self.max_time = max_time
+        self.init_scale = init_scale
+        self.sleep_after = sleep_after
+
+    def _fit(self, X, y, k, activation, sigma, history):
+        if not self.init_scale > 0:
+            raise ValueError(f"init_scale must be > 0; got {self.init_scale}")
+        rng = self._rng()
+        A = rng.standard_normal((k, X.shape[1]))
+        A /= np.linalg.norm(A, axis=1, keepdims=True)
+        W = self.init_scale * rng.standard_normal((k, X.shape[1]))
+        res = run_em(X, y, A, W, sigma if sigma is not None else float(np.std(y)), activation,
+                     update_sigma=sigma is None, max_iter=self.max_iter, max_time=self.max_time,
+                     history=history)
+        if self.sleep_after:
+            time.sleep(self.sleep_after)
+        self.experts_, self.gating_, self.sigma_, self.n_iter_ = (res.experts, res.gating,
+                                                                  res.sigma, res.n_iter)
+
+
+def unregister() -> None:
+    """Remove the test algorithms from this process's registry."""
+    for name in NAMES:
+        _REGISTRY.pop(name, None)

@@ -1,0 +1,190 @@
+"""The paper's algorithm, tensor_em: recovery, signs, diagnostics, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import moebench
+from moebench.decomposition import compose, multilinear
+from moebench.generator import make_moe
+from moebench.metrics import parameter_errors
+from moebench.moments import whitening
+from moebench.registry import algorithm_class, available_algorithms
+from moebench.tensor_em import TensorEM, gating_orthogonality, min_samples, recover_experts
+
+
+@pytest.fixture(scope="module")
+def linear_data():
+    """The issue's setting: d = 10, k = 3, sigma = 0.1, orthogonal unit-norm gating."""
+    return make_moe(100_000, 10, 3, activation="linear", sigma=0.1, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def linear_fit(linear_data):
+    est = TensorEM(n_experts=3, activation="linear", random_state=0)
+    return est.fit(linear_data.X, linear_data.y, truth=linear_data.model)
+
+
+def test_registered():
+    assert "tensor_em" in available_algorithms()
+    assert algorithm_class("tensor_em") is TensorEM
+    est = moebench.get_algorithm("tensor_em", n_experts=3, decomposition="jennrich")
+    assert isinstance(est, TensorEM) and est.decomposition == "jennrich"
+    assert TensorEM.requires_k_le_d
+
+
+@pytest.mark.parametrize("c2_sign", [1.0, -1.0])
+@pytest.mark.parametrize("c3_sign", [1.0, -1.0])
+@pytest.mark.parametrize("method", ["power", "jennrich"])
+def test_population_recovery_for_every_sign_of_c2_and_c3(c2_sign, c3_sign, method):
+    """Exact moments T2 = c2 sum p a a^T, T3 = c3 sum p a^3 give the experts back exactly."""
+    rng = np.random.default_rng(3)
+    d, k = 7, 4
+    A = rng.standard_normal((k, d))
+    A /= np.linalg.norm(A, axis=1, keepdims=True)
+    p = np.array([0.1, 0.2, 0.3, 0.4])
+    c2, c3 = 0.7 * c2_sign, 1.3 * c3_sign
+    T2 = c2 * (A.T * p) @ A
+    W, evals, evecs = whitening(T2, k)
+    assert np.all(np.sign(evals) == c2_sign)
+    T3w = multilinear(c3 * compose(p, A), W)
+    experts, dec = recover_experts(T3w, evals, evecs, c3, method, np.random.default_rng(0))
+    err = parameter_errors(experts, np.zeros((k, d)), moebench.model.MoEModel(
+        A, np.zeros((k, d)), 0.1))["expert_error"]
+    assert err < 1e-8
+    # lambda_i = |c3| / (|c2|^{3/2} sqrt(p_i)) up to order
+    np.testing.assert_allclose(np.sort(dec.eigenvalues),
+                               np.sort(abs(c3) / (abs(c2) ** 1.5 * np.sqrt(p))), rtol=1e-8)
+
+
+def test_linear_recovers_experts_and_gating(linear_fit, linear_data):
+    errs = parameter_errors(linear_fit.experts_, linear_fit.gating_, linear_data.model)
+    assert errs["expert_error"] <= 0.10  # issue 3: n = 1e5, k = 3, linear: <= 0.10
+    assert errs["gating_error"] <= 0.08  # issue 3: gating after the gating EM: <= 0.08
+    assert np.allclose(np.linalg.norm(linear_fit.experts_, axis=1), 1.0)
+    assert linear_fit.sigma_ == pytest.approx(0.1, abs=0.03)
+
+
+def test_history_and_diagnostics(linear_fit):
+    est = linear_fit
+    phases = [r["phase"] for r in est.history_]
+    assert phases[0] == "moments" and phases[1] == "decomposition"
+    assert set(phases[2:]) == {"gating_em"}
+    assert len(phases) - 2 == est.n_iter_ + 1  # iteration 0 is the start of the EM
+    times = [r["time"] for r in est.history_]
+    assert all(b >= a for a, b in zip(times, times[1:]))
+    dec = est.history_[1]
+    assert dec["expert_error"] <= 0.10
+    ll = [r["log_likelihood"] for r in est.history_ if r["phase"] == "gating_em"]
+    assert all(b >= a - 1e-9 for a, b in zip(ll, ll[1:]))  # EM never decreases the likelihood
+    assert est.t2_eigengap_ > 5.0
+    assert est.tensor_eigenvalues_.shape == (3,) and np.all(est.tensor_eigenvalues_ > 0)
+    np.testing.assert_allclose(est.mixing_weights_.sum(), 1.0)
+    assert 0.0 <= est.assumption_check_ < 0.2
+    assert set(est.phase_times_) == {"moments", "decomposition", "gating_em", "refine"}
+    assert est.phase_times_["refine"] == 0.0
+    assert est.coefficients_.c3 == 6.0
+
+
+def test_assumption_check_flags_generic_gating():
+    data = make_moe(30_000, 8, 2, sigma=0.1, gating="generic", gating_scale=2.0, random_state=4)
+    est = TensorEM(n_experts=2, random_state=0).fit(data.X, data.y)
+    truth_cos = gating_orthogonality(data.gating, data.experts)
+    assert truth_cos > 0.3
+    assert est.assumption_check_ > 0.3
+    assert gating_orthogonality(np.vstack([np.eye(8)[5], np.zeros(8)]), np.eye(8)[:2]) == 0.0
+
+
+def test_refine_brings_linear_experts_below_001(linear_data):
+    est = TensorEM(n_experts=3, random_state=0, refine=True).fit(linear_data.X, linear_data.y)
+    errs = parameter_errors(est.experts_, est.gating_, linear_data.model)
+    assert errs["expert_error"] <= 0.01  # issue 3: refine=True, n = 1e5, k = 3, linear
+    assert "refine" in {r["phase"] for r in est.history_}
+    assert est.phase_times_["refine"] > 0.0
+
+
+def test_deterministic_with_seed():
+    data = make_moe(20_000, 6, 3, activation="relu", sigma=0.1, random_state=1)
+    a = TensorEM(n_experts=3, activation="relu", random_state=3).fit(data.X, data.y)
+    b = TensorEM(n_experts=3, activation="relu", random_state=3).fit(data.X, data.y)
+    np.testing.assert_array_equal(a.experts_, b.experts_)
+    np.testing.assert_array_equal(a.gating_, b.gating_)
+    assert a.sigma_ == b.sigma_
+
+
+@pytest.mark.parametrize("decomposition", ["power", "jennrich"])
+@pytest.mark.parametrize("whitening_method", ["eigh", "randomized"])
+def test_options_agree(decomposition, whitening_method):
+    data = make_moe(40_000, 8, 3, activation="relu", sigma=0.1, random_state=2)
+    est = TensorEM(n_experts=3, activation="relu", random_state=0, decomposition=decomposition,
+                   whitening=whitening_method, gating_max_iter=3).fit(data.X, data.y)
+    dec = [r for r in est.history_ if r["phase"] == "decomposition"]
+    assert len(dec) == 1
+    err = parameter_errors(est.experts_, est.gating_, data.model)["expert_error"]
+    assert err < 0.4
+
+
+def test_torch_float32_backend_matches_numpy():
+    data = make_moe(20_000, 6, 2, activation="sigmoid", sigma=0.1, random_state=6)
+    kw = dict(n_experts=2, activation="sigmoid", random_state=0, gating_max_iter=2)
+    a = TensorEM(**kw).fit(data.X, data.y)
+    b = TensorEM(backend="torch", dtype="float32", chunk_size=4096, **kw).fit(data.X, data.y)
+    perm = np.argmax(np.abs(a.experts_ @ b.experts_.T), axis=1)
+    assert np.max(np.abs(a.experts_ - b.experts_[perm])) < 1e-3
+
+
+def test_negative_c3_fixes_the_sign():
+    """g(t) = -t has c3 = -6: the experts come back with the right sign, not flipped."""
+    def neg(t):
+        return -np.asarray(t, dtype=float)
+
+    data = make_moe(50_000, 8, 2, activation=neg, sigma=0.1, random_state=7)
+    est = TensorEM(n_experts=2, activation=neg, random_state=0, gating_max_iter=5)
+    est.fit(data.X, data.y)
+    assert est.coefficients_.c3 == pytest.approx(-6.0, abs=1e-8)
+    assert parameter_errors(est.experts_, est.gating_, data.model)["expert_error"] < 0.15
+
+
+def test_known_sigma_is_kept():
+    data = make_moe(20_000, 6, 2, sigma=0.2, random_state=8)
+    est = TensorEM(n_experts=2, sigma=0.2, random_state=0, gating_max_iter=3).fit(data.X, data.y)
+    assert est.sigma_ == 0.2
+
+
+def test_k_greater_than_d_raises():
+    data = make_moe(2_000, 3, 2, random_state=0)
+    with pytest.raises(ValueError, match="exceeds the input dimension"):
+        TensorEM(n_experts=4).fit(data.X, data.y)
+
+
+def test_too_few_samples_raises_with_the_minimum():
+    data = make_moe(200, 10, 3, random_state=0)
+    assert min_samples(10, 3) == 270
+    with pytest.raises(ValueError, match=r"at least max\(10 d, 10 k\^3\) = 270 samples"):
+        TensorEM(n_experts=3).fit(data.X, data.y)
+
+
+def test_vanishing_c3_raises():
+    data = make_moe(5_000, 6, 2, random_state=0)
+    with pytest.raises(ValueError, match="cannot identify the experts"):
+        TensorEM(n_experts=2, activation=lambda t: np.asarray(t) ** 2).fit(data.X, data.y)
+
+
+@pytest.mark.parametrize(
+    "option, value, match",
+    [
+        ("decomposition", "svd", "valid choices are 'power', 'jennrich'"),
+        ("whitening", "qr", "valid choices are 'auto', 'eigh', 'randomized'"),
+        ("backend", "jax", "valid choices are 'numpy', 'torch'"),
+        ("dtype", "float16", "valid choices are 'float64', 'float32'"),
+        ("n_starts", 0, "n_starts must be an integer >= 1"),
+        ("gating_tol", -1.0, "gating_tol"),
+        ("ridge", -0.1, "ridge"),
+        ("refine", "yes", "refine must be True or False"),
+    ],
+)
+def test_bad_options_raise(option, value, match):
+    data = make_moe(2_000, 5, 2, random_state=0)
+    with pytest.raises(ValueError, match=match):
+        TensorEM(n_experts=2, **{option: value}).fit(data.X, data.y)
