@@ -57,20 +57,23 @@ class TaggedHistory:
                                     gating=gating, **self._tags, **extra)
 
 
-def _check_nonneg_float(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+def _check_float(value: Any, name: str, strict: bool) -> float:
+    bound = "> 0" if strict else ">= 0"
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.floating, np.integer))
+    if ok:
+        value = float(value)
+        ok = bool(np.isfinite(value)) and (value > 0 if strict else value >= 0)
+    if not ok:
+        raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
     return value
+
+
+def _check_nonneg_float(value: Any, name: str) -> float:
+    return _check_float(value, name, strict=False)
 
 
 def _check_pos_float(value: Any, name: str) -> float:
-    value = _check_nonneg_float(value, name)
-    if value == 0:
-        raise ValueError(f"{name} must be > 0; got {value!r}")
-    return value
+    return _check_float(value, name, strict=True)
 
 
 def random_unit_experts(rng: np.random.Generator, k: int, d: int) -> np.ndarray:

@@ -31,6 +31,8 @@ DTYPES = ("float64", "float32")
 DEVICES = ("auto", "cpu", "cuda")
 INITS = ("random", "spectral")
 LOG_2PI = math.log(2.0 * math.pi)
+#: batch_size="auto": n / 32 clipped to [64, 4096]
+AUTO_STEPS_PER_EPOCH, AUTO_BATCH_MIN, AUTO_BATCH_MAX = 32, 64, 4096
 
 
 def _schedule_factor(schedule: str, progress: float) -> float:
@@ -82,8 +84,9 @@ class SGD(MoEEstimator):
     lr_schedule : {"constant", "cosine", "step"}
         Multiplier over the epoch budget: 1; cosine decay to 0; x0.1 at 50% and
         again at 75%. Applied per optimiser step.
-    batch_size : int or None
-        Minibatch size for "sgd" and "adam"; None uses the full batch.
+    batch_size : int, "auto" or None
+        Minibatch size for "sgd" and "adam"; None uses the full batch; "auto" is
+        n / 32 clipped to [64, 4096], so that an epoch is about 32 steps whatever n.
     max_epochs : int
         Epoch budget (one epoch = one pass over the data; one step for "gd").
     tol : float
@@ -121,7 +124,7 @@ class SGD(MoEEstimator):
         optimizer: str = "adam",
         lr: float = 0.02,
         lr_schedule: str = "cosine",
-        batch_size: int | None = 1024,
+        batch_size: int | str | None = "auto",
         max_epochs: int = 30,
         tol: float = 0.0,
         momentum: float = 0.9,
@@ -156,7 +159,11 @@ class SGD(MoEEstimator):
         _check_nonneg_float(self.momentum, "momentum")
         check_positive_int(self.max_epochs, "max_epochs")
         check_positive_int(self.n_init, "n_init")
-        if self.batch_size is not None:
+        if self.batch_size is not None and self.batch_size != "auto":
+            if isinstance(self.batch_size, str):
+                raise ValueError(
+                    f"batch_size must be a positive int, 'auto' or None; got {self.batch_size!r}"
+                )
             check_positive_int(self.batch_size, "batch_size")
         if self.max_time is not None:
             _check_pos_float(self.max_time, "max_time")
@@ -184,8 +191,11 @@ class SGD(MoEEstimator):
         n, d = X.shape
         Xt = torch.as_tensor(X, dtype=tdtype, device=device)
         yt = torch.as_tensor(y, dtype=tdtype, device=device)
-        full = self.optimizer == "gd" or self.batch_size is None or self.batch_size >= n
-        batch = n if full else int(self.batch_size)
+        batch = self.batch_size
+        if batch == "auto":
+            batch = min(max(n // AUTO_STEPS_PER_EPOCH, AUTO_BATCH_MIN), AUTO_BATCH_MAX)
+        full = self.optimizer == "gd" or batch is None or batch >= n
+        batch = n if full else int(batch)
         steps_per_epoch = 1 if full else math.ceil(n / batch)
         total_steps = self.max_epochs * steps_per_epoch
         learn_sigma = sigma is None

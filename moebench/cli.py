@@ -20,6 +20,7 @@ import numpy as np
 from moebench.activations import ACTIVATIONS
 from moebench.generator import GATING_KINDS, make_moe
 from moebench.registry import algorithm_descriptions
+from moebench.sweep_cli import add_plot_parser, add_report_parser, add_run_parser
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -104,10 +105,13 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_generate)
 
 
-#: parser builders, one per verb; sweep verbs are appended by moebench.sweep_cli
+#: parser builders, one per verb
 PARSER_BUILDERS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_list_parser,
     add_generate_parser,
+    add_run_parser,
+    add_plot_parser,
+    add_report_parser,
 ]
 
 
@@ -124,10 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
                      "learning: tensor-then-EM vs joint EM vs gradient descent.")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     sub.required = True
-    try:
-        from moebench import sweep_cli  # noqa: F401  (adds run / plot / report)
-    except ImportError:
-        pass
     for builder in PARSER_BUILDERS:
         builder(sub)
     return parser

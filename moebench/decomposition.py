@@ -224,6 +224,7 @@ def jennrich(
     n_starts: int = 10,
     rng: np.random.Generator | None = None,
     orthogonal: bool = True,
+    n_sweeps: int = 50,
 ) -> TensorDecomposition:
     """Simultaneous diagonalisation (Jennrich's algorithm) of a symmetric tensor.
 
@@ -240,6 +241,9 @@ def jennrich(
         True (whitened input): eigenvectors of the symmetric slice T(I, I, w).
         False: eigenvectors of T(I, I, w1) T(I, I, w2)^+ (non-orthogonal components,
         unit-normalised).
+    n_sweeps : int
+        Orthogonal case: Jacobi sweeps of :func:`joint_diagonalize` over all k slices
+        T(I, I, e_j), started from the best single slice's eigenvectors (0: no polish).
 
     Returns
     -------
@@ -271,12 +275,67 @@ def jennrich(
         if gap > best_gap:
             best_gap, best_V = gap, evecs
     assert best_V is not None
+    if orthogonal and n_sweeps > 0:
+        # all slices T(I, I, e_j) = sum_i lambda_i v_ij v_i v_i^T share the eigenvectors v_i:
+        # polish the best single-slice basis by jointly diagonalising every slice
+        slices = np.stack([slice_matrix(S, e) for e in np.eye(k)])
+        best_V = joint_diagonalize(slices, best_V, n_sweeps=n_sweeps)
     V = best_V.T  # rows
     lam = np.asarray(value(S, V.T), dtype=float)
     lam, V = _canonical_signs(S, lam, V)
     order = np.argsort(-lam)[:r]
     lam, V = lam[order], V[order]
     return TensorDecomposition(lam, V, _residual(T, lam, V), int(n_starts))
+
+
+def joint_diagonalize(matrices: np.ndarray, V0: np.ndarray | None = None, n_sweeps: int = 50,
+                      tol: float = 1e-14) -> np.ndarray:
+    """Orthogonal V that jointly diagonalises symmetric matrices (Jacobi rotations).
+
+    Cardoso and Souloumiac's (1996) Jacobi method: sweeps of Givens rotations, each
+    minimising the summed squared off-diagonal entry (p, q) of V^T M_j V over all j.
+
+    Parameters
+    ----------
+    matrices : ndarray of shape (m, k, k)
+        Symmetric matrices M_j.
+    V0 : ndarray of shape (k, k), optional
+        Starting orthogonal matrix (default the identity).
+    n_sweeps : int
+        Maximum number of sweeps over all pairs (p, q).
+    tol : float
+        Stop once every rotation in a sweep has |sin| below ``tol``.
+
+    Returns
+    -------
+    ndarray of shape (k, k)
+        Orthogonal V whose columns are the common (approximate) eigenvectors.
+    """
+    M = np.asarray(matrices, dtype=float)
+    k = M.shape[1]
+    V = np.eye(k) if V0 is None else np.array(V0, dtype=float)
+    M = np.einsum("ap,mab,bq->mpq", V, M, V)
+    for _ in range(int(n_sweeps)):
+        rotated = False
+        for p in range(k - 1):
+            for q in range(p + 1, k):
+                h1 = M[:, p, p] - M[:, q, q]
+                h2 = M[:, p, q] + M[:, q, p]
+                g11, g22, g12 = h1 @ h1, h2 @ h2, h1 @ h2
+                ton, toff = g11 - g22, 2.0 * g12
+                theta = 0.5 * np.arctan2(toff, ton + np.hypot(ton, toff))
+                c, s = np.cos(theta), np.sin(theta)
+                if abs(s) <= tol:
+                    continue
+                rotated = True
+                G = np.array([[c, -s], [s, c]])
+                idx = [p, q]
+                M[:, :, idx] = M[:, :, idx] @ G
+                M[:, idx, :] = np.einsum("ba,mbj->maj", G, M[:, idx, :])
+                V[:, idx] = V[:, idx] @ G
+        if not rotated:
+            break
+    return V
 
 
 def decompose(T: np.ndarray, method: str = "power", n_components: int | None = None,

@@ -39,7 +39,7 @@ NEG_SUBTRACT_FRACTION = 0.25
 #: Largest default chunk (rows).
 MAX_CHUNK_ROWS = 1 << 15
 #: Largest ``d`` accepted by :func:`dense_third_moment`.
-DENSE_MAX_D = 60
+DENSE_MAX_D = 100
 
 _DTYPES = (np.float64, np.float32)
 
@@ -175,9 +175,12 @@ def second_moment(
 
     Notes
     -----
-    Each chunk is split by the sign of ``s2`` and the two halves, scaled by
-    ``sqrt(|s2|)``, go through a symmetric rank-m update (``Y^T Y``, which BLAS
-    runs as SYRK at half the flops of a general GEMM).
+    One pass; per chunk the rows are scaled by ``sqrt(|s2|)`` into a cache-sized
+    buffer ``Y`` and ``Y^T Y`` runs as a symmetric rank-m update (numpy dispatches
+    ``Y.T @ Y`` to SYRK, half the flops of a general GEMM). Rows with ``s2 < 0`` are
+    subtracted: twice ``Y_-^T Y_-`` when they are at most
+    :data:`NEG_SUBTRACT_FRACTION` of the chunk, otherwise the chunk is gathered
+    positive rows first and two SYRKs are taken. Memory: one chunk buffer.
     """
     X = _check_X(X)
     n, d = X.shape
@@ -517,7 +520,7 @@ def dense_third_moment(X: Any, s3: Any, *, chunk_size: int | None = None) -> np.
     Raises
     ------
     ValueError
-        ``d > DENSE_MAX_D`` (60), or bad input.
+        ``d > DENSE_MAX_D`` (100), or bad input.
     """
     X = _check_X(X)
     n, d = X.shape

@@ -202,8 +202,12 @@ class TensorEM(MoEEstimator):
     Attributes
     ----------
     experts_, gating_, sigma_, n_iter_, history_
-        See :class:`moebench.base.MoEEstimator`; history phases are "moments",
-        "decomposition", "gating_em" and "refine".
+        See :class:`moebench.base.MoEEstimator`. ``history_`` holds one record for
+        "moments" and one for "decomposition" (their log_likelihood is NaN: no model
+        exists yet; the decomposition record carries the experts, so with ``truth``
+        it has the tensor step's expert_error), then one per iteration of
+        "gating_em" (iteration 0 = the zero-gating start) and of "refine".
+        ``n_iter_`` counts the gating-EM (plus refine) iterations.
     coefficients_ : TransformCoefficients
         alpha, beta, gamma, c2, c3 used.
     t2_eigenvalues_ : ndarray

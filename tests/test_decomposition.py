@@ -10,6 +10,7 @@ from moebench.decomposition import (
     compose,
     decompose,
     jennrich,
+    joint_diagonalize,
     multilinear,
     rank_one,
     robust_power_method,
@@ -116,6 +117,18 @@ def test_jennrich_non_orthogonal_components():
     perm = _match(dec.eigenvectors, V)
     assert sorted(perm) == list(range(4))
     np.testing.assert_allclose(np.abs(np.sum(dec.eigenvectors * V[perm], axis=1)), 1.0, atol=1e-8)
+
+
+def test_joint_diagonalize_finds_common_eigenvectors():
+    rng = np.random.default_rng(21)
+    Q, _ = np.linalg.qr(rng.standard_normal((5, 5)))
+    mats = np.stack([(Q * rng.standard_normal(5)) @ Q.T for _ in range(4)])
+    V = joint_diagonalize(mats)
+    np.testing.assert_allclose(V.T @ V, np.eye(5), atol=1e-12)
+    np.testing.assert_allclose(np.abs(V.T @ Q).max(axis=1), 1.0, atol=1e-10)
+    for M in mats:
+        D = V.T @ M @ V
+        assert np.max(np.abs(D - np.diag(np.diag(D)))) < 1e-10
 
 
 def test_bad_input():

@@ -113,16 +113,19 @@ def test_deterministic_with_seed():
     assert a.sigma_ == b.sigma_
 
 
+@pytest.fixture(scope="module")
+def relu_data():
+    return make_moe(100_000, 8, 3, activation="relu", sigma=0.1, random_state=2)
+
+
 @pytest.mark.parametrize("decomposition", ["power", "jennrich"])
 @pytest.mark.parametrize("whitening_method", ["eigh", "randomized"])
-def test_options_agree(decomposition, whitening_method):
-    data = make_moe(40_000, 8, 3, activation="relu", sigma=0.1, random_state=2)
+def test_options_agree(relu_data, decomposition, whitening_method):
     est = TensorEM(n_experts=3, activation="relu", random_state=0, decomposition=decomposition,
-                   whitening=whitening_method, gating_max_iter=3).fit(data.X, data.y)
-    dec = [r for r in est.history_ if r["phase"] == "decomposition"]
-    assert len(dec) == 1
-    err = parameter_errors(est.experts_, est.gating_, data.model)["expert_error"]
-    assert err < 0.4
+                   whitening=whitening_method, gating_max_iter=3)
+    est.fit(relu_data.X, relu_data.y)
+    err = parameter_errors(est.experts_, est.gating_, relu_data.model)["expert_error"]
+    assert err < 0.2  # relu, n = 1e5, d = 8, k = 3 (issue 3's bound at d = 10 is 0.35)
 
 
 def test_torch_float32_backend_matches_numpy():

@@ -30,6 +30,7 @@ A config is a TOML file (or the name of one shipped in :mod:`moebench.configs`):
     params = {refine = true}       # fixed estimator options
     grid = {}                      # options to sweep: each point is its own variant
     known_sigma = false            # pass the true sigma instead of estimating it
+    activations = ["linear"]       # optional: run this variant on these data activations only
 
 Every table, key and value is checked before anything runs; an error names the
 key, the bad value and the valid choices.
@@ -65,7 +66,7 @@ SYNTHETIC_DATA_KEYS = ("n", "d", "k", "activation", "sigma", "gating", "gating_s
 CSV_DATA_KEYS = ("source", "k", "activation", "folds")
 SOURCE_KEYS = ("csv", "target", "features", "sep")
 BUDGET_KEYS = ("max_iter", "max_time", "timeout")
-ALGORITHM_KEYS = ("name", "label", "params", "grid", "known_sigma") + BUDGET_KEYS
+ALGORITHM_KEYS = ("name", "label", "params", "grid", "known_sigma", "activations") + BUDGET_KEYS
 #: estimator arguments the runner sets itself
 RESERVED_PARAMS = ("n_experts", "activation", "random_state", "sigma")
 #: label and pseudo-algorithm of the single linear regression reference on real data
@@ -121,6 +122,8 @@ class Variant:
     known_sigma: bool = False
     #: module that registers the algorithm (imported by worker processes)
     module: str = ""
+    #: data activations this variant runs on (None: all)
+    activations: tuple[str, ...] | None = None
 
     def key(self) -> dict[str, Any]:
         """What identifies the variant (its seeds and run ids derive from it)."""
@@ -190,6 +193,8 @@ class SweepConfig:
             for rep in range(self.repetitions):
                 for v in self.variants:
                     d = data
+                    if v.activations is not None and data["activation"] not in v.activations:
+                        continue
                     if v.algorithm == REFERENCE:
                         d = {**data, "k": 1, "activation": "linear"}
                     cell = Cell(d, v, rep, self.seed, self.success_threshold)
@@ -372,6 +377,13 @@ def _check_algorithms(entries: Any, budget: dict[str, Any]) -> list[Variant]:
         label = entry.get("label", name)
         if not isinstance(label, str) or not label:
             raise ConfigError(f"{where}label must be a non-empty string")
+        acts = entry.get("activations")
+        if acts is not None:
+            if not isinstance(acts, list) or not acts:
+                raise ConfigError(f"{where}activations must be a non-empty list of activations")
+            for a in acts:
+                _choice(a, f"{where}activations entry", available_activations())
+            acts = tuple(acts)
         points = [dict(zip(grid, combo, strict=True))
                   for combo in itertools.product(*grid.values())]
         for point in points:
@@ -379,7 +391,8 @@ def _check_algorithms(entries: Any, budget: dict[str, Any]) -> list[Variant]:
             variants.append(Variant(
                 label=f"{label}[{suffix}]" if suffix else label, algorithm=name,
                 params={**params, **point}, max_iter=b["max_iter"], max_time=b["max_time"],
-                timeout=timeout, known_sigma=known_sigma, module=cls.__module__))
+                timeout=timeout, known_sigma=known_sigma, module=cls.__module__,
+                activations=acts))
     labels = [v.label for v in variants]
     dup = sorted({lab for lab in labels if labels.count(lab) > 1})
     if dup:
@@ -419,10 +432,13 @@ def validate_config(raw: dict[str, Any], name: str = "sweep", source: str = "<di
         cls = algorithm_class(v.algorithm)
         for setting in grid:
             act = setting["activation"]
+            if v.activations is not None and act not in v.activations:
+                continue
             if cls.supported_activations is not None and act not in cls.supported_activations:
                 raise ConfigError(
                     f"algorithm {v.algorithm!r} (variant {v.label!r}) does not support activation "
-                    f"{act!r}; it supports {', '.join(cls.supported_activations)}")
+                    f"{act!r}; it supports {', '.join(cls.supported_activations)} (restrict it "
+                    f"with activations = [...] in its [[algorithm]] table)")
             if cls.requires_k_le_d and "d" in setting and setting["k"] > setting["d"]:
                 raise ConfigError(f"algorithm {v.algorithm!r} needs k <= d; data has "
                                   f"k={setting['k']}, d={setting['d']}")

@@ -57,7 +57,8 @@ PINNED_COLORS = {
 def variant_colors(labels: Sequence[str]) -> dict[str, str]:
     """A colour per label: pinned ones fixed, the others the free colours in sorted order."""
     colors = {lab: PINNED_COLORS[lab] for lab in labels if lab in PINNED_COLORS}
-    free = [c for c in _PALETTE if c not in PINNED_COLORS.values()]
+    free = sorted((c for c in _PALETTE if c not in PINNED_COLORS.values()),
+                  key=lambda c: c != _PALETTE[9])
     free += [c for c in _PALETTE if c not in free]
     i = 0
     for lab in sorted(set(labels)):
@@ -259,6 +260,8 @@ def plot_success(summary: pd.DataFrame, by: str | None = None) -> Any:
             xs = [str(v) for v in rate.index] if categorical else rate.index.to_numpy(float)
             ax.plot(xs, rate.to_numpy(float), "o-", color=colors[label], lw=1.8, ms=5)
         ax.set_ylim(-0.05, 1.05)
+        if not categorical:
+            ax.set_xticks(sorted(frame[by].unique()))
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel(by)
         ax.set_ylabel("success rate")

@@ -21,7 +21,7 @@ import numpy as np
 from moebench.generator import iter_moe_blocks, make_moe_model
 from moebench.metrics import parameter_errors, prediction_mse
 from moebench.model import MoEModel
-from moebench.registry import algorithm_class, get_algorithm
+from moebench.registry import algorithm_class, available_algorithms, get_algorithm
 from moebench.sweep.config import REFERENCE, Cell
 from moebench.sweep.data_sources import (
     fold_split,
@@ -85,10 +85,11 @@ def limit_threads(threads: int) -> Any:
     from threadpoolctl import threadpool_limits
 
     limiter = threadpool_limits(limits=threads)
-    if "torch" in sys.modules:
+    try:  # torch's own intra-op pool ignores threadpoolctl; an unset one oversubscribes badly
         import torch
-
-        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover
+        return limiter
+    torch.set_num_threads(threads)
     return limiter
 
 
@@ -103,6 +104,11 @@ def _exit_with_parent() -> None:
                 os._exit(3)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def preload() -> None:
+    """Import every registered algorithm (the forkserver does it once for all workers)."""
+    available_algorithms()
 
 
 # --------------------------------------------------------------------------- one run
@@ -146,10 +152,11 @@ def failure_summary(cell: Cell, status: str, message: str, config: str = "",
     return out
 
 
-def _stop_reason(est: Any, v: Any, fit_time: float) -> str:
-    if v.max_time and fit_time >= v.max_time:
+def _stop_reason(est: Any, v: Any, fit_time: float, accepted: list[str]) -> str:
+    """Which budget ended the fit ("max_time", "max_iter"), else "converged"."""
+    if "max_time" in accepted and fit_time >= v.max_time:
         return "max_time"
-    if getattr(est, "n_iter_", 0) >= v.max_iter:
+    if "max_iter" in accepted and getattr(est, "n_iter_", 0) >= v.max_iter:
         return "max_iter"
     return "converged"
 
@@ -201,7 +208,7 @@ def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
                 checkpoints = list(getattr(est, "history_", []) or [])
             fit_time = float(checkpoints[-1]["time"]) if checkpoints else wall_fit
             n_iter = int(est.n_iter_)
-            stop = _stop_reason(est, v, fit_time)
+            stop = _stop_reason(est, v, fit_time, accepted)
             fitted = est.model_
             summary["sigma_hat"] = float(est.sigma_)
             summary["train_log_likelihood"] = fitted.mean_log_likelihood(X, y)
@@ -239,3 +246,6 @@ def process_main(cell: Cell, out: str, threads: int, config: str) -> None:
     """Entry point of a worker process started by the local backend."""
     _exit_with_parent()
     run_cell(cell, out, threads, config)
+
+
+preload()

@@ -1,0 +1,115 @@
+"""asv suites of the algorithm-level steps: tensor decomposition, one gating EM step,
+and one full fit of every registered algorithm with a ``track_`` of its expert error.
+
+The algorithm modules are optional at import time (``moebench.decomposition``,
+``moebench.em``); a suite whose module is missing is skipped in ``setup`` (asv's
+``NotImplementedError``), so ``asv check`` passes on a partial checkout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import benchmarks.common  # noqa: F401  (thread policy)
+import moebench
+
+try:
+    from moebench import decomposition
+except ImportError:  # pragma: no cover - module written separately
+    decomposition = None
+try:
+    from moebench import em
+except ImportError:  # pragma: no cover
+    em = None
+try:
+    from moebench.metrics import expert_error
+except ImportError:  # pragma: no cover
+    expert_error = None
+
+
+def _algorithms() -> list[str]:
+    try:
+        return list(moebench.available_algorithms())
+    except Exception:  # pragma: no cover - a broken plug-in must not break discovery
+        return []
+
+
+#: The fixed setting of the full fits: small enough for a benchmark (seconds).
+FIT_SETTING = dict(n=20_000, d=10, k=3, activation="linear", sigma=0.1, gating="orthogonal")
+
+
+class TensorDecomposition:
+    """Decomposition of a planted orthogonal k x k x k tensor plus small noise."""
+
+    params = ([3, 10], ["power", "jennrich"])
+    param_names = ["k", "method"]
+    number = 1
+    repeat = (3, 10, 10.0)
+
+    def setup(self, k, method):
+        if decomposition is None:
+            raise NotImplementedError("moebench.decomposition is not available")
+        rng = np.random.default_rng(0)
+        V = np.linalg.qr(rng.standard_normal((k, k)))[0]
+        lam = np.linspace(1.0, 2.0, k)
+        E = rng.standard_normal((k, k, k)) * 1e-3
+        self.T = decomposition.compose(lam, V.T) + decomposition.symmetrize(E)
+
+    def time_decompose(self, k, method):
+        decomposition.decompose(self.T, method=method, rng=np.random.default_rng(1))
+
+
+class GatingEMStep:
+    """One E-step and one gating M-step (Newton) at the true experts (n = 10^5)."""
+
+    params = ([100_000], [10, 100], [3, 10])
+    param_names = ["n", "d", "k"]
+    number = 1
+    repeat = (2, 5, 20.0)
+    timeout = 300
+
+    def setup(self, n, d, k):
+        if em is None:
+            raise NotImplementedError("moebench.em is not available")
+        data = moebench.make_moe(n, d, k, activation="linear", sigma=0.1, gating="orthogonal",
+                                 random_state=0)
+        self.X, self.y, self.model = data.X, data.y, data.model
+        self.resp, _ = em.e_step(self.model, self.X, self.y)
+        self.start = np.zeros_like(self.model.gating)
+
+    def time_e_step(self, n, d, k):
+        em.e_step(self.model, self.X, self.y)
+
+    def time_gating_m_step(self, n, d, k):
+        em.gating_m_step(self.X, self.resp, self.start, max_iter=1)
+
+
+class FullFit:
+    """One fit of each registered algorithm at :data:`FIT_SETTING` (seed 0)."""
+
+    params = (_algorithms(),)
+    param_names = ["algorithm"]
+    number = 1
+    repeat = (1, 3, 60.0)
+    timeout = 600
+
+    def setup(self, algorithm):
+        if expert_error is None:
+            raise NotImplementedError("moebench.metrics.expert_error is not available")
+        s = FIT_SETTING
+        self.data = moebench.make_moe(s["n"], s["d"], s["k"], activation=s["activation"],
+                                      sigma=s["sigma"], gating=s["gating"], random_state=0)
+
+    def _fit(self, algorithm):
+        est = moebench.get_algorithm(algorithm, n_experts=FIT_SETTING["k"],
+                                     activation=FIT_SETTING["activation"], random_state=0)
+        return est.fit(self.data.X, self.data.y)
+
+    def time_fit(self, algorithm):
+        self._fit(algorithm)
+
+    def track_expert_error(self, algorithm):
+        est = self._fit(algorithm)
+        return expert_error(est.experts_, self.data.experts)
+
+    track_expert_error.unit = "Frobenius error"

@@ -1,0 +1,51 @@
+"""Shared set-up of the asv suites: thread policy and fixed-seed kernel inputs.
+
+Thread policy: every suite runs its BLAS (threadpoolctl) and torch with
+``MOEBENCH_BENCH_THREADS`` threads, 1 by default, so timings are reproducible on a
+shared machine and measure one core's efficiency; ``MOEBENCH_BENCH_THREADS=0``
+leaves the libraries' own defaults.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+BENCH_THREADS = int(os.environ.get("MOEBENCH_BENCH_THREADS", "1"))
+
+
+def _apply_thread_policy() -> None:
+    if BENCH_THREADS <= 0:
+        return
+    threadpool_limits(limits=BENCH_THREADS)
+    try:
+        import torch
+
+        torch.set_num_threads(BENCH_THREADS)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+_apply_thread_policy()
+
+#: The grid of the kernel suites (issue 6).
+N_VALUES = [100_000, 1_000_000]
+D_VALUES = [10, 100]
+K_VALUES = [3, 10]
+
+
+def kernel_data(n: int, d: int, k: int, dtype=np.float64, seed: int = 0):
+    """``X`` (n, d) standard normal in ``dtype``, weights ``s2 >= 0``, ``s3``, and an
+    orthonormal-column ``W`` (d, k), all from ``default_rng(seed)``.
+
+    ``s2`` is a chi-square weight (like ``S2(y) = y^2`` for linear experts), ``s3`` a
+    standard normal weight; the kernels' cost does not depend on their values.
+    """
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d), dtype=np.float64 if dtype == np.float64 else np.float32)
+    s2 = rng.standard_normal(n) ** 2
+    s3 = rng.standard_normal(n)
+    W = np.linalg.qr(rng.standard_normal((d, k)))[0]
+    return X, s2, s3, W

@@ -1,0 +1,424 @@
+"""Performance report: asv results -> ``results/performance/``, or direct measurement.
+
+Two modes::
+
+    python benchmarks/report.py             # read .asv/results, write table + figure
+    python benchmarks/report.py --measure   # time the issue-6 targets in one process
+
+The first reads the latest asv run of one machine (``--machine``, default: the
+machine with the newest results) and writes
+
+* ``results/performance/benchmarks.csv`` -- every benchmark and parameter set (long format),
+* ``results/performance/table.md`` -- ratios to the floor, float32 speed-ups, peak memory
+  beyond the data, speed-up over the dense d^3 kernel, then the raw timings,
+* ``results/performance/speedup.png`` -- speed-up over the dense kernel and ratio to floor.
+
+``--measure`` times, at one setting (default n = 10^6, d = 100, k = 10, float64), the
+floor kernels (``X @ W``, ``X^T X``) and the moment kernels interleaved in one process
+(best of ``--rounds``), measures peak memory beyond ``X`` with tracemalloc (numpy
+reports its allocations to it), the float32 error, and records threadpoolctl's BLAS
+information; it writes ``results/performance/measure_<tag>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "results" / "performance"
+
+# targets of issue 6 (n = 10^6, d = 100, k = 10, float64)
+TARGET_T3_OVER_PROJECTION = 2.5
+TARGET_T2T3_OVER_GRAM = 2.0
+TARGET_PEAK_MIB = 64.0
+TARGET_F32_SPEEDUP = 1.5
+
+
+# --------------------------------------------------------------------------- asv results
+def _latest_results(results_dir: Path, machine: str | None) -> tuple[dict, Path]:
+    machines = [p for p in results_dir.iterdir() if p.is_dir()] if results_dir.is_dir() else []
+    files = []
+    for mdir in machines:
+        if machine is not None and mdir.name != machine:
+            continue
+        for f in mdir.glob("*.json"):
+            if f.name == "machine.json":
+                continue
+            try:
+                data = json.loads(f.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if "results" in data:
+                files.append((data.get("date", 0), f.stat().st_mtime, f, data))
+    if not files:
+        where = f"machine {machine!r} in " if machine else ""
+        raise SystemExit(
+            f"no asv results for {where}{results_dir}; run `asv run --python=same` first"
+        )
+    files.sort(key=lambda t: (t[0], t[1]))
+    _, _, path, data = files[-1]
+    return data, path
+
+
+def _parse_params(values: list) -> list:
+    out = []
+    for v in values:
+        try:
+            out.append(json.loads(v.replace("'", '"')))
+        except (json.JSONDecodeError, AttributeError):
+            out.append(v)
+    return out
+
+
+def asv_rows(data: dict) -> list[dict]:
+    """One row per (benchmark, parameter set) with its value (seconds or bytes)."""
+    import itertools
+
+    columns = data.get("result_columns", ["result", "params"])
+    rows = []
+    for name, entry in data["results"].items():
+        rec = dict(zip(columns, entry, strict=False))
+        values = rec.get("result")
+        params = rec.get("params") or []
+        if values is None:
+            continue
+        combos = list(itertools.product(*[_parse_params(p) for p in params])) if params else [()]
+        if not isinstance(values, list):
+            values = [values]
+        module, _, func = name.rpartition(".")
+        kind = func.split("_", 1)[0]
+        for combo, value in zip(combos, values, strict=False):
+            ok = value is not None and not (isinstance(value, float) and math.isnan(value))
+            rows.append({
+                "benchmark": name,
+                "suite": module.split(".")[-1] if module else "",
+                "kind": kind,
+                "params": combo,
+                "value": float(value) if ok else float("nan"),
+                "unit": "bytes" if kind == "peakmem" else ("s" if kind == "time" else ""),
+            })
+    return rows
+
+
+def _lookup(rows: list[dict]) -> dict:
+    return {(r["benchmark"], tuple(r["params"])): r["value"] for r in rows}
+
+
+def _get(tab: dict, suffix: str, params: tuple) -> float:
+    for (name, p), v in tab.items():
+        if name.endswith(suffix) and p == params:
+            return v
+    return float("nan")
+
+
+def derived_tables(rows: list[dict]) -> list[dict]:
+    """Ratios to the floor, float32 speed-ups, peak memory and dense speed-ups per (n, d, k)."""
+    tab = _lookup(rows)
+    settings = sorted({tuple(r["params"]) for r in rows if r["benchmark"].endswith(
+        "Floor.time_gram")})
+    out = []
+    for n, d, k in settings:
+        proj = _get(tab, "Floor.time_projection", (n, d, k))
+        projt = _get(tab, "Floor.time_projection_transposed", (n, d, k))
+        gram = _get(tab, "Floor.time_gram", (n, d, k))
+        t3 = {impl: _get(tab, "WhitenedThirdMoment.time_whitened_third_moment", (n, d, k, impl))
+              for impl in ("numpy-float64", "numpy-float32", "torch-float64", "torch-float32")}
+        t2 = _get(tab, "SecondMoment.time_second_moment", (n, d, "float64"))
+        t2f = _get(tab, "SecondMoment.time_second_moment", (n, d, "float32"))
+        step = _get(tab, "MomentStep.time_moment_step", (n, d, k))
+        base = _get(tab, "Floor.peakmem_data_only", (n, d, k))
+        pk3 = _get(tab, "WhitenedThirdMoment.peakmem_whitened_third_moment",
+                   (n, d, k, "numpy-float64"))
+        pk2 = _get(tab, "SecondMoment.peakmem_second_moment", (n, d, "float64"))
+        dense = _get(tab, "DenseThirdMoment.time_dense_third_moment", (n, d))
+        f64 = t3["numpy-float64"]
+        out.append({
+            "n": n, "d": d, "k": k,
+            "t3_s": f64, "projection_s": proj, "projection_T_s": projt, "gram_s": gram,
+            "t3/projection": f64 / proj, "t3/projection_T": f64 / projt,
+            "t2_s": t2, "(t2+t3)/gram": (t2 + f64) / gram,
+            "moment_step/gram": step / gram,
+            "f32_speedup_t3": f64 / t3["numpy-float32"], "f32_speedup_t2": t2 / t2f,
+            "torch64/numpy64": t3["torch-float64"] / f64,
+            "peak_t3_MiB": (pk3 - base) / 2**20, "peak_t2_MiB": (pk2 - base) / 2**20,
+            "dense_s": dense, "speedup_vs_dense": dense / f64,
+        })
+    return out
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "n/a"
+        if v == 0 or 1e-3 <= abs(v) < 1e4:
+            return f"{v:.3g}"
+        return f"{v:.3e}"
+    return str(v)
+
+
+def _md_table(dicts: list[dict], keys: list[str]) -> str:
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in dicts:
+        lines.append("| " + " | ".join(_fmt(row.get(k, "")) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def write_report(results_dir: Path, machine: str | None, out: Path) -> None:
+    data, path = _latest_results(results_dir, machine)
+    rows = asv_rows(data)
+    derived = derived_tables(rows)
+    out.mkdir(parents=True, exist_ok=True)
+
+    import csv
+
+    with open(out / "benchmarks.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["benchmark", "params", "value", "unit"])
+        for r in rows:
+            w.writerow([r["benchmark"], json.dumps(list(r["params"])), r["value"], r["unit"]])
+
+    keys = ["n", "d", "k", "t3/projection", "t3/projection_T", "(t2+t3)/gram",
+            "moment_step/gram", "f32_speedup_t3", "f32_speedup_t2", "torch64/numpy64",
+            "peak_t3_MiB", "peak_t2_MiB", "speedup_vs_dense"]
+    env = data.get("env_vars", {})
+    parts = [
+        "# Performance of the moment kernels (asv)",
+        "",
+        f"Source: `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}` "
+        f"(commit {data.get('commit_hash', '?')[:10]}, python {data.get('python', '?')}, "
+        f"env vars {env or 'none'}). Regenerate with `python benchmarks/report.py`.",
+        "",
+        "Ratios are kernel time over the floor kernel's time in the same asv run: "
+        "`projection` = `X @ W`, `projection_T` = `W^T X^T` (the layout the kernel uses), "
+        "`gram` = `X^T X` (numpy dispatches it to SYRK). Peak memory is the benchmark's "
+        "peak RSS minus `Floor.peakmem_data_only` (same data, no kernel). Targets at "
+        f"n = 10^6, d = 100, k = 10: t3/projection <= {TARGET_T3_OVER_PROJECTION}, "
+        f"(t2+t3)/gram <= {TARGET_T2T3_OVER_GRAM}, peak <= {TARGET_PEAK_MIB:g} MiB, "
+        f"float32 speed-up >= {TARGET_F32_SPEEDUP}.",
+        "",
+        _md_table(derived, keys),
+        "",
+        "## All benchmarks",
+        "",
+        _md_table([{"benchmark": r["benchmark"].split(".", 1)[-1],
+                    "params": ", ".join(map(str, r["params"])),
+                    "value": r["value"], "unit": r["unit"]} for r in rows],
+                  ["benchmark", "params", "value", "unit"]),
+        "",
+    ]
+    (out / "table.md").write_text("\n".join(parts))
+    _figure(derived, out / "speedup.png")
+    print(f"wrote {out / 'table.md'}, {out / 'benchmarks.csv'}, {out / 'speedup.png'}")
+
+
+def _figure(derived: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    labels = [f"n={r['n']:.0e}\nd={r['d']} k={r['k']}" for r in derived]
+    x = list(range(len(derived)))
+    ax = axes[0]
+    width = 0.38
+    ax.bar([i - width / 2 for i in x], [r["t3/projection"] for r in derived], width,
+           label="T3(W,W,W) / (X @ W)")
+    ax.bar([i + width / 2 for i in x], [r["(t2+t3)/gram"] for r in derived], width,
+           label="(T2 + T3(W,W,W)) / (X^T X)")
+    ax.axhline(TARGET_T3_OVER_PROJECTION, color="C0", ls="--", lw=1)
+    ax.axhline(TARGET_T2T3_OVER_GRAM, color="C1", ls="--", lw=1)
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel("time / floor time (same run)")
+    ax.set_title("Ratio to the machine's floor (dashed: targets)")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    dense = [(i, r) for i, r in enumerate(derived) if not math.isnan(r["speedup_vs_dense"])]
+    if dense:
+        ax.bar([labels[i] for i, _ in dense], [r["speedup_vs_dense"] for _, r in dense],
+               color="C2")
+        ax.set_yscale("log")
+        ax.tick_params(axis="x", labelsize=7)
+    else:
+        ax.text(0.5, 0.5, "dense kernel not measured", ha="center", transform=ax.transAxes)
+    ax.set_ylabel("dense d^3 time / whitened T3 time")
+    ax.set_title("Speed-up of T3(W,W,W) over the dense d^3 kernel")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- --measure
+def _best(fns: dict, rounds: int) -> dict:
+    best = {k: float("inf") for k in fns}
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[key] = min(best[key], time.perf_counter() - t0)
+    return best
+
+
+def _peak_beyond(fn) -> float:
+    """Peak traced allocation (MiB) during ``fn()``, beyond what was allocated before."""
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return (peak - base) / 2**20
+
+
+def measure(n: int, d: int, k: int, rounds: int, threads: int, tag: str, out: Path) -> dict:
+    import numpy as np
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from moebench.moments import second_moment, whitened_third_moment, whitening
+
+    if threads > 0:
+        threadpool_limits(limits=threads)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, d))
+    X32 = X.astype(np.float32)
+    y = rng.standard_normal(n)
+    s2 = y**2                      # S2(y) = y^2 (linear experts): non-negative weights
+    s2_mixed = y**2 - 1.0          # a transform with mixed signs (gamma != 0 style)
+    s3 = y**3 - 3.0 * y
+    W = np.linalg.qr(rng.standard_normal((d, k)))[0]
+    Wt = np.ascontiguousarray(W.T)
+
+    def step():
+        T2 = second_moment(X, s2)
+        Wh, _, _ = whitening(T2, k)
+        whitened_third_moment(X, s3, Wh)
+
+    fns = {
+        "floor_projection X@W": lambda: X @ W,
+        "floor_projection W^T X^T": lambda: Wt @ X.T,
+        "floor_gram X^T X": lambda: X.T @ X,
+        "t3 float64": lambda: whitened_third_moment(X, s3, W),
+        "t2 float64": lambda: second_moment(X, s2),
+        "t2 float64 mixed-sign s2": lambda: second_moment(X, s2_mixed),
+        "moment step float64 (t2+eigh+t3)": step,
+        "t3 float32 (X float32)": lambda: whitened_third_moment(X32, s3, W, dtype=np.float32),
+        "t2 float32 (X float32)": lambda: second_moment(X32, s2, dtype=np.float32),
+        "t3 float32 (X float64, cast per chunk)":
+            lambda: whitened_third_moment(X, s3, W, dtype=np.float32),
+        "floor_projection X32@W32": lambda: X32 @ W.astype(np.float32),
+        "floor_gram X32^T X32": lambda: X32.T @ X32,
+    }
+    t = _best(fns, rounds)
+    peaks = {
+        "t3 float64": _peak_beyond(lambda: whitened_third_moment(X, s3, W)),
+        "t2 float64": _peak_beyond(lambda: second_moment(X, s2)),
+        "t2 float64 mixed-sign s2": _peak_beyond(lambda: second_moment(X, s2_mixed)),
+        "moment step float64 (t2+eigh+t3)": _peak_beyond(step),
+        "t3 float32 (X float32)": _peak_beyond(
+            lambda: whitened_third_moment(X32, s3, W, dtype=np.float32)),
+    }
+    M64 = whitened_third_moment(X, s3, W)
+    M32 = whitened_third_moment(X32, s3, W, dtype=np.float32)
+    T64 = second_moment(X, s2)
+    T32 = second_moment(X32, s2, dtype=np.float32)
+    # float32 error: against float64 on the same (float32-representable) data
+    M64r = whitened_third_moment(X32.astype(np.float64), s3, W)
+    T64r = second_moment(X32.astype(np.float64), s2)
+    err = {
+        "t3 rel. max error (float32 vs float64, same data)":
+            float(np.abs(M32 - M64r).max() / np.abs(M64r).max()),
+        "t2 rel. max error (float32 vs float64, same data)":
+            float(np.abs(T32 - T64r).max() / np.abs(T64r).max()),
+        "t3 rel. max error incl. rounding X to float32":
+            float(np.abs(M32 - M64).max() / np.abs(M64).max()),
+        "t2 rel. max error incl. rounding X to float32":
+            float(np.abs(T32 - T64).max() / np.abs(T64).max()),
+    }
+    ratios = {
+        "t3 / (X@W)": t["t3 float64"] / t["floor_projection X@W"],
+        "t3 / (W^T X^T)": t["t3 float64"] / t["floor_projection W^T X^T"],
+        "(t2 + t3) / (X^T X)": (t["t2 float64"] + t["t3 float64"]) / t["floor_gram X^T X"],
+        "(t2 mixed + t3) / (X^T X)":
+            (t["t2 float64 mixed-sign s2"] + t["t3 float64"]) / t["floor_gram X^T X"],
+        "moment step / (X^T X)": t["moment step float64 (t2+eigh+t3)"] / t["floor_gram X^T X"],
+        "float32 speed-up t3 (X float32)": t["t3 float64"] / t["t3 float32 (X float32)"],
+        "float32 speed-up t2 (X float32)": t["t2 float64"] / t["t2 float32 (X float32)"],
+        "float32 speed-up t2+t3 (X float32)": (t["t2 float64"] + t["t3 float64"])
+            / (t["t2 float32 (X float32)"] + t["t3 float32 (X float32)"]),
+        "float32 speed-up t3 (X float64, cast per chunk)":
+            t["t3 float64"] / t["t3 float32 (X float64, cast per chunk)"],
+    }
+    import os
+
+    info = {
+        "setting": {"n": n, "d": d, "k": k, "rounds": rounds, "threads_limit": threads},
+        "times_s": t, "ratios": ratios, "peak_beyond_X_MiB": peaks, "float32_error": err,
+        "threadpoolctl": threadpool_info(),
+        "env": {key: os.environ.get(key) for key in (
+            "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+        "platform": platform.platform(), "python": sys.version.split()[0],
+        "numpy": np.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"measure_{tag}.json").write_text(json.dumps(info, indent=2, default=str))
+    blas = [f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')}, "
+            f"{b.get('num_threads')} threads)" for b in info["threadpoolctl"]]
+    lines = [
+        f"# Moment-kernel targets, measured in one process ({tag})",
+        "",
+        f"n = {n}, d = {d}, k = {k}; best of {rounds} interleaved rounds; {info['date']}.",
+        f"BLAS (threadpoolctl): {'; '.join(blas)}. Env: {info['env']}.",
+        "",
+        "| quantity | value | target |", "|---|---|---|",
+        f"| t3 / (X@W) | {ratios['t3 / (X@W)']:.2f} | <= {TARGET_T3_OVER_PROJECTION} |",
+        f"| t3 / (W^T X^T) | {ratios['t3 / (W^T X^T)']:.2f} | <= {TARGET_T3_OVER_PROJECTION} |",
+        f"| (t2 + t3) / (X^T X) | {ratios['(t2 + t3) / (X^T X)']:.2f} | "
+        f"<= {TARGET_T2T3_OVER_GRAM} |",
+        f"| (t2 mixed-sign + t3) / (X^T X) | {ratios['(t2 mixed + t3) / (X^T X)']:.2f} | "
+        f"<= {TARGET_T2T3_OVER_GRAM} |",
+        f"| moment step (t2 + eigh + t3) / (X^T X) | {ratios['moment step / (X^T X)']:.2f} | |",
+    ]
+    for key, v in peaks.items():
+        lines.append(f"| peak beyond X: {key} (MiB) | {v:.1f} | <= {TARGET_PEAK_MIB:g} |")
+    for key in ("float32 speed-up t3 (X float32)", "float32 speed-up t2 (X float32)",
+                "float32 speed-up t2+t3 (X float32)",
+                "float32 speed-up t3 (X float64, cast per chunk)"):
+        lines.append(f"| {key} | {ratios[key]:.2f} | >= {TARGET_F32_SPEEDUP} |")
+    for key, v in err.items():
+        lines.append(f"| {key} | {v:.1e} | < 1e-4 (test bound) |")
+    lines += ["", "Times (s):", "", "| kernel | s |", "|---|---|"]
+    lines += [f"| {key} | {v:.4f} |" for key, v in t.items()]
+    (out / f"measure_{tag}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--measure", action="store_true", help="time the targets directly")
+    p.add_argument("--results-dir", default=str(ROOT / ".asv" / "results"))
+    p.add_argument("--machine", default=None, help="asv machine name (default: newest)")
+    p.add_argument("--out", default=str(OUT))
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--d", type=int, default=100)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1, help="BLAS threads (0: library default)")
+    p.add_argument("--tag", default="default", help="suffix of the measure_<tag> files")
+    args = p.parse_args(argv)
+    if args.measure:
+        measure(args.n, args.d, args.k, args.rounds, args.threads, args.tag, Path(args.out))
+    else:
+        write_report(Path(args.results_dir), args.machine, Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

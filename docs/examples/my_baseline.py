@@ -1,0 +1,71 @@
+"""Classification EM ("hard EM") for the mixture of experts: a worked example baseline.
+
+Copy this file to ``baselines/hard_em.py``: the registry imports every module in
+``baselines/``, so the ``@register`` line is all it takes for ``moebench list``,
+``moebench.get_algorithm("hard_em", ...)``, the contract tests and the sweeps to
+see it.
+
+Each iteration assigns every sample to its most probable expert (the argmax of
+the E-step posterior) and refits experts, gating and noise on those hard labels
+with the shared M-step pieces of :mod:`moebench.em`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moebench import MoEEstimator, MoEModel, register
+from moebench.activations import Activation
+from moebench.base import History
+from moebench.em import e_step, expert_m_step, gating_m_step, sigma_m_step
+from moebench.validation import check_positive_int
+
+
+@register("hard_em")
+class HardEM(MoEEstimator):
+    """Classification EM: hard E-step, full M-step on the hard labels.
+
+    Parameters
+    ----------
+    n_experts, activation, sigma, random_state
+        See :class:`moebench.MoEEstimator`.
+    max_iter : int
+        Iterations; the loop also stops when no label changes.
+    ridge : float
+        L2 penalty of the gating fit (hard labels can be separable).
+    """
+
+    description = "classification (hard) EM: the README's worked example of a baseline"
+
+    def __init__(self, n_experts: int = 2, activation: str | Activation = "linear",
+                 sigma: float | None = None, random_state: int | None = None,
+                 max_iter: int = 50, ridge: float = 1e-3) -> None:
+        super().__init__(n_experts, activation, sigma, random_state)
+        self.max_iter = max_iter
+        self.ridge = ridge
+
+    def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+             sigma: float | None, history: History) -> None:
+        max_iter = check_positive_int(self.max_iter, "max_iter")
+        rng = self._rng()
+        n, d = X.shape
+        experts = rng.standard_normal((k, d))
+        experts /= np.linalg.norm(experts, axis=1, keepdims=True)
+        gating = np.zeros((k, d))
+        s = float(np.std(y)) if sigma is None else sigma
+        labels = np.full(n, -1)
+        it = 0
+        for it in range(max_iter + 1):
+            resp, ll = e_step(MoEModel(experts, gating, s, activation), X, y)
+            history.record("hard_em", it, ll, experts=experts, gating=gating, sigma=s)
+            new_labels = np.argmax(resp, axis=1)
+            if it == max_iter or np.array_equal(new_labels, labels):
+                break
+            labels = new_labels
+            hard = np.zeros((n, k))
+            hard[np.arange(n), labels] = 1.0
+            experts = expert_m_step(X, y, hard, experts, activation)
+            gating = gating_m_step(X, hard, gating, ridge=self.ridge)
+            if sigma is None:
+                s = sigma_m_step(X, y, hard, experts, activation)
+        self.experts_, self.gating_, self.sigma_, self.n_iter_ = experts, gating, s, it

@@ -1,0 +1,178 @@
+"""The sweep verbs of the ``moebench`` command: ``run``, ``plot`` and ``report``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from moebench.sweep.runner import BACKENDS
+
+
+def _results_dir_for(config_name: str) -> Path:
+    return Path("results") / config_name
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Validate a sweep config, run its unfinished cells, consolidate, draw the figure."""
+    from moebench.sweep.config import load_config, resolve_config
+    from moebench.sweep.plots import default_figure
+    from moebench.sweep.report import report_table
+    from moebench.sweep.results import atomic_write_bytes, consolidate
+    from moebench.sweep.runner import run_sweep, select_cells
+
+    config = load_config(args.config)
+    out = Path(args.out) if args.out else _results_dir_for(config.name)
+    cells = config.cells()
+    chosen = select_cells(cells, args.filter, args.limit)
+    if args.dry_run:
+        print(f"config {config.name} ({config.source}) is valid: {len(config.data_grid)} data "
+              f"setting(s) x {config.repetitions} repetition(s) x {len(config.variants)} "
+              f"variant(s) = {len(cells)} runs; {len(chosen)} selected")
+        for v in config.variants:
+            print(f"  {v.label:<24} {v.algorithm} {v.params or ''} max_iter={v.max_iter} "
+                  f"max_time={v.max_time:g}s timeout={v.timeout:g}s")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    text, _ = resolve_config(args.config)
+    atomic_write_bytes(out / "config.toml", text.encode())
+    print(f"moebench run: {config.name}: {len(chosen)} runs ({args.jobs} job(s), backend "
+          f"{args.backend}) -> {out}", file=sys.stderr)
+    outcome = run_sweep(config, out, jobs=args.jobs, force=args.force, backend=args.backend,
+                        scheduler=args.scheduler, filters=args.filter, limit=args.limit,
+                        progress=not args.quiet, retry_failed=args.retry_failed)
+    summary, checkpoints = consolidate(out, [c.run_id for c in cells], csv=args.csv)
+    rate = outcome.ran / outcome.wall_time * 60 if outcome.wall_time > 0 and outcome.ran else 0
+    print(f"ran {outcome.ran} run(s) in {outcome.wall_time:.1f} s ({rate:.1f} runs/min), "
+          f"skipped {outcome.skipped} finished, {outcome.failures} failed")
+    print(report_table(summary))
+    print(f"results: {out / 'summary.parquet'} ({len(summary)} runs), "
+          f"{out / 'checkpoints.parquet'} ({len(checkpoints)} rows)")
+    if args.csv:
+        print(f"csv:     {out / 'summary.csv'}, {out / 'checkpoints.csv'}")
+    if not args.no_plot:
+        try:
+            fig = default_figure(summary, checkpoints, out / "figure.png")
+            print(f"figure:  {fig}")
+        except ValueError as exc:
+            print(f"figure:  not drawn ({exc})")
+    return 1 if outcome.failures and args.strict else 0
+
+
+def add_run_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="run a sweep config (resumable) and draw its figure",
+        description="Run every cell of a sweep config that is not finished yet in --out, in "
+        "parallel processes; write one parquet file per run, consolidate summary.parquet and "
+        "checkpoints.parquet, print a report and draw figure.png. CONFIG is a TOML path or "
+        "the name of a shipped config (quickstart, paper, ...).")
+    p.add_argument("config", metavar="CONFIG", help="config file or shipped config name")
+    p.add_argument("--jobs", "-j", type=int, default=None,
+                   help="parallel runs (default: the number of cores)")
+    p.add_argument("--out", "-o", default=None,
+                   help="results directory (default: results/<config name>)")
+    p.add_argument("--force", action="store_true", help="re-run finished runs")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="re-run runs recorded as error, nan or timeout")
+    p.add_argument("--csv", action="store_true", help="also write summary.csv, checkpoints.csv")
+    p.add_argument("--backend", choices=BACKENDS, default="local",
+                   help="local processes (default) or a dask.distributed cluster")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="dask scheduler address (default with --backend dask: a LocalCluster)")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="only cells whose data key / label / algorithm / repetition matches "
+                   "(repeatable), e.g. --filter k=3 --filter label=joint_em")
+    p.add_argument("--limit", type=int, default=None, help="run at most this many cells")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate the config and print the number of runs, run nothing")
+    p.add_argument("--no-plot", action="store_true", help="do not draw figure.png")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    p.add_argument("--strict", action="store_true", help="exit status 1 if any run failed")
+    p.set_defaults(func=_run_with_default_jobs)
+
+
+def _run_with_default_jobs(args: argparse.Namespace) -> int:
+    from moebench.sweep.runner import available_cores
+
+    if args.jobs is None:
+        args.jobs = available_cores()
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1; got {args.jobs}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1; got {args.limit}")
+    return cmd_run(args)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Draw figures from stored results."""
+    from moebench.sweep import plots
+    from moebench.sweep.results import load_results
+
+    summary, checkpoints = load_results(args.results)
+    root = Path(args.results)
+    root = root.parent if root.is_file() else root
+    if args.kind == "all":
+        if args.out and Path(args.out).suffix:
+            stem, suffix, folder = Path(args.out).stem, Path(args.out).suffix, Path(args.out).parent
+        else:
+            stem, suffix = "", ".png"
+            folder = Path(args.out) if args.out else root / "figures"
+        for kind in plots.applicable_kinds(summary):
+            name = f"{stem}_{kind}{suffix}" if stem else f"{kind}{suffix}"
+            fig = plots.draw(kind, summary, checkpoints, args.x, args.metric, args.by)
+            print(f"wrote {plots.save(fig, folder / name)}")
+        return 0
+    x = "time" if args.kind == "time" else args.x
+    default = root / "figures" / (f"{args.kind}_{x}.png" if args.kind == "curves"
+                                  else f"{args.kind}.png")
+    fig = plots.draw(args.kind, summary, checkpoints, args.x, args.metric, args.by)
+    print(f"wrote {plots.save(fig, args.out or default)}")
+    return 0
+
+
+def add_plot_parser(sub: argparse._SubParsersAction) -> None:
+    from moebench.sweep.plots import KINDS, METRICS, X_AXES
+
+    p = sub.add_parser(
+        "plot", help="draw figures from stored sweep results",
+        description="Draw figures from a results directory (summary.parquet, "
+        "checkpoints.parquet); nothing is re-run. PNG, PDF or SVG by the --out suffix.")
+    p.add_argument("results", metavar="RESULTS", help="results directory of `moebench run`")
+    p.add_argument("--kind", choices=KINDS, default="curves",
+                   help="curves (error vs --x), time (error vs wall time), sample_complexity "
+                   "(error vs n), success (rate vs k or d), heldout (real data), all")
+    p.add_argument("--x", choices=X_AXES, default="iteration", help="x axis of curves")
+    p.add_argument("--metric", choices=METRICS, default="expert_error",
+                   help="curve metric (default: expert_error)")
+    p.add_argument("--by", default=None, help="x axis of the success figure (default: k or d)")
+    p.add_argument("--out", "-o", default=None,
+                   help="figure file (.png/.pdf/.svg); for --kind all a folder or a file name "
+                   "template (default: RESULTS/figures/)")
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print (or write) the Markdown summary table of stored results."""
+    from moebench.sweep.report import report_table
+    from moebench.sweep.results import atomic_write_bytes, load_results
+
+    summary, _ = load_results(args.results)
+    text = report_table(summary, tol=args.stuck_tol)
+    if args.out:
+        atomic_write_bytes(Path(args.out), text.encode())
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def add_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="print a Markdown summary table of stored sweep results",
+        description="Median error, success and stuck rates, held-out log-likelihood and median "
+        "fit time per algorithm variant and data setting, from stored results.")
+    p.add_argument("results", metavar="RESULTS", help="results directory of `moebench run`")
+    p.add_argument("--stuck-tol", type=float, default=1e-3,
+                   help="per-sample log-likelihood gap that counts as stuck (default: 1e-3)")
+    p.add_argument("--out", "-o", default=None, help="write the table to this file")
+    p.set_defaults(func=cmd_report)

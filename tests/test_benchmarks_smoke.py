@@ -1,0 +1,107 @@
+"""Smoke tests of the asv suites (run at tiny sizes) and of the report script."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# the suites pin BLAS/torch to 1 thread on import; keep this test process untouched
+os.environ["MOEBENCH_BENCH_THREADS"] = "0"
+
+bench_moments = pytest.importorskip("benchmarks.bench_moments")
+report = pytest.importorskip("benchmarks.report")
+
+
+def _run_suite(cls, *params):
+    obj = cls()
+    obj.setup(*params)
+    names = [m for m in dir(obj) if m.startswith(("time_", "peakmem_", "track_"))]
+    assert names
+    for name in names:
+        getattr(obj, name)(*params)
+
+
+def test_moment_suites_run_small():
+    bm = bench_moments
+    _run_suite(bm.Floor, 2000, 10, 3)
+    for impl in bm.IMPLS:
+        _run_suite(bm.WhitenedThirdMoment, 2000, 10, 3, impl)
+    _run_suite(bm.SecondMoment, 2000, 10, "float32")
+    _run_suite(bm.MomentStep, 2000, 10, 3)
+    for method in ("eigh", "randomized"):
+        _run_suite(bm.Whitening, 2000, 10, 3, method)
+    _run_suite(bm.WhiteningLargeD, 500, 30, 3, "randomized")
+    _run_suite(bm.ThirdMomentProducts, 2000, 10, 10)
+    _run_suite(bm.DenseThirdMoment, 2000, 10)
+    with pytest.raises(NotImplementedError):
+        bm.DenseThirdMoment().setup(1_000_000, 100)
+
+
+def test_algorithm_suites_run_small():
+    ba = pytest.importorskip("benchmarks.bench_algorithms")
+    _run_suite(ba.TensorDecomposition, 3, "power")
+    obj = ba.GatingEMStep()
+    obj.setup(2000, 10, 3)
+    obj.time_e_step(2000, 10, 3)
+    obj.time_gating_m_step(2000, 10, 3)
+    assert "tensor_em" in ba.FullFit.params[0]
+
+
+def _fake_results(tmp_path: Path) -> Path:
+    n, d, k = 1_000_000, 100, 10
+    p3 = [[str(n)], [str(d)], [str(k)]]
+    impls = ["'numpy-float64'", "'numpy-float32'", "'torch-float64'", "'torch-float32'"]
+    res = {
+        "bench_moments.Floor.time_projection": [[0.1], p3],
+        "bench_moments.Floor.time_projection_transposed": [[0.08], p3],
+        "bench_moments.Floor.time_gram": [[0.25], p3],
+        "bench_moments.Floor.peakmem_data_only": [[1.0e9], p3],
+        "bench_moments.WhitenedThirdMoment.time_whitened_third_moment":
+            [[0.15, 0.075, 0.3, None], p3 + [impls]],
+        "bench_moments.WhitenedThirdMoment.peakmem_whitened_third_moment":
+            [[1.0e9 + 2**21, 5e8, 1e9, 1e9], p3 + [impls]],
+        "bench_moments.SecondMoment.time_second_moment":
+            [[0.3, 0.15], [[str(n)], [str(d)], ["'float64'", "'float32'"]]],
+        "bench_moments.SecondMoment.peakmem_second_moment":
+            [[1.0e9 + 2**22, 5e8], [[str(n)], [str(d)], ["'float64'", "'float32'"]]],
+        "bench_moments.MomentStep.time_moment_step": [[0.5], p3],
+        "bench_moments.DenseThirdMoment.time_dense_third_moment":
+            [[None], [[str(n)], [str(d)]]],
+    }
+    mdir = tmp_path / "results" / "box"
+    mdir.mkdir(parents=True)
+    (mdir / "machine.json").write_text("{}")
+    data = {"commit_hash": "abc", "env_name": "e", "date": 1, "python": "3.11",
+            "result_columns": ["result", "params"], "results": res, "version": 2}
+    (mdir / "abc-e.json").write_text(json.dumps(data))
+    return tmp_path / "results"
+
+
+def test_report_from_asv_json(tmp_path):
+    results = _fake_results(tmp_path)
+    out = tmp_path / "perf"
+    report.write_report(results, None, out)
+    text = (out / "table.md").read_text()
+    assert "t3/projection" in text
+    data, _ = report._latest_results(results, None)
+    (row,) = report.derived_tables(report.asv_rows(data))
+    assert math.isclose(row["t3/projection"], 1.5)
+    assert math.isclose(row["(t2+t3)/gram"], 1.8)
+    assert math.isclose(row["f32_speedup_t3"], 2.0)
+    assert math.isclose(row["peak_t3_MiB"], 2.0)
+    assert math.isclose(row["peak_t2_MiB"], 4.0)
+    assert math.isnan(row["speedup_vs_dense"])  # skipped benchmark stays n/a
+    assert (out / "speedup.png").stat().st_size > 1000
+    assert (out / "benchmarks.csv").read_text().count("\n") == 1 + 18
+
+
+def test_report_without_results(tmp_path):
+    with pytest.raises(SystemExit, match="no asv results"):
+        report.write_report(tmp_path / "missing", None, tmp_path / "out")
