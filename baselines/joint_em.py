@@ -124,7 +124,7 @@ class JointEM(MoEEstimator):
         sigma: float | None = None,
         random_state: int | None = None,
         init: str = "random",
-        n_init: int = 3,
+        n_init: int = 2,
         max_iter: int = 100,
         tol: float = 1e-6,
         mstep: str = "full",

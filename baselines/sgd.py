@@ -44,6 +44,13 @@ def _schedule_factor(schedule: str, progress: float) -> float:
     return 1.0
 
 
+def _snapshot(A, Wf, log_s) -> tuple[np.ndarray, np.ndarray, float]:
+    """numpy copies of (experts, gating with its zero last row, sigma)."""
+    W = Wf.detach().cpu().numpy().astype(float)
+    W = np.vstack([W, np.zeros((1, W.shape[1]))])
+    return A.detach().cpu().numpy().astype(float), W, float(math.exp(float(log_s.detach())))
+
+
 def torch_activation(activation: Activation):
     """A torch function for g: ``activation.torch_func``, else a numpy-backed autograd op."""
     if activation.torch_func is not None:
@@ -122,14 +129,14 @@ class SGD(MoEEstimator):
         sigma: float | None = None,
         random_state: int | None = None,
         optimizer: str = "adam",
-        lr: float = 0.02,
+        lr: float = 0.05,
         lr_schedule: str = "cosine",
         batch_size: int | str | None = "auto",
-        max_epochs: int = 30,
+        max_epochs: int = 40,
         tol: float = 0.0,
         momentum: float = 0.9,
         init: str = "random",
-        n_init: int = 2,
+        n_init: int = 1,
         dtype: str = "float64",
         device: str = "auto",
         max_time: float | None = None,
@@ -231,15 +238,6 @@ class SGD(MoEEstimator):
             else:
                 opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
 
-            def snapshot() -> tuple[np.ndarray, np.ndarray, float]:
-                Wn = np.vstack([Wf.detach().cpu().numpy(), np.zeros((1, d))])
-                return (A.detach().cpu().numpy().astype(float), Wn.astype(float),
-                        float(math.exp(float(log_s.detach()))))
-
-            def record(epoch: int, ll: float) -> None:
-                An, Wn, sn = snapshot()
-                history.record("sgd", epoch, ll, experts=An, gating=Wn, sigma=sn, restart=j)
-
             step = 0
             prev_ll = -math.inf
             final_ll = -math.inf
@@ -261,7 +259,8 @@ class SGD(MoEEstimator):
                 if not math.isfinite(ll):
                     diverged = True
                     break
-                record(epoch, ll)
+                An, Wn, sn = _snapshot(A, Wf, log_s)
+                history.record("sgd", epoch, ll, experts=An, gating=Wn, sigma=sn, restart=j)
                 final_ll = ll
                 stop = last or (
                     self.tol > 0 and abs(ll - prev_ll) <= self.tol * max(1.0, abs(ll))
@@ -289,7 +288,7 @@ class SGD(MoEEstimator):
                     opt.step()
                     step += 1
             total_epochs += epoch
-            An, Wn, sn = snapshot()
+            An, Wn, sn = _snapshot(A, Wf, log_s)
             finite = all(np.all(np.isfinite(v)) for v in (An, Wn, sn))
             if diverged or not finite:
                 final_ll = -math.inf

@@ -60,7 +60,10 @@ class TensorDecomposition:
 
 
 class GatingEMStep:
-    """One E-step and one gating M-step (Newton) at the true experts (n = 10^5)."""
+    """One E-step and one gating M-step at the true experts (n = 10^5).
+
+    The M-step is one Newton step while (k - 1) d <= 400, else L-BFGS (``method="auto"``).
+    """
 
     params = ([100_000], [10, 100], [3, 10])
     param_names = ["n", "d", "k"]
@@ -71,7 +74,9 @@ class GatingEMStep:
     def setup(self, n, d, k):
         if em is None:
             raise NotImplementedError("moebench.em is not available")
-        data = moebench.make_moe(n, d, k, activation="linear", sigma=0.1, gating="orthogonal",
+        # orthogonal gating needs d > k; at d = k the gating is generic
+        gating = "orthogonal" if d > k else "generic"
+        data = moebench.make_moe(n, d, k, activation="linear", sigma=0.1, gating=gating,
                                  random_state=0)
         self.X, self.y, self.model = data.X, data.y, data.model
         self.resp, _ = em.e_step(self.model, self.X, self.y)

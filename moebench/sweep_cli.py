@@ -119,13 +119,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
             folder = Path(args.out) if args.out else root / "figures"
         for kind in plots.applicable_kinds(summary):
             name = f"{stem}_{kind}{suffix}" if stem else f"{kind}{suffix}"
-            fig = plots.draw(kind, summary, checkpoints, args.x, args.metric, args.by)
+            fig = plots.draw(kind, summary, checkpoints, args.x, args.metric, args.by, args.raw)
             print(f"wrote {plots.save(fig, folder / name)}")
         return 0
     x = "time" if args.kind == "time" else args.x
     default = root / "figures" / (f"{args.kind}_{x}.png" if args.kind == "curves"
                                   else f"{args.kind}.png")
-    fig = plots.draw(args.kind, summary, checkpoints, args.x, args.metric, args.by)
+    fig = plots.draw(args.kind, summary, checkpoints, args.x, args.metric, args.by, args.raw)
     print(f"wrote {plots.save(fig, args.out or default)}")
     return 0
 
@@ -144,6 +144,9 @@ def add_plot_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--x", choices=X_AXES, default="iteration", help="x axis of curves")
     p.add_argument("--metric", choices=METRICS, default="expert_error",
                    help="curve metric (default: expert_error)")
+    p.add_argument("--raw", action="store_true",
+                   help="curves: every checkpoint as recorded, not the best log-likelihood so "
+                   "far (restarts then show as jumps)")
     p.add_argument("--by", default=None, help="x axis of the success figure (default: k or d)")
     p.add_argument("--out", "-o", default=None,
                    help="figure file (.png/.pdf/.svg); for --kind all a folder or a file name "

@@ -227,6 +227,14 @@ class TensorEM(MoEEstimator):
         ~0 when the paper's orthogonality assumption holds.
     phase_times_ : dict
         Seconds spent in "moments", "decomposition", "gating_em", "refine".
+
+    Raises
+    ------
+    ValueError
+        From ``fit``: n_experts > d; fewer than :func:`min_samples` = max(10 d, 10 k^3)
+        samples; an activation whose c2 or c3 vanishes (e.g. an even g: the sign of
+        the experts, and with it the experts, cannot be identified from T3); T2 of
+        rank < k; an unknown option value (the message lists the valid choices).
     """
 
     description = "Tensor method for the experts, then gating-only EM (Makkuva et al. 2019)"

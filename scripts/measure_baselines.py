@@ -6,7 +6,7 @@ with their default options on the same data sets (one per seed), and report the
 median matched expert error, the success rate (error < 0.1) and the median fit
 wall time.
 
-Every run is one row of ``results/baselines/runs.csv`` (written as it goes;
+Every run is one row of ``results/baselines/runs_k*.csv`` (written as it goes;
 runs already there are skipped, so the script resumes). The summary goes to
 ``results/baselines/comparison.csv`` and ``results/baselines/comparison.md``.
 
@@ -51,31 +51,39 @@ def _seed(*words: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([BASE_SEED, *words])
 
 
-def _done(path: Path) -> set[tuple[str, int, str, int]]:
-    if not path.exists():
-        return set()
-    frame = pd.read_csv(path)
+def _read_runs(out: Path) -> pd.DataFrame:
+    files = [f for f in sorted(out.glob("runs*.csv")) if f.stat().st_size > 0]
+    if not files:
+        return pd.DataFrame(columns=FIELDS)
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+
+
+def _done(out: Path) -> set[tuple[str, int, str, int]]:
+    frame = _read_runs(out)
     return {(r.variant, int(r.k), r.activation, int(r.seed)) for r in frame.itertuples()}
 
 
-def run(variants: list[str], seeds: int, out: Path) -> None:
-    """Fit every (variant, k, activation, seed) not already in ``out/runs.csv``."""
+def run(variants: list[str], seeds: int, out: Path, ks: tuple[int, ...] = KS) -> None:
+    """Fit every (variant, k, activation, seed) not already in ``out/runs*.csv``.
+
+    New rows go to ``out/runs_k{k...}.csv``, so that one process per k can run at once.
+    """
     import torch
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
-    runs = out / "runs.csv"
-    done = _done(runs)
+    runs = out / f"runs_k{''.join(map(str, ks))}.csv"
+    done = _done(out)
     new_file = not runs.exists()
     available = set(moebench.available_algorithms())
     with open(runs, "a", newline="") as fh, threadpool_limits(1):
         writer = csv.DictWriter(fh, FIELDS)
         if new_file:
             writer.writeheader()
-        for k in KS:
-            for act in ACTIVATIONS:
-                for seed in range(seeds):
+        for seed in range(seeds):  # seeds outermost: a partial run covers every setting
+            for k in ks:
+                for act in ACTIVATIONS:
                     data = None
                     for label in variants:
                         algo, options = VARIANTS[label]
@@ -120,9 +128,10 @@ def run(variants: list[str], seeds: int, out: Path) -> None:
                               f"{row['status']}", flush=True)
 
 
-def summarize(out: Path) -> pd.DataFrame:
-    """Aggregate runs.csv into comparison.csv and comparison.md."""
-    frame = pd.read_csv(out / "runs.csv")
+def summarize(out: Path, seeds: int) -> pd.DataFrame:
+    """Aggregate the runs of seeds 0..seeds-1 in runs*.csv into comparison.csv and .md."""
+    frame = _read_runs(out)
+    frame = frame[frame["seed"] < seeds]
     order = {label: i for i, label in enumerate(VARIANTS)}
     summary = (
         frame.groupby(["k", "activation", "variant"], sort=False)
@@ -161,12 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=10, help="repetitions per setting")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out", default="results/baselines", help="output folder")
+    parser.add_argument("--k", type=int, nargs="+", default=list(KS), choices=list(KS),
+                        help="numbers of experts to run (one process per k can run at once)")
     parser.add_argument("--summarize-only", action="store_true")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if not args.summarize_only:
-        run(args.variants, args.seeds, out)
-    print(summarize(out).to_string(index=False))
+        run(args.variants, args.seeds, out, tuple(args.k))
+    print(summarize(out, args.seeds).to_string(index=False))
     return 0
 
 

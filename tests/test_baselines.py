@@ -113,7 +113,7 @@ def test_joint_em_nonlinear_and_fixed_sigma():
 
 
 @pytest.mark.parametrize("options", [
-    dict(optimizer="gd", lr=0.5, momentum=0.5, max_epochs=200, lr_schedule="constant"),
+    dict(optimizer="gd", lr=0.03, momentum=0.9, max_epochs=300, lr_schedule="constant"),
     dict(optimizer="sgd", lr=0.05, batch_size=128, max_epochs=15, lr_schedule="step"),
     dict(optimizer="adam", lr=0.05, batch_size=None, max_epochs=200, lr_schedule="cosine"),
     dict(init="spectral", n_init=1, dtype="float32"),

@@ -107,8 +107,12 @@ def _exit_with_parent() -> None:
 
 
 def preload() -> None:
-    """Import every registered algorithm (the forkserver does it once for all workers)."""
+    """Import every registered algorithm and torch (the forkserver does it once for all)."""
     available_algorithms()
+    try:
+        import torch  # noqa: F401  (sgd imports it lazily; 2-3 s per worker otherwise)
+    except ImportError:  # pragma: no cover
+        pass
 
 
 # --------------------------------------------------------------------------- one run
@@ -168,8 +172,8 @@ def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
     Failures (an exception, a non-finite fit) are recorded with their status and
     message, never raised.
     """
-    limit_threads(threads)
     start = time.perf_counter()
+    limit_threads(threads)
     v = cell.variant
     summary = base_summary(cell, config)
     summary.update({key: math.nan for key in METRIC_KEYS})

@@ -1,0 +1,195 @@
+"""The sweep runner: seeds, failure recording, resumability, stored tables, plots, reports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moebench.sweep.config import validate_config
+from moebench.sweep.report import report_table
+from moebench.sweep.results import (
+    clean_temporaries,
+    consolidate,
+    finished_run_ids,
+    load_results,
+    read_run,
+    runs_dir,
+)
+from moebench.sweep.runner import run_sweep, select_cells
+
+METRICS = ["expert_error", "gating_error", "train_log_likelihood", "test_log_likelihood",
+           "test_mse", "true_train_log_likelihood", "n_iter", "status"]
+
+
+@pytest.fixture(scope="module")
+def algos():
+    import sweep_algos  # registers sweeptest_em (a small joint-EM estimator) for these tests
+
+    yield sweep_algos
+    sweep_algos.unregister()
+
+
+def raw_config(**over):
+    raw = {
+        "name": "unit", "seed": 7, "repetitions": 2,
+        "data": {"n": [600, 1200], "d": 4, "k": 2, "activation": "linear", "n_test": 500},
+        "budget": {"max_iter": 15, "max_time": 20.0},
+        "algorithm": [
+            {"name": "sweeptest_em", "label": "em"},
+            {"name": "sweeptest_em", "label": "em_wide", "params": {"init_scale": 2.0}},
+            {"name": "sweeptest_em", "label": "em_broken", "params": {"init_scale": -1.0}},
+            {"name": "sweeptest_em", "label": "em_sleepy", "params": {"sleep_after": 60.0},
+             "timeout": 2.0},
+        ],
+    }
+    raw.update(over)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def full_sweep(algos, tmp_path_factory):
+    cfg = validate_config(raw_config())
+    out = tmp_path_factory.mktemp("full")
+    outcome = run_sweep(cfg, out, jobs=2, progress=False)
+    summary, checkpoints = consolidate(out, [c.run_id for c in cfg.cells()])
+    return cfg, out, outcome, summary, checkpoints
+
+
+def test_every_run_recorded_with_status(full_sweep):
+    cfg, out, outcome, summary, _ = full_sweep
+    assert outcome.ran == len(cfg.cells()) == 16 and outcome.skipped == 0
+    assert len(summary) == 16 and summary["run_id"].is_unique
+    status = summary.groupby("label")["status"].agg(set).to_dict()
+    assert status == {"em": {"ok"}, "em_wide": {"ok"}, "em_broken": {"error"},
+                      "em_sleepy": {"timeout"}}
+    broken = summary[summary.label == "em_broken"]
+    assert broken["message"].str.contains("init_scale must be > 0").all()
+    assert summary.loc[summary.label == "em_sleepy", "message"].str.contains("timeout").all()
+    assert outcome.failures == 8
+    ok = summary[summary.status == "ok"]
+    assert np.isfinite(ok[["expert_error", "test_log_likelihood", "test_mse",
+                           "true_train_log_likelihood", "fit_time"]].to_numpy()).all()
+    assert (ok["n_iter"] >= 1).all()
+    # provenance columns
+    for col in ("moebench_version", "git_commit", "numpy_version", "torch_version", "blas", "cpu",
+                "platform"):
+        assert col in summary.columns
+    assert (summary["threads"].dropna() == 1).all()
+
+
+def test_checkpoints_long_table(full_sweep):
+    _, out, _, summary, checkpoints = full_sweep
+    ok_ids = set(summary.loc[summary.status == "ok", "run_id"])
+    assert set(checkpoints["run_id"]) == ok_ids
+    for col in ("iteration", "time", "log_likelihood", "expert_error", "gating_error", "phase",
+                "label", "n", "repetition", "git_commit"):
+        assert col in checkpoints.columns
+    for _, run in checkpoints.groupby("run_id"):
+        assert (np.diff(run["time"].to_numpy()) >= 0).all()
+        assert run["iteration"].iloc[0] == 0
+    assert (out / "summary.parquet").is_file() and (out / "checkpoints.parquet").is_file()
+    s2, c2 = load_results(out)
+    assert len(s2) == len(summary) and len(c2) == len(checkpoints)
+
+
+def test_same_data_for_every_variant(full_sweep):
+    _, _, _, summary, _ = full_sweep
+    ok = summary[summary.status == "ok"]
+    per_data = ok.groupby("data_id")["true_train_log_likelihood"].nunique()
+    assert (per_data == 1).all()
+    assert ok.groupby("data_id")["label"].nunique().eq(2).all()
+    # the true model does not depend on n: same truth, held-out set at both sample sizes
+    per_rep = ok[ok.label == "em"].groupby("repetition")["true_test_log_likelihood"].nunique()
+    assert (per_rep == 1).all()
+
+
+def test_cell_results_do_not_depend_on_other_cells(full_sweep, tmp_path):
+    cfg, _, _, summary, _ = full_sweep
+    subset = select_cells(cfg.cells(), ["n=1200", "label=em"])
+    assert len(subset) == 2
+    outcome = run_sweep(cfg, tmp_path, jobs=1, filters=["n=1200", "label=em"], progress=False)
+    assert outcome.ran == 2
+    sub, _ = consolidate(tmp_path)
+    merged = sub.merge(summary, on="run_id", suffixes=("_sub", "_full"))
+    assert len(merged) == 2
+    for m in METRICS:
+        assert merged[f"{m}_sub"].tolist() == merged[f"{m}_full"].tolist(), m
+
+
+def test_rerun_skips_finished_and_force_reruns(full_sweep, tmp_path):
+    cfg, _, _, _, _ = full_sweep
+    raw = raw_config(repetitions=1, algorithm=raw_config()["algorithm"][:1])
+    small = validate_config(raw)
+    first = run_sweep(small, tmp_path, jobs=2, progress=False)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in runs_dir(tmp_path).iterdir()}
+    (runs_dir(tmp_path) / ".tmp-leftover.parquet.x").write_bytes(b"partial")
+    again = run_sweep(small, tmp_path, jobs=2, progress=False)
+    assert first.ran == 2 and again.ran == 0 and again.skipped == 2
+    assert {p.name: p.stat().st_mtime_ns for p in runs_dir(tmp_path).iterdir()} == mtimes
+    forced = run_sweep(small, tmp_path, jobs=2, force=True, progress=False)
+    assert forced.ran == 2
+    summary, _ = consolidate(tmp_path)
+    assert len(summary) == 2
+    assert clean_temporaries(tmp_path) == 0
+
+
+def test_retry_failed_reruns_only_failures(full_sweep, tmp_path):
+    raw = raw_config(repetitions=1, algorithm=[raw_config()["algorithm"][0],
+                                               raw_config()["algorithm"][2]])
+    cfg = validate_config(raw)
+    run_sweep(cfg, tmp_path, jobs=2, progress=False)
+    retried = run_sweep(cfg, tmp_path, jobs=2, progress=False, retry_failed=True)
+    assert retried.ran == 2 and all(s["label"] == "em_broken" for s in retried.summaries)
+
+
+def test_run_file_holds_summary_and_checkpoints(full_sweep):
+    _, out, _, summary, _ = full_sweep
+    rid = summary.loc[summary.status == "ok", "run_id"].iloc[0]
+    run_summary, ck = read_run(runs_dir(out) / f"{rid}.parquet")
+    assert run_summary["run_id"] == rid and run_summary["status"] == "ok"
+    assert len(ck) == run_summary["n_iter"] + 1
+    assert finished_run_ids(out) >= set(summary["run_id"])
+
+
+@pytest.mark.parametrize("kind", ["curves", "time", "sample_complexity", "success"])
+def test_plots_from_stored_results(full_sweep, tmp_path, kind):
+    from moebench.sweep import plots
+
+    _, out, _, _, _ = full_sweep
+    summary, checkpoints = load_results(out)
+    for suffix in (".png", ".pdf"):
+        path = plots.save(plots.draw(kind, summary, checkpoints), tmp_path / f"{kind}{suffix}")
+        head = path.read_bytes()[:8]
+        assert head.startswith(b"\x89PNG" if suffix == ".png" else b"%PDF")
+    with pytest.raises(ValueError, match="must end in"):
+        plots.save(plots.draw(kind, summary, checkpoints), tmp_path / "fig.txt")
+
+
+def test_colours_are_stable_per_label():
+    from moebench.sweep.plots import variant_colors
+
+    a = variant_colors(["tensor_em", "zeta", "joint_em", "alpha"])
+    b = variant_colors(["alpha", "joint_em", "zeta", "tensor_em", "sgd"])
+    assert a["tensor_em"] == b["tensor_em"] and a["joint_em"] == b["joint_em"]
+    assert a["alpha"] == b["alpha"] and a["zeta"] == b["zeta"]
+    assert len(set(b.values())) == len(b)
+
+
+def test_report_table(full_sweep):
+    _, _, _, summary, _ = full_sweep
+    text = report_table(summary)
+    assert text.count("\n| em ") == 2 and "| em_broken |" in text
+    assert "expert error, median [IQR]" in text and "success" in text
+    assert "error 4" in text and "timeout 4" in text
+    assert "| em_broken | 600 | 2 | 2 | – | 0% |" in text
+
+
+def test_stuck_rule():
+    from moebench.sweep.report import add_stuck
+
+    s = pd.DataFrame({"data_id": ["a", "a", "a", "b"], "status": ["ok", "ok", "error", "ok"],
+                      "train_log_likelihood": [0.5, 0.4, np.nan, 0.1],
+                      "true_train_log_likelihood": [0.49, 0.49, 0.49, 0.3]})
+    out = add_stuck(s)
+    assert out["stuck"].tolist() == [False, True, False, False]
