@@ -29,9 +29,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"config {config.name} ({config.source}) is valid: {len(config.data_grid)} data "
               f"setting(s) x {config.repetitions} repetition(s) x {len(config.variants)} "
               f"variant(s) = {len(cells)} runs; {len(chosen)} selected")
+        from moebench.registry import algorithm_class
+        from moebench.sweep.config import REFERENCE
+
         for v in config.variants:
-            print(f"  {v.label:<24} {v.algorithm} {v.params or ''} max_iter={v.max_iter} "
-                  f"max_time={v.max_time:g}s timeout={v.timeout:g}s")
+            accepted = [] if v.algorithm == REFERENCE else \
+                algorithm_class(v.algorithm)._get_param_names()
+            budgets = [f"{key}={getattr(v, key):g}" for key in ("max_iter", "max_time")
+                       if key in accepted]
+            parts = [v.algorithm, str(v.params) if v.params else "", *budgets,
+                     f"timeout={v.timeout:g}s"]
+            print(f"  {v.label:<24} " + " ".join(p for p in parts if p))
         return 0
     out.mkdir(parents=True, exist_ok=True)
     text, _ = resolve_config(args.config)

@@ -68,16 +68,16 @@ def test_bad_config_fails_before_running(tmp_path, capsys):
 def test_dry_run_of_shipped_configs(capsys):
     assert main(["run", "quickstart", "--dry-run"]) == 0
     assert "= 24 runs" in capsys.readouterr().out
-    assert main(["run", "paper", "--dry-run", "--filter", "k=2", "--filter", "n=3000"]) == 0
+    assert main(["run", "paper", "--dry-run", "--filter", "k=2", "--filter", "n=2000"]) == 0
     assert "130 selected" in capsys.readouterr().out
     assert main(["run", "paper", "--dry-run", "--filter", "colour=red"]) == 2
     assert "unknown key 'colour'" in capsys.readouterr().err
 
 
 def test_sigkill_mid_sweep_then_resume(tmp_path):
-    config = write_config(tmp_path, reps=6)
+    config = write_config(tmp_path, reps=4)
     out = tmp_path / "out"
-    total = 2 * 6 * 2
+    total = 2 * 4 * 2
     env = dict(os.environ, CI="1")
     proc = subprocess.Popen(moebench_cmd("run", str(config), "--out", str(out), "--jobs", "1"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -320,6 +320,7 @@ def _check_csv(data: dict[str, Any]) -> list[dict[str, Any]]:
 
     table = load_csv_source(src)  # fails now, not mid-sweep, on a missing file or column
     src["features"] = list(table.features)
+    src["csv"] = table.path  # absolute: workers (and dask workers) may run elsewhere
     return [{"source": src, "k": k, "activation": a, "folds": folds, "fold": f}
             for k in ks for a in acts for f in range(folds)]
 

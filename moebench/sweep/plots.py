@@ -295,29 +295,46 @@ def plot_success(summary: pd.DataFrame, by: str | None = None) -> Any:
 
 
 def plot_heldout(summary: pd.DataFrame) -> Any:
-    """Real data: held-out log-likelihood and MSE against k (mean +- sd over folds)."""
+    """Real data: held-out log-likelihood and MSE against k (mean +- sd over folds).
+
+    One column of panels per other varying setting (e.g. activation); the linear
+    regression reference is the dashed line with its +- sd band.
+    """
     ok = summary[summary["status"].isin(OK_STATUSES)]
     if ok.empty:
         raise ValueError("no finished run to plot")
     colors = variant_colors(sorted(summary["label"].unique()))
-    fig, axes = _grid(2, max_cols=2)
-    ks = sorted(ok.loc[ok["label"] != REFERENCE, "k"].unique())
-    for ax, metric in zip(axes, ("test_log_likelihood", "test_mse"), strict=True):
-        for label, lf in ok.groupby("label", sort=True):
-            stats = lf.groupby("k")[metric].agg(["mean", "std"])
-            if label == REFERENCE:
-                m, s = float(stats["mean"].iloc[0]), float(stats["std"].fillna(0).iloc[0])
-                ax.axhline(m, color=colors[label], ls="--", lw=1.2)
-                ax.axhspan(m - s, m + s, color=colors[label], alpha=0.08)
-                continue
-            ax.errorbar(stats.index.to_numpy(float), stats["mean"], yerr=stats["std"].fillna(0),
-                        fmt="o-", color=colors[label], capsize=3, lw=1.8, ms=4)
-        ax.set_xticks(ks)
-        ax.set_xlabel("k (experts)")
-        ax.set_ylabel(metric.replace("_", " ") + " (standardised)")
-        ax.grid(True, alpha=0.3)
-    labels = sorted(ok["label"].unique())
-    _legend(fig, colors, labels)
+    ref = ok[ok["label"] == REFERENCE]
+    models = ok[ok["label"] != REFERENCE]
+    cols = varying_settings(models, exclude=("k",))
+    groups = _groups(models, cols) if not models.empty else [("", models)]
+    metrics = ("test_log_likelihood", "test_mse")
+    ncols = len(groups)
+    fig, axes = plt.subplots(2, ncols, figsize=(4.6 * ncols, 6.8), squeeze=False,
+                             constrained_layout=True)
+    labels = sorted(models["label"].unique())
+    ks = sorted(models["k"].unique()) if not models.empty else []
+    for j, (title, frame) in enumerate(groups):
+        for i, metric in enumerate(metrics):
+            ax = axes[i, j]
+            if not ref.empty:
+                m, s = float(ref[metric].mean()), float(ref[metric].std(ddof=1) or 0.0)
+                ax.axhline(m, color=colors[REFERENCE], ls="--", lw=1.2)
+                ax.axhspan(m - s, m + s, color=colors[REFERENCE], alpha=0.08, lw=0)
+            for pos, label in enumerate(labels):
+                stats = frame[frame["label"] == label].groupby("k")[metric].agg(["mean", "std"])
+                if stats.empty:
+                    continue
+                shift = 0.08 * (pos - (len(labels) - 1) / 2)
+                ax.errorbar(stats.index.to_numpy(float) + shift, stats["mean"],
+                            yerr=stats["std"].fillna(0), fmt="o-", color=colors[label],
+                            capsize=3, lw=1.6, ms=4)
+            ax.set_xticks(ks)
+            ax.set_xlabel("k (experts)")
+            ax.set_ylabel(metric.replace("_", " ") + " (standardised)")
+            ax.set_title(title, fontsize="medium")
+            ax.grid(True, alpha=0.3)
+    _legend(fig, colors, labels + ([REFERENCE] if not ref.empty else []))
     name = ok["dataset"].iloc[0] if "dataset" in ok else "real data"
     fig.suptitle(f"{name}: held-out scores over folds (mean +- sd; dashed: linear regression)",
                  fontsize="medium")

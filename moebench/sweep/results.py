@@ -39,7 +39,7 @@ CHECKPOINT_COLUMNS = ("phase", "iteration", "time", "log_likelihood", "expert_er
                       "gating_error")
 #: summary columns joined onto every checkpoint row of the long table
 CHECKPOINT_JOIN_EXCLUDE = ("expert_error", "expert_max_angle", "gating_error", "message",
-                           "train_log_likelihood", "test_log_likelihood", "test_mse")
+                           "warnings", "train_log_likelihood", "test_log_likelihood", "test_mse")
 
 
 # --------------------------------------------------------------------------- provenance

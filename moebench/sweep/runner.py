@@ -9,8 +9,8 @@ Backends
     worker that dies is recorded with status ``"error"``.
 ``dask``
     The same run function submitted to a ``dask.distributed`` cluster (an address,
-    or a LocalCluster started here). Each task runs its cell in a child Python
-    process so the hard timeout can kill it.
+    or a LocalCluster started here). A task over its hard timeout is recorded and
+    its worker process ended; the nanny restarts it.
 
 BLAS (threadpoolctl), OpenMP and torch threads per run are ``max(1, cores // jobs)``
 so that ``jobs`` processes do not oversubscribe the machine.
@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import pickle
-import subprocess
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -32,7 +29,7 @@ from multiprocessing.connection import wait as wait_sentinels
 from pathlib import Path
 from typing import Any
 
-from moebench.sweep.config import Cell, SweepConfig
+from moebench.sweep.config import REFERENCE, Cell, SweepConfig
 from moebench.sweep.results import (
     clean_temporaries,
     finished_run_ids,
@@ -105,7 +102,7 @@ class Progress:
 def _mp_context() -> mp.context.BaseContext:
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["moebench.sweep.worker"])
+        ctx.set_forkserver_preload(["moebench.sweep.preload"])
         return ctx
     return mp.get_context("spawn")  # pragma: no cover - Windows
 
@@ -167,33 +164,36 @@ def run_local(cells: list[Cell], out: str, jobs: int, config: str,
 
 
 # --------------------------------------------------------------------------- dask backend
-def run_cell_subprocess(cell: Cell, out: str, threads: int, config: str) -> dict[str, Any]:
-    """Run one cell in a child Python process with a hard timeout (the dask task)."""
+def run_cell_dask(cell: Cell, out: str, threads: int, config: str) -> dict[str, Any]:
+    """The dask task: run one cell in the worker process, under a hard timeout.
+
+    A run over its timeout is recorded as ``"timeout"`` and the worker process is
+    ended (``os._exit``; the dask nanny starts a fresh one), the only way to stop
+    code stuck in a C routine. A retried task finds the record and returns it.
+    """
+    import threading
+
+    from moebench.sweep.worker import run_cell
+
     path = run_path(out, cell.run_id)
+    if path.is_file():
+        return read_run_summary(path)
+    done = threading.Event()
     started = time.perf_counter()
-    fd, job = tempfile.mkstemp(prefix="moebench-cell-", suffix=".pkl")
-    with os.fdopen(fd, "wb") as fh:
-        pickle.dump((cell, out, threads, config), fh)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
+
+    def watchdog() -> None:
+        if not done.wait(cell.variant.timeout):
+            summary = failure_summary(cell, "timeout", f"killed after the hard timeout of "
+                                      f"{cell.variant.timeout:g} s", config,
+                                      time.perf_counter() - started)
+            write_run(out, summary, [])
+            os._exit(70)
+
+    threading.Thread(target=watchdog, name="moebench-timeout", daemon=True).start()
     try:
-        proc = subprocess.run([sys.executable, "-m", "moebench.sweep.worker_main", job], env=env,
-                              timeout=cell.variant.timeout, capture_output=True, text=True)
-        if path.is_file():
-            return read_run_summary(path)
-        summary = failure_summary(cell, "error", f"worker process exited with code "
-                                  f"{proc.returncode}: {proc.stderr.strip()[-300:]}", config,
-                                  time.perf_counter() - started)
-    except subprocess.TimeoutExpired:
-        if path.is_file():
-            return read_run_summary(path)
-        summary = failure_summary(cell, "timeout", f"killed after the hard timeout of "
-                                  f"{cell.variant.timeout:g} s", config,
-                                  time.perf_counter() - started)
+        return run_cell(cell, out, threads, config)
     finally:
-        Path(job).unlink(missing_ok=True)
-    write_run(out, summary, [])
-    return summary
+        done.set()
 
 
 def run_dask(cells: list[Cell], out: str, jobs: int, config: str,
@@ -219,12 +219,24 @@ def run_dask(cells: list[Cell], out: str, jobs: int, config: str,
                                host="127.0.0.1", dashboard_address=None)
         client = Client(cluster)
         threads = threads_per_job(jobs)
+    cells_by_key = {f"moebench-{cell.run_id}": cell for cell in cells}
     try:
-        futures = [client.submit(run_cell_subprocess, cell, str(Path(out).resolve()), threads,
+        futures = [client.submit(run_cell_dask, cell, str(Path(out).resolve()), threads,
                                  config, key=f"moebench-{cell.run_id}", pure=False)
                    for cell in cells]
         for future in as_completed(futures):
-            on_done(future.result())
+            cell = cells_by_key[future.key]
+            try:
+                summary = future.result()
+            except Exception as exc:  # noqa: BLE001 - a lost worker must not end the sweep
+                path = run_path(out, cell.run_id)
+                if path.is_file():
+                    summary = read_run_summary(path)
+                else:
+                    summary = failure_summary(cell, "error", f"dask task failed: "
+                                              f"{type(exc).__name__}: {exc}", config)
+                    write_run(out, summary, [])
+            on_done(summary)
     finally:
         client.close()
         if cluster is not None:
@@ -267,7 +279,12 @@ def select_cells(cells: list[Cell], filters: Iterable[str] = (), limit: int | No
             return cell.repetition
         return cell.data[key]
 
-    chosen = [c for c in cells if all(str(field_of(c, k)) == v for k, v in parsed)]
+    def matches(cell: Cell, key: str, value: str) -> bool:
+        if cell.variant.algorithm == REFERENCE and key in ("k", "activation"):
+            return True  # the real-data reference (k = 1, linear) belongs to every k
+        return str(field_of(cell, key)) == value
+
+    chosen = [c for c in cells if all(matches(c, k, v) for k, v in parsed)]
     return chosen[:limit] if limit is not None else chosen
 
 

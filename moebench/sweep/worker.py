@@ -1,7 +1,8 @@
 """Run one sweep cell: build its data, fit its estimator, score it, write its run file.
 
-This module is what every worker process imports (the forkserver preloads it),
-so it pulls in the registry, and with it every algorithm, once.
+The local backend's forkserver imports :mod:`moebench.sweep.preload`, which
+calls :func:`preload` so that every worker starts with the algorithms and torch
+already imported.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from datetime import datetime, timezone
 from typing import Any
 
@@ -85,11 +87,10 @@ def limit_threads(threads: int) -> Any:
     from threadpoolctl import threadpool_limits
 
     limiter = threadpool_limits(limits=threads)
-    try:  # torch's own intra-op pool ignores threadpoolctl; an unset one oversubscribes badly
-        import torch
-    except ImportError:  # pragma: no cover
-        return limiter
-    torch.set_num_threads(threads)
+    # torch's intra-op pool ignores threadpoolctl (an unset one oversubscribes badly): set it
+    # when torch is loaded (forkserver workers); a later import reads OMP_NUM_THREADS
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     return limiter
 
 
@@ -179,6 +180,7 @@ def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
     summary.update({key: math.nan for key in METRIC_KEYS})
     summary["success"] = False
     summary["threads"] = threads
+    summary["warnings"] = ""
     checkpoints: list[dict[str, Any]] = []
     status, message, stop, n_iter, fit_time = "ok", "", "", 0, math.nan
     try:
@@ -206,7 +208,11 @@ def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
                                 random_state=cell.algorithm_seed(), **options)
             t0 = time.perf_counter()
             try:
-                est.fit(X, y, truth=truth)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    est.fit(X, y, truth=truth)
+                summary["warnings"] = "; ".join(dict.fromkeys(
+                    f"{w.category.__name__}: {w.message}" for w in caught))
             finally:
                 wall_fit = time.perf_counter() - t0
                 checkpoints = list(getattr(est, "history_", []) or [])
@@ -251,5 +257,3 @@ def process_main(cell: Cell, out: str, threads: int, config: str) -> None:
     _exit_with_parent()
     run_cell(cell, out, threads, config)
 
-
-preload()
