@@ -2,8 +2,12 @@
 
 Two modes::
 
+    asv run --python=same --set-commit-hash $(git rev-parse HEAD)   # saves results
     python benchmarks/report.py             # read .asv/results, write table + figure
     python benchmarks/report.py --measure   # time the issue-6 targets in one process
+
+(asv saves no results from an existing environment such as ``--python=same``
+unless ``--set-commit-hash`` is given; ``--quick`` runs are for smoke tests only.)
 
 The first reads the latest asv run of one machine (``--machine``, default: the
 machine with the newest results) and writes
@@ -60,7 +64,9 @@ def _latest_results(results_dir: Path, machine: str | None) -> tuple[dict, Path]
     if not files:
         where = f"machine {machine!r} in " if machine else ""
         raise SystemExit(
-            f"no asv results for {where}{results_dir}; run `asv run --python=same` first"
+            f"no asv results for {where}{results_dir}; run `asv run --python=same "
+            "--set-commit-hash $(git rev-parse HEAD)` first (without --set-commit-hash asv "
+            "does not save results from the current environment)"
         )
     files.sort(key=lambda t: (t[0], t[1]))
     _, _, path, data = files[-1]

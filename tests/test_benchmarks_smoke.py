@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 # the suites pin BLAS/torch to 1 thread on import; keep this test process untouched
 os.environ["MOEBENCH_BENCH_THREADS"] = "0"
+os.environ["MOEBENCH_BENCH_CACHE"] = ""  # no .npy cache from tests
 
 bench_moments = pytest.importorskip("benchmarks.bench_moments")
 report = pytest.importorskip("benchmarks.report")

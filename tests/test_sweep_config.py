@@ -128,3 +128,22 @@ def test_config_by_path_and_unknown_name(tmp_path):
     bad.write_text('[data]\nn = 300\nd = 4\nk = 2\nbogus = 1\n[[algorithm]]\nname = "joint_em"\n')
     with pytest.raises(ConfigError, match=r"bad.toml: unknown key data.'bogus'"):
         load_config(bad)
+
+
+def test_assumption_violation_keys_and_stable_ids():
+    plain = validate_config(base())
+    explicit = validate_config(base(data={"n": [500, 1000], "d": 5, "k": 2,
+                                          "activation": ["linear", "relu"],
+                                          "input_distribution": "gaussian"}))
+    # an optional key at its default leaves run ids and seeds unchanged
+    assert [c.run_id for c in plain.cells()] == [c.run_id for c in explicit.cells()]
+    assert [c.algorithm_seed() for c in plain.cells()] == \
+        [c.algorithm_seed() for c in explicit.cells()]
+    varied = validate_config(base(data={"n": 500, "d": 5, "k": 2, "gating_angle": [45.0, 90.0],
+                                        "input_distribution": ["gaussian", "student_t"]}))
+    assert len(varied.data_grid) == 4
+    assert len({c.data_id for c in varied.cells()}) == 4 * 2
+    with pytest.raises(ConfigError, match="unknown data.input_distribution 'cauchy'.*laplace"):
+        validate_config(base(data={"n": 500, "d": 5, "k": 2, "input_distribution": "cauchy"}))
+    with pytest.raises(ConfigError, match="gating_angle"):
+        validate_config(base(data={"n": 500, "d": 5, "k": 2, "gating_angle": 120.0}))

@@ -16,7 +16,7 @@ from moebench.sweep.results import (
     read_run,
     runs_dir,
 )
-from moebench.sweep.runner import run_sweep, select_cells
+from moebench.sweep.runner import run_sweep, select_cells, threads_per_job
 
 METRICS = ["expert_error", "gating_error", "train_log_likelihood", "test_log_likelihood",
            "test_mse", "true_train_log_likelihood", "n_iter", "status"]
@@ -75,7 +75,7 @@ def test_every_run_recorded_with_status(full_sweep):
     for col in ("moebench_version", "git_commit", "numpy_version", "torch_version", "blas", "cpu",
                 "platform"):
         assert col in summary.columns
-    assert (summary["threads"].dropna() == 1).all()
+    assert (summary["threads"].dropna() == threads_per_job(2)).all()
 
 
 def test_checkpoints_long_table(full_sweep):
@@ -193,3 +193,18 @@ def test_stuck_rule():
                       "true_train_log_likelihood": [0.49, 0.49, 0.49, 0.3]})
     out = add_stuck(s)
     assert out["stuck"].tolist() == [False, True, False, False]
+
+
+def test_run_cell_with_non_gaussian_inputs(algos):
+    from moebench.sweep.worker import run_cell, synthetic_data
+
+    raw = raw_config(repetitions=1, algorithm=raw_config()["algorithm"][:1])
+    raw["data"] = {"n": 800, "d": 4, "k": 2, "n_test": 300,
+                   "input_distribution": ["gaussian", "uniform"], "gating_angle": 60.0}
+    cells = validate_config(raw).cells()
+    gauss, unif = (synthetic_data(c) for c in cells)
+    assert np.allclose(gauss[0].experts, unif[0].experts)  # same truth, other inputs
+    assert np.abs(unif[1]).max() <= np.sqrt(3) + 1e-12 < np.abs(gauss[1]).max()
+    summary = run_cell(cells[1], "", write=False)
+    assert summary["status"] == "ok" and summary["input_distribution"] == "uniform"
+    assert np.isfinite(summary["expert_error"])

@@ -17,6 +17,8 @@ A config is a TOML file (or the name of one shipped in :mod:`moebench.configs`):
     gating = "orthogonal"          # or "generic"
     gating_scale = 1.0
     min_angle = 0.0                # or expert_angle = 60.0 (every pair at that angle)
+    gating_angle = 90.0            # optional: angle of the gating rows to the experts' span
+    input_distribution = "gaussian"  # or "uniform", "student_t", "laplace" (standardised)
     n_test = 10000                 # held-out rows drawn from the same true model
 
     [budget]                       # per run, for every algorithm (override per algorithm)
@@ -51,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from moebench.activations import available_activations
-from moebench.generator import GATING_KINDS, make_moe_model
+from moebench.generator import GATING_KINDS, INPUT_DISTRIBUTIONS, make_moe_model
 from moebench.registry import algorithm_class, available_algorithms
 
 if sys.version_info >= (3, 11):
@@ -62,7 +64,8 @@ else:  # pragma: no cover
 TOP_KEYS = ("name", "description", "seed", "repetitions", "success_threshold", "data", "budget",
             "algorithm")
 SYNTHETIC_DATA_KEYS = ("n", "d", "k", "activation", "sigma", "gating", "gating_scale",
-                       "min_angle", "expert_angle", "n_test")
+                       "min_angle", "expert_angle", "gating_angle", "input_distribution",
+                       "n_test")
 CSV_DATA_KEYS = ("source", "k", "activation", "folds")
 SOURCE_KEYS = ("csv", "target", "features", "sep")
 BUDGET_KEYS = ("max_iter", "max_time", "timeout")
@@ -74,8 +77,13 @@ REFERENCE = "linear_regression"
 
 DATA_DEFAULTS: dict[str, Any] = {
     "n": 10_000, "d": 10, "k": 3, "activation": "linear", "sigma": 0.1, "gating": "orthogonal",
-    "gating_scale": 1.0, "min_angle": 0.0, "expert_angle": None, "n_test": 10_000,
+    "gating_scale": 1.0, "min_angle": 0.0, "expert_angle": None, "gating_angle": None,
+    "input_distribution": "gaussian", "n_test": 10_000,
 }
+#: data keys left out of run ids and seeds while at their default (ids stay stable when
+#: such an option is added)
+OPTIONAL_DATA_DEFAULTS: dict[str, Any] = {"expert_angle": None, "gating_angle": None,
+                                          "input_distribution": "gaussian"}
 CSV_DEFAULTS: dict[str, Any] = {"k": 2, "activation": "linear", "folds": 5}
 BUDGET_DEFAULTS: dict[str, Any] = {"max_iter": 200, "max_time": 60.0, "timeout": None}
 
@@ -143,25 +151,31 @@ class Cell:
     success_threshold: float
 
     @property
+    def data_key(self) -> dict[str, Any]:
+        """The data setting less optional keys at their defaults (what ids and seeds hash)."""
+        return {key: value for key, value in self.data.items()
+                if not (key in OPTIONAL_DATA_DEFAULTS and value == OPTIONAL_DATA_DEFAULTS[key])}
+
+    @property
     def data_id(self) -> str:
         """Identifies the data set (same for every variant of a repetition)."""
-        return stable_hash({"data": self.data, "rep": self.repetition, "seed": self.seed})
+        return stable_hash({"data": self.data_key, "rep": self.repetition, "seed": self.seed})
 
     @property
     def run_id(self) -> str:
         """Stable id of the run: a hash of everything that determines its result."""
-        return stable_hash({"data": self.data, "variant": self.variant.key(),
+        return stable_hash({"data": self.data_key, "variant": self.variant.key(),
                             "rep": self.repetition, "seed": self.seed,
                             "threshold": self.success_threshold})
 
     def data_seed(self, *salt: str) -> np.random.SeedSequence:
         """Seed of the data: base seed, data setting (less ``n`` and ``salt`` keys), repetition."""
-        return data_seed_sequence(self.seed, self.data, self.repetition, *salt)
+        return data_seed_sequence(self.seed, self.data_key, self.repetition, *salt)
 
     def algorithm_seed(self) -> int:
         """random_state of the estimator: base seed, data setting, variant, repetition."""
         ss = np.random.SeedSequence(
-            [self.seed, *hash_words(self.data), *hash_words(self.variant.key()),
+            [self.seed, *hash_words(self.data_key), *hash_words(self.variant.key()),
              self.repetition, 2])
         hi, lo = ss.generate_state(2, np.uint32)
         return int(hi) << 32 | int(lo)
@@ -280,7 +294,9 @@ def _check_synthetic(data: dict[str, Any]) -> list[dict[str, Any]]:
                 _choice(v, "data.activation", available_activations())
             elif key == "gating":
                 _choice(v, "data.gating", GATING_KINDS)
-            elif key == "expert_angle" and v is not None:
+            elif key == "input_distribution":
+                _choice(v, "data.input_distribution", INPUT_DISTRIBUTIONS)
+            elif key in ("expert_angle", "gating_angle") and v is not None:
                 _num(v, where, 0.0)
             elif key in ("sigma", "gating_scale", "min_angle"):
                 _num(v, where, 0.0, strict=key == "sigma")
@@ -289,7 +305,8 @@ def _check_synthetic(data: dict[str, Any]) -> list[dict[str, Any]]:
         try:  # catches k > d, orthogonal gating without room, impossible angles
             make_moe_model(setting["d"], setting["k"], setting["activation"], setting["sigma"],
                            setting["gating"], setting["gating_scale"], setting["min_angle"],
-                           setting["expert_angle"], random_state=0)
+                           setting["expert_angle"], random_state=0,
+                           gating_angle=setting["gating_angle"])
         except ValueError as exc:
             raise ConfigError(f"data setting {_canonical(setting)} is invalid: {exc}") from None
     return grid

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -41,7 +42,7 @@ METRICS = ("expert_error", "gating_error", "log_likelihood")
 SUFFIXES = (".png", ".pdf", ".svg")
 #: data-setting columns a figure may facet or plot over
 SETTING_COLUMNS = ("dataset", "n", "d", "k", "activation", "sigma", "gating", "gating_scale",
-                   "min_angle", "expert_angle", "n_test")
+                   "min_angle", "expert_angle", "gating_angle", "input_distribution", "n_test")
 OK_STATUSES = ("ok",)
 
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -66,6 +67,20 @@ def variant_colors(labels: Sequence[str]) -> dict[str, str]:
             colors[lab] = free[i % len(free)]
             i += 1
     return colors
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+
+
+def variant_markers(labels: Sequence[str]) -> dict[str, str]:
+    """A marker per label (sorted order), so overlapping lines stay distinguishable."""
+    return {lab: MARKERS[i % len(MARKERS)] for i, lab in enumerate(sorted(set(labels)))}
+
+
+def _set_n_ticks(ax: Any, values: Sequence[float]) -> None:
+    ax.set_xticks(list(values))
+    ax.set_xticklabels([f"{int(v):,}" if float(v).is_integer() else f"{v:g}" for v in values])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def varying_settings(summary: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
@@ -106,8 +121,10 @@ def _grid(n_panels: int, width: float = 4.2, height: float = 3.3, max_cols: int 
     return fig, list(axes.flat[:n_panels])
 
 
-def _legend(fig: Any, colors: dict[str, str], labels: Sequence[str]) -> None:
-    handles = [plt.Line2D([], [], color=colors[lab], lw=2) for lab in labels]
+def _legend(fig: Any, colors: dict[str, str], labels: Sequence[str],
+            markers: dict[str, str] | None = None) -> None:
+    handles = [plt.Line2D([], [], color=colors[lab], lw=2,
+                          marker=(markers or {}).get(lab)) for lab in labels]
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5),
                frameon=False, fontsize="small")
 
@@ -230,13 +247,15 @@ def plot_sample_complexity(summary: pd.DataFrame, metric: str = "expert_error") 
     ok = summary[summary["status"].isin(OK_STATUSES)]
     cols = varying_settings(summary, exclude=("n",))
     colors = variant_colors(sorted(summary["label"].unique()))
+    markers = variant_markers(summary["label"].unique())
     panels = _groups(ok, cols)
     fig, axes = _grid(len(panels))
     for ax, (title, frame) in zip(axes, panels, strict=True):
         for label, lf in frame.groupby("label", sort=True):
             stats = [(n, *_quartiles(g[metric])) for n, g in lf.groupby("n", sort=True)]
             n, q1, med, q3 = (np.array(s, float) for s in zip(*stats, strict=True))
-            ax.plot(n, med, "o-", color=colors[label], lw=1.8, ms=4)
+            ax.plot(n, med, "-", marker=markers[label], color=colors[label], lw=1.6, ms=5,
+                    mfc="none")
             ax.fill_between(n, q1, q3, color=colors[label], alpha=0.2, lw=0)
         nn = np.array(sorted(frame["n"].unique()), float)
         best = frame.groupby("n")[metric].median().min()
@@ -244,12 +263,13 @@ def plot_sample_complexity(summary: pd.DataFrame, metric: str = "expert_error") 
             ax.plot(nn, best * np.sqrt(nn[-1] / nn), "--", color="0.5", lw=1)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _set_n_ticks(ax, nn)
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel("n (training samples)")
         ax.set_ylabel(f"final {metric.replace('_', ' ')}")
         ax.grid(True, which="major", alpha=0.3)
     labels = sorted(ok["label"].unique())
-    _legend(fig, colors, labels)
+    _legend(fig, colors, labels, markers)
     fig.suptitle("sample complexity (median, IQR band; dashed: slope n^-1/2)",
                  fontsize="medium")
     return fig
@@ -272,14 +292,19 @@ def plot_success(summary: pd.DataFrame, by: str | None = None) -> Any:
         raise ValueError(f"unknown --by {by!r}; valid: {', '.join(varying_settings(summary))}")
     cols = varying_settings(summary, exclude=(by,))
     colors = variant_colors(sorted(summary["label"].unique()))
+    markers = variant_markers(summary["label"].unique())
     panels = _groups(summary, cols)
     fig, axes = _grid(len(panels))
     categorical = not pd.api.types.is_numeric_dtype(summary[by])
+    labels = sorted(summary["label"].unique())
     for ax, (title, frame) in zip(axes, panels, strict=True):
         for label, lf in frame.groupby("label", sort=True):
             rate = lf.groupby(by, sort=True)["success"].apply(lambda s: s.astype(bool).mean())
+            # a small vertical offset per variant keeps equal rates visible
+            offset = 0.012 * (labels.index(label) - (len(labels) - 1) / 2)
             xs = [str(v) for v in rate.index] if categorical else rate.index.to_numpy(float)
-            ax.plot(xs, rate.to_numpy(float), "o-", color=colors[label], lw=1.8, ms=5)
+            ax.plot(xs, rate.to_numpy(float) + offset, "-", marker=markers[label],
+                    color=colors[label], lw=1.6, ms=6, mfc="none")
         ax.set_ylim(-0.05, 1.05)
         if not categorical:
             ax.set_xticks(sorted(frame[by].unique()))
@@ -287,8 +312,7 @@ def plot_success(summary: pd.DataFrame, by: str | None = None) -> Any:
         ax.set_xlabel(by)
         ax.set_ylabel("success rate")
         ax.grid(True, alpha=0.3)
-    labels = sorted(summary["label"].unique())
-    _legend(fig, colors, labels)
+    _legend(fig, colors, labels, markers)
     threshold = summary["success_threshold"].iloc[0] if "success_threshold" in summary else 0.1
     fig.suptitle(f"success rate (matched expert error < {threshold:g})", fontsize="medium")
     return fig

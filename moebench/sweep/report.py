@@ -68,7 +68,7 @@ def _markdown(rows: list[dict[str, str]]) -> str:
 def _fixed_line(summary: pd.DataFrame, varying: list[str]) -> str:
     fixed = []
     for c in ("dataset", "n", "d", "k", "activation", "sigma", "gating", "gating_scale",
-              "min_angle", "expert_angle"):
+              "min_angle", "expert_angle", "gating_angle", "input_distribution"):
         if c in summary.columns and c not in varying:
             vals = summary[c].dropna().unique()
             if len(vals) == 1:

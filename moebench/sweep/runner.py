@@ -74,8 +74,13 @@ class Progress:
         if self.enabled and tty:
             from tqdm import tqdm
 
+            try:
+                width = os.get_terminal_size(sys.stderr.fileno()).columns
+            except (OSError, ValueError):
+                width = 0
             self._bar = tqdm(total=self.total, initial=self.initial, file=sys.stderr,
-                             unit="run", dynamic_ncols=True, smoothing=0.1)
+                             unit="run", smoothing=0.1, dynamic_ncols=width > 0,
+                             ncols=None if width > 0 else 100)
             self._bar.set_postfix(failed=0)
 
     def update(self, summary: dict[str, Any]) -> None:

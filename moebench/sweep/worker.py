@@ -40,9 +40,10 @@ METRIC_KEYS = ("expert_error", "expert_max_angle", "gating_error", "success", "s
 
 
 # --------------------------------------------------------------------------- data
-def _rows(model: MoEModel, n: int, seed: np.random.SeedSequence) -> tuple[np.ndarray, np.ndarray]:
+def _rows(model: MoEModel, n: int, seed: np.random.SeedSequence, distribution: str
+          ) -> tuple[np.ndarray, np.ndarray]:
     Xs, ys = [], []
-    for X, y, _ in iter_moe_blocks(model, n, seed):
+    for X, y, _ in iter_moe_blocks(model, n, seed, input_distribution=distribution):
         Xs.append(X)
         ys.append(y)
     return np.concatenate(Xs), np.concatenate(ys)
@@ -51,18 +52,22 @@ def _rows(model: MoEModel, n: int, seed: np.random.SeedSequence) -> tuple[np.nda
 def synthetic_data(cell: Cell) -> tuple[MoEModel, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The true model, training rows and held-out rows of a synthetic cell.
 
-    The true parameters depend on the setting without ``n`` and ``n_test`` (so
-    every sample size of a repetition learns the same model), the training rows
-    on ``n`` too, the held-out rows on ``n_test``; none depend on the algorithm.
+    The true parameters depend on the setting without ``n``, ``n_test`` and
+    ``input_distribution`` (so every sample size and input law of a repetition
+    learns the same model), the training rows on ``n`` too, the held-out rows on
+    ``n_test``; none depend on the algorithm.
     """
     s = cell.data
-    base = cell.data_seed("n", "n_test")
+    base = cell.data_seed("n", "n_test", "input_distribution")
     entropy = base.entropy
     model = make_moe_model(s["d"], s["k"], s["activation"], s["sigma"], s["gating"],
                            s["gating_scale"], s["min_angle"], s["expert_angle"],
-                           random_state=np.random.SeedSequence(entropy, spawn_key=(0,)))
-    X, y = _rows(model, s["n"], np.random.SeedSequence(entropy, spawn_key=(1, s["n"])))
-    Xt, yt = _rows(model, s["n_test"], np.random.SeedSequence(entropy, spawn_key=(2, s["n_test"])))
+                           random_state=np.random.SeedSequence(entropy, spawn_key=(0,)),
+                           gating_angle=s["gating_angle"])
+    dist = s["input_distribution"]
+    X, y = _rows(model, s["n"], np.random.SeedSequence(entropy, spawn_key=(1, s["n"])), dist)
+    Xt, yt = _rows(model, s["n_test"],
+                   np.random.SeedSequence(entropy, spawn_key=(2, s["n_test"])), dist)
     return model, X, y, Xt, yt
 
 
@@ -207,15 +212,15 @@ def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
                                 activation=cell.data["activation"], sigma=sigma,
                                 random_state=cell.algorithm_seed(), **options)
             t0 = time.perf_counter()
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
                     est.fit(X, y, truth=truth)
-                summary["warnings"] = "; ".join(dict.fromkeys(
-                    f"{w.category.__name__}: {w.message}" for w in caught))
-            finally:
-                wall_fit = time.perf_counter() - t0
-                checkpoints = list(getattr(est, "history_", []) or [])
+                finally:
+                    wall_fit = time.perf_counter() - t0
+                    checkpoints = list(getattr(est, "history_", []) or [])
+                    summary["warnings"] = "; ".join(dict.fromkeys(
+                        f"{w.category.__name__}: {w.message}" for w in caught))
             fit_time = float(checkpoints[-1]["time"]) if checkpoints else wall_fit
             n_iter = int(est.n_iter_)
             stop = _stop_reason(est, v, fit_time, accepted)
