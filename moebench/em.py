@@ -40,8 +40,8 @@ def e_step(model: MoEModel, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, f
     return _e_step(X, y, model.experts, model.gating, model.sigma, model.activation)
 
 
-def _e_step(X, y, experts, gating, sigma, activation) -> tuple[np.ndarray, float]:
-    lj = log_joint(X, y, experts, gating, sigma, activation)
+def _e_step(X, y, experts, gating, sigma, activation, means=None) -> tuple[np.ndarray, float]:
+    lj = log_joint(X, y, experts, gating, sigma, activation, means)
     norm = logsumexp(lj, axis=1, keepdims=True)
     return np.exp(lj - norm), float(np.mean(norm))
 
@@ -79,7 +79,8 @@ def gating_m_step(
     ridge : float
         L2 penalty (keeps W finite when the classes are separable).
     max_iter : int
-        Newton (or L-BFGS) iterations.
+        Newton (or L-BFGS) iterations: inside EM a few suffice (a generalised
+        M-step that still increases the expected log-likelihood).
     tol : float
         Stop when the gradient's max-norm falls below ``tol``.
     method : {"auto", "newton", "lbfgs"}
@@ -99,7 +100,7 @@ def gating_m_step(
         res = minimize(
             lambda t: tuple(-v for v in _gating_objective(t, X, resp, ridge)[:2]),
             theta, jac=True, method="L-BFGS-B",
-            options={"maxiter": max(1, max_iter) * 5, "gtol": tol},
+            options={"maxiter": max(1, max_iter), "gtol": tol},
         )
         theta = res.x
     else:
@@ -194,10 +195,16 @@ def expert_m_step(
 
 
 def sigma_m_step(
-    X: np.ndarray, y: np.ndarray, resp: np.ndarray, experts: np.ndarray, activation: Activation
+    X: np.ndarray, y: np.ndarray, resp: np.ndarray, experts: np.ndarray, activation: Activation,
+    means: np.ndarray | None = None,
 ) -> float:
-    """sigma^2 = mean_n sum_i r_ni (y_n - g(a_i . x_n))^2, floored away from 0."""
-    resid2 = (y[:, None] - activation.func(X @ experts.T)) ** 2
+    """sigma^2 = mean_n sum_i r_ni (y_n - g(a_i . x_n))^2, floored away from 0.
+
+    ``means`` (g(X A^T)) may be passed to skip recomputing them.
+    """
+    if means is None:
+        means = activation.func(X @ experts.T)
+    resid2 = (y[:, None] - means) ** 2
     var = float(np.sum(resp * resid2)) / X.shape[0]
     floor = 1e-12 * (float(np.var(y)) + 1e-300)
     return float(np.sqrt(max(var, floor)))
@@ -284,7 +291,9 @@ def run_em(
     gating = gating - gating[-1]
     sigma = float(sigma)
     clock = history if history is not None else History()
-    resp, ll = _e_step(X, y, experts, gating, sigma, activation)
+    # with the experts fixed (tensor_em's gating EM) their means are computed once
+    means = None if update_experts else activation.func(X @ experts.T)
+    resp, ll = _e_step(X, y, experts, gating, sigma, activation, means)
     if history is not None:
         history.record(phase, iteration_offset, ll, experts=experts, gating=gating, sigma=sigma)
     converged = False
@@ -301,8 +310,8 @@ def run_em(
             if update_experts:
                 experts = new_experts
         if update_sigma:
-            sigma = sigma_m_step(X, y, resp, experts, activation)
-        resp, new_ll = _e_step(X, y, experts, gating, sigma, activation)
+            sigma = sigma_m_step(X, y, resp, experts, activation, means)
+        resp, new_ll = _e_step(X, y, experts, gating, sigma, activation, means)
         if not np.isfinite(new_ll):
             raise FloatingPointError(f"EM produced a non-finite log-likelihood at iteration {it}")
         if history is not None:

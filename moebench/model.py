@@ -128,13 +128,16 @@ class MoEModel:
 
 def log_joint(
     X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.ndarray, sigma: float,
-    activation: Activation,
+    activation: Activation, means: np.ndarray | None = None,
 ) -> np.ndarray:
     """log P(z = i | x) + log N(y; g(a_i . x), sigma^2) without input checks, shape (n, k).
 
-    The hot loop of EM calls this directly on already-validated arrays.
+    The hot loop of EM calls this directly on already-validated arrays; ``means``
+    (the expert means g(X A^T)) can be passed when the experts are fixed.
     """
-    resid = y[:, None] - activation.func(X @ experts.T)
+    if means is None:
+        means = activation.func(X @ experts.T)
+    resid = y[:, None] - means
     log_norm = -0.5 * (resid / sigma) ** 2 - np.log(sigma) - 0.5 * LOG_2PI
     return log_softmax(X @ gating.T, axis=1) + log_norm
 

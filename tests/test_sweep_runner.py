@@ -208,3 +208,15 @@ def test_run_cell_with_non_gaussian_inputs(algos):
     summary = run_cell(cells[1], "", write=False)
     assert summary["status"] == "ok" and summary["input_distribution"] == "uniform"
     assert np.isfinite(summary["expert_error"])
+
+
+def test_mixed_parameter_types_consolidate(tmp_path):
+    from moebench.sweep.results import write_run
+
+    for rid, value in (("a1", "auto"), ("b2", 256)):
+        write_run(tmp_path, {"run_id": rid, "status": "ok", "param_batch_size": value,
+                             "expert_error": 0.1}, [{"phase": "x", "iteration": 0, "time": 0.0,
+                                                     "log_likelihood": -1.0}])
+    summary, checkpoints = consolidate(tmp_path)
+    assert sorted(summary["param_batch_size"]) == ["256", "auto"]
+    assert len(checkpoints) == 2 and (tmp_path / "summary.parquet").is_file()

@@ -211,6 +211,18 @@ def _write_frame(frame: pd.DataFrame, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _uniform_types(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cast columns mixing value types (e.g. a parameter that is "auto" or 256) to str."""
+    for col in frame.columns:
+        if frame[col].dtype == object:
+            kinds = {type(v) for v in frame[col] if v is not None and not
+                     (isinstance(v, float) and np.isnan(v))}
+            if len(kinds) > 1 and not kinds <= {int, float}:
+                frame[col] = frame[col].map(lambda v: None if v is None or
+                                            (isinstance(v, float) and np.isnan(v)) else str(v))
+    return frame
+
+
 def consolidate(out: str | os.PathLike, run_ids: list[str] | None = None, csv: bool = False
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Gather run files into ``summary.parquet`` and ``checkpoints.parquet`` (and CSVs).
@@ -237,7 +249,7 @@ def consolidate(out: str | os.PathLike, run_ids: list[str] | None = None, csv: b
         summaries.append(summary)
         ck.insert(0, "run_id", rid)
         frames.append(ck)
-    summary_df = pd.DataFrame(summaries)
+    summary_df = _uniform_types(pd.DataFrame(summaries))
     if frames:
         ck_df = pd.concat(frames, ignore_index=True)
     else:
