@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.special import expit
 
 ArrayFn = Callable[[np.ndarray], np.ndarray]
 
@@ -56,14 +57,9 @@ class Activation:
 
 
 def _sigmoid(t: np.ndarray) -> np.ndarray:
-    # numerically stable logistic
-    t = np.asarray(t, dtype=float)
-    out = np.empty_like(t)
-    pos = t >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-t[pos]))
-    e = np.exp(t[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out
+    # scipy's expit is the numerically stable logistic (and several times faster than
+    # a masked numpy version): it is on the hot path of every EM iteration.
+    return expit(np.asarray(t, dtype=float))
 
 
 def _sigmoid_deriv(t: np.ndarray) -> np.ndarray:

@@ -119,6 +119,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     summary, checkpoints = load_results(args.results)
     root = Path(args.results)
     root = root.parent if root.is_file() else root
+    if args.kind == "phase":
+        return _plot_phase(args, summary, root)
     if args.kind == "all":
         if args.out and Path(args.out).suffix:
             stem, suffix, folder = Path(args.out).stem, Path(args.out).suffix, Path(args.out).parent
@@ -138,6 +140,22 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot_phase(args: argparse.Namespace, summary, root: Path) -> int:
+    from moebench.sweep.gridlock import plot_phase_maps
+
+    if not args.axes or len(args.axes) not in (2, 3):
+        raise ValueError("--kind phase needs --axes X Y [FACET], data-setting columns such as "
+                         "k gating_scale sigma")
+    out = Path(args.out) if args.out else root / "figures"
+    fmt = out.suffix.lstrip(".") if out.suffix else "png"
+    folder = out.parent if out.suffix else out
+    facet = args.axes[2] if len(args.axes) == 3 else None
+    for path in plot_phase_maps(summary, args.axes[0], args.axes[1], folder, facet=facet,
+                                tol=args.stuck_tol, formats=(fmt,)):
+        print(f"wrote {path}")
+    return 0
+
+
 def add_plot_parser(sub: argparse._SubParsersAction) -> None:
     from moebench.sweep.plots import KINDS, METRICS, X_AXES
 
@@ -146,9 +164,14 @@ def add_plot_parser(sub: argparse._SubParsersAction) -> None:
         description="Draw figures from a results directory (summary.parquet, "
         "checkpoints.parquet); nothing is re-run. PNG, PDF or SVG by the --out suffix.")
     p.add_argument("results", metavar="RESULTS", help="results directory of `moebench run`")
-    p.add_argument("--kind", choices=KINDS, default="curves",
+    p.add_argument("--kind", choices=(*KINDS, "phase"), default="curves",
                    help="curves (error vs --x), time (error vs wall time), sample_complexity "
-                   "(error vs n), success (rate vs k or d), heldout (real data), all")
+                   "(error vs n), success (rate vs k or d), heldout (real data), all; phase: "
+                   "stuck- and success-rate heatmaps per variant over --axes")
+    p.add_argument("--axes", nargs="+", metavar="COLUMN", default=None,
+                   help="phase maps: X Y [FACET] data-setting columns (e.g. k gating_scale sigma)")
+    p.add_argument("--stuck-tol", type=float, default=1e-3,
+                   help="phase maps: per-sample log-likelihood gap that counts as stuck")
     p.add_argument("--x", choices=X_AXES, default="iteration", help="x axis of curves")
     p.add_argument("--metric", choices=METRICS, default="expert_error",
                    help="curve metric (default: expert_error)")
@@ -164,11 +187,13 @@ def add_plot_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print (or write) the Markdown summary table of stored results."""
-    from moebench.sweep.report import report_table
+    from moebench.sweep.report import phase_report, report_table
     from moebench.sweep.results import atomic_write_bytes, load_results
 
     summary, _ = load_results(args.results)
     text = report_table(summary, tol=args.stuck_tol)
+    if args.phase:
+        text += "\n" + phase_report(summary, args.phase, args.reference, tol=args.stuck_tol)
     if args.out:
         atomic_write_bytes(Path(args.out), text.encode())
         print(f"wrote {args.out}")
@@ -185,5 +210,12 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("results", metavar="RESULTS", help="results directory of `moebench run`")
     p.add_argument("--stuck-tol", type=float, default=1e-3,
                    help="per-sample log-likelihood gap that counts as stuck (default: 1e-3)")
+    p.add_argument("--phase", nargs="+", metavar="COLUMN", default=None,
+                   help="also print stuck/success rates over these data-setting columns and the "
+                   "settings where a baseline is stuck in >= 30%% of seeds while --reference "
+                   "succeeds in >= 90%%")
+    p.add_argument("--reference", default="tensor_em_refine",
+                   help="variant label the gridlock regions compare against "
+                   "(default: tensor_em_refine)")
     p.add_argument("--out", "-o", default=None, help="write the table to this file")
     p.set_defaults(func=cmd_report)

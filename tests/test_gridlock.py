@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moebench.gridlock import gridlock_regions, mark_stuck, phase_table, plot_phase_maps
+from moebench.sweep.gridlock import gridlock_regions, mark_stuck, phase_table, plot_phase_maps
 
 
 def _summary():
@@ -32,6 +32,12 @@ def test_stuck_needs_gap_to_best_and_to_truth():
     assert m[m.label == "ref"].likelihood_gap.eq(0).all()
 
 
+def test_without_truth_only_the_gap_to_the_best_counts():
+    m = mark_stuck(_summary().drop(columns="true_train_log_likelihood"))
+    em = m[m.label == "em"]
+    assert em[em.k == 4].stuck.all() and not em[em.k == 2].stuck.any()
+
+
 def test_phase_table_and_regions():
     table = phase_table(_summary(), ["k"])
     row = table[(table.k == 4) & (table.label == "em")].iloc[0]
@@ -49,7 +55,7 @@ def test_phase_maps_are_written(tmp_path):
 
 
 def test_missing_columns_and_axes_are_named():
-    with pytest.raises(ValueError, match="true_train_log_likelihood"):
-        mark_stuck(_summary().drop(columns="true_train_log_likelihood"))
+    with pytest.raises(ValueError, match="train_log_likelihood"):
+        mark_stuck(_summary().drop(columns="train_log_likelihood"))
     with pytest.raises(ValueError, match="unknown axis column"):
         phase_table(_summary(), ["gating_scale"])

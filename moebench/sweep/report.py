@@ -14,23 +14,10 @@ import numpy as np
 import pandas as pd
 
 from moebench.sweep.config import REFERENCE
+from moebench.sweep.gridlock import DEFAULT_TOL, gridlock_regions, mark_stuck, phase_table
 from moebench.sweep.plots import OK_STATUSES, is_real_data, varying_settings
 
-STUCK_TOL = 1e-3
-
-
-def add_stuck(summary: pd.DataFrame, tol: float = STUCK_TOL) -> pd.DataFrame:
-    """Add ``best_train_log_likelihood`` (per data set) and ``stuck`` columns."""
-    out = summary.copy()
-    ok = out["status"].isin(OK_STATUSES)
-    best = out[ok].groupby("data_id")["train_log_likelihood"].max()
-    out["best_train_log_likelihood"] = out["data_id"].map(best).astype(float)
-    ll = out["train_log_likelihood"].astype(float)
-    below_best = ll < out["best_train_log_likelihood"] - tol
-    true_ll = out.get("true_train_log_likelihood")
-    below_true = ll < true_ll.astype(float) - tol if true_ll is not None else True
-    out["stuck"] = ok & below_best & below_true
-    return out
+STUCK_TOL = DEFAULT_TOL
 
 
 def _median_iqr(values: pd.Series, fmt: str = ".3g") -> str:
@@ -88,7 +75,7 @@ def report_table(summary: pd.DataFrame, tol: float = STUCK_TOL) -> str:
         by = [*varying, "k", "label"]
     else:
         by = [*varying, "label"]
-        summary = add_stuck(summary, tol)
+        summary = mark_stuck(summary, tol)
     rows = []
     for key, g in summary.groupby(by, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -131,3 +118,42 @@ def report_table(summary: pd.DataFrame, tol: float = STUCK_TOL) -> str:
     head.append("Run statuses: " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
                 + ".\n")
     return "\n".join(head) + "\n" + _markdown(rows)
+
+
+def phase_report(summary: pd.DataFrame, axes: list[str], reference: str = "tensor_em_refine",
+                 tol: float = STUCK_TOL, stuck_min: float = 0.3, success_min: float = 0.9) -> str:
+    """Markdown: stuck and success rates per setting of ``axes`` and variant, then the
+    settings where another variant is stuck in >= ``stuck_min`` of seeds while
+    ``reference`` succeeds in >= ``success_min``."""
+    table = phase_table(summary, axes, tol)
+    if reference not in set(table["label"]):
+        raise ValueError(f"unknown reference variant {reference!r}; variants: "
+                         f"{', '.join(sorted(table['label'].unique()))}")
+    rows = []
+    for _, r in table.iterrows():
+        row = {a: _fmt_value(r[a]) for a in axes}
+        row.update({"variant": r["label"], "runs": str(r["runs"]), "failed": str(r["failed"]),
+                    "stuck": f"{r['stuck_rate']:.0%}", "success": f"{r['success_rate']:.0%}",
+                    "expert error, median": f"{r['median_expert_error']:.3g}"})
+        rows.append(row)
+    # the local-search methods; tensor_em alone is not a likelihood maximiser, so its
+    # likelihood gap is estimation error, not a local optimum
+    local = summary.loc[summary["algorithm"] != "tensor_em", "label"] \
+        if "algorithm" in summary.columns else table["label"]
+    others = [lab for lab in local.unique() if lab != reference]
+    regions = gridlock_regions(table, axes, others, reference, stuck_min, success_min)
+    text = [f"## Phase map over {', '.join(axes)}\n", _markdown(rows),
+            f"\n## Gridlock: stuck >= {stuck_min:.0%} while {reference} succeeds >= "
+            f"{success_min:.0%}\n"]
+    if regions.empty:
+        text.append("No such setting in these results.\n")
+    else:
+        text.append(_markdown([{c: _fmt_value(v) for c, v in r.items()}
+                               for r in regions.to_dict("records")]))
+    return "\n".join(text)
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, float):
+        return str(int(v)) if v.is_integer() else f"{v:.3g}"
+    return str(v)

@@ -34,18 +34,21 @@ def mark_stuck(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> pd.DataFrame:
     DataFrame
         A copy; failed runs (status not "ok") are never counted as stuck and get NaN gaps.
     """
-    required = {"data_id", "status", "train_log_likelihood", "true_train_log_likelihood"}
+    required = {"data_id", "status", "train_log_likelihood"}
     missing = required - set(summary.columns)
     if missing:
-        raise ValueError(f"summary lacks column(s) {', '.join(sorted(missing))}; is it a sweep "
-                         "summary on synthetic data?")
+        raise ValueError(f"summary lacks column(s) {', '.join(sorted(missing))}; is it a "
+                         "`moebench run` summary?")
     out = summary.copy()
-    ok = out["status"].eq("ok") & np.isfinite(out["train_log_likelihood"].astype(float))
+    ll = out["train_log_likelihood"].astype(float)
+    ok = out["status"].eq("ok") & np.isfinite(ll)
     best = out[ok].groupby("data_id")["train_log_likelihood"].max()
-    out["best_log_likelihood"] = out["data_id"].map(best)
-    out["likelihood_gap"] = np.where(ok, out["best_log_likelihood"] - out["train_log_likelihood"],
-                                     np.nan)
-    below_truth = out["train_log_likelihood"] < out["true_train_log_likelihood"] - tol
+    out["best_log_likelihood"] = out["data_id"].map(best).astype(float)
+    out["likelihood_gap"] = np.where(ok, out["best_log_likelihood"] - ll, np.nan)
+    if "true_train_log_likelihood" in out.columns:  # synthetic data: truth known
+        below_truth = ll < out["true_train_log_likelihood"].astype(float) - tol
+    else:
+        below_truth = True
     out["stuck"] = ok & (out["likelihood_gap"] > tol) & below_truth
     return out
 
@@ -100,6 +103,10 @@ def gridlock_regions(
     return pd.DataFrame(rows, columns=[*axes, "label", "stuck_rate", f"{reference}_success"])
 
 
+def _label(value: object) -> str:
+    return f"{value:g}" if isinstance(value, (int, float, np.number)) else str(value)
+
+
 def plot_phase_maps(
     summary: pd.DataFrame,
     x: str,
@@ -145,11 +152,11 @@ def plot_phase_maps(
                     if np.isfinite(v):
                         ax.text(j, i, f"{v:.0%}", ha="center", va="center", fontsize=7,
                                 color="white" if (v > 0.5) == (c == 0) else "black")
-                ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
-                ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
+                ax.set_xticks(range(len(xs)), [_label(v) for v in xs])
+                ax.set_yticks(range(len(ys)), [_label(v) for v in ys])
                 ax.set_xlabel(x)
                 ax.set_ylabel(y)
-                ax.set_title(f"{title}" + (f" ({facet}={fv:g})" if facet else ""), fontsize=9)
+                ax.set_title(f"{title}" + (f" ({facet}={_label(fv)})" if facet else ""), fontsize=9)
                 fig.colorbar(im, ax=ax, fraction=0.046)
         fig.suptitle(f"{label}: stuck (likelihood > {tol:g}/sample below best and truth) "
                      f"and success", fontsize=10)
