@@ -17,7 +17,8 @@ A config is a TOML file (or the name of one shipped in :mod:`moebench.configs`):
     gating = "orthogonal"          # or "generic"
     gating_scale = 1.0
     min_angle = 0.0                # or expert_angle = 60.0 (every pair at that angle)
-    gating_angle = 90.0            # optional: angle of the gating rows to the experts' span
+    gating_angle = 0.0             # optional: tilt of the gating rows into the experts' span
+                                   # (degrees; 0 = orthogonal, the paper's assumption)
     input_distribution = "gaussian"  # or "uniform", "student_t", "laplace" (standardised)
     n_test = 10000                 # held-out rows drawn from the same true model
 
@@ -297,7 +298,7 @@ def _check_synthetic(data: dict[str, Any]) -> list[dict[str, Any]]:
             elif key == "input_distribution":
                 _choice(v, "data.input_distribution", INPUT_DISTRIBUTIONS)
             elif key in ("expert_angle", "gating_angle") and v is not None:
-                _num(v, where, 0.0)
+                _num(v, where, 0.0, strict=key == "expert_angle")
             elif key in ("sigma", "gating_scale", "min_angle"):
                 _num(v, where, 0.0, strict=key == "sigma")
     grid = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]

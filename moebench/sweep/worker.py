@@ -162,6 +162,17 @@ def failure_summary(cell: Cell, status: str, message: str, config: str = "",
     return out
 
 
+def fitted_scalars(est: Any) -> dict[str, Any]:
+    """Scalar fitted attributes (diagnostics such as tensor_em's ``assumption_check_``
+    or ``t2_eigengap_``, joint_em's ``converged_``) as ``fitted_<name>`` columns."""
+    out: dict[str, Any] = {}
+    for name, value in vars(est).items():
+        if (name.endswith("_") and not name.startswith("_") and name not in ("sigma_", "n_iter_")
+                and isinstance(value, (bool, int, float, np.number))):
+            out[f"fitted_{name[:-1]}"] = value.item() if isinstance(value, np.number) else value
+    return out
+
+
 def _stop_reason(est: Any, v: Any, fit_time: float, accepted: list[str]) -> str:
     """Which budget ended the fit ("max_time", "max_iter"), else "converged"."""
     if "max_time" in accepted and fit_time >= v.max_time:
@@ -226,6 +237,7 @@ def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
             stop = _stop_reason(est, v, fit_time, accepted)
             fitted = est.model_
             summary["sigma_hat"] = float(est.sigma_)
+            summary.update(fitted_scalars(est))
             summary["train_log_likelihood"] = fitted.mean_log_likelihood(X, y)
             summary["test_log_likelihood"] = fitted.mean_log_likelihood(Xt, yt)
             summary["test_mse"] = prediction_mse(fitted, Xt, yt)
