@@ -249,8 +249,8 @@ def _figure(derived: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    labels = [f"n={r['n']:.0e}\nd={r['d']} k={r['k']}" for r in derived]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    labels = [f"n=1e{round(math.log10(r['n']))}\nd={r['d']}\nk={r['k']}" for r in derived]
     x = list(range(len(derived)))
     ax = axes[0]
     width = 0.38
@@ -261,7 +261,8 @@ def _figure(derived: list[dict], path: Path) -> None:
     ax.axhline(TARGET_T3_OVER_PROJECTION, color="C0", ls="--", lw=1)
     ax.axhline(TARGET_T2T3_OVER_GRAM, color="C1", ls="--", lw=1)
     ax.set_xticks(x, labels, fontsize=7)
-    ax.set_ylabel("time / floor time (same run)")
+    ax.set_yscale("log")
+    ax.set_ylabel("time / floor time (same run, log scale)")
     ax.set_title("Ratio to the machine's floor (dashed: targets)")
     ax.legend(fontsize=8)
     ax = axes[1]

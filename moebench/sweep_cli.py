@@ -166,7 +166,8 @@ def add_plot_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("results", metavar="RESULTS", help="results directory of `moebench run`")
     p.add_argument("--kind", choices=(*KINDS, "phase"), default="curves",
                    help="curves (error vs --x), time (error vs wall time), sample_complexity "
-                   "(error vs n), success (rate vs k or d), heldout (real data), all; phase: "
+                   "(error vs n), success (rate vs k or d), heldout (real data), diagnostics "
+                   "(error and fitted diagnostics vs --by), all; phase: "
                    "stuck- and success-rate heatmaps per variant over --axes")
     p.add_argument("--axes", nargs="+", metavar="COLUMN", default=None,
                    help="phase maps: X Y [FACET] data-setting columns (e.g. k gating_scale sigma)")

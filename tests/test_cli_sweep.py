@@ -143,3 +143,21 @@ def test_plot_and_report_cli(cli_results, tmp_path, capsys):
     assert "| variant | n |" in text and "| joint_em | 800 | 2 | 0 |" in text
     assert main(["plot", str(tmp_path / "nowhere")]) == 2
     assert "no results directory" in capsys.readouterr().err
+
+
+def test_phase_maps_diagnostics_and_gridlock_report(cli_results, tmp_path, capsys):
+    assert main(["plot", str(cli_results), "--kind", "phase", "--axes", "n", "k",
+                 "--out", str(tmp_path / "phase")]) == 0
+    assert {p.name for p in (tmp_path / "phase").iterdir()} == {
+        "phase_joint_em.png", "phase_tensor_em_refine.png"}
+    assert main(["plot", str(cli_results), "--kind", "diagnostics", "--by", "n",
+                 "--out", str(tmp_path / "diag.png")]) == 0
+    assert (tmp_path / "diag.png").stat().st_size > 1000
+    capsys.readouterr()
+    assert main(["report", str(cli_results), "--phase", "n"]) == 0
+    text = capsys.readouterr().out
+    assert "## Phase map over n" in text and "## Gridlock: stuck >= 30%" in text
+    assert main(["plot", str(cli_results), "--kind", "phase"]) == 2
+    assert "--kind phase needs --axes" in capsys.readouterr().err
+    assert main(["report", str(cli_results), "--phase", "n", "--reference", "nope"]) == 2
+    assert "unknown reference variant 'nope'" in capsys.readouterr().err

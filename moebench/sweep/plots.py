@@ -36,7 +36,7 @@ import pandas as pd  # noqa: E402
 
 from moebench.sweep.config import REFERENCE  # noqa: E402
 
-KINDS = ("curves", "time", "sample_complexity", "success", "heldout", "all")
+KINDS = ("curves", "time", "sample_complexity", "success", "heldout", "diagnostics", "all")
 X_AXES = ("iteration", "time")
 METRICS = ("expert_error", "gating_error", "log_likelihood")
 SUFFIXES = (".png", ".pdf", ".svg")
@@ -365,6 +365,61 @@ def plot_heldout(summary: pd.DataFrame) -> Any:
     return fig
 
 
+def plot_diagnostics(summary: pd.DataFrame, by: str | None = None) -> Any:
+    """Final expert error per variant against ``by`` (one panel per value of the other
+    varying settings), and below it the fitted diagnostics that estimators report
+    (``fitted_*`` columns, e.g. tensor_em's assumption check and T2 eigen-gap).
+
+    Built for assumption-violation sweeps: the error shows the bias, the diagnostics
+    show whether a user could have seen it coming from the fit alone.
+    """
+    ok = summary[summary["status"].isin(OK_STATUSES)]
+    if ok.empty or "expert_error" not in ok:
+        raise ValueError("the diagnostics figure needs finished synthetic runs")
+    by = by or _success_axis(summary)
+    if by not in summary.columns:
+        raise ValueError(f"unknown --by {by!r}; valid: {', '.join(varying_settings(summary))}")
+    diag_cols = [c for c in ("fitted_assumption_check", "fitted_t2_eigengap")
+                 if c in ok.columns and ok[c].notna().any()]
+    cols = varying_settings(summary, exclude=(by,))
+    panels = _groups(ok, cols)
+    rows = 1 + len(diag_cols)
+    fig, axes = plt.subplots(rows, len(panels), figsize=(4.2 * len(panels), 3.2 * rows),
+                             squeeze=False)
+    labels = sorted(summary["label"].unique())
+    colors = variant_colors(labels)
+    markers = variant_markers(labels)
+    categorical = not pd.api.types.is_numeric_dtype(summary[by])
+    for j, (title, frame) in enumerate(panels):
+        ax = axes[0, j]
+        for label, lf in frame.groupby("label", sort=True):
+            q1, med, q3 = (lf.groupby(by, sort=True)["expert_error"].quantile(q)
+                           for q in (0.25, 0.5, 0.75))
+            xs = [str(v) for v in med.index] if categorical else med.index.to_numpy(float)
+            ax.plot(xs, med.to_numpy(float), "-", marker=markers[label], color=colors[label],
+                    lw=1.6, mfc="none")
+            ax.fill_between(xs, q1.to_numpy(float), q3.to_numpy(float), color=colors[label],
+                            alpha=0.15, lw=0)
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize="medium")
+        ax.set_ylabel("final expert error")
+        ax.grid(True, alpha=0.3)
+        for i, col in enumerate(diag_cols, start=1):
+            axd = axes[i, j]
+            for label, lf in frame[frame[col].notna()].groupby("label", sort=True):
+                med = lf.groupby(by, sort=True)[col].median()
+                xs = [str(v) for v in med.index] if categorical else med.index.to_numpy(float)
+                axd.plot(xs, med.to_numpy(float), "-", marker=markers[label],
+                         color=colors[label], lw=1.6, mfc="none")
+            axd.set_ylabel(col.removeprefix("fitted_").replace("_", " ") + " (median)")
+            axd.grid(True, alpha=0.3)
+        axes[-1, j].set_xlabel(by)
+    _legend(fig, colors, labels, markers)
+    fig.suptitle(f"final expert error (median, IQR) and fitted diagnostics against {by}",
+                 fontsize="medium")
+    return fig
+
+
 # --------------------------------------------------------------------------- entry points
 def is_real_data(summary: pd.DataFrame) -> bool:
     return "dataset" in summary.columns and summary["dataset"].notna().any()
@@ -384,6 +439,8 @@ def draw(kind: str, summary: pd.DataFrame, checkpoints: pd.DataFrame, x: str = "
         return plot_success(summary, by)
     if kind == "heldout":
         return plot_heldout(summary)
+    if kind == "diagnostics":
+        return plot_diagnostics(summary, by)
     raise ValueError(f"unknown --kind {kind!r}; valid choices: {', '.join(KINDS)}")
 
 
