@@ -186,12 +186,12 @@ def test_report_table(full_sweep):
 
 
 def test_stuck_rule():
-    from moebench.sweep.report import add_stuck
+    from moebench.sweep.gridlock import mark_stuck
 
     s = pd.DataFrame({"data_id": ["a", "a", "a", "b"], "status": ["ok", "ok", "error", "ok"],
                       "train_log_likelihood": [0.5, 0.4, np.nan, 0.1],
                       "true_train_log_likelihood": [0.49, 0.49, 0.49, 0.3]})
-    out = add_stuck(s)
+    out = mark_stuck(s)
     assert out["stuck"].tolist() == [False, True, False, False]
 
 
