@@ -25,10 +25,9 @@ from moebench.base import History, MoEEstimator
 from moebench.em import gating_m_step
 from moebench.model import MoEModel, log_joint
 from moebench.registry import register
-from moebench.validation import check_positive_int
+from moebench.validation import check_float, check_positive_int
 
 from ._spectral import search_in_subspace, spectral_subspace
-from .joint_em import _check_nonneg_float, _check_pos_float
 
 
 @register("alt_min")
@@ -86,9 +85,9 @@ class AltMin(MoEEstimator):
         check_positive_int(self.n_candidates, "n_candidates")
         check_positive_int(self.n_init, "n_init")
         check_positive_int(self.gating_max_iter, "gating_max_iter")
-        _check_nonneg_float(self.ridge, "ridge")
+        check_float(self.ridge, "ridge")
         if self.max_time is not None:
-            _check_pos_float(self.max_time, "max_time")
+            check_float(self.max_time, "max_time", strict=True)
         rng = self._rng()
         n, d = X.shape
         basis = spectral_subspace(X, y, k, activation)

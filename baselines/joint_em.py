@@ -27,7 +27,7 @@ from moebench.em import (
     sigma_m_step,
 )
 from moebench.registry import register
-from moebench.validation import check_choice, check_positive_int
+from moebench.validation import check_choice, check_float, check_positive_int
 
 from ._spectral import search_in_subspace, spectral_subspace
 
@@ -55,25 +55,6 @@ class TaggedHistory:
         """Record into the wrapped history with the tags added."""
         return self._history.record(phase, iteration, log_likelihood, experts=experts,
                                     gating=gating, **self._tags, **extra)
-
-
-def _check_float(value: Any, name: str, strict: bool) -> float:
-    bound = "> 0" if strict else ">= 0"
-    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.floating, np.integer))
-    if ok:
-        value = float(value)
-        ok = bool(np.isfinite(value)) and (value > 0 if strict else value >= 0)
-    if not ok:
-        raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
-    return value
-
-
-def _check_nonneg_float(value: Any, name: str) -> float:
-    return _check_float(value, name, strict=False)
-
-
-def _check_pos_float(value: Any, name: str) -> float:
-    return _check_float(value, name, strict=True)
 
 
 def random_unit_experts(rng: np.random.Generator, k: int, d: int) -> np.ndarray:
@@ -153,11 +134,11 @@ class JointEM(MoEEstimator):
         check_positive_int(self.max_iter, "max_iter")
         check_positive_int(self.gating_max_iter, "gating_max_iter")
         check_positive_int(self.expert_max_iter, "expert_max_iter")
-        _check_nonneg_float(self.tol, "tol")
-        _check_pos_float(self.step_size, "step_size")
-        _check_nonneg_float(self.ridge, "ridge")
+        check_float(self.tol, "tol")
+        check_float(self.step_size, "step_size", strict=True)
+        check_float(self.ridge, "ridge")
         if self.max_time is not None:
-            _check_pos_float(self.max_time, "max_time")
+            check_float(self.max_time, "max_time", strict=True)
 
     def _initial(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
                  sigma: float | None, rng: np.random.Generator

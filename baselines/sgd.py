@@ -20,10 +20,10 @@ import numpy as np
 from moebench.activations import Activation
 from moebench.base import History, MoEEstimator
 from moebench.registry import register
-from moebench.validation import check_choice, check_positive_int
+from moebench.validation import check_choice, check_float, check_positive_int
 
 from ._spectral import search_in_subspace, spectral_subspace
-from .joint_em import _check_nonneg_float, _check_pos_float, random_unit_experts
+from .joint_em import random_unit_experts
 
 OPTIMIZERS = ("gd", "sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
@@ -161,9 +161,9 @@ class SGD(MoEEstimator):
         check_choice(self.dtype, "dtype", DTYPES)
         check_choice(self.device, "device", DEVICES)
         check_choice(self.init, "init", INITS)
-        _check_pos_float(self.lr, "lr")
-        _check_nonneg_float(self.tol, "tol")
-        _check_nonneg_float(self.momentum, "momentum")
+        check_float(self.lr, "lr", strict=True)
+        check_float(self.tol, "tol")
+        check_float(self.momentum, "momentum")
         check_positive_int(self.max_epochs, "max_epochs")
         check_positive_int(self.n_init, "n_init")
         if self.batch_size is not None and self.batch_size != "auto":
@@ -173,7 +173,7 @@ class SGD(MoEEstimator):
                 )
             check_positive_int(self.batch_size, "batch_size")
         if self.max_time is not None:
-            _check_pos_float(self.max_time, "max_time")
+            check_float(self.max_time, "max_time", strict=True)
 
     def _torch_device(self):
         import torch

@@ -8,10 +8,9 @@ one-line message on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 from moebench.activations import ACTIVATIONS
 from moebench.generator import GATING_KINDS, make_moe
 from moebench.registry import algorithm_descriptions
+from moebench.sweep.results import atomic_write_bytes
 from moebench.sweep_cli import add_plot_parser, add_report_parser, add_run_parser
 
 Command = Callable[[argparse.Namespace], int]
@@ -44,15 +44,9 @@ def add_list_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -76,9 +70,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     data = make_moe(**kwargs, out=out)
     meta = {"params": params, "experts": data.experts.tolist(), "gating": data.gating.tolist(),
             "sigma": data.sigma, "activation": data.activation.name}
-    tmp = out / "params.json.partial"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, out / "params.json")
+    atomic_write_bytes(out / "params.json", json.dumps(meta, indent=1).encode())
     print(f"wrote {out}/X.npy, {out}/y.npy (memmaps, {args.n} rows) and {out}/params.json")
     return 0
 

@@ -51,7 +51,7 @@ from moebench.moments import (
     whitening,
 )
 from moebench.registry import register
-from moebench.validation import check_choice, check_positive_int
+from moebench.validation import check_choice, check_float, check_positive_int
 
 WHITENINGS = ("auto", "eigh", "randomized")
 DTYPES = {"float64": np.float64, "float32": np.float32}
@@ -68,23 +68,6 @@ def min_samples(d: int, k: int) -> int:
     accuracy guarantee: the expert error falls like ~n^{-1/2} (see the README table).
     """
     return int(max(10 * d, 10 * k**3))
-
-
-def _check_nonneg_float(value: Any, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite float >= 0; got {value!r}") from None
-    if not np.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite float >= 0; got {value!r}")
-    return v
-
-
-def _check_pos_float(value: Any, name: str) -> float:
-    v = _check_nonneg_float(value, name)
-    if v == 0:
-        raise ValueError(f"{name} must be a finite float > 0; got {value!r}")
-    return v
 
 
 def unwhiten(vectors: np.ndarray, eigvals: np.ndarray, eigvecs: np.ndarray) -> np.ndarray:
@@ -297,9 +280,9 @@ class TensorEM(MoEEstimator):
             "gating_newton_iter": check_positive_int(self.gating_newton_iter,
                                                      "gating_newton_iter"),
             "refine_max_iter": check_positive_int(self.refine_max_iter, "refine_max_iter", 0),
-            "gating_tol": _check_pos_float(self.gating_tol, "gating_tol"),
-            "refine_tol": _check_pos_float(self.refine_tol, "refine_tol"),
-            "ridge": _check_nonneg_float(self.ridge, "ridge"),
+            "gating_tol": check_float(self.gating_tol, "gating_tol", strict=True),
+            "refine_tol": check_float(self.refine_tol, "refine_tol", strict=True),
+            "ridge": check_float(self.ridge, "ridge"),
         }
 
     # -- the tensor part ----------------------------------------------------------------

@@ -102,3 +102,15 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
     return int(value)
+
+
+def check_float(value: Any, name: str, strict: bool = False) -> float:
+    """Check a finite real option: ``> 0`` when ``strict``, else ``>= 0``."""
+    bound = "> 0" if strict else ">= 0"
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.floating, np.integer))
+    if ok:
+        value = float(value)
+        ok = bool(np.isfinite(value)) and (value > 0 if strict else value >= 0)
+    if not ok:
+        raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
+    return value

@@ -32,7 +32,7 @@ def test_generate_npz_round_trip(tmp_path):
     f = np.load(out)
     assert f["X"].shape == (500, 6) and f["experts"].shape == (3, 6)
     assert str(f["activation"]) == "relu"
-    assert not list(tmp_path.glob("*.partial"))
+    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".tmp-*"))
 
 
 def test_generate_directory_streams_memmaps(tmp_path):
