@@ -296,3 +296,40 @@ def test_monte_carlo_error_rate():
     # n^{-1/2}: a 10x larger sample gives ~sqrt(10) = 3.16x smaller error
     assert 1.8 < ratio2 < 5.5, ratio2
     assert 1.8 < ratio3 < 5.5, ratio3
+
+
+# ------------------------------------- the same convergence for non-linear experts (issue 3.5)
+def _nonlinear_errors(activation, n, seed, d=5, k=3):
+    """Errors of the empirical T2, T3 against c2 sum p_i a_i a_i^T and c3 sum p_i a_i^{⊗3},
+    with the label transforms of moebench.label_transforms for ``activation``."""
+    from moebench.label_transforms import apply_transforms, transform_coefficients
+
+    data = moebench.make_moe(n, d, k, activation=activation, sigma=0.1, gating="orthogonal",
+                             random_state=seed)
+    coef = transform_coefficients(activation, 0.1)
+    s2, s3 = apply_transforms(data.y, coef)
+    T2lin, T3lin = _population(data)  # built with the linear constants 2 and 6
+    T2p, T3p = T2lin * (coef.c2 / 2.0), T3lin * (coef.c3 / 6.0)
+    X = data.X
+    e2 = np.linalg.norm(second_moment(X, s2) - T2p)
+    e3 = np.linalg.norm(dense_third_moment(X, s3) - T3p)
+    r = np.sum(X**2, axis=1)
+    z2 = (s2**2) * (r**2 - 2 * r + d)
+    z3 = (s3**2) * (r**3 - 6 * r**2 + 3 * r * (d + 2))
+    se2 = np.sqrt(max(z2.mean() - np.sum(T2p**2), 0.0) / n)
+    se3 = np.sqrt(max(z3.mean() - np.sum(T3p**2), 0.0) / n)
+    return e2, e3, se2, se3, np.linalg.norm(T2p), np.linalg.norm(T3p)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+def test_monte_carlo_moments_nonlinear_orthogonal_gating(activation):
+    large = [_nonlinear_errors(activation, 200_000, seed) for seed in range(3)]
+    small = [_nonlinear_errors(activation, 20_000, seed) for seed in range(3)]
+    for e2, e3, se2, se3, norm2, norm3 in large:  # within Monte-Carlo error of the population
+        assert e2 < 4 * se2, (e2, se2)
+        assert e3 < 4 * se3, (e3, se3)
+        # and informative: a factor-2 error in c2, c3 or the weights would miss these
+        assert e2 < 0.5 * norm2 and e3 < 0.5 * norm3, (e2, norm2, e3, norm3)
+    for i in (0, 1):  # and the error falls like n^{-1/2}: 10x the samples, ~3.16x less error
+        ratio = np.median([s[i] for s in small]) / np.median([b[i] for b in large])
+        assert 1.8 < ratio < 5.5, (i, ratio)
