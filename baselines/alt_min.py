@@ -56,6 +56,7 @@ class AltMin(MoEEstimator):
 
     description = "alternating minimisation for mixed linear regression (gating-blind, linear g)"
     requires_k_le_d = True
+    local_search = False  # hard assignments: its likelihood gap is bias, not a local optimum
     supported_activations = ("linear",)
 
     def __init__(

@@ -112,6 +112,9 @@ class MoEEstimator:
     requires_k_le_d: ClassVar[bool] = False
     #: activations the method supports (None: any)
     supported_activations: ClassVar[tuple[str, ...] | None] = None
+    #: whether ``fit`` climbs the likelihood to a local maximum, so that ending below the
+    #: best one is a local optimum ("stuck"); False for moment or hard-assignment methods
+    local_search: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -121,6 +121,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     root = root.parent if root.is_file() else root
     if args.kind == "phase":
         return _plot_phase(args, summary, root)
+    if args.kind == "gridlock":
+        return _plot_gridlock(args, summary, root)
     if args.kind == "all":
         if args.out and Path(args.out).suffix:
             stem, suffix, folder = Path(args.out).stem, Path(args.out).suffix, Path(args.out).parent
@@ -156,6 +158,18 @@ def _plot_phase(args: argparse.Namespace, summary, root: Path) -> int:
     return 0
 
 
+def _plot_gridlock(args: argparse.Namespace, summary, root: Path) -> int:
+    from moebench.sweep.gridlock import plot_gridlock
+    from moebench.sweep.plots import save
+
+    if not args.axes:
+        raise ValueError("--kind gridlock needs --axes COLUMN [COLUMN ...], the data-setting "
+                         "columns that define a cell, such as d k sigma gating_scale")
+    fig = plot_gridlock(summary, args.axes, reference=args.reference, tol=args.stuck_tol)
+    print(f"wrote {save(fig, args.out or root / 'figures' / 'gridlock.png')}")
+    return 0
+
+
 def add_plot_parser(sub: argparse._SubParsersAction) -> None:
     from moebench.sweep.plots import KINDS, METRICS, X_AXES
 
@@ -164,15 +178,21 @@ def add_plot_parser(sub: argparse._SubParsersAction) -> None:
         description="Draw figures from a results directory (summary.parquet, "
         "checkpoints.parquet); nothing is re-run. PNG, PDF or SVG by the --out suffix.")
     p.add_argument("results", metavar="RESULTS", help="results directory of `moebench run`")
-    p.add_argument("--kind", choices=(*KINDS, "phase"), default="curves",
+    p.add_argument("--kind", choices=(*KINDS, "phase", "gridlock"), default="curves",
                    help="curves (error vs --x), time (error vs wall time), sample_complexity "
                    "(error vs n), success (rate vs k or d), heldout (real data), diagnostics "
                    "(error and fitted diagnostics vs --by), all; phase: "
-                   "stuck- and success-rate heatmaps per variant over --axes")
+                   "stuck- and success-rate heatmaps per variant over --axes; gridlock: the "
+                   "cells of --axes where a local-search variant is stuck in >= 30%% of seeds "
+                   "while --reference succeeds in >= 90%%")
     p.add_argument("--axes", nargs="+", metavar="COLUMN", default=None,
-                   help="phase maps: X Y [FACET] data-setting columns (e.g. k gating_scale sigma)")
+                   help="phase maps: X Y [FACET] data-setting columns (e.g. k gating_scale "
+                   "sigma); gridlock: the columns that define a cell")
+    p.add_argument("--reference", default="tensor_em_refine",
+                   help="gridlock: the variant that must succeed (default: tensor_em_refine)")
     p.add_argument("--stuck-tol", type=float, default=1e-3,
-                   help="phase maps: per-sample log-likelihood gap that counts as stuck")
+                   help="phase maps and gridlock: per-sample log-likelihood gap that counts as "
+                   "stuck")
     p.add_argument("--x", choices=X_AXES, default="iteration", help="x axis of curves")
     p.add_argument("--metric", choices=METRICS, default="expert_error",
                    help="curve metric (default: expert_error)")

@@ -222,6 +222,7 @@ class TensorEM(MoEEstimator):
 
     description = "Tensor method for the experts, then gating-only EM (Makkuva et al. 2019)"
     requires_k_le_d: ClassVar[bool] = True
+    local_search: ClassVar[bool] = False  # a moment method; with refine it is the reference
     supported_activations = None
 
     def __init__(

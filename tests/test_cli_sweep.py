@@ -161,3 +161,9 @@ def test_phase_maps_diagnostics_and_gridlock_report(cli_results, tmp_path, capsy
     assert "--kind phase needs --axes" in capsys.readouterr().err
     assert main(["report", str(cli_results), "--phase", "n", "--reference", "nope"]) == 2
     assert "unknown reference variant 'nope'" in capsys.readouterr().err
+    assert main(["plot", str(cli_results), "--kind", "gridlock", "--axes", "n", "k",
+                 "--out", str(tmp_path / "gridlock.svg")]) == 0
+    assert "<svg" in (tmp_path / "gridlock.svg").read_text()[:500]
+    capsys.readouterr()
+    assert main(["plot", str(cli_results), "--kind", "gridlock"]) == 2
+    assert "--kind gridlock needs --axes" in capsys.readouterr().err

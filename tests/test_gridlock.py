@@ -2,7 +2,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moebench.sweep.gridlock import gridlock_regions, mark_stuck, phase_table, plot_phase_maps
+from moebench.sweep.gridlock import (
+    gridlock_regions,
+    local_search_labels,
+    mark_stuck,
+    phase_table,
+    plot_gridlock,
+    plot_phase_maps,
+)
 
 
 def _summary():
@@ -59,3 +66,22 @@ def test_missing_columns_and_axes_are_named():
         mark_stuck(_summary().drop(columns="train_log_likelihood"))
     with pytest.raises(ValueError, match="unknown axis column"):
         phase_table(_summary(), ["gating_scale"])
+
+
+def test_gridlock_figure_names_the_cells_in_the_region():
+    fig = plot_gridlock(_summary(), ["k"], reference="ref")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["em: 1 of 2 cells", "bad: 0 of 2 cells"]
+    em_ax = fig.axes[0]
+    assert [t.get_text() for t in em_ax.texts] == ["k=4"]  # the one gridlock cell, named
+    with pytest.raises(ValueError, match="unknown reference variant 'nope'"):
+        plot_gridlock(_summary(), ["k"], reference="nope")
+    with pytest.raises(ValueError, match="unknown baseline variant"):
+        plot_gridlock(_summary(), ["k"], reference="ref", baselines=["zzz"])
+
+
+def test_local_search_labels_leave_out_moment_and_hard_assignment_methods():
+    s = pd.DataFrame({"label": ["tensor_em", "refine", "em1", "adam", "alt_min", "mine"],
+                      "algorithm": ["tensor_em", "tensor_em", "joint_em", "sgd", "alt_min",
+                                    "not_registered"]})
+    assert local_search_labels(s, reference="refine") == ["em1", "adam", "mine"]

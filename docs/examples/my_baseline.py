@@ -36,6 +36,7 @@ class HardEM(MoEEstimator):
     """
 
     description = "classification (hard) EM: the README's worked example of a baseline"
+    local_search = False  # it maximises the classification likelihood, not the likelihood
 
     def __init__(self, n_experts: int = 2, activation: str | Activation = "linear",
                  sigma: float | None = None, random_state: int | None = None,

@@ -103,6 +103,114 @@ def gridlock_regions(
     return pd.DataFrame(rows, columns=[*axes, "label", "stuck_rate", f"{reference}_success"])
 
 
+def local_search_labels(summary: pd.DataFrame, reference: str) -> list[str]:
+    """Variant labels that maximise the likelihood by local search, other than ``reference``.
+
+    Algorithms whose class sets ``local_search = False`` (tensor_em, alt_min: moment or
+    hard-assignment estimators, whose likelihood gap is estimation error or bias, not a
+    local optimum) are left out; an algorithm that is not registered here is kept.
+    """
+    if "algorithm" not in summary.columns:
+        return [lab for lab in summary["label"].unique() if lab != reference]
+    from moebench.registry import algorithm_class
+    from moebench.sweep.config import REFERENCE
+
+    def is_local(name: str) -> bool:
+        if name == REFERENCE:  # the real-data linear regression
+            return False
+        try:
+            return algorithm_class(name).local_search
+        except ValueError:
+            return True
+
+    local = {name: is_local(name) for name in summary["algorithm"].unique()}
+    labels = summary.loc[summary["algorithm"].map(local).astype(bool), "label"]
+    return [lab for lab in labels.unique() if lab != reference]
+
+
+def plot_gridlock(
+    summary: pd.DataFrame,
+    axes: Sequence[str],
+    reference: str = "tensor_em_refine",
+    baselines: Sequence[str] | None = None,
+    stuck_min: float = 0.3,
+    success_min: float = 0.9,
+    tol: float = DEFAULT_TOL,
+):
+    """Where is the gridlock? One panel per baseline, one point per cell of ``axes``.
+
+    A point sits at (success rate of ``reference``, stuck rate of the baseline) in that
+    cell; the shaded corner is the gridlock region (stuck >= ``stuck_min`` while the
+    reference succeeds >= ``success_min``) and the cells in it are named.
+
+    Parameters
+    ----------
+    axes : sequence of str
+        Data-setting columns that define a cell (e.g. ``["d", "k", "sigma"]``).
+    baselines : sequence of str, optional
+        Variant labels to show; default: every local-search variant but the reference.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = phase_table(summary, axes, tol)
+    labels = set(table["label"])
+    if reference not in labels:
+        raise ValueError(f"unknown reference variant {reference!r}; variants: "
+                         f"{', '.join(sorted(labels))}")
+    baselines = list(baselines) if baselines is not None \
+        else local_search_labels(summary, reference)
+    unknown = [b for b in baselines if b not in labels]
+    if unknown or not baselines:
+        raise ValueError(f"unknown baseline variant(s) {', '.join(unknown) or '(none given)'}; "
+                         f"variants: {', '.join(sorted(labels - {reference}))}")
+    ref = table[table["label"] == reference].set_index(list(axes))["success_rate"]
+    ncols = min(3, len(baselines))
+    nrows = -(-len(baselines) // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 4.2 * nrows), squeeze=False)
+    rng = np.random.default_rng(0)  # jitter only: rates from 5 seeds sit on a 0.2 lattice
+    for ax, label in zip(grid.flat, baselines):
+        sub = table[table["label"] == label].set_index(list(axes))
+        x = np.array([ref.get(key, np.nan) for key in sub.index], dtype=float)
+        y = sub["stuck_rate"].to_numpy(dtype=float)
+        inside = (y >= stuck_min) & (x >= success_min)
+        jx = x + rng.uniform(-0.025, 0.025, len(x))
+        jy = y + rng.uniform(-0.025, 0.025, len(y))
+        ax.axvspan(success_min, 1.06, ymin=(stuck_min + 0.06) / 1.12, color="tab:red",
+                   alpha=0.08, lw=0)
+        ax.scatter(jx[~inside], jy[~inside], s=14, color="0.55", alpha=0.7, lw=0,
+                   label="other cells")
+        ax.scatter(jx[inside], jy[inside], s=30, color="tab:red", lw=0, label="gridlock")
+        named = [(jx[i], jy[i], key) for i, key in enumerate(sub.index) if inside[i]]
+        for i, (px, py, key) in enumerate(named[:8]):
+            key = key if isinstance(key, tuple) else (key,)
+            text = " ".join(f"{a}={_label(v)}" for a, v in zip(axes, key))
+            ax.annotate(text, (px, py), xytext=(0.8, 0.95 - 0.055 * i), textcoords="axes fraction",
+                        ha="right", fontsize=6, color="tab:red",
+                        arrowprops=dict(arrowstyle="-", color="tab:red", lw=0.4))
+        more = " (first 8 named)" if len(named) > 8 else ""
+        ax.set_title(f"{label}: {int(inside.sum())} of {len(sub)} cells{more}", fontsize=9)
+        ax.set_xlim(-0.06, 1.06)
+        ax.set_ylim(-0.06, 1.06)
+        ax.set_xlabel(f"{reference} success rate")
+        ax.set_ylabel(f"{label} stuck rate")
+        ax.grid(alpha=0.3)
+    for ax in list(grid.flat)[len(baselines):]:
+        ax.axis("off")
+    grid.flat[0].legend(fontsize=7, loc="center left")
+    fig.suptitle(f"Gridlock: stuck in >= {stuck_min:.0%} of seeds while {reference} succeeds "
+                 f"in >= {success_min:.0%} (cells over {', '.join(axes)}; stuck = log-likelihood "
+                 f"> {tol:g}/sample below best and truth)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def _label(value: object) -> str:
     return f"{value:g}" if isinstance(value, (int, float, np.number)) else str(value)
 

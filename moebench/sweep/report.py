@@ -14,7 +14,13 @@ import numpy as np
 import pandas as pd
 
 from moebench.sweep.config import REFERENCE
-from moebench.sweep.gridlock import DEFAULT_TOL, gridlock_regions, mark_stuck, phase_table
+from moebench.sweep.gridlock import (
+    DEFAULT_TOL,
+    gridlock_regions,
+    local_search_labels,
+    mark_stuck,
+    phase_table,
+)
 from moebench.sweep.plots import OK_STATUSES, is_real_data, varying_settings
 
 STUCK_TOL = DEFAULT_TOL
@@ -136,11 +142,7 @@ def phase_report(summary: pd.DataFrame, axes: list[str], reference: str = "tenso
                     "stuck": f"{r['stuck_rate']:.0%}", "success": f"{r['success_rate']:.0%}",
                     "expert error, median": f"{r['median_expert_error']:.3g}"})
         rows.append(row)
-    # the local-search methods; tensor_em alone is not a likelihood maximiser, so its
-    # likelihood gap is estimation error, not a local optimum
-    local = summary.loc[summary["algorithm"] != "tensor_em", "label"] \
-        if "algorithm" in summary.columns else table["label"]
-    others = [lab for lab in local.unique() if lab != reference]
+    others = local_search_labels(summary, reference)
     regions = gridlock_regions(table, axes, others, reference, stuck_min, success_min)
     text = [f"## Phase map over {', '.join(axes)}\n", _markdown(rows),
             f"\n## Gridlock: stuck >= {stuck_min:.0%} while {reference} succeeds >= "
