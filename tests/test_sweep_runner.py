@@ -220,3 +220,18 @@ def test_mixed_parameter_types_consolidate(tmp_path):
     summary, checkpoints = consolidate(tmp_path)
     assert sorted(summary["param_batch_size"]) == ["256", "auto"]
     assert len(checkpoints) == 2 and (tmp_path / "summary.parquet").is_file()
+
+
+def test_stop_reason_names_the_budget_that_ended_the_fit():
+    from moebench.sweep.worker import run_cell
+
+    raw = raw_config(repetitions=1, algorithm=[
+        {"name": "sgd", "label": "adam", "params": {"max_epochs": 3}},
+        {"name": "sgd", "label": "adam_tol", "params": {"max_epochs": 200, "tol": 0.5}},
+        {"name": "joint_em", "label": "em_short", "params": {"n_init": 1}},
+    ])
+    raw["data"] = {"n": 600, "d": 4, "k": 2, "n_test": 300}
+    raw["budget"] = {"max_iter": 2, "max_time": 20.0}
+    reasons = {c.variant.label: run_cell(c, "", write=False)["stop_reason"]
+               for c in validate_config(raw).cells()}
+    assert reasons == {"adam": "max_epochs", "adam_tol": "converged", "em_short": "max_iter"}

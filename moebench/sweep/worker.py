@@ -178,11 +178,13 @@ def fitted_scalars(est: Any) -> dict[str, Any]:
 
 
 def _stop_reason(est: Any, v: Any, fit_time: float, accepted: list[str]) -> str:
-    """Which budget ended the fit ("max_time", "max_iter"), else "converged"."""
+    """Which budget ended the fit ("max_time", "max_iter", "max_epochs"), else "converged"."""
     if "max_time" in accepted and fit_time >= v.max_time:
         return "max_time"
     if "max_iter" in accepted and getattr(est, "n_iter_", 0) >= v.max_iter:
         return "max_iter"
+    if "max_epochs" in accepted and getattr(est, "n_iter_", 0) >= est.max_epochs:
+        return "max_epochs"  # sgd: n_iter_ counts epochs
     return "converged"
 
 
