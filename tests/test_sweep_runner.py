@@ -229,9 +229,13 @@ def test_stop_reason_names_the_budget_that_ended_the_fit():
         {"name": "sgd", "label": "adam", "params": {"max_epochs": 3}},
         {"name": "sgd", "label": "adam_tol", "params": {"max_epochs": 200, "tol": 0.5}},
         {"name": "joint_em", "label": "em_short", "params": {"n_init": 1}},
+        {"name": "joint_em", "label": "em_restarts", "params": {"n_init": 3}, "max_iter": 15},
     ])
     raw["data"] = {"n": 600, "d": 4, "k": 2, "n_test": 300}
     raw["budget"] = {"max_iter": 2, "max_time": 20.0}
-    reasons = {c.variant.label: run_cell(c, "", write=False)["stop_reason"]
-               for c in validate_config(raw).cells()}
-    assert reasons == {"adam": "max_epochs", "adam_tol": "converged", "em_short": "max_iter"}
+    runs = {c.variant.label: run_cell(c, "", write=False) for c in validate_config(raw).cells()}
+    reasons = {label: run["stop_reason"] for label, run in runs.items()}
+    # em_restarts: each of its 3 restarts converged within 15 iterations, their sum did not
+    assert runs["em_restarts"]["n_iter"] > 15
+    assert reasons == {"adam": "max_epochs", "adam_tol": "converged", "em_short": "max_iter",
+                       "em_restarts": "converged"}

@@ -181,6 +181,9 @@ def _stop_reason(est: Any, v: Any, fit_time: float, accepted: list[str]) -> str:
     """Which budget ended the fit ("max_time", "max_iter", "max_epochs"), else "converged"."""
     if "max_time" in accepted and fit_time >= v.max_time:
         return "max_time"
+    converged = getattr(est, "converged_", None)  # joint_em: of the kept restart
+    if converged is not None:  # n_iter_ sums over restarts, so it cannot tell
+        return "converged" if converged else "max_iter"
     if "max_iter" in accepted and getattr(est, "n_iter_", 0) >= v.max_iter:
         return "max_iter"
     if "max_epochs" in accepted and getattr(est, "n_iter_", 0) >= est.max_epochs:
