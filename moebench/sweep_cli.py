@@ -6,7 +6,22 @@ import argparse
 import sys
 from pathlib import Path
 
+from moebench.sweep.gridlock import DEFAULT_TOL, STUCK_MIN, SUCCESS_MIN
 from moebench.sweep.runner import BACKENDS
+
+#: the gridlock rule as the help texts state it ("%%": argparse help is %-formatted)
+_GRIDLOCK_RULE = (f"stuck in >= {STUCK_MIN:.0%}% of seeds while --reference succeeds in >= "
+                  f"{SUCCESS_MIN:.0%}%")
+
+
+def _add_gridlock_options(p: argparse.ArgumentParser) -> None:
+    """``--stuck-tol`` and ``--reference``, shared by ``plot`` and ``report``."""
+    p.add_argument("--stuck-tol", type=float, default=DEFAULT_TOL,
+                   help="per-sample log-likelihood gap that counts as stuck (default: "
+                   f"{DEFAULT_TOL:g})")
+    p.add_argument("--reference", default="tensor_em_refine",
+                   help="the variant a gridlock cell needs to succeed (default: "
+                   "tensor_em_refine)")
 
 
 def _results_dir_for(config_name: str) -> Path:
@@ -183,16 +198,11 @@ def add_plot_parser(sub: argparse._SubParsersAction) -> None:
                    "(error vs n), success (rate vs k or d), heldout (real data), diagnostics "
                    "(error and fitted diagnostics vs --by), all; phase: "
                    "stuck- and success-rate heatmaps per variant over --axes; gridlock: the "
-                   "cells of --axes where a local-search variant is stuck in >= 30%% of seeds "
-                   "while --reference succeeds in >= 90%%")
+                   f"cells of --axes where a local-search variant is {_GRIDLOCK_RULE}")
     p.add_argument("--axes", nargs="+", metavar="COLUMN", default=None,
                    help="phase maps: X Y [FACET] data-setting columns (e.g. k gating_scale "
                    "sigma); gridlock: the columns that define a cell")
-    p.add_argument("--reference", default="tensor_em_refine",
-                   help="gridlock: the variant that must succeed (default: tensor_em_refine)")
-    p.add_argument("--stuck-tol", type=float, default=1e-3,
-                   help="phase maps and gridlock: per-sample log-likelihood gap that counts as "
-                   "stuck")
+    _add_gridlock_options(p)
     p.add_argument("--x", choices=X_AXES, default="iteration", help="x axis of curves")
     p.add_argument("--metric", choices=METRICS, default="expert_error",
                    help="curve metric (default: expert_error)")
@@ -229,14 +239,9 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
         description="Median error, success and stuck rates, held-out log-likelihood and median "
         "fit time per algorithm variant and data setting, from stored results.")
     p.add_argument("results", metavar="RESULTS", help="results directory of `moebench run`")
-    p.add_argument("--stuck-tol", type=float, default=1e-3,
-                   help="per-sample log-likelihood gap that counts as stuck (default: 1e-3)")
     p.add_argument("--phase", nargs="+", metavar="COLUMN", default=None,
                    help="also print stuck/success rates over these data-setting columns and the "
-                   "settings where a baseline is stuck in >= 30%% of seeds while --reference "
-                   "succeeds in >= 90%%")
-    p.add_argument("--reference", default="tensor_em_refine",
-                   help="variant label the gridlock regions compare against "
-                   "(default: tensor_em_refine)")
+                   f"settings where a baseline is {_GRIDLOCK_RULE}")
+    _add_gridlock_options(p)
     p.add_argument("--out", "-o", default=None, help="write the table to this file")
     p.set_defaults(func=cmd_report)

@@ -16,6 +16,10 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_TOL = 1e-3
+#: a gridlock cell: a baseline stuck in at least STUCK_MIN of the seeds while the
+#: reference succeeds in at least SUCCESS_MIN
+STUCK_MIN = 0.3
+SUCCESS_MIN = 0.9
 
 
 def mark_stuck(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> pd.DataFrame:
@@ -80,27 +84,49 @@ def phase_table(summary: pd.DataFrame, axes: Sequence[str], tol: float = DEFAULT
     return table
 
 
+def reference_pairs(
+    table: pd.DataFrame, axes: Sequence[str], baselines: Sequence[str], reference: str
+) -> pd.DataFrame:
+    """Per cell of ``axes`` and baseline: its stuck rate next to ``reference``'s success rate.
+
+    Columns ``*axes, label, stuck_rate, <reference>_success`` (NaN where the reference
+    has no run in the cell); rows grouped by baseline in the given order.
+    """
+    labels = set(table["label"])
+    if reference not in labels:
+        raise ValueError(f"unknown reference variant {reference!r}; variants: "
+                         f"{', '.join(sorted(labels))}")
+    unknown = [b for b in baselines if b not in labels]
+    if unknown:
+        raise ValueError(f"unknown baseline variant(s) {', '.join(unknown)}; variants: "
+                         f"{', '.join(sorted(labels - {reference}))}")
+    ref = table.loc[table["label"] == reference, [*axes, "success_rate"]]
+    ref = ref.rename(columns={"success_rate": f"{reference}_success"})
+    base = table.loc[table["label"].isin(baselines), [*axes, "label", "stuck_rate"]]
+    order = {label: i for i, label in enumerate(baselines)}
+    pairs = base.merge(ref, on=list(axes), how="left")
+    return pairs.sort_values("label", key=lambda s: s.map(order), kind="stable",
+                             ignore_index=True)
+
+
+def in_gridlock(pairs: pd.DataFrame, reference: str, stuck_min: float = STUCK_MIN,
+                success_min: float = SUCCESS_MIN) -> pd.Series:
+    """Which rows of :func:`reference_pairs` are gridlock cells."""
+    return (pairs["stuck_rate"] >= stuck_min) & (pairs[f"{reference}_success"] >= success_min)
+
+
 def gridlock_regions(
     table: pd.DataFrame,
     axes: Sequence[str],
     baselines: Sequence[str],
     reference: str,
-    stuck_min: float = 0.3,
-    success_min: float = 0.9,
+    stuck_min: float = STUCK_MIN,
+    success_min: float = SUCCESS_MIN,
 ) -> pd.DataFrame:
     """Settings where a baseline is stuck in >= ``stuck_min`` of seeds while
     ``reference`` (e.g. tensor_em with refine) succeeds in >= ``success_min``."""
-    ref = table[table["label"] == reference].set_index(list(axes))["success_rate"]
-    rows = []
-    for label in baselines:
-        sub = table[table["label"] == label].set_index(list(axes))
-        for key, row in sub.iterrows():
-            ref_rate = ref.get(key, np.nan)
-            if row["stuck_rate"] >= stuck_min and ref_rate >= success_min:
-                key = key if isinstance(key, tuple) else (key,)
-                rows.append({**dict(zip(axes, key)), "label": label,
-                             "stuck_rate": row["stuck_rate"], f"{reference}_success": ref_rate})
-    return pd.DataFrame(rows, columns=[*axes, "label", "stuck_rate", f"{reference}_success"])
+    pairs = reference_pairs(table, axes, baselines, reference)
+    return pairs[in_gridlock(pairs, reference, stuck_min, success_min)].reset_index(drop=True)
 
 
 def local_search_labels(summary: pd.DataFrame, reference: str) -> list[str]:
@@ -133,8 +159,8 @@ def plot_gridlock(
     axes: Sequence[str],
     reference: str = "tensor_em_refine",
     baselines: Sequence[str] | None = None,
-    stuck_min: float = 0.3,
-    success_min: float = 0.9,
+    stuck_min: float = STUCK_MIN,
+    success_min: float = SUCCESS_MIN,
     tol: float = DEFAULT_TOL,
 ):
     """Where is the gridlock? One panel per baseline, one point per cell of ``axes``.
@@ -160,26 +186,22 @@ def plot_gridlock(
     import matplotlib.pyplot as plt
 
     table = phase_table(summary, axes, tol)
-    labels = set(table["label"])
-    if reference not in labels:
-        raise ValueError(f"unknown reference variant {reference!r}; variants: "
-                         f"{', '.join(sorted(labels))}")
     baselines = list(baselines) if baselines is not None \
         else local_search_labels(summary, reference)
-    unknown = [b for b in baselines if b not in labels]
-    if unknown or not baselines:
-        raise ValueError(f"unknown baseline variant(s) {', '.join(unknown) or '(none given)'}; "
-                         f"variants: {', '.join(sorted(labels - {reference}))}")
-    ref = table[table["label"] == reference].set_index(list(axes))["success_rate"]
+    pairs = reference_pairs(table, axes, baselines, reference)
+    if not baselines:
+        raise ValueError("no baseline variant to draw: none of the variants is a local-search "
+                         "method other than the reference")
+    pairs["gridlock"] = in_gridlock(pairs, reference, stuck_min, success_min)
     ncols = min(3, len(baselines))
     nrows = -(-len(baselines) // ncols)
     fig, grid = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 4.2 * nrows), squeeze=False)
     rng = np.random.default_rng(0)  # jitter only: rates from 5 seeds sit on a 0.2 lattice
     for ax, label in zip(grid.flat, baselines):
-        sub = table[table["label"] == label].set_index(list(axes))
-        x = np.array([ref.get(key, np.nan) for key in sub.index], dtype=float)
+        sub = pairs[pairs["label"] == label]
+        x = sub[f"{reference}_success"].to_numpy(dtype=float)
         y = sub["stuck_rate"].to_numpy(dtype=float)
-        inside = (y >= stuck_min) & (x >= success_min)
+        inside = sub["gridlock"].to_numpy()
         jx = x + rng.uniform(-0.025, 0.025, len(x))
         jy = y + rng.uniform(-0.025, 0.025, len(y))
         ax.axvspan(success_min, 1.06, ymin=(stuck_min + 0.06) / 1.12, color="tab:red",
@@ -187,10 +209,10 @@ def plot_gridlock(
         ax.scatter(jx[~inside], jy[~inside], s=14, color="0.55", alpha=0.7, lw=0,
                    label="other cells")
         ax.scatter(jx[inside], jy[inside], s=30, color="tab:red", lw=0, label="gridlock")
-        named = [(jx[i], jy[i], key) for i, key in enumerate(sub.index) if inside[i]]
-        for i, (px, py, key) in enumerate(named[:8]):
-            key = key if isinstance(key, tuple) else (key,)
-            text = " ".join(f"{a}={_label(v)}" for a, v in zip(axes, key))
+        cells = sub[list(axes)].to_numpy(dtype=object)
+        named = [(jx[i], jy[i], cells[i]) for i in np.flatnonzero(inside)]
+        for i, (px, py, cell) in enumerate(named[:8]):
+            text = " ".join(f"{a}={_label(v)}" for a, v in zip(axes, cell))
             ax.annotate(text, (px, py), xytext=(0.8, 0.95 - 0.055 * i), textcoords="axes fraction",
                         ha="right", fontsize=6, color="tab:red",
                         arrowprops=dict(arrowstyle="-", color="tab:red", lw=0.4))

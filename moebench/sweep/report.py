@@ -16,14 +16,14 @@ import pandas as pd
 from moebench.sweep.config import REFERENCE
 from moebench.sweep.gridlock import (
     DEFAULT_TOL,
+    STUCK_MIN,
+    SUCCESS_MIN,
     gridlock_regions,
     local_search_labels,
     mark_stuck,
     phase_table,
 )
 from moebench.sweep.plots import OK_STATUSES, is_real_data, varying_settings
-
-STUCK_TOL = DEFAULT_TOL
 
 
 def _median_iqr(values: pd.Series, fmt: str = ".3g") -> str:
@@ -70,7 +70,7 @@ def _fixed_line(summary: pd.DataFrame, varying: list[str]) -> str:
     return ", ".join(fixed)
 
 
-def report_table(summary: pd.DataFrame, tol: float = STUCK_TOL) -> str:
+def report_table(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> str:
     """A Markdown report: one row per data setting and algorithm variant."""
     if summary.empty:
         return "(no runs)\n"
@@ -127,14 +127,14 @@ def report_table(summary: pd.DataFrame, tol: float = STUCK_TOL) -> str:
 
 
 def phase_report(summary: pd.DataFrame, axes: list[str], reference: str = "tensor_em_refine",
-                 tol: float = STUCK_TOL, stuck_min: float = 0.3, success_min: float = 0.9) -> str:
+                 tol: float = DEFAULT_TOL, stuck_min: float = STUCK_MIN,
+                 success_min: float = SUCCESS_MIN) -> str:
     """Markdown: stuck and success rates per setting of ``axes`` and variant, then the
     settings where another variant is stuck in >= ``stuck_min`` of seeds while
     ``reference`` succeeds in >= ``success_min``."""
     table = phase_table(summary, axes, tol)
-    if reference not in set(table["label"]):
-        raise ValueError(f"unknown reference variant {reference!r}; variants: "
-                         f"{', '.join(sorted(table['label'].unique()))}")
+    regions = gridlock_regions(table, axes, local_search_labels(summary, reference), reference,
+                               stuck_min, success_min)
     rows = []
     for _, r in table.iterrows():
         row = {a: _fmt_value(r[a]) for a in axes}
@@ -142,8 +142,6 @@ def phase_report(summary: pd.DataFrame, axes: list[str], reference: str = "tenso
                     "stuck": f"{r['stuck_rate']:.0%}", "success": f"{r['success_rate']:.0%}",
                     "expert error, median": f"{r['median_expert_error']:.3g}"})
         rows.append(row)
-    others = local_search_labels(summary, reference)
-    regions = gridlock_regions(table, axes, others, reference, stuck_min, success_min)
     text = [f"## Phase map over {', '.join(axes)}\n", _markdown(rows),
             f"\n## Gridlock: stuck >= {stuck_min:.0%} while {reference} succeeds >= "
             f"{success_min:.0%}\n"]

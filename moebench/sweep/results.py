@@ -211,15 +211,17 @@ def _write_frame(frame: pd.DataFrame, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
 def _uniform_types(frame: pd.DataFrame) -> pd.DataFrame:
     """Cast columns mixing value types (e.g. a parameter that is "auto" or 256) to str."""
     for col in frame.columns:
         if frame[col].dtype == object:
-            kinds = {type(v) for v in frame[col] if v is not None and not
-                     (isinstance(v, float) and np.isnan(v))}
+            kinds = {type(v) for v in frame[col] if not _missing(v)}
             if len(kinds) > 1 and not kinds <= {int, float}:
-                frame[col] = frame[col].map(lambda v: None if v is None or
-                                            (isinstance(v, float) and np.isnan(v)) else str(v))
+                frame[col] = frame[col].map(lambda v: None if _missing(v) else str(v))
     return frame
 
 
