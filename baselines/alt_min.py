@@ -17,6 +17,8 @@ whichever line fits it best.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 from scipy.special import logsumexp
 
@@ -25,7 +27,7 @@ from moebench.base import History, MoEEstimator
 from moebench.em import gating_m_step
 from moebench.model import MoEModel, log_joint
 from moebench.registry import register
-from moebench.validation import check_float, check_positive_int
+from moebench.validation import Interval
 
 from ._spectral import search_in_subspace, spectral_subspace
 
@@ -48,7 +50,7 @@ class AltMin(MoEEstimator):
         squared residual is kept.
     ridge : float
         L2 penalty of the final gating fit (the hard labels can be separable).
-    gating_max_iter : int
+    gating_newton_steps : int
         Newton steps of the final gating fit.
     max_time : float or None
         Wall-clock budget in seconds across all restarts.
@@ -58,6 +60,16 @@ class AltMin(MoEEstimator):
     requires_k_le_d = True
     local_search = False  # hard assignments: its likelihood gap is bias, not a local optimum
     supported_activations = ("linear",)
+    budget_parameters: ClassVar[dict[str, str]] = {"max_iter": "max_iter",
+                                                   "max_time": "max_time"}
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "max_iter": [Interval(int, 1, None)],
+        "n_candidates": [Interval(int, 1, None)],
+        "n_init": [Interval(int, 1, None)],
+        "ridge": [Interval(float, 0, None)],
+        "gating_newton_steps": [Interval(int, 1, None)],
+        "max_time": [Interval(float, 0, None, closed="neither"), None],
+    }
 
     def __init__(
         self,
@@ -69,7 +81,7 @@ class AltMin(MoEEstimator):
         n_candidates: int = 256,
         n_init: int = 1,
         ridge: float = 1e-4,
-        gating_max_iter: int = 20,
+        gating_newton_steps: int = 20,
         max_time: float | None = None,
     ) -> None:
         super().__init__(n_experts, activation, sigma, random_state)
@@ -77,27 +89,23 @@ class AltMin(MoEEstimator):
         self.n_candidates = n_candidates
         self.n_init = n_init
         self.ridge = ridge
-        self.gating_max_iter = gating_max_iter
+        self.gating_newton_steps = gating_newton_steps
         self.max_time = max_time
 
     def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
              sigma: float | None, history: History) -> None:
-        check_positive_int(self.max_iter, "max_iter")
-        check_positive_int(self.n_candidates, "n_candidates")
-        check_positive_int(self.n_init, "n_init")
-        check_positive_int(self.gating_max_iter, "gating_max_iter")
-        check_float(self.ridge, "ridge")
-        if self.max_time is not None:
-            check_float(self.max_time, "max_time", strict=True)
         rng = self._rng()
         n, d = X.shape
         basis = spectral_subspace(X, y, k, activation)
         zero_gating = np.zeros((k, d))
-        best: tuple[float, np.ndarray, np.ndarray] | None = None
+        best: tuple[float, np.ndarray, np.ndarray, str] | None = None
         total_iter = 0
+        out_of_time = False  # the time budget cut a restart or left restarts unrun
         for j in range(self.n_init):
             if j > 0 and self.max_time is not None and history.elapsed() > self.max_time:
+                out_of_time = True
                 break
+            stop = "max_iter"
             experts = search_in_subspace(X, y, basis, k, activation, rng,
                                          n_candidates=self.n_candidates)
             labels = np.full(n, -1)
@@ -111,9 +119,13 @@ class AltMin(MoEEstimator):
                                                        activation), axis=1)))
                 history.record("alt_min", it, ll, experts=experts, gating=zero_gating,
                                restart=j, mse=mse)
-                if np.array_equal(new_labels, labels) or it == self.max_iter:
+                if np.array_equal(new_labels, labels):
+                    stop = "converged"
+                    break
+                if it == self.max_iter:
                     break
                 if self.max_time is not None and history.elapsed() > self.max_time:
+                    stop, out_of_time = "max_time", True
                     break
                 labels = new_labels
                 for i in range(k):
@@ -122,17 +134,15 @@ class AltMin(MoEEstimator):
                         experts[i] = np.linalg.lstsq(X[mask], y[mask], rcond=None)[0]
             total_iter += it
             if best is None or mse < best[0]:
-                best = (mse, experts.copy(), new_labels)
+                best = (mse, experts.copy(), new_labels, stop)
         assert best is not None
-        mse, experts, labels = best
+        mse, experts, labels, stop = best
         onehot = np.zeros((n, k))
         onehot[np.arange(n), labels] = 1.0
         gating = gating_m_step(X, onehot, zero_gating, ridge=self.ridge,
-                               max_iter=self.gating_max_iter)
-        self.experts_ = experts
-        self.gating_ = gating
-        self.sigma_ = float(np.sqrt(max(mse, 1e-24))) if sigma is None else sigma
-        self.n_iter_ = total_iter
-        model = MoEModel(experts, gating, self.sigma_, activation)
-        history.record("gating", total_iter + 1, model.mean_log_likelihood(X, y),
-                       experts=experts, gating=gating, restart=-1)
+                               max_iter=self.gating_newton_steps)
+        s = float(np.sqrt(max(mse, 1e-24))) if sigma is None else sigma
+        ll = MoEModel(experts, gating, s, activation).mean_log_likelihood(X, y)
+        history.record("gating", total_iter + 1, ll, experts=experts, gating=gating, restart=-1)
+        self._set_fit(experts, gating, s, total_iter, ll, "max_time" if out_of_time else stop,
+                      converged=stop == "converged")

@@ -12,7 +12,7 @@ complete-data log-likelihood ("gradient EM", Fruytier, Mokhtari and Sanghavi 202
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from moebench.em import (
     sigma_m_step,
 )
 from moebench.registry import register
-from moebench.validation import check_choice, check_float, check_positive_int
+from moebench.validation import Interval, Options
 
 from ._spectral import search_in_subspace, spectral_subspace
 
@@ -89,7 +89,7 @@ class JointEM(MoEEstimator):
         Step of the gradient M-step.
     ridge : float
         L2 penalty of the gating M-step.
-    gating_max_iter, expert_max_iter : int
+    gating_newton_steps, expert_max_iter : int
         Newton steps of the gating M-step; Levenberg-Marquardt steps of the expert
         M-step (nonlinear g).
     max_time : float or None
@@ -97,6 +97,20 @@ class JointEM(MoEEstimator):
     """
 
     description = "joint EM (Jordan-Jacobs): Newton gating, LS/LM experts; n_init restarts"
+    budget_parameters: ClassVar[dict[str, str]] = {"max_iter": "max_iter",
+                                                   "max_time": "max_time"}
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "init": [Options(INITS)],
+        "n_init": [Interval(int, 1, None)],
+        "max_iter": [Interval(int, 1, None)],
+        "tol": [Interval(float, 0, None)],
+        "mstep": [Options(MSTEPS)],
+        "step_size": [Interval(float, 0, None, closed="neither")],
+        "ridge": [Interval(float, 0, None)],
+        "gating_newton_steps": [Interval(int, 1, None)],
+        "expert_max_iter": [Interval(int, 1, None)],
+        "max_time": [Interval(float, 0, None, closed="neither"), None],
+    }
 
     def __init__(
         self,
@@ -111,7 +125,7 @@ class JointEM(MoEEstimator):
         mstep: str = "full",
         step_size: float = 1.0,
         ridge: float = 1e-6,
-        gating_max_iter: int = 3,
+        gating_newton_steps: int = 3,
         expert_max_iter: int = 3,
         max_time: float | None = None,
     ) -> None:
@@ -123,22 +137,9 @@ class JointEM(MoEEstimator):
         self.mstep = mstep
         self.step_size = step_size
         self.ridge = ridge
-        self.gating_max_iter = gating_max_iter
+        self.gating_newton_steps = gating_newton_steps
         self.expert_max_iter = expert_max_iter
         self.max_time = max_time
-
-    def _check_options(self) -> None:
-        check_choice(self.init, "init", INITS)
-        check_choice(self.mstep, "mstep", MSTEPS)
-        check_positive_int(self.n_init, "n_init")
-        check_positive_int(self.max_iter, "max_iter")
-        check_positive_int(self.gating_max_iter, "gating_max_iter")
-        check_positive_int(self.expert_max_iter, "expert_max_iter")
-        check_float(self.tol, "tol")
-        check_float(self.step_size, "step_size", strict=True)
-        check_float(self.ridge, "ridge")
-        if self.max_time is not None:
-            check_float(self.max_time, "max_time", strict=True)
 
     def _initial(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
                  sigma: float | None, rng: np.random.Generator
@@ -158,35 +159,34 @@ class JointEM(MoEEstimator):
         start = random_unit_experts(rng, k, d)
         experts = expert_m_step(X, y, resp, start, activation, max_iter=self.expert_max_iter)
         gating = gating_m_step(X, resp, np.zeros((k, d)), ridge=self.ridge,
-                               max_iter=self.gating_max_iter)
+                               max_iter=self.gating_newton_steps)
         s = sigma_m_step(X, y, resp, experts, activation) if sigma is None else sigma
         return experts, gating, s
 
     def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
              sigma: float | None, history: History) -> None:
-        self._check_options()
         rng = self._rng()
         best: EMResult | None = None
         total_iter = 0
+        out_of_time = False  # the time budget cut a restart or left restarts unrun
         for j in range(self.n_init):
             if j > 0 and self.max_time is not None and history.elapsed() > self.max_time:
+                out_of_time = True
                 break
             experts, gating, s0 = self._initial(X, y, k, activation, sigma, rng)
             result = run_em(
                 X, y, experts, gating, s0, activation,
                 update_experts=True, update_sigma=sigma is None, mstep=self.mstep,
                 max_iter=self.max_iter, tol=self.tol, ridge=self.ridge,
-                gating_max_iter=self.gating_max_iter, expert_max_iter=self.expert_max_iter,
+                gating_newton_steps=self.gating_newton_steps,
+                expert_max_iter=self.expert_max_iter,
                 step_size=self.step_size, max_time=self.max_time,
                 history=TaggedHistory(history, restart=j), phase="em",  # type: ignore[arg-type]
             )
             total_iter += result.n_iter
+            out_of_time = out_of_time or result.stop_reason == "max_time"
             if best is None or result.log_likelihood > best.log_likelihood:
                 best = result
         assert best is not None
-        self.experts_ = best.experts
-        self.gating_ = best.gating
-        self.sigma_ = best.sigma
-        self.n_iter_ = total_iter
-        self.log_likelihood_ = best.log_likelihood
-        self.converged_ = best.converged
+        self._set_fit(best.experts, best.gating, best.sigma, total_iter, best.log_likelihood,
+                      "max_time" if out_of_time else best.stop_reason, converged=best.converged)

@@ -13,14 +13,14 @@ budget, float32 or float64, CPU or CUDA, and ``n_init`` restarts.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from moebench.activations import Activation
 from moebench.base import History, MoEEstimator
 from moebench.registry import register
-from moebench.validation import check_choice, check_float, check_positive_int
+from moebench.validation import Interval, Options
 
 from ._spectral import search_in_subspace, spectral_subspace
 from .joint_em import random_unit_experts
@@ -121,6 +121,23 @@ class SGD(MoEEstimator):
     """
 
     description = "maximum likelihood by torch autograd: full-batch GD, minibatch SGD or Adam"
+    #: only the time budget: an epoch is not an EM iteration, so the sweep's max_iter does
+    #: not set max_epochs (the shipped configs keep sgd at its own 40 epochs)
+    budget_parameters: ClassVar[dict[str, str]] = {"max_time": "max_time"}
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "optimizer": [Options(OPTIMIZERS)],
+        "lr": [Interval(float, 0, None, closed="neither")],
+        "lr_schedule": [Options(SCHEDULES)],
+        "batch_size": [Interval(int, 1, None), Options(("auto",)), None],
+        "max_epochs": [Interval(int, 1, None)],
+        "tol": [Interval(float, 0, None)],
+        "momentum": [Interval(float, 0, None)],
+        "init": [Options(INITS)],
+        "n_init": [Interval(int, 1, None)],
+        "dtype": [Options(DTYPES)],
+        "device": [Options(DEVICES)],
+        "max_time": [Interval(float, 0, None, closed="neither"), None],
+    }
 
     def __init__(
         self,
@@ -155,26 +172,6 @@ class SGD(MoEEstimator):
         self.device = device
         self.max_time = max_time
 
-    def _check_options(self) -> None:
-        check_choice(self.optimizer, "optimizer", OPTIMIZERS)
-        check_choice(self.lr_schedule, "lr_schedule", SCHEDULES)
-        check_choice(self.dtype, "dtype", DTYPES)
-        check_choice(self.device, "device", DEVICES)
-        check_choice(self.init, "init", INITS)
-        check_float(self.lr, "lr", strict=True)
-        check_float(self.tol, "tol")
-        check_float(self.momentum, "momentum")
-        check_positive_int(self.max_epochs, "max_epochs")
-        check_positive_int(self.n_init, "n_init")
-        if self.batch_size is not None and self.batch_size != "auto":
-            if isinstance(self.batch_size, str):
-                raise ValueError(
-                    f"batch_size must be a positive int, 'auto' or None; got {self.batch_size!r}"
-                )
-            check_positive_int(self.batch_size, "batch_size")
-        if self.max_time is not None:
-            check_float(self.max_time, "max_time", strict=True)
-
     def _torch_device(self):
         import torch
 
@@ -188,7 +185,6 @@ class SGD(MoEEstimator):
              sigma: float | None, history: History) -> None:
         import torch
 
-        self._check_options()
         rng = self._rng()
         gen = torch.Generator(device="cpu")
         gen.manual_seed(int(rng.integers(2**62)))
@@ -216,9 +212,12 @@ class SGD(MoEEstimator):
 
         best: dict[str, Any] | None = None
         total_epochs = 0
+        out_of_time = False  # the time budget cut a restart or left restarts unrun
         for j in range(self.n_init):
             if j > 0 and self.max_time is not None and history.elapsed() > self.max_time:
+                out_of_time = True
                 break
+            stop_reason = "diverged"
             if self.init == "spectral":
                 A0 = search_in_subspace(X, y, spectral_subspace(X, y, k, activation), k,
                                         activation, rng)
@@ -257,15 +256,20 @@ class SGD(MoEEstimator):
                     with torch.no_grad():
                         ll = -float(nll(A, Wf, log_s, Xt, yt))
                 if not math.isfinite(ll):
-                    diverged = True
+                    diverged, stop_reason = True, "diverged"
                     break
                 An, Wn, sn = _snapshot(A, Wf, log_s)
                 history.record("sgd", epoch, ll, experts=An, gating=Wn, sigma=sn, restart=j)
                 final_ll = ll
-                stop = last or (
-                    self.tol > 0 and abs(ll - prev_ll) <= self.tol * max(1.0, abs(ll))
-                ) or (self.max_time is not None and history.elapsed() > self.max_time)
-                if stop:
+                if self.tol > 0 and abs(ll - prev_ll) <= self.tol * max(1.0, abs(ll)):
+                    stop_reason = "converged"
+                elif self.max_time is not None and history.elapsed() > self.max_time:
+                    stop_reason, out_of_time = "max_time", True
+                elif last:
+                    stop_reason = "max_epochs"
+                else:
+                    stop_reason = ""
+                if stop_reason:
                     break
                 prev_ll = ll
                 if full:
@@ -293,15 +297,12 @@ class SGD(MoEEstimator):
             if diverged or not finite:
                 final_ll = -math.inf
             if best is None or final_ll > best["ll"] or (best["ll"] == -math.inf and finite):
-                best = {"ll": final_ll, "A": An, "W": Wn, "s": sn}
+                best = {"ll": final_ll, "A": An, "W": Wn, "s": sn, "stop": stop_reason}
         assert best is not None
         if not math.isfinite(best["ll"]):
             raise FloatingPointError(
                 f"sgd diverged in every restart (optimizer={self.optimizer!r}, lr={self.lr}); "
                 "lower lr"
             )
-        self.experts_ = best["A"]
-        self.gating_ = best["W"]
-        self.sigma_ = best["s"]
-        self.n_iter_ = total_epochs
-        self.log_likelihood_ = best["ll"]
+        self._set_fit(best["A"], best["W"], best["s"], total_epochs, best["ll"],
+                      "max_time" if out_of_time else best["stop"])

@@ -15,11 +15,13 @@ from moebench.registry import (
     get_algorithm,
     register,
 )
+from moebench.validation import DegenerateFitError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Activation",
+    "DegenerateFitError",
     "MoEData",
     "MoEEstimator",
     "MoEModel",

@@ -146,6 +146,41 @@ def numerical_derivative(func: ArrayFn, step: float = 1e-6) -> ArrayFn:
     return deriv
 
 
+def checked_callable(func: Callable, name: str, what: str = "activation") -> ArrayFn:
+    """Wrap a user function g (or g') so that every call checks its output.
+
+    The output must be numeric, have the shape of the input (g is applied elementwise)
+    and be finite wherever the input is; otherwise a ValueError names the activation,
+    instead of a broadcast error, a torch RuntimeError or a diverged fit later on.
+    """
+
+    def call(t: np.ndarray) -> np.ndarray:
+        t = np.asarray(t, dtype=float)
+        raw = func(t)
+        try:
+            out = np.asarray(raw, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{what} of {name!r} returned a non-numeric value: {exc}") from None
+        if out.shape != t.shape:
+            raise ValueError(
+                f"{what} of {name!r} returned shape {out.shape} for an input of shape "
+                f"{t.shape}; it must be vectorised and elementwise (output shape = input shape)"
+            )
+        finite = np.isfinite(out)
+        if not finite.all():
+            bad = ~finite & np.isfinite(t)
+            if bad.any():
+                first = float(t[bad].flat[0])
+                raise ValueError(
+                    f"{what} of {name!r} returned NaN or inf for {int(bad.sum())} of {t.size} "
+                    f"finite inputs (e.g. at t = {first:.6g}: {float(out[bad].flat[0])}); it "
+                    f"must be finite wherever its input is finite"
+                )
+        return out
+
+    return call
+
+
 def get_activation(
     activation: str | Activation | Callable,
     derivative: ArrayFn | None = None,
@@ -184,23 +219,22 @@ def get_activation(
             ) from None
     if callable(activation):
         name = getattr(activation, "__name__", "custom")
-        probe = np.linspace(-2.0, 2.0, 5)
-        try:
-            out = np.asarray(activation(probe), dtype=float)
-        except Exception as exc:  # noqa: BLE001 - report any failure of a user function
-            raise ValueError(
-                f"activation callable {name!r} failed on a numpy array: {exc}"
-            ) from exc
-        if out.shape != probe.shape:
-            raise ValueError(
-                f"activation callable {name!r} must be vectorised: it returned shape "
-                f"{out.shape} for an input of shape {probe.shape}"
-            )
+        func = checked_callable(activation, f"custom:{name}")
+        # one 1-d and one 2-d probe (fits call g on (n,) and (n, k) arrays)
+        for probe in (np.linspace(-2.0, 2.0, 5), np.linspace(-2.0, 2.0, 6).reshape(3, 2)):
+            try:
+                func(probe)
+            except ValueError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - report any failure of a user function
+                raise ValueError(
+                    f"activation callable {name!r} failed on a numpy array: {exc}"
+                ) from exc
         deriv = derivative if derivative is not None else numerical_derivative(activation)
         return Activation(
             name=f"custom:{name}",
-            func=lambda t, f=activation: np.asarray(f(np.asarray(t, dtype=float)), dtype=float),
-            derivative=lambda t, f=deriv: np.asarray(f(np.asarray(t, dtype=float)), dtype=float),
+            func=func,
+            derivative=checked_callable(deriv, f"custom:{name}", "derivative"),
             description=f"user callable {name}",
             kinks=tuple(kinks),
         )

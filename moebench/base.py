@@ -16,7 +16,36 @@ from moebench.activations import Activation, get_activation
 from moebench.generator import as_seed_sequence
 from moebench.metrics import parameter_errors
 from moebench.model import MoEModel
-from moebench.validation import check_array, check_n_experts, check_sigma, check_X_y
+from moebench.validation import (
+    SIGMA_COLLAPSE_RTOL,
+    DegenerateFitError,
+    Interval,
+    absurd_log_likelihood,
+    check_array,
+    check_feature_names,
+    check_min_samples,
+    check_n_experts,
+    check_scales,
+    check_sigma,
+    check_X_y,
+    feature_names,
+    power_of_two_scale,
+    rms,
+    validate_params,
+)
+
+#: the sweep budgets an estimator class can declare it honours (``budget_parameters``)
+BUDGETS = ("max_iter", "max_time")
+#: fitted attributes every ``_fit`` must set, besides experts_, gating_, sigma_, n_iter_
+FIT_OUTCOME = ("converged_", "stop_reason_", "log_likelihood_")
+
+
+def scaled_truth(truth: MoEModel | None, e: int) -> MoEModel | None:
+    """``truth`` in the units of X / 2**e (its experts and gating times 2**e)."""
+    if truth is None or not e:
+        return truth
+    return MoEModel(np.ldexp(truth.experts, e), np.ldexp(truth.gating, e), truth.sigma,
+                    truth.activation)
 
 
 def as_truth(truth: Any) -> MoEModel | None:
@@ -102,6 +131,20 @@ class MoEEstimator:
     history_ : list of dict
         One record per iteration: phase, iteration, time, log_likelihood and,
         when ``fit`` got ``truth``, expert_error and gating_error.
+    converged_ : bool
+        Whether the convergence criterion ended the fit (of the kept restart).
+    stop_reason_ : str
+        What ended the fit: "converged", "max_iter", "max_time", "max_epochs", or the
+        method's own criterion.
+    log_likelihood_ : float
+        Final mean training log-likelihood.
+
+    Notes
+    -----
+    Subclasses declare the valid values of their own constructor parameters in
+    ``_parameter_constraints`` and the parameters that carry the sweep budgets in
+    ``budget_parameters``; ``fit``, the sweep config checker and
+    :func:`moebench.testing.check_algorithm` read those declarations.
     """
 
     #: registry name, set by :func:`moebench.registry.register`
@@ -115,6 +158,18 @@ class MoEEstimator:
     #: whether ``fit`` climbs the likelihood to a local maximum, so that ending below the
     #: best one is a local optimum ("stuck"); False for moment or hard-assignment methods
     local_search: ClassVar[bool] = True
+    #: valid values of each constructor parameter (scikit-learn style): name -> list of
+    #: constraints (see :mod:`moebench.validation`), any one of which makes a value valid.
+    #: Declarations merge along the class hierarchy: a subclass declares its own options.
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "n_experts": [Interval(int, 2, None)],
+        "activation": ["activation"],
+        "sigma": [Interval(float, 0, None, closed="neither"), None],
+        "random_state": ["random_state"],
+    }
+    #: sweep budget ("max_iter", "max_time") -> the constructor parameter that carries it;
+    #: the sweep passes a budget only to the parameter declared here
+    budget_parameters: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -136,35 +191,216 @@ class MoEEstimator:
                 sig.parameters[p].kind not in (inspect.Parameter.VAR_KEYWORD,
                                                inspect.Parameter.VAR_POSITIONAL)]
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters as a dict."""
-        return {name: getattr(self, name) for name in self._get_param_names()}
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor parameters as a dict (the scikit-learn protocol).
+
+        Parameters
+        ----------
+        deep : bool
+            Also return the parameters of parameter values that are estimators
+            themselves (anything with ``get_params``), as ``<name>__<parameter>``.
+
+        Returns
+        -------
+        dict
+            Parameter name -> the value stored by the constructor or ``set_params``.
+        """
+        out: dict[str, Any] = {}
+        for name in self._get_param_names():
+            value = getattr(self, name)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{name}__{key}", val) for key, val in value.get_params().items())
+            out[name] = value
+        return out
 
     def set_params(self, **params: Any) -> MoEEstimator:
-        """Set constructor parameters; unknown names raise ValueError."""
+        """Set constructor parameters (``<name>__<parameter>`` reaches a nested estimator).
+
+        Values are stored unchanged and checked by ``fit``.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            For a name that is not a constructor parameter; the message lists the valid ones.
+        """
         valid = self._get_param_names()
+        nested: dict[str, dict[str, Any]] = {}
         for key, value in params.items():
-            if key not in valid:
+            name, sep, sub = key.partition("__")
+            if name not in valid:
                 raise ValueError(
-                    f"unknown parameter {key!r} for {type(self).__name__}; "
+                    f"unknown parameter {name!r} for {type(self).__name__}; "
                     f"valid: {', '.join(valid)}"
                 )
-            setattr(self, key, value)
+            if sep:
+                nested.setdefault(name, {})[sub] = value
+            else:
+                setattr(self, name, value)
+        for name, sub_params in nested.items():
+            inner = getattr(self, name)
+            if not hasattr(inner, "set_params"):
+                raise ValueError(
+                    f"parameter {name!r} of {type(self).__name__} is {inner!r}, which has no "
+                    f"parameters to set ({', '.join(sorted(sub_params))})"
+                )
+            inner.set_params(**sub_params)
         return self
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params(deep=False).items())
         return f"{type(self).__name__}({args})"
+
+    # -- scikit-learn protocol (scikit-learn itself stays an optional extra) --
+    #: scikit-learn < 1.6 reads the estimator type from this attribute
+    _estimator_type: ClassVar[str] = "regressor"
+
+    def __sklearn_tags__(self) -> Any:
+        """Estimator tags for scikit-learn >= 1.6 (imported only when sklearn asks).
+
+        A regressor (``predict`` gives E[y | x]) on dense 2-D float input without
+        NaN and a required 1-D target; ``score`` is the mean log-likelihood, not
+        R^2, hence ``poor_score``.
+        """
+        from sklearn.utils import InputTags, RegressorTags, Tags, TargetTags
+
+        return Tags(
+            estimator_type="regressor",
+            target_tags=TargetTags(required=True, one_d_labels=False, two_d_labels=False,
+                                   single_output=True, multi_output=False),
+            regressor_tags=RegressorTags(poor_score=True),
+            input_tags=InputTags(two_d_array=True, allow_nan=False, sparse=False),
+            requires_fit=True,
+        )
+
+    def _more_tags(self) -> dict[str, Any]:
+        """Estimator tags for scikit-learn < 1.6."""
+        return {"poor_score": True, "requires_y": True, "allow_nan": False,
+                "multioutput": False}
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """Whether ``fit`` has run (scikit-learn's ``check_is_fitted`` asks this)."""
+        return hasattr(self, "experts_")
+
+    # -- declarations -----------------------------------------------------
+    @classmethod
+    def parameter_constraints(cls) -> dict[str, list[Any]]:
+        """Declared valid values of each constructor parameter (merged along the MRO)."""
+        merged: dict[str, list[Any]] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("_parameter_constraints", {}))
+        return {name: merged[name] for name in cls._get_param_names() if name in merged}
+
+    @classmethod
+    def undeclared_parameters(cls) -> list[str]:
+        """Constructor parameters without a declaration (``check_algorithm`` refuses them)."""
+        declared = cls.parameter_constraints()
+        return [name for name in cls._get_param_names() if name not in declared]
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """Check constructor parameter values against the class's declaration.
+
+        Parameters
+        ----------
+        params : dict
+            Some or all constructor parameters. Undeclared ones are not checked.
+
+        Raises
+        ------
+        ValueError
+            For an unknown name, or a value outside the declared valid values; the
+            message names the parameter, the value and the valid values.
+        """
+        owner = cls.name or cls.__name__
+        valid = cls._get_param_names()
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for "
+                             f"{owner}; valid: {', '.join(valid)}")
+        constraints = cls.parameter_constraints()
+        validate_params(constraints, {k: v for k, v in params.items() if k in constraints},
+                        owner)
+
+    @classmethod
+    def budget_options(cls, max_iter: int | None = None, max_time: float | None = None
+                       ) -> dict[str, Any]:
+        """Constructor options that carry the given sweep budgets, as the class declares.
+
+        Returns
+        -------
+        dict
+            ``{parameter: value}`` for each budget in :attr:`budget_parameters` whose
+            value is not None.
+        """
+        given = {"max_iter": max_iter, "max_time": max_time}
+        return {param: given[budget] for budget, param in cls.budget_parameters.items()
+                if given.get(budget) is not None}
+
+    @classmethod
+    def check_setting(cls, n_experts: Any, n_features: int | None = None,
+                      activation: Any = "linear") -> tuple[int, Activation]:
+        """Whether this class can run k experts on d features with this activation.
+
+        Used by ``fit`` and by the sweep config checker (before anything runs).
+
+        Returns
+        -------
+        (k, Activation)
+
+        Raises
+        ------
+        ValueError
+            k < 2, k > d for a class with ``requires_k_le_d``, an unknown activation or
+            one outside ``supported_activations``.
+        """
+        k = check_n_experts(n_experts, n_features, require_k_le_d=cls.requires_k_le_d)
+        act = get_activation(activation)
+        if cls.supported_activations is not None and act.name not in cls.supported_activations:
+            raise ValueError(
+                f"{cls.name or cls.__name__} does not support activation {act.name!r}; "
+                f"valid choices: {', '.join(cls.supported_activations)}"
+            )
+        return k, act
 
     # -- fitting ----------------------------------------------------------
     def _check_activation(self) -> Activation:
-        act = get_activation(self.activation)
-        if self.supported_activations is not None and act.name not in self.supported_activations:
-            raise ValueError(
-                f"{self.name or type(self).__name__} does not support activation {act.name!r}; "
-                f"valid choices: {', '.join(self.supported_activations)}"
+        return self.check_setting(2, None, self.activation)[1]
+
+    def _set_fit(self, experts: np.ndarray, gating: np.ndarray, sigma: float, n_iter: int,
+                 log_likelihood: float, stop_reason: str, converged: bool | None = None
+                 ) -> None:
+        """Set every fitted attribute at once (``converged_`` defaults to the stop reason)."""
+        self.experts_, self.gating_, self.sigma_, self.n_iter_ = experts, gating, sigma, n_iter
+        self.log_likelihood_ = log_likelihood
+        self.stop_reason_ = stop_reason
+        self.converged_ = stop_reason == "converged" if converged is None else converged
+
+    def _check_fit_outcome(self) -> None:
+        """The fit set converged_ (bool), stop_reason_ (str), log_likelihood_ (finite float)."""
+        missing = [a for a in FIT_OUTCOME if not hasattr(self, a)]
+        if missing:
+            raise TypeError(
+                f"{type(self).__name__}._fit did not set {', '.join(missing)}: every fit must "
+                "set converged_, stop_reason_ (the budget or criterion that ended it) and "
+                "log_likelihood_ (final mean training log-likelihood), e.g. with self._set_fit"
             )
-        return act
+        if not isinstance(self.converged_, (bool, np.bool_)):
+            raise TypeError(f"{type(self).__name__}.converged_ must be a bool; got "
+                            f"{self.converged_!r}")
+        if not isinstance(self.stop_reason_, str) or not self.stop_reason_:
+            raise TypeError(f"{type(self).__name__}.stop_reason_ must be a non-empty str; got "
+                            f"{self.stop_reason_!r}")
+        self.converged_ = bool(self.converged_)
+        self.log_likelihood_ = float(self.log_likelihood_)
+        if not np.isfinite(self.log_likelihood_):
+            raise FloatingPointError(
+                f"{type(self).__name__} produced a non-finite log_likelihood_ "
+                f"({self.log_likelihood_}); the fit diverged"
+            )
 
     def _rng(self) -> np.random.Generator:
         return np.random.default_rng(as_seed_sequence(self.random_state))
@@ -183,18 +419,28 @@ class MoEEstimator:
         -------
         self
         """
+        # every option against the class's declaration, before touching the data
+        self.check_params({name: getattr(self, name) for name in self._get_param_names()})
+        names = feature_names(X)
         X, y = check_X_y(X, y)
-        k = check_n_experts(self.n_experts, X.shape[1], require_k_le_d=self.requires_k_le_d)
-        act = self._check_activation()
+        k, act = self.check_setting(self.n_experts, X.shape[1], self.activation)
         sigma = check_sigma(self.sigma)
+        check_scales(X, y)
+        check_min_samples(*X.shape, k, sigma is None, self.name or type(self).__name__)
         truth = as_truth(truth)
         if truth is not None and truth.experts.shape != (k, X.shape[1]):
             raise ValueError(
                 f"truth has shape {truth.experts.shape}, expected ({k}, {X.shape[1]})"
             )
+        # fit on X / 2**e (exact; e = 0 for unit-scale X), parameters mapped back below
+        e = power_of_two_scale(X)
+        X_fit, truth = (np.ldexp(X, -e), scaled_truth(truth, e)) if e else (X, truth)
         history = History(truth)
-        self._fit(X, y, k, act, sigma, history)
+        self._fit(X_fit, y, k, act, sigma, history)
         self.history_ = history.records
+        if e:
+            self.experts_ = np.ldexp(np.asarray(self.experts_, dtype=float), -e)
+            self.gating_ = np.ldexp(np.asarray(self.gating_, dtype=float), -e)
         for attr in ("experts_", "gating_", "sigma_"):
             value = np.asarray(getattr(self, attr))
             if not np.all(np.isfinite(value)):
@@ -204,11 +450,37 @@ class MoEEstimator:
         self.gating_ = self.gating_ - self.gating_[-1]
         self.sigma_ = float(self.sigma_)
         self.n_iter_ = int(self.n_iter_)
+        self._check_fit_outcome()
+        self.n_features_in_ = X.shape[1]
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self._check_degenerate(X, y, act, sigma)
         return self
+
+    def _check_degenerate(self, X: np.ndarray, y: np.ndarray, act: Activation,
+                          sigma: float | None) -> None:
+        """Raise :class:`DegenerateFitError` for a collapsed sigma or an absurd likelihood."""
+        who = self.name or type(self).__name__
+        scale = rms(y)
+        if sigma is None and self.sigma_ < SIGMA_COLLAPSE_RTOL * scale:
+            raise DegenerateFitError(
+                f"{who} fit is degenerate: sigma_ = {self.sigma_:.3g} collapsed towards 0 "
+                f"relative to the scale of y (rms(y) = {scale:.3g}; limit "
+                f"{SIGMA_COLLAPSE_RTOL:g} rms(y)): the fit interpolates the data"
+            )
+        # log_likelihood_ is the final mean training log-likelihood (scale-invariant)
+        reason = absurd_log_likelihood(float(self.log_likelihood_), y)
+        if reason is not None:
+            given = "" if sigma is None else f" with the given sigma = {sigma:g}"
+            raise DegenerateFitError(f"{who} fit is degenerate{given}: {reason} on the "
+                                     f"training data")
 
     def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
              sigma: float | None, history: History) -> None:
-        """Set experts_, gating_, sigma_, n_iter_ (and record into ``history``)."""
+        """Set experts_, gating_, sigma_, n_iter_, converged_, stop_reason_, log_likelihood_
+        (e.g. with :meth:`_set_fit`) and record into ``history``."""
         raise NotImplementedError
 
     # -- using the fit ----------------------------------------------------
@@ -222,12 +494,24 @@ class MoEEstimator:
         self._check_fitted()
         return MoEModel(self.experts_, self.gating_, self.sigma_, self._check_activation())
 
+    def _check_features(self, X: Any) -> None:
+        """Refuse a DataFrame whose columns differ from those seen at fit (as scikit-learn)."""
+        check_feature_names(getattr(self, "feature_names_in_", None), X)
+
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """E[y | x] under the fitted model, shape (n,)."""
+        """E[y | x] under the fitted model, shape (n,).
+
+        A DataFrame must have the columns seen by ``fit``, in the same order.
+        """
         self._check_fitted()
+        self._check_features(X)
         return self.model_.predict(check_array(X, "X", 2))
 
     def score(self, X: np.ndarray, y: np.ndarray) -> float:
-        """Mean conditional log-likelihood of (X, y) under the fitted model."""
+        """Mean conditional log-likelihood of (X, y) under the fitted model.
+
+        A DataFrame must have the columns seen by ``fit``, in the same order.
+        """
         self._check_fitted()
+        self._check_features(X)
         return self.model_.mean_log_likelihood(*check_X_y(X, y))

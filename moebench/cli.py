@@ -11,15 +11,25 @@ import argparse
 import io
 import json
 import os
+import signal
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from moebench.activations import ACTIVATIONS
+from moebench.cli_checks import (
+    check_out_dir,
+    check_out_file,
+    describe_error,
+    finite_float,
+    int_at_least,
+)
 from moebench.generator import GATING_KINDS, make_moe
 from moebench.registry import algorithm_descriptions
+from moebench.sweep.pack import add_pack_parser, add_unpack_parser
 from moebench.sweep.results import atomic_write_bytes
 from moebench.sweep_cli import add_plot_parser, add_report_parser, add_run_parser
 
@@ -60,6 +70,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     )
     params = {key: value for key, value in kwargs.items()}
     if out.suffix == ".npz":
+        check_out_file(out)
         data = make_moe(**kwargs)
         _atomic_savez(out, X=data.X, y=data.y, z=data.z, experts=data.experts,
                       gating=data.gating, sigma=np.array(data.sigma),
@@ -68,6 +79,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 0
     if out.suffix:
         raise ValueError(f"--out must end in .npz (one file) or name a directory; got {out}")
+    check_out_dir(out)
     data = make_moe(**kwargs, out=out)
     meta = {"params": params, "experts": data.experts.tolist(), "gating": data.gating.tolist(),
             "sigma": data.sigma, "activation": data.activation.name}
@@ -82,18 +94,21 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
         description="Generate a synthetic mixture-of-experts data set. --out FILE.npz writes one "
         "compressed-free npz (X, y, z, experts, gating, sigma); --out DIR streams X.npy and y.npy "
         "as memmaps block by block (for very large n) plus params.json.")
-    p.add_argument("--n", type=int, required=True, help="number of samples")
-    p.add_argument("--d", type=int, required=True, help="input dimension")
-    p.add_argument("--k", type=int, required=True, help="number of experts (2 <= k <= d)")
+    p.add_argument("--n", type=int_at_least(1), required=True, help="number of samples")
+    p.add_argument("--d", type=int_at_least(1), required=True, help="input dimension")
+    p.add_argument("--k", type=int_at_least(2), required=True,
+                   help="number of experts (2 <= k <= d)")
     p.add_argument("--activation", default="linear", choices=list(ACTIVATIONS),
                    help="expert activation (default: linear)")
-    p.add_argument("--sigma", type=float, default=0.1, help="label noise std (default: 0.1)")
+    p.add_argument("--sigma", type=finite_float(0.0, strict=True), default=0.1,
+                   help="label noise std (default: 0.1)")
     p.add_argument("--gating", default="orthogonal", choices=list(GATING_KINDS),
                    help="gating rows orthogonal to the experts, or generic (default: orthogonal)")
-    p.add_argument("--gating-scale", type=float, default=1.0, help="norm of the gating rows")
-    p.add_argument("--min-angle", type=float, default=0.0,
-                   help="minimum pairwise angle between experts, degrees")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--gating-scale", type=finite_float(0.0), default=1.0,
+                   help="norm of the gating rows")
+    p.add_argument("--min-angle", type=finite_float(0.0, maximum=90.0), default=0.0,
+                   help="minimum pairwise angle between experts, degrees (0 to 90)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
     p.add_argument("--out", required=True, help="output .npz file or directory")
     p.set_defaults(func=cmd_generate)
 
@@ -105,6 +120,8 @@ PARSER_BUILDERS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_run_parser,
     add_plot_parser,
     add_report_parser,
+    add_pack_parser,
+    add_unpack_parser,
 ]
 
 
@@ -121,26 +138,65 @@ def build_parser() -> argparse.ArgumentParser:
                      "learning: tensor-then-EM vs joint EM vs gradient descent.")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     sub.required = True
+    debug_help = f"show the traceback of an error (also: {DEBUG_ENV}=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     for builder in PARSER_BUILDERS:
         builder(sub)
+    for verb_parser in sub.choices.values():  # after the verb too; SUPPRESS keeps the top's
+        verb_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                 help=debug_help)
     return parser
 
 
+#: environment variable that, set to anything but "" or "0", acts as --debug
+DEBUG_ENV = "MOEBENCH_DEBUG"
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``moebench`` console script."""
+    """Entry point of the ``moebench`` console script.
+
+    Exit status: 0 success; 1 ``run --strict`` with failed runs, or an internal
+    error (a bug); 2 an error in the user's input (arguments, config, data,
+    paths), reported in one line ``moebench VERB: error: ...`` on stderr;
+    128 + N when ended by signal N (130 for Ctrl-C, 143 for SIGTERM).
+
+    Expected errors (``ValueError``, including config errors, and ``OSError``)
+    are one line and never a traceback. Any other exception is a bug: it is
+    reported in one line too, with its type and where it was raised, and
+    ``--debug`` (or ``MOEBENCH_DEBUG=1``) shows the full traceback instead.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    prog = f"moebench {args.verb}"
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"moebench {args.verb}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"moebench {args.verb}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C; SIGTERM/SIGHUP during a sweep (Interrupted)
+        signum = int(getattr(exc, "signum", signal.SIGINT))
+        resume = ("; finished runs are kept: run the same command again to resume"
+                  if args.verb == "run" else "")
+        print(f"{prog}: interrupted by {signal.Signals(signum).name}{resume}", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except (ValueError, OSError) as exc:  # bad input: config, data, paths, option values
+        if _debug(args):
+            raise
+        print(f"{prog}: error: {describe_error(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: say so in one line, the traceback on request
+        if _debug(args):
+            raise
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f" at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else ""
+        print(f"{prog}: internal error (a bug, please report it): {type(exc).__name__}: "
+              f"{describe_error(exc)}{where}; rerun with --debug (or {DEBUG_ENV}=1) for the "
+              f"traceback", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

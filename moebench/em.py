@@ -232,6 +232,8 @@ class EMResult:
     n_iter: int
     log_likelihood: float
     converged: bool
+    #: what ended the loop: "converged", "max_iter" or "max_time"
+    stop_reason: str = "max_iter"
 
 
 def run_em(
@@ -248,7 +250,7 @@ def run_em(
     max_iter: int = 200,
     tol: float = 1e-7,
     ridge: float = 0.0,
-    gating_max_iter: int = 5,
+    gating_newton_steps: int = 5,
     gating_method: str = "auto",
     expert_max_iter: int = 5,
     step_size: float = 1.0,
@@ -274,6 +276,8 @@ def run_em(
     max_iter, tol : int, float
         Stop after ``max_iter`` iterations or when the mean log-likelihood
         changes by less than ``tol * max(1, |ll|)``.
+    gating_newton_steps : int
+        Newton (or L-BFGS) steps of each gating M-step.
     max_time : float, optional
         Wall-clock budget in seconds (measured by ``history`` when given).
     history : History, optional
@@ -284,6 +288,7 @@ def run_em(
     Returns
     -------
     EMResult
+        With ``stop_reason`` "converged", "max_iter" or "max_time".
     """
     check_choice(mstep, "mstep", MSTEPS)
     experts = np.array(experts, dtype=float)
@@ -297,10 +302,11 @@ def run_em(
     if history is not None:
         history.record(phase, iteration_offset, ll, experts=experts, gating=gating, sigma=sigma)
     converged = False
+    stop_reason = "max_iter"
     it = 0
     for it in range(1, max_iter + 1):
         if mstep == "full":
-            gating = gating_m_step(X, resp, gating, ridge=ridge, max_iter=gating_max_iter,
+            gating = gating_m_step(X, resp, gating, ridge=ridge, max_iter=gating_newton_steps,
                                    method=gating_method)
             if update_experts:
                 experts = expert_m_step(X, y, resp, experts, activation, max_iter=expert_max_iter)
@@ -320,8 +326,9 @@ def run_em(
         change = abs(new_ll - ll)
         ll = new_ll
         if change <= tol * max(1.0, abs(ll)):
-            converged = True
+            converged, stop_reason = True, "converged"
             break
         if max_time is not None and clock.elapsed() > max_time:
+            stop_reason = "max_time"
             break
-    return EMResult(experts, gating, sigma, it, ll, converged)
+    return EMResult(experts, gating, sigma, it, ll, converged, stop_reason)

@@ -255,10 +255,33 @@ def iter_moe_blocks(
     chol: np.ndarray | None = None,
     input_distribution: str = "gaussian",
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield (X, y, z) in blocks of :data:`BLOCK_ROWS` rows; block b uses seed child b."""
-    n_blocks = -(-n // BLOCK_ROWS)
+    """Yield (X, y, z) in blocks of :data:`BLOCK_ROWS` rows; block b uses seed child b.
+
+    The one place rows are drawn: :func:`make_moe` (in memory and on disk),
+    :func:`iter_moe_chunks` and the sweep runner all read these blocks.
+
+    Parameters
+    ----------
+    model : MoEModel
+        True model; it acts on the standardised input.
+    n : int
+        Number of rows in all.
+    seed : SeedSequence
+        Data seed; block ``b`` is drawn from its ``b``-th child.
+    mean, chol : ndarray, optional
+        Affine map of the standardised input: ``X = Z chol^T + mean``.
+    input_distribution : str
+        Family of the standardised input (see :func:`sample_inputs`).
+
+    Yields
+    ------
+    X, y, z : ndarray
+        Inputs, labels and expert index of one block.
+    """
+    block_rows = BLOCK_ROWS  # read at call time (tests shrink it)
+    n_blocks = -(-n // block_rows)
     for b, child in enumerate(seed.spawn(n_blocks)):
-        rows = min(BLOCK_ROWS, n - b * BLOCK_ROWS)
+        rows = min(block_rows, n - b * block_rows)
         rng = np.random.default_rng(child)
         Z = sample_inputs(rng, (rows, model.n_features), input_distribution)
         y, z = sample_labels(model, Z, rng)
@@ -268,6 +291,49 @@ def iter_moe_blocks(
         if mean is not None:
             X = X + mean
         yield X, y, z
+
+
+@dataclass
+class _MoEStream:
+    """What :func:`_moe_stream` prepared: the true model, the input law and the rows."""
+
+    model: MoEModel
+    mean: np.ndarray | None
+    cov: np.ndarray | None
+    blocks: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def _moe_stream(
+    n: int,
+    d: int,
+    k: int,
+    activation: str | Activation,
+    sigma: float,
+    gating: str,
+    gating_scale: float,
+    min_angle: float,
+    mean: np.ndarray | None,
+    cov: np.ndarray | None,
+    random_state: SeedLike,
+    expert_angle: float | None,
+    gating_angle: float | None,
+    input_distribution: str,
+) -> _MoEStream:
+    """The code path shared by :func:`make_moe` and :func:`iter_moe_chunks`.
+
+    Validates every argument and draws the true model now (child 0 of the seed);
+    the rows (child 1) are drawn lazily, block by block, by :func:`iter_moe_blocks`.
+    """
+    n = check_positive_int(n, "n")
+    param_seed, data_seed = as_seed_sequence(random_state).spawn(2)
+    check_choice(input_distribution, "input_distribution", INPUT_DISTRIBUTIONS)
+    model = make_moe_model(
+        d, k, activation, sigma, gating, gating_scale, min_angle, expert_angle, param_seed,
+        gating_angle,
+    )
+    mean_arr, chol = _input_transform(d, mean, cov)
+    blocks = iter_moe_blocks(model, n, data_seed, mean_arr, chol, input_distribution)
+    return _MoEStream(model, mean_arr, None if cov is None else np.asarray(cov, float), blocks)
 
 
 def make_moe(
@@ -326,20 +392,18 @@ def make_moe(
     -------
     MoEData
         ``.X``, ``.y``, ``.z`` and the true ``.experts``, ``.gating``, ``.sigma``.
+
+    See Also
+    --------
+    iter_moe_chunks : the same rows, streamed chunk by chunk.
     """
-    n = check_positive_int(n, "n")
-    param_seed, data_seed = as_seed_sequence(random_state).spawn(2)
-    check_choice(input_distribution, "input_distribution", INPUT_DISTRIBUTIONS)
-    model = make_moe_model(
-        d, k, activation, sigma, gating, gating_scale, min_angle, expert_angle, param_seed,
-        gating_angle,
-    )
-    mean_arr, chol = _input_transform(d, mean, cov)
-    blocks = iter_moe_blocks(model, n, data_seed, mean_arr, chol, input_distribution)
+    stream = _moe_stream(n, d, k, activation, sigma, gating, gating_scale, min_angle, mean, cov,
+                         random_state, expert_angle, gating_angle, input_distribution)
     if out is None:
-        Xs, ys, zs = zip(*blocks)
-        return MoEData(np.concatenate(Xs), np.concatenate(ys), np.concatenate(zs), model,
-                       mean_arr, None if cov is None else np.asarray(cov, float))
+        Xs, ys, zs = zip(*stream.blocks)
+        return MoEData(np.concatenate(Xs), np.concatenate(ys), np.concatenate(zs), stream.model,
+                       stream.mean, stream.cov)
+    n, d = int(n), stream.model.n_features
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp_X, tmp_y = out / "X.npy.partial", out / "y.npy.partial"
@@ -350,13 +414,39 @@ def make_moe(
             fx, {"descr": "<f8", "fortran_order": False, "shape": (n, d)})
         np.lib.format.write_array_header_1_0(
             fy, {"descr": "<f8", "fortran_order": False, "shape": (n,)})
-        for Xb, yb, _ in blocks:
+        for Xb, yb, _ in stream.blocks:
             np.ascontiguousarray(Xb, dtype="<f8").tofile(fx)
             np.ascontiguousarray(yb, dtype="<f8").tofile(fy)
     os.replace(tmp_X, out / "X.npy")
     os.replace(tmp_y, out / "y.npy")
     return MoEData(np.load(out / "X.npy", mmap_mode="r"), np.load(out / "y.npy", mmap_mode="r"),
-                   None, model, mean_arr, None if cov is None else np.asarray(cov, float))
+                   None, stream.model, stream.mean, stream.cov)
+
+
+def _rechunk(
+    blocks: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]], chunk_size: int | None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(X, y) in chunks of ``chunk_size`` rows (the last may be shorter); None keeps blocks."""
+    if chunk_size is None:
+        for X, y, _ in blocks:
+            yield X, y
+        return
+    Xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    have = 0
+    for X, y, _ in blocks:
+        start = 0
+        while start < len(X):
+            take = min(chunk_size - have, len(X) - start)
+            Xs.append(X[start:start + take])
+            ys.append(y[start:start + take])
+            have += take
+            start += take
+            if have == chunk_size:
+                yield np.concatenate(Xs), np.concatenate(ys)
+                Xs, ys, have = [], [], 0
+    if have:
+        yield np.concatenate(Xs), np.concatenate(ys)
 
 
 def iter_moe_chunks(
@@ -369,17 +459,43 @@ def iter_moe_chunks(
     gating_scale: float = 1.0,
     min_angle: float = 0.0,
     random_state: SeedLike = None,
+    *,
+    mean: np.ndarray | None = None,
+    cov: np.ndarray | None = None,
+    expert_angle: float | None = None,
+    gating_angle: float | None = None,
+    input_distribution: str = "gaussian",
+    chunk_size: int | None = None,
 ) -> tuple[MoEModel, Iterator[tuple[np.ndarray, np.ndarray]]]:
-    """The true model and an iterator of (X, y) blocks, identical to :func:`make_moe`'s rows.
+    """The true model and an iterator of (X, y) chunks, identical to :func:`make_moe`'s rows.
 
-    Memory holds one block of :data:`BLOCK_ROWS` rows at a time.
+    Takes every option of :func:`make_moe` (``out`` aside) and goes through the same
+    code path, so the same arguments give the same rows bit for bit. Arguments are
+    checked and the model drawn at the call; rows are drawn as the iterator is read.
+
+    Parameters
+    ----------
+    n, d, k, activation, sigma, gating, gating_scale, min_angle, random_state
+        As in :func:`make_moe`.
+    mean, cov, expert_angle, gating_angle, input_distribution
+        As in :func:`make_moe` (keyword only).
+    chunk_size : int, optional
+        Rows per chunk (the last chunk may be shorter). Default: the generator's
+        blocks of :data:`BLOCK_ROWS` rows. Memory holds at most one block and one
+        chunk at a time.
+
+    Returns
+    -------
+    model : MoEModel
+        The true model.
+    chunks : iterator of (X, y)
+        Consecutive rows; concatenated they equal ``make_moe(...).X`` and ``.y``.
     """
-    n = check_positive_int(n, "n")
-    param_seed, data_seed = as_seed_sequence(random_state).spawn(2)
-    model = make_moe_model(
-        d, k, activation, sigma, gating, gating_scale, min_angle, None, param_seed
-    )
-    return model, ((X, y) for X, y, _ in iter_moe_blocks(model, n, data_seed))
+    if chunk_size is not None:
+        chunk_size = check_positive_int(chunk_size, "chunk_size")
+    stream = _moe_stream(n, d, k, activation, sigma, gating, gating_scale, min_angle, mean, cov,
+                         random_state, expert_angle, gating_angle, input_distribution)
+    return stream.model, _rechunk(stream.blocks, chunk_size)
 
 
 def standardize(X: np.ndarray, mean: np.ndarray | None = None, cov: np.ndarray | None = None

@@ -74,7 +74,8 @@ class MoEModel:
         X = check_array(X, "X", 2)
         if X.shape[1] != self.n_features:
             raise ValueError(
-                f"X has {X.shape[1]} features but the model has d = {self.n_features}"
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features} features as input (d = {self.n_features})"
             )
         return X
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from moebench.cli_checks import check_out_dir, check_out_file, finite_float, int_at_least
 from moebench.sweep.gridlock import DEFAULT_TOL, STUCK_MIN, SUCCESS_MIN
 from moebench.sweep.runner import BACKENDS
 
@@ -16,7 +17,7 @@ _GRIDLOCK_RULE = (f"stuck in >= {STUCK_MIN:.0%}% of seeds while --reference succ
 
 def _add_gridlock_options(p: argparse.ArgumentParser) -> None:
     """``--stuck-tol`` and ``--reference``, shared by ``plot`` and ``report``."""
-    p.add_argument("--stuck-tol", type=float, default=DEFAULT_TOL,
+    p.add_argument("--stuck-tol", type=finite_float(0.0), default=DEFAULT_TOL,
                    help="per-sample log-likelihood gap that counts as stuck (default: "
                    f"{DEFAULT_TOL:g})")
     p.add_argument("--reference", default="tensor_em_refine",
@@ -34,12 +35,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from moebench.sweep.plots import default_figure
     from moebench.sweep.report import report_table
     from moebench.sweep.results import atomic_write_bytes, consolidate
-    from moebench.sweep.runner import run_sweep, select_cells
+    from moebench.sweep.runner import FAILED, check_scheduler, run_sweep, select_cells
 
+    if args.scheduler and args.backend != "dask":
+        raise ValueError(f"--scheduler needs --backend dask (--backend is {args.backend!r}); "
+                         f"add --backend dask or drop --scheduler")
     config = load_config(args.config)
-    out = Path(args.out) if args.out else _results_dir_for(config.name)
+    out = check_out_dir(Path(args.out) if args.out else _results_dir_for(config.name))
     cells = config.cells()
     chosen = select_cells(cells, args.filter, args.limit)
+    if not chosen:
+        raise ValueError(f"--filter {' --filter '.join(args.filter)} selects none of the "
+                         f"{len(cells)} runs of config {config.name!r}; "
+                         f"{_filter_values(cells, args.filter)}")
     if args.dry_run:
         print(f"config {config.name} ({config.source}) is valid: {len(config.data_grid)} data "
               f"setting(s) x {config.repetitions} repetition(s) x {len(config.variants)} "
@@ -48,14 +56,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         from moebench.sweep.config import REFERENCE
 
         for v in config.variants:
-            accepted = [] if v.algorithm == REFERENCE else \
-                algorithm_class(v.algorithm)._get_param_names()
-            budgets = [f"{key}={getattr(v, key):g}" for key in ("max_iter", "max_time")
-                       if key in accepted]
+            given = {} if v.algorithm == REFERENCE else algorithm_class(
+                v.algorithm).budget_options(max_iter=v.max_iter, max_time=v.max_time)
+            budgets = [f"{key}={value:g}" for key, value in given.items()]
             parts = [v.algorithm, str(v.params) if v.params else "", *budgets,
                      f"timeout={v.timeout:g}s"]
             print(f"  {v.label:<24} " + " ".join(p for p in parts if p))
         return 0
+    if args.backend == "dask" and args.scheduler:
+        check_scheduler(args.scheduler)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
     text, _ = resolve_config(args.config)
     atomic_write_bytes(out / "config.toml", text.encode())
@@ -66,8 +75,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                         progress=not args.quiet, retry_failed=args.retry_failed)
     summary, checkpoints = consolidate(out, [c.run_id for c in cells], csv=args.csv)
     rate = outcome.ran / outcome.wall_time * 60 if outcome.wall_time > 0 and outcome.ran else 0
+    # --strict counts every failed run of the config in the folder, stored or new
+    failed = int(summary["status"].isin(FAILED).sum()) if "status" in summary else 0
+    earlier = max(0, failed - outcome.failures)
     print(f"ran {outcome.ran} run(s) in {outcome.wall_time:.1f} s ({rate:.1f} runs/min), "
-          f"skipped {outcome.skipped} finished, {outcome.failures} failed")
+          f"skipped {outcome.skipped} finished, {outcome.failures} failed"
+          + (f"; {earlier} stored run(s) had failed before (--retry-failed re-runs them)"
+             if earlier else ""))
     print(report_table(summary))
     print(f"results: {out / 'summary.parquet'} ({len(summary)} runs), "
           f"{out / 'checkpoints.parquet'} ({len(checkpoints)} rows)")
@@ -79,7 +93,24 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"figure:  {fig}")
         except ValueError as exc:
             print(f"figure:  not drawn ({exc})")
-    return 1 if outcome.failures and args.strict else 0
+    return 1 if (outcome.failures or failed) and args.strict else 0
+
+
+def _filter_values(cells: list, filters: list[str]) -> str:
+    """The values each filtered key takes in ``cells`` (for an empty-selection message)."""
+    parts = []
+    for f in filters:
+        key = f.split("=", 1)[0].strip()
+        values = set()
+        for c in cells:
+            if key in ("label", "algorithm"):
+                values.add(str(getattr(c.variant, key)))
+            elif key == "repetition":
+                values.add(str(c.repetition))
+            elif key in c.data:
+                values.add(str(c.data[key]))
+        parts.append(f"{key}: {', '.join(sorted(values))}")
+    return "values present: " + "; ".join(dict.fromkeys(parts))
 
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
@@ -90,13 +121,13 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
         "checkpoints.parquet, print a report and draw figure.png. CONFIG is a TOML path or "
         "the name of a shipped config (quickstart, paper, ...).")
     p.add_argument("config", metavar="CONFIG", help="config file or shipped config name")
-    p.add_argument("--jobs", "-j", type=int, default=None,
+    p.add_argument("--jobs", "-j", type=int_at_least(1), default=None,
                    help="parallel runs (default: the number of cores)")
     p.add_argument("--out", "-o", default=None,
                    help="results directory (default: results/<config name>)")
     p.add_argument("--force", action="store_true", help="re-run finished runs")
     p.add_argument("--retry-failed", action="store_true",
-                   help="re-run runs recorded as error, nan or timeout")
+                   help="re-run runs recorded as error, nan, timeout or degenerate")
     p.add_argument("--csv", action="store_true", help="also write summary.csv, checkpoints.csv")
     p.add_argument("--backend", choices=BACKENDS, default="local",
                    help="local processes (default) or a dask.distributed cluster")
@@ -105,7 +136,8 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="only cells whose data key / label / algorithm / repetition matches "
                    "(repeatable), e.g. --filter k=3 --filter label=joint_em")
-    p.add_argument("--limit", type=int, default=None, help="run at most this many cells")
+    p.add_argument("--limit", type=int_at_least(1), default=None,
+                   help="run at most this many cells")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the config and print the number of runs, run nothing")
     p.add_argument("--no-plot", action="store_true", help="do not draw figure.png")
@@ -131,7 +163,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from moebench.sweep import plots
     from moebench.sweep.results import load_results
 
-    summary, checkpoints = load_results(args.results)
+    if args.out:
+        folder = args.kind in ("all", "phase") and not Path(args.out).suffix
+        (check_out_dir if folder else check_out_file)(args.out)
+    summary, checkpoints = load_results(args.results, require_runs=True)
     root = Path(args.results)
     root = root.parent if root.is_file() else root
     if args.kind == "phase":
@@ -221,6 +256,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from moebench.sweep.report import phase_report, report_table
     from moebench.sweep.results import atomic_write_bytes, load_results
 
+    if args.out:
+        check_out_file(args.out)
     summary, _ = load_results(args.results)
     text = report_table(summary, tol=args.stuck_tol)
     if args.phase:

@@ -44,6 +44,7 @@ from moebench.base import History, MoEEstimator
 from moebench.decomposition import DECOMPOSITIONS, TensorDecomposition, decompose
 from moebench.em import GATING_METHODS, run_em
 from moebench.label_transforms import apply_transforms, estimate_sigma, transform_coefficients
+from moebench.model import MoEModel
 from moebench.moments import (
     SecondMomentOperator,
     second_moment,
@@ -51,10 +52,13 @@ from moebench.moments import (
     whitening,
 )
 from moebench.registry import register
-from moebench.validation import check_choice, check_float, check_positive_int
+from moebench.validation import DegenerateFitError, Interval, Options, rms
 
 WHITENINGS = ("auto", "eigh", "randomized")
 DTYPES = {"float64": np.float64, "float32": np.float32}
+#: X whose rms is off 1 by more than this is divided by its rms before the moments (which
+#: assume E[x x^T] = I); the fitted experts and gating are mapped back to X's units
+INPUT_RMS_TOL = 0.1
 #: "auto" whitening uses a dense eigh up to this d, the randomized range finder above it
 AUTO_EIGH_MAX_D = 1000
 
@@ -164,13 +168,13 @@ class TensorEM(MoEEstimator):
         Compute dtype of the moment kernels (accumulation is float64).
     chunk_size : int or None
         Rows per chunk of the streaming moments (None: automatic).
-    gating_max_iter : int
-        Iterations of the gating EM.
+    gating_em_iter : int
+        EM iterations of the gating EM.
     gating_tol : float
         The gating EM stops when the mean log-likelihood changes by less than
         ``gating_tol * max(1, |ll|)``.
-    gating_newton_iter : int
-        Newton (or L-BFGS) iterations of each gating M-step.
+    gating_newton_steps : int
+        Newton (or L-BFGS) steps of each gating M-step.
     gating_method : {"auto", "newton", "lbfgs"}
         Solver of the gating M-step.
     ridge : float
@@ -181,6 +185,13 @@ class TensorEM(MoEEstimator):
         Iterations of the joint EM when ``refine``.
     refine_tol : float
         Relative log-likelihood tolerance of the joint EM.
+    max_iter : int or None
+        The sweep's iteration budget: caps each EM phase (gating EM, refine) at
+        ``min(gating_em_iter or refine_max_iter, max_iter)`` iterations; None: no cap.
+    max_time : float or None
+        Wall-clock budget in seconds for the whole fit, checked after each EM
+        iteration (the moments and the decomposition are not interrupted); refine is
+        skipped once it is spent.
 
     Attributes
     ----------
@@ -190,7 +201,10 @@ class TensorEM(MoEEstimator):
         exists yet; the decomposition record carries the experts, so with ``truth``
         it has the tensor step's expert_error), then one per iteration of
         "gating_em" (iteration 0 = the zero-gating start) and of "refine".
-        ``n_iter_`` counts the gating-EM (plus refine) iterations.
+        ``n_iter_`` counts the gating-EM (plus refine) iterations. ``converged_``,
+        ``stop_reason_`` and ``log_likelihood_`` are those of the last EM phase run.
+    gating_converged_ : bool
+        Whether the gating EM converged (before refine).
     coefficients_ : TransformCoefficients
         alpha, beta, gamma, c2, c3 used.
     t2_eigenvalues_ : ndarray
@@ -224,6 +238,27 @@ class TensorEM(MoEEstimator):
     requires_k_le_d: ClassVar[bool] = True
     local_search: ClassVar[bool] = False  # a moment method; with refine it is the reference
     supported_activations = None
+    budget_parameters: ClassVar[dict[str, str]] = {"max_iter": "max_iter",
+                                                   "max_time": "max_time"}
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "decomposition": [Options(DECOMPOSITIONS)],
+        "n_starts": [Interval(int, 1, None)],
+        "n_power_iter": [Interval(int, 1, None)],
+        "whitening": [Options(WHITENINGS)],
+        "backend": [Options(BACKENDS)],
+        "dtype": [Options(tuple(DTYPES))],
+        "chunk_size": [Interval(int, 1, None), None],
+        "gating_em_iter": [Interval(int, 0, None)],
+        "gating_tol": [Interval(float, 0, None, closed="neither")],
+        "gating_newton_steps": [Interval(int, 1, None)],
+        "gating_method": [Options(GATING_METHODS)],
+        "ridge": [Interval(float, 0, None)],
+        "refine": ["boolean"],
+        "refine_max_iter": [Interval(int, 0, None)],
+        "refine_tol": [Interval(float, 0, None, closed="neither")],
+        "max_iter": [Interval(int, 1, None), None],
+        "max_time": [Interval(float, 0, None, closed="neither"), None],
+    }
 
     def __init__(
         self,
@@ -238,14 +273,16 @@ class TensorEM(MoEEstimator):
         backend: str = "numpy",
         dtype: str = "float64",
         chunk_size: int | None = None,
-        gating_max_iter: int = 200,
+        gating_em_iter: int = 200,
         gating_tol: float = 1e-8,
-        gating_newton_iter: int = 5,
+        gating_newton_steps: int = 5,
         gating_method: str = "auto",
         ridge: float = 0.0,
         refine: bool = False,
         refine_max_iter: int = 200,
         refine_tol: float = 1e-8,
+        max_iter: int | None = None,
+        max_time: float | None = None,
     ) -> None:
         super().__init__(n_experts, activation, sigma, random_state)
         self.decomposition = decomposition
@@ -255,36 +292,40 @@ class TensorEM(MoEEstimator):
         self.backend = backend
         self.dtype = dtype
         self.chunk_size = chunk_size
-        self.gating_max_iter = gating_max_iter
+        self.gating_em_iter = gating_em_iter
         self.gating_tol = gating_tol
-        self.gating_newton_iter = gating_newton_iter
+        self.gating_newton_steps = gating_newton_steps
         self.gating_method = gating_method
         self.ridge = ridge
         self.refine = refine
         self.refine_max_iter = refine_max_iter
         self.refine_tol = refine_tol
+        self.max_iter = max_iter
+        self.max_time = max_time
 
     def _check_options(self) -> dict[str, Any]:
-        check_choice(self.decomposition, "decomposition", DECOMPOSITIONS)
-        check_choice(self.whitening, "whitening", WHITENINGS)
-        check_choice(self.backend, "backend", BACKENDS)
-        check_choice(self.dtype, "dtype", tuple(DTYPES))
-        check_choice(self.gating_method, "gating_method", GATING_METHODS)
-        if not isinstance(self.refine, (bool, np.bool_)):
-            raise ValueError(f"refine must be True or False; got {self.refine!r}")
+        """Options as plain Python values (``fit`` has checked them against the declaration)."""
+        cap = self.max_iter if self.max_iter is not None else float("inf")
         return {
-            "n_starts": check_positive_int(self.n_starts, "n_starts"),
-            "n_power_iter": check_positive_int(self.n_power_iter, "n_power_iter"),
-            "chunk_size": None if self.chunk_size is None
-            else check_positive_int(self.chunk_size, "chunk_size"),
-            "gating_max_iter": check_positive_int(self.gating_max_iter, "gating_max_iter", 0),
-            "gating_newton_iter": check_positive_int(self.gating_newton_iter,
-                                                     "gating_newton_iter"),
-            "refine_max_iter": check_positive_int(self.refine_max_iter, "refine_max_iter", 0),
-            "gating_tol": check_float(self.gating_tol, "gating_tol", strict=True),
-            "refine_tol": check_float(self.refine_tol, "refine_tol", strict=True),
-            "ridge": check_float(self.ridge, "ridge"),
+            "n_starts": int(self.n_starts),
+            "n_power_iter": int(self.n_power_iter),
+            "chunk_size": None if self.chunk_size is None else int(self.chunk_size),
+            "gating_em_iter": int(min(self.gating_em_iter, cap)),
+            "gating_newton_steps": int(self.gating_newton_steps),
+            "refine_max_iter": int(min(self.refine_max_iter, cap)),
+            "gating_tol": float(self.gating_tol),
+            "refine_tol": float(self.refine_tol),
+            "ridge": float(self.ridge),
+            "max_time": None if self.max_time is None else float(self.max_time),
         }
+
+    def _iteration_limit(self, stop_reason: str, phase_limit: str) -> str:
+        """Name the option that ended an EM phase by iterations: the budget or the phase's own."""
+        if stop_reason != "max_iter":
+            return stop_reason
+        budget = self.max_iter
+        return "max_iter" if budget is not None and budget < getattr(self, phase_limit) \
+            else phase_limit
 
     # -- the tensor part ----------------------------------------------------------------
     def _whiten(self, X: np.ndarray, s2: np.ndarray, k: int, opts: dict[str, Any],
@@ -320,10 +361,22 @@ class TensorEM(MoEEstimator):
         n, d = X.shape
         n_min = min_samples(d, k)
         if n < n_min:
-            raise ValueError(
+            raise DegenerateFitError(
                 f"tensor_em needs at least max(10 d, 10 k^3) = {n_min} samples for its moment "
                 f"estimates (d = {d}, k = {k}); got n = {n}"
             )
+        # the moments assume E[x x^T] = I: an X whose rms is clearly off 1 (by more than
+        # INPUT_RMS_TOL) is divided by its rms and the parameters mapped back at the end, so
+        # the fit is scale-equivariant; unit-scale X is used as is, bit for bit
+        x_scale = rms(X)
+        if abs(x_scale - 1.0) > INPUT_RMS_TOL:
+            X = X / x_scale
+            if history.truth is not None:
+                t = history.truth
+                history.truth = MoEModel(t.experts * x_scale, t.gating * x_scale, t.sigma,
+                                         t.activation)
+        else:
+            x_scale = 1.0
         rng = self._rng()
         times = {"moments": 0.0, "decomposition": 0.0, "gating_em": 0.0, "refine": 0.0}
 
@@ -363,28 +416,35 @@ class TensorEM(MoEEstimator):
         # 4. gating EM with the experts fixed
         tick = time.perf_counter()
         res = run_em(X, y, experts, gating0, sigma0, activation, update_experts=False,
-                     update_sigma=sigma is None, max_iter=opts["gating_max_iter"],
+                     update_sigma=sigma is None, max_iter=opts["gating_em_iter"],
                      tol=opts["gating_tol"], ridge=opts["ridge"],
-                     gating_max_iter=opts["gating_newton_iter"],
-                     gating_method=self.gating_method, history=history, phase="gating_em")
+                     gating_newton_steps=opts["gating_newton_steps"],
+                     gating_method=self.gating_method, max_time=opts["max_time"],
+                     history=history, phase="gating_em")
         times["gating_em"] = time.perf_counter() - tick
         n_iter = res.n_iter
         self.gating_converged_ = res.converged
 
-        # 5. optional joint EM
-        if self.refine:
+        # 5. optional joint EM (skipped once the time budget is spent)
+        out_of_time = opts["max_time"] is not None and history.elapsed() > opts["max_time"]
+        stop_reason = "max_time" if out_of_time else self._iteration_limit(res.stop_reason,
+                                                                            "gating_em_iter")
+        if self.refine and not out_of_time:
             tick = time.perf_counter()
             res = run_em(X, y, res.experts, res.gating, res.sigma, activation,
                          update_experts=True, update_sigma=sigma is None,
                          max_iter=opts["refine_max_iter"], tol=opts["refine_tol"],
-                         ridge=opts["ridge"], gating_max_iter=opts["gating_newton_iter"],
-                         gating_method=self.gating_method, history=history, phase="refine")
+                         ridge=opts["ridge"], gating_newton_steps=opts["gating_newton_steps"],
+                         gating_method=self.gating_method, max_time=opts["max_time"],
+                         history=history, phase="refine")
             times["refine"] = time.perf_counter() - tick
             n_iter += res.n_iter
+            stop_reason = self._iteration_limit(res.stop_reason, "refine_max_iter")
 
-        self.experts_ = res.experts
-        self.gating_ = res.gating
-        self.sigma_ = res.sigma
-        self.n_iter_ = n_iter
+        self._set_fit(res.experts, res.gating, res.sigma, n_iter, res.log_likelihood,
+                      stop_reason, converged=res.converged)
         self.assumption_check_ = gating_orthogonality(res.gating, res.experts)
         self.phase_times_ = times
+        if x_scale != 1.0:  # back to the units of the X given to _fit
+            self.experts_ = self.experts_ / x_scale
+            self.gating_ = self.gating_ / x_scale

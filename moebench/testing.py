@@ -7,6 +7,8 @@ A new baseline tests itself with::
     check_algorithm(MyEstimator, max_iter=50)  # or a class, with options
 
 Each check raises ``AssertionError`` naming the violated part of the contract.
+Among them, :func:`check_declarations` exercises every declared parameter constraint
+(``_parameter_constraints``) and :func:`check_budgets` every declared budget parameter.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from moebench.base import MoEEstimator
+from moebench.base import BUDGETS, MoEEstimator
 from moebench.generator import make_moe
 from moebench.registry import algorithm_class
+from moebench.validation import make_constraint
 
 #: the tiny problem every estimator must solve better than linear regression
 TINY = dict(n=3000, d=5, k=2, sigma=0.1, gating="orthogonal", gating_scale=1.0)
@@ -74,12 +77,123 @@ def check_construction(cls: type[MoEEstimator], options: dict[str, Any]) -> None
     assert cls.description, f"{cls.__name__} needs a one-line description for `moebench list`"
 
 
+def _declared_defaults(cls: type[MoEEstimator]) -> dict[str, Any]:
+    return {name: value for name, value in cls().get_params().items()
+            if name in cls.parameter_constraints()}
+
+
+def _invalid_values(constraints: list[Any]) -> list[Any]:
+    """Values that violate every constraint of one parameter (from each constraint's edges)."""
+    cons = [make_constraint(c) for c in constraints]
+    out: list[Any] = []
+    for c in cons:
+        for value in c.invalid_examples():
+            if not any(other.is_satisfied_by(value) for other in cons) and \
+                    not any(value is v or repr(value) == repr(v) for v in out):
+                out.append(value)
+    return out
+
+
+def check_declarations(cls: type[MoEEstimator], options: dict[str, Any]) -> None:
+    """Every constructor parameter declares its valid values, and fit enforces each one.
+
+    For each declared constraint, its example values pass :meth:`MoEEstimator.check_params`
+    and the values just outside it (that no other constraint of the parameter accepts)
+    raise ValueError naming the parameter and the value; for each parameter one invalid
+    value is also passed to ``fit``, which must refuse it before fitting. The defaults pass.
+    """
+    missing = cls.undeclared_parameters()
+    assert not missing, (
+        f"no declared valid values for constructor parameter(s) {', '.join(missing)}: add "
+        f"them to {cls.__name__}._parameter_constraints (constraint types: "
+        "moebench.validation.Interval, Options, 'boolean', None, callable, ...)"
+    )
+    names = cls._get_param_names()
+    declared: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        declared.update(vars(klass).get("_parameter_constraints", {}))
+    extra = sorted(set(declared) - set(names))
+    assert not extra, f"_parameter_constraints declares {extra}, not constructor parameters"
+    for budget, param in cls.budget_parameters.items():
+        assert budget in BUDGETS, f"budget_parameters key {budget!r} is not one of {BUDGETS}"
+        assert param in names, f"budget_parameters maps {budget!r} to unknown parameter {param!r}"
+    try:
+        cls.check_params(_declared_defaults(cls))
+    except ValueError as exc:
+        raise AssertionError(f"the default parameters fail their own declaration: {exc}") from exc
+    data = _tiny(cls, 4)
+    X, y = data.X[:300], data.y[:300]
+    for name, constraints in cls.parameter_constraints().items():
+        for c in map(make_constraint, constraints):
+            for value in c.valid_examples():
+                try:
+                    cls.check_params({name: value})
+                except ValueError as exc:
+                    raise AssertionError(f"{name}={value!r} satisfies {c} but is refused: "
+                                         f"{exc}") from exc
+        bad = _invalid_values(constraints)
+        if any(str(make_constraint(c)) == "anything" for c in constraints):
+            continue
+        assert bad, f"no invalid value found for {name} (declared: {constraints})"
+        for value in bad:
+            try:
+                cls.check_params({name: value})
+            except ValueError as exc:
+                msg = str(exc)
+                assert name in msg and repr(value) in msg, (
+                    f"the error for {name}={value!r} must name the parameter and the value: "
+                    f"{msg!r}")
+            else:
+                raise AssertionError(f"{name}={value!r} violates {constraints} but is accepted")
+        est = _make(cls, options, **{"n_experts": 2, name: bad[0]})
+        try:
+            est.fit(X, y)
+        except ValueError as exc:
+            assert name in str(exc), f"fit's error for {name}={bad[0]!r} does not name it: {exc}"
+        except Exception as exc:  # noqa: BLE001 - any other type is a contract violation
+            raise AssertionError(f"fit with {name}={bad[0]!r}: expected ValueError, got "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        else:
+            raise AssertionError(f"fit with {name}={bad[0]!r} did not raise ValueError")
+
+
+def check_budgets(cls: type[MoEEstimator], options: dict[str, Any]) -> None:
+    """A declared budget parameter ends the fit, and ``stop_reason_`` names it."""
+    data = _tiny(cls, 5)
+    if "max_time" in cls.budget_parameters:
+        param = cls.budget_parameters["max_time"]
+        est = _make(cls, options, n_experts=2, random_state=0, **{param: 1e-9})
+        est.fit(data.X, data.y)
+        assert est.stop_reason_ == "max_time", (
+            f"with {param}=1e-9 (the time budget) stop_reason_ is {est.stop_reason_!r}, "
+            "expected 'max_time'")
+    if "max_iter" in cls.budget_parameters:
+        param = cls.budget_parameters["max_iter"]
+        est = _make(cls, options, n_experts=2, random_state=0, **{param: 1})
+        est.fit(data.X, data.y)
+        assert est.stop_reason_ in ("max_iter", "converged"), (
+            f"with {param}=1 (the iteration budget) stop_reason_ is {est.stop_reason_!r}, "
+            "expected 'max_iter' (or 'converged')")
+
+
 def check_fit_contract(cls: type[MoEEstimator], options: dict[str, Any]) -> None:
     """fit returns self and sets every fitted attribute with the right shape."""
     data = _tiny(cls, 0)
     est = _make(cls, options, n_experts=2, random_state=0)
-    out = est.fit(data.X, data.y, truth=data.model)
+    try:
+        out = est.fit(data.X, data.y, truth=data.model)
+    except TypeError as exc:
+        if "did not set" in str(exc) or "must be a" in str(exc):
+            raise AssertionError(str(exc)) from exc
+        raise
     assert out is est, "fit must return self"
+    assert isinstance(est.converged_, bool), "converged_ must be a bool"
+    assert isinstance(est.stop_reason_, str) and est.stop_reason_, (
+        "stop_reason_ must name the budget or criterion that ended the fit")
+    score = est.score(data.X, data.y)
+    assert abs(est.log_likelihood_ - score) <= 1e-4 * max(1.0, abs(score)), (
+        f"log_likelihood_ = {est.log_likelihood_} is not the final mean training "
+        f"log-likelihood {score}")
     k, d = 2, data.X.shape[1]
     for attr in ("experts_", "gating_"):
         value = np.asarray(getattr(est, attr))
@@ -165,7 +279,9 @@ def check_bad_input(cls: type[MoEEstimator], options: dict[str, Any]) -> None:
 
 CHECKS: tuple[Callable[[type[MoEEstimator], dict[str, Any]], None], ...] = (
     check_construction,
+    check_declarations,
     check_fit_contract,
+    check_budgets,
     check_determinism,
     check_tiny_problem,
     check_bad_input,

@@ -14,6 +14,7 @@ import numpy as np
 from moebench.base import MoEEstimator
 from moebench.em import run_em
 from moebench.registry import _REGISTRY, register
+from moebench.validation import Interval
 
 NAMES = ("sweeptest_em",)
 
@@ -23,6 +24,12 @@ class SweepTestEM(MoEEstimator):
     """Joint EM from a random unit-norm start (sweep tests only)."""
 
     description = "test-only: joint EM from a random start"
+    budget_parameters = {"max_iter": "max_iter", "max_time": "max_time"}
+    #: init_scale <= 0 passes the declaration on purpose: it makes fit fail at run time
+    _parameter_constraints = {"max_iter": [Interval(int, 1, None)],
+                              "max_time": [Interval(float, 0, None, closed="neither"), None],
+                              "init_scale": [Interval(float, None, None)],
+                              "sleep_after": [Interval(float, 0, None)]}
 
     def __init__(self, n_experts=2, activation="linear", sigma=None, random_state=None,
                  max_iter=30, max_time=None, init_scale=1.0, sleep_after=0.0):
@@ -44,8 +51,8 @@ class SweepTestEM(MoEEstimator):
                      history=history)
         if self.sleep_after:
             time.sleep(self.sleep_after)
-        self.experts_, self.gating_, self.sigma_, self.n_iter_ = (res.experts, res.gating,
-                                                                  res.sigma, res.n_iter)
+        self._set_fit(res.experts, res.gating, res.sigma, res.n_iter, res.log_likelihood,
+                      res.stop_reason)
 
 
 def unregister() -> None:

@@ -67,3 +67,15 @@ def test_broken_plugin_warns_instead_of_breaking(monkeypatch):
     with pytest.warns(UserWarning, match="could not load algorithm plugin 'broken'"):
         names = registry.available_algorithms()
     assert "broken" not in names and "tensor_em" in names
+
+
+@pytest.mark.parametrize("name", moebench.available_algorithms())
+def test_every_registered_algorithm_declares_its_parameters_and_budgets(name):
+    cls = registry.algorithm_class(name)
+    assert cls.undeclared_parameters() == []
+    params = cls._get_param_names()
+    assert set(cls.budget_parameters) <= {"max_iter", "max_time"}
+    assert set(cls.budget_parameters.values()) <= set(params)
+    cls.check_params(cls().get_params())  # the defaults satisfy the declaration
+    with pytest.raises(ValueError, match="n_experts must be an integer >= 2; got 1"):
+        cls.check_params({"n_experts": 1})

@@ -122,7 +122,7 @@ def relu_data():
 @pytest.mark.parametrize("whitening_method", ["eigh", "randomized"])
 def test_options_agree(relu_data, decomposition, whitening_method):
     est = TensorEM(n_experts=3, activation="relu", random_state=0, decomposition=decomposition,
-                   whitening=whitening_method, gating_max_iter=3)
+                   whitening=whitening_method, gating_em_iter=3)
     est.fit(relu_data.X, relu_data.y)
     err = parameter_errors(est.experts_, est.gating_, relu_data.model)["expert_error"]
     assert err < 0.2  # relu, n = 1e5, d = 8, k = 3 (issue 3's bound at d = 10 is 0.35)
@@ -130,7 +130,7 @@ def test_options_agree(relu_data, decomposition, whitening_method):
 
 def test_torch_float32_backend_matches_numpy():
     data = make_moe(20_000, 6, 2, activation="sigmoid", sigma=0.1, random_state=6)
-    kw = dict(n_experts=2, activation="sigmoid", random_state=0, gating_max_iter=2)
+    kw = dict(n_experts=2, activation="sigmoid", random_state=0, gating_em_iter=2)
     a = TensorEM(**kw).fit(data.X, data.y)
     b = TensorEM(backend="torch", dtype="float32", chunk_size=4096, **kw).fit(data.X, data.y)
     perm = np.argmax(np.abs(a.experts_ @ b.experts_.T), axis=1)
@@ -143,7 +143,7 @@ def test_negative_c3_fixes_the_sign():
         return -np.asarray(t, dtype=float)
 
     data = make_moe(50_000, 8, 2, activation=neg, sigma=0.1, random_state=7)
-    est = TensorEM(n_experts=2, activation=neg, random_state=0, gating_max_iter=5)
+    est = TensorEM(n_experts=2, activation=neg, random_state=0, gating_em_iter=5)
     est.fit(data.X, data.y)
     assert est.coefficients_.c3 == pytest.approx(-6.0, abs=1e-8)
     assert parameter_errors(est.experts_, est.gating_, data.model)["expert_error"] < 0.15
@@ -151,7 +151,7 @@ def test_negative_c3_fixes_the_sign():
 
 def test_known_sigma_is_kept():
     data = make_moe(20_000, 6, 2, sigma=0.2, random_state=8)
-    est = TensorEM(n_experts=2, sigma=0.2, random_state=0, gating_max_iter=3).fit(data.X, data.y)
+    est = TensorEM(n_experts=2, sigma=0.2, random_state=0, gating_em_iter=3).fit(data.X, data.y)
     assert est.sigma_ == 0.2
 
 

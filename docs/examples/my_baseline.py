@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from moebench import MoEEstimator, MoEModel, register
-from moebench.activations import Activation
+from moebench import Activation, MoEEstimator, MoEModel, register
 from moebench.base import History
 from moebench.em import e_step, expert_m_step, gating_m_step, sigma_m_step
-from moebench.validation import check_positive_int
+from moebench.validation import Interval
 
 
 @register("hard_em")
@@ -37,6 +36,8 @@ class HardEM(MoEEstimator):
 
     description = "classification (hard) EM: the README's worked example of a baseline"
     local_search = False  # it maximises the classification likelihood, not the likelihood
+    _parameter_constraints = {"max_iter": [Interval(int, 1)], "ridge": [Interval(float, 0)]}
+    budget_parameters = {"max_iter": "max_iter"}  # the sweep's iteration budget goes here
 
     def __init__(self, n_experts: int = 2, activation: str | Activation = "linear",
                  sigma: float | None = None, random_state: int | None = None,
@@ -47,7 +48,6 @@ class HardEM(MoEEstimator):
 
     def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
              sigma: float | None, history: History) -> None:
-        max_iter = check_positive_int(self.max_iter, "max_iter")
         rng = self._rng()
         n, d = X.shape
         experts = rng.standard_normal((k, d))
@@ -55,18 +55,17 @@ class HardEM(MoEEstimator):
         gating = np.zeros((k, d))
         s = float(np.std(y)) if sigma is None else sigma
         labels = np.full(n, -1)
-        it = 0
-        for it in range(max_iter + 1):
+        for it in range(self.max_iter + 1):
             resp, ll = e_step(MoEModel(experts, gating, s, activation), X, y)
             history.record("hard_em", it, ll, experts=experts, gating=gating, sigma=s)
             new_labels = np.argmax(resp, axis=1)
-            if it == max_iter or np.array_equal(new_labels, labels):
+            converged = bool(np.array_equal(new_labels, labels))
+            if converged or it == self.max_iter:
                 break
             labels = new_labels
-            hard = np.zeros((n, k))
-            hard[np.arange(n), labels] = 1.0
+            hard = np.eye(k)[labels]
             experts = expert_m_step(X, y, hard, experts, activation)
             gating = gating_m_step(X, hard, gating, ridge=self.ridge)
             if sigma is None:
                 s = sigma_m_step(X, y, hard, experts, activation)
-        self.experts_, self.gating_, self.sigma_, self.n_iter_ = experts, gating, s, it
+        self._set_fit(experts, gating, s, it, ll, "converged" if converged else "max_iter")

@@ -45,6 +45,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -89,6 +90,10 @@ CSV_DEFAULTS: dict[str, Any] = {"k": 2, "activation": "linear", "folds": 5}
 BUDGET_DEFAULTS: dict[str, Any] = {"max_iter": 200, "max_time": 60.0, "timeout": None}
 
 
+#: what a config name may be (it names the folder results/<name>)
+CONFIG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+
 class ConfigError(ValueError):
     """A sweep config that cannot run; the message names the key and the valid choices."""
 
@@ -104,7 +109,12 @@ def resolve_config(ref: str | Path) -> tuple[str, str]:
     """Find a config by path or shipped name; return (its text, a description of where)."""
     path = Path(ref)
     if path.is_file():
-        return path.read_text(), str(path)
+        try:
+            return path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not a TOML text file (not UTF-8: byte "
+                              f"{exc.object[exc.start:exc.start + 1]!r} at offset {exc.start})"
+                              ) from None
     name = str(ref)
     name = name[:-5] if name.endswith(".toml") else name
     if "/" not in name and "\\" not in name:
@@ -337,6 +347,10 @@ def _check_csv(data: dict[str, Any]) -> list[dict[str, Any]]:
     from moebench.sweep.data_sources import load_csv_source
 
     table = load_csv_source(src)  # fails now, not mid-sweep, on a missing file or column
+    if folds > len(table.y):
+        raise ConfigError(f"data.folds = {folds} exceeds the number of rows of "
+                          f"{Path(table.path).name} ({len(table.y)}); valid: 2 to "
+                          f"{len(table.y)} (every held-out fold needs rows)")
     src["features"] = list(table.features)
     src["csv"] = table.path  # absolute: workers (and dask workers) may run elsewhere
     return [{"source": src, "k": k, "activation": a, "folds": folds, "fold": f}
@@ -385,10 +399,21 @@ def _check_algorithms(entries: Any, budget: dict[str, Any]) -> list[Variant]:
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{where}grid.{key} must be a non-empty list of values")
         b = _check_budget(entry, where, budget)
-        for key in ("max_iter", "max_time"):
-            if key in params or key in grid:
-                raise ConfigError(f"{where}params.{key}: set budgets with {where}{key} or "
-                                  f"[budget] {key}, not in params")
+        for key, param in cls.budget_parameters.items():
+            if param in params or param in grid:
+                raise ConfigError(f"{where}params.{param} carries the {key} budget: set budgets "
+                                  f"with {where}{key} or [budget] {key}, not in params")
+        # every option against the class's own declaration (what fit would check)
+        checks = [(f"{where}params", params)]
+        checks += [(f"{where}grid.{key}", {key: value}) for key, values in grid.items()
+                   for value in values]
+        checks.append((f"{where[:-1]} budget", cls.budget_options(max_iter=b["max_iter"],
+                                                                   max_time=b["max_time"])))
+        for what, values in checks:
+            try:
+                cls.check_params(values)
+            except ValueError as exc:
+                raise ConfigError(f"{what}: {exc}") from None
         timeout = b["timeout"] if b["timeout"] is not None else 2.0 * b["max_time"] + 30.0
         known_sigma = entry.get("known_sigma", False)
         if not isinstance(known_sigma, bool):
@@ -420,12 +445,23 @@ def _check_algorithms(entries: Any, budget: dict[str, Any]) -> list[Variant]:
     return variants
 
 
+def _check_name(name: Any, given: bool) -> str:
+    """A config name is a plain name: it becomes the folder ``results/<name>``."""
+    where = "name" if given else "name (from the file name; set name = \"...\" to choose one)"
+    if not isinstance(name, str) or not CONFIG_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{where} {name!r} is not a plain name; valid: 1 to 100 letters, digits, '_', '-' "
+            f"or '.', not starting with '.' or '-' (no '/', no '..', not an absolute path)")
+    return name
+
+
 def validate_config(raw: dict[str, Any], name: str = "sweep", source: str = "<dict>"
                     ) -> SweepConfig:
     """Check a parsed config and expand it; raises :class:`ConfigError` before anything runs."""
     if not isinstance(raw, dict):
         raise ConfigError("a config must be a TOML table")
     _unknown(raw, TOP_KEYS, "")
+    _check_name(raw.get("name", name), given="name" in raw)
     seed = _int(raw.get("seed", 0), "seed", 0)
     reps = _int(raw.get("repetitions", 1), "repetitions", 1)
     threshold = _num(raw.get("success_threshold", 0.1), "success_threshold")
@@ -453,14 +489,15 @@ def validate_config(raw: dict[str, Any], name: str = "sweep", source: str = "<di
             act = setting["activation"]
             if v.activations is not None and act not in v.activations:
                 continue
-            if cls.supported_activations is not None and act not in cls.supported_activations:
+            d = setting["d"] if "d" in setting else len(setting["source"]["features"])
+            try:  # the class's own capability check, the one its fit runs
+                cls.check_setting(setting["k"], d, act)
+            except ValueError as exc:
                 raise ConfigError(
-                    f"algorithm {v.algorithm!r} (variant {v.label!r}) does not support activation "
-                    f"{act!r}; it supports {', '.join(cls.supported_activations)} (restrict it "
-                    f"with activations = [...] in its [[algorithm]] table)")
-            if cls.requires_k_le_d and "d" in setting and setting["k"] > setting["d"]:
-                raise ConfigError(f"algorithm {v.algorithm!r} needs k <= d; data has "
-                                  f"k={setting['k']}, d={setting['d']}")
+                    f"algorithm {v.algorithm!r} (variant {v.label!r}) cannot run the data "
+                    f"setting k={setting['k']}, d={d}, activation={act!r}: {exc} (restrict it "
+                    f"with activations = [...] in its [[algorithm]] table, or change [data])"
+                ) from None
     desc = raw.get("description", "")
     cname = raw.get("name", name)
     if not isinstance(cname, str) or not isinstance(desc, str):

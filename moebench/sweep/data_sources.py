@@ -8,6 +8,7 @@ mixture with one linear expert) is the reference every mixture is compared with.
 
 from __future__ import annotations
 
+import csv
 import functools
 import os
 from dataclasses import dataclass
@@ -60,7 +61,17 @@ def load_csv_source(source: dict[str, Any]) -> CSVTable:
         raise FileNotFoundError(
             f"data.source.csv: no file {str(path)!r} (relative paths are read from the current "
             f"directory {os.getcwd()})")
-    frame = _read(str(path), source.get("sep", "auto"))
+    sep = source.get("sep", "auto")
+    try:
+        frame = _read(str(path), sep)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, csv.Error,
+            UnicodeDecodeError) as exc:
+        why = "it is empty" if path.stat().st_size == 0 else str(exc).strip().splitlines()[0]
+        raise ValueError(f"data.source.csv: cannot read {str(path)!r} as a table with "
+                         f"sep = {sep!r}: {why}") from None
+    if frame.shape[1] == 0 or frame.shape[0] == 0:
+        raise ValueError(f"data.source.csv: {str(path)!r} has no data rows (columns: "
+                         f"{', '.join(map(str, frame.columns)) or 'none'})")
     columns = [str(c) for c in frame.columns]
     target = source["target"]
     if target not in columns:
@@ -85,7 +96,19 @@ def load_csv_source(source: dict[str, Any]) -> CSVTable:
 
 def fold_split(n: int, folds: int, fold: int, seed: np.random.SeedSequence
                ) -> tuple[np.ndarray, np.ndarray]:
-    """Train and test row indices of fold ``fold`` of a shuffled ``folds``-fold split."""
+    """Train and test row indices of fold ``fold`` of a shuffled ``folds``-fold split.
+
+    Raises
+    ------
+    ValueError
+        ``folds`` is not in [2, n] (every held-out fold needs a row) or ``fold`` is not
+        in [0, folds).
+    """
+    if not 2 <= folds <= n:
+        raise ValueError(f"data.folds = {folds} must be between 2 and the number of rows "
+                         f"({n})")
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold = {fold} must be in [0, {folds})")
     perm = np.random.default_rng(seed).permutation(n)
     test = np.sort(np.array_split(perm, folds)[fold])
     mask = np.ones(n, dtype=bool)

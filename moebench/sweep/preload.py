@@ -1,5 +1,7 @@
 """Imported once by the local backend's forkserver: algorithms and torch for every worker."""
 
+from moebench.sweep.lifeline import guard_forkserver
 from moebench.sweep.worker import preload
 
+guard_forkserver()  # exit with the sweep's main process (no orphaned workers)
 preload()

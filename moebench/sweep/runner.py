@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import socket
 import sys
 import time
 from collections import deque
@@ -29,18 +30,20 @@ from multiprocessing.connection import wait as wait_sentinels
 from pathlib import Path
 from typing import Any
 
+from moebench.cli_checks import describe_error
 from moebench.sweep.config import REFERENCE, Cell, SweepConfig
+from moebench.sweep.lifeline import interrupt_on_signals
 from moebench.sweep.results import (
     clean_temporaries,
-    finished_run_ids,
     read_run_summary,
     run_path,
+    stored_summaries,
     write_run,
 )
 from moebench.sweep.worker import failure_summary
 
 BACKENDS = ("local", "dask")
-FAILED = ("error", "nan", "timeout")
+FAILED = ("error", "nan", "timeout", "degenerate")
 
 
 def available_cores() -> int:
@@ -126,8 +129,13 @@ def _finish(out: str, cell: Cell, exitcode: int | None, config: str, started: fl
 def run_local(cells: list[Cell], out: str, jobs: int, config: str,
               on_done: Callable[[dict[str, Any]], None]) -> None:
     """Run ``cells`` in at most ``jobs`` worker processes at a time."""
+    from moebench.sweep.lifeline import OWNER_ENV
     from moebench.sweep.worker import process_main
 
+    owner = os.getpid()
+    # read by the forkserver (started by the first Process.start) and inherited by the
+    # workers: both end when this process ends (moebench.sweep.lifeline)
+    os.environ[OWNER_ENV] = str(owner)
     ctx = _mp_context()
     threads = threads_per_job(jobs)
     queue = deque(cells)
@@ -136,7 +144,8 @@ def run_local(cells: list[Cell], out: str, jobs: int, config: str,
         while queue or running:
             while queue and len(running) < jobs:
                 cell = queue.popleft()
-                proc = ctx.Process(target=process_main, args=(cell, out, threads, config),
+                proc = ctx.Process(target=process_main,
+                                   args=(cell, out, threads, config, owner),
                                    name=f"moebench-{cell.run_id}", daemon=True)
                 proc.start()
                 running[proc.sentinel] = (proc, cell, time.perf_counter())
@@ -169,6 +178,44 @@ def run_local(cells: list[Cell], out: str, jobs: int, config: str,
 
 
 # --------------------------------------------------------------------------- dask backend
+#: seconds to wait for a dask scheduler given by --scheduler
+DASK_CONNECT_TIMEOUT = 10.0
+#: dask's default scheduler port
+DASK_DEFAULT_PORT = 8786
+
+
+def check_scheduler(address: str, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when a ``tcp://`` or ``tls://`` scheduler address is unreachable.
+
+    Only opens (and closes) a TCP connection; other protocols are left to dask.
+
+    Raises
+    ------
+    ValueError
+        The address is malformed or nothing listens there.
+    """
+    from urllib.parse import urlsplit
+
+    url = address if "://" in address else f"tcp://{address}"
+    scheme = url.split("://", 1)[0]
+    if scheme not in ("tcp", "tls"):
+        return
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port or DASK_DEFAULT_PORT
+    except ValueError:  # e.g. a port that is not a number
+        host, port = None, None
+    if not host:
+        raise ValueError(f"--scheduler {address!r} is not an address; expected tcp://HOST:PORT, "
+                         f"e.g. tcp://127.0.0.1:{DASK_DEFAULT_PORT}")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ValueError(f"--scheduler {address!r}: cannot reach a dask scheduler at "
+                         f"{host}:{port} ({exc.strerror or exc}); start one (`dask scheduler`) "
+                         f"or give the address it prints") from None
+
+
 def run_cell_dask(cell: Cell, out: str, threads: int, config: str) -> dict[str, Any]:
     """The dask task: run one cell in the worker process, under a hard timeout.
 
@@ -216,12 +263,18 @@ def run_dask(cells: list[Cell], out: str, jobs: int, config: str,
                          "'moebench[dask]'") from None
     cluster = None
     if scheduler:
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            raise ValueError(f"--scheduler {scheduler!r}: no dask scheduler answered within "
+                             f"{DASK_CONNECT_TIMEOUT:g} s ({describe_error(exc)}); give the "
+                             f"address a running scheduler prints, e.g. tcp://HOST:8786"
+                             ) from None
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         threads = 1 if n_workers > 1 else threads_per_job(jobs)
     else:
-        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None)
+        cluster = LocalCluster(n_workers=max(1, min(jobs, len(cells))), threads_per_worker=1,
+                               processes=True, host="127.0.0.1", dashboard_address=None)
         client = Client(cluster)
         threads = threads_per_job(jobs)
     cells_by_key = {f"moebench-{cell.run_id}": cell for cell in cells}
@@ -311,7 +364,7 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force:
     filters, limit
         Run only the cells matching every ``key=value`` filter, at most ``limit``.
     retry_failed : bool
-        Re-run runs whose status is error, nan or timeout.
+        Re-run runs whose status is error, nan, timeout or degenerate.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid choices: {', '.join(BACKENDS)}")
@@ -323,10 +376,12 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force:
     out.mkdir(parents=True, exist_ok=True)
     clean_temporaries(out)
     cells = select_cells(config.cells(), filters, limit)
-    done = set() if force else finished_run_ids(out)
+    # verified runs (run files and a packed folder's records); damaged files are
+    # quarantined here, so their cells count as not run
+    stored = {} if force else stored_summaries(out)
+    done = set(stored)
     if retry_failed and done:
-        done = {rid for rid in done
-                if read_run_summary(run_path(out, rid)).get("status") not in FAILED}
+        done = {rid for rid, s in stored.items() if s.get("status") not in FAILED}
     todo = [c for c in cells if c.run_id not in done]
     summaries: list[dict[str, Any]] = []
     bar = Progress(total=len(cells), initial=len(cells) - len(todo), enabled=progress)
@@ -337,10 +392,12 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force:
 
     start = time.perf_counter()
     try:
-        if todo:
-            if backend == "local":
+        # SIGTERM/SIGHUP raise Interrupted here, so the backends' finally blocks stop
+        # the workers (SIGKILL cannot be caught: the workers watch this process)
+        with interrupt_on_signals():
+            if todo and backend == "local":
                 run_local(todo, str(out), jobs, config.name, on_done)
-            else:
+            elif todo:
                 run_dask(todo, str(out), jobs, config.name, on_done, scheduler)
     finally:
         bar.close()

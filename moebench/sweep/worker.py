@@ -11,7 +11,6 @@ import importlib
 import math
 import os
 import sys
-import threading
 import time
 import traceback
 import warnings
@@ -32,6 +31,7 @@ from moebench.sweep.data_sources import (
     standardized_fold,
 )
 from moebench.sweep.results import provenance, write_run
+from moebench.validation import DegenerateFitError, absurd_log_likelihood, rms
 
 #: keys of a summary that hold final metrics
 METRIC_KEYS = ("expert_error", "expert_max_angle", "gating_error", "success", "sigma_hat",
@@ -99,19 +99,6 @@ def limit_threads(threads: int) -> Any:
     return limiter
 
 
-def _exit_with_parent() -> None:
-    """End this worker if the process that started it dies (no orphans after SIGKILL)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                os._exit(3)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def preload() -> None:
     """Import every registered algorithm and torch (the forkserver does it once for all)."""
     available_algorithms()
@@ -177,26 +164,16 @@ def fitted_scalars(est: Any) -> dict[str, Any]:
     return out
 
 
-def _stop_reason(est: Any, v: Any, fit_time: float, accepted: list[str]) -> str:
-    """Which budget ended the fit ("max_time", "max_iter", "max_epochs"), else "converged"."""
-    if "max_time" in accepted and fit_time >= v.max_time:
-        return "max_time"
-    converged = getattr(est, "converged_", None)  # joint_em: of the kept restart
-    if converged is not None:  # n_iter_ sums over restarts, so it cannot tell
-        return "converged" if converged else "max_iter"
-    if "max_iter" in accepted and getattr(est, "n_iter_", 0) >= v.max_iter:
-        return "max_iter"
-    if "max_epochs" in accepted and getattr(est, "n_iter_", 0) >= est.max_epochs:
-        return "max_epochs"  # sgd: n_iter_ counts epochs
-    return "converged"
-
-
 def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
              write: bool = True) -> dict[str, Any]:
     """Run one cell in this process and write its run file; returns its summary.
 
     Failures (an exception, a non-finite fit) are recorded with their status and
-    message, never raised.
+    message, never raised. A :class:`moebench.validation.DegenerateFitError` from
+    ``fit`` (fewer rows than parameters, a collapsed sigma, an absurd training
+    log-likelihood), or a held-out mean log-likelihood more than
+    :data:`moebench.validation.ABSURD_LL_MARGIN` nats per sample below the null model
+    N(0, rms(y_train)^2), is recorded with status ``"degenerate"``.
     """
     start = time.perf_counter()
     limit_threads(threads)
@@ -222,11 +199,9 @@ def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
         else:
             if v.module and v.module not in sys.modules:
                 importlib.import_module(v.module)
-            options = dict(v.params)
-            accepted = algorithm_class(v.algorithm)._get_param_names()
-            for key in ("max_iter", "max_time"):
-                if key in accepted:
-                    options[key] = getattr(v, key)
+            # the class says which of its options carry the budgets
+            options = {**v.params, **algorithm_class(v.algorithm).budget_options(
+                max_iter=v.max_iter, max_time=v.max_time)}
             sigma = truth.sigma if (v.known_sigma and truth is not None) else None
             est = get_algorithm(v.algorithm, n_experts=cell.data["k"],
                                 activation=cell.data["activation"], sigma=sigma,
@@ -243,7 +218,7 @@ def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
                         f"{w.category.__name__}: {w.message}" for w in caught))
             fit_time = float(checkpoints[-1]["time"]) if checkpoints else wall_fit
             n_iter = int(est.n_iter_)
-            stop = _stop_reason(est, v, fit_time, accepted)
+            stop = est.stop_reason_  # set by every fit (checked by MoEEstimator.fit)
             fitted = est.model_
             summary["sigma_hat"] = float(est.sigma_)
             summary.update(fitted_scalars(est))
@@ -262,6 +237,12 @@ def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
         if bad:
             status, message = "nan", f"non-finite {', '.join(bad)}"
             summary["success"] = False
+        else:
+            reason = absurd_log_likelihood(summary["test_log_likelihood"], yt, scale=rms(y))
+            if reason is not None:
+                status, message = "degenerate", f"held-out data: {reason}"
+    except DegenerateFitError as exc:
+        status, message = "degenerate", f"{type(exc).__name__}: {exc}"
     except FloatingPointError as exc:
         status, message = "nan", f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # noqa: BLE001 - one run's failure must not end the sweep
@@ -278,8 +259,26 @@ def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
     return summary
 
 
-def process_main(cell: Cell, out: str, threads: int, config: str) -> None:
-    """Entry point of a worker process started by the local backend."""
-    _exit_with_parent()
+def process_main(cell: Cell, out: str, threads: int, config: str,
+                 owner: int | None = None) -> None:
+    """Entry point of a worker process started by the local backend.
+
+    The worker ends when ``owner`` (the sweep's main process) or its parent (the
+    forkserver) ends, and at its own deadline past the run's hard timeout, where
+    it records the run as ``"timeout"`` itself (see :mod:`moebench.sweep.lifeline`).
+    """
+    from moebench.sweep.lifeline import guard_worker
+    from moebench.sweep.results import run_path
+
+    started = time.perf_counter()
+
+    def record_timeout() -> None:
+        if not run_path(out, cell.run_id).is_file():
+            write_run(out, failure_summary(
+                cell, "timeout", f"ended itself past the hard timeout of "
+                f"{cell.variant.timeout:g} s", config, time.perf_counter() - started), [])
+
+    guard_worker(owner if owner is not None else os.getppid(), cell.variant.timeout,
+                 record_timeout)
     run_cell(cell, out, threads, config)
 
