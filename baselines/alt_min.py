@@ -23,17 +23,18 @@ import numpy as np
 from scipy.special import logsumexp
 
 from moebench.activations import Activation
-from moebench.base import History, MoEEstimator
+from moebench.base import History, RestartedEstimator, StartFit
 from moebench.em import gating_m_step
 from moebench.model import MoEModel, log_joint
 from moebench.registry import register
+from moebench.starts import search_in_subspace
 from moebench.validation import Interval
 
-from ._spectral import search_in_subspace, spectral_subspace
+from ._spectral import spectral_subspace
 
 
 @register("alt_min")
-class AltMin(MoEEstimator):
+class AltMin(RestartedEstimator):
     """Spectral initialisation + alternating least squares (mixed linear regression).
 
     Parameters
@@ -65,10 +66,8 @@ class AltMin(MoEEstimator):
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "max_iter": [Interval(int, 1, None)],
         "n_candidates": [Interval(int, 1, None)],
-        "n_init": [Interval(int, 1, None)],
         "ridge": [Interval(float, 0, None)],
         "gating_newton_steps": [Interval(int, 1, None)],
-        "max_time": [Interval(float, 0, None, closed="neither"), None],
     }
 
     def __init__(
@@ -92,57 +91,59 @@ class AltMin(MoEEstimator):
         self.gating_newton_steps = gating_newton_steps
         self.max_time = max_time
 
-    def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
-             sigma: float | None, history: History) -> None:
-        rng = self._rng()
+    def _restart_context(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+                         sigma: float | None, rng: np.random.Generator) -> np.ndarray:
+        return spectral_subspace(X, y, k, activation)  # the span searched by every start
+
+    def _fit_single(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+                    sigma: float | None, history: History, rng: np.random.Generator,
+                    deadline: float | None, context: np.ndarray) -> StartFit:
         n, d = X.shape
-        basis = spectral_subspace(X, y, k, activation)
         zero_gating = np.zeros((k, d))
-        best: tuple[float, np.ndarray, np.ndarray, str] | None = None
-        total_iter = 0
-        out_of_time = False  # the time budget cut a restart or left restarts unrun
-        for j in range(self.n_init):
-            if j > 0 and self.max_time is not None and history.elapsed() > self.max_time:
-                out_of_time = True
+        stop = "max_iter"
+        experts = search_in_subspace(X, y, context, k, activation, rng,
+                                     n_candidates=self.n_candidates)
+        labels = np.full(n, -1)
+        for it in range(self.max_iter + 1):
+            resid2 = (y[:, None] - X @ experts.T) ** 2
+            new_labels = np.argmin(resid2, axis=1)
+            mse = float(np.mean(resid2[np.arange(n), new_labels]))
+            # log-likelihood of the MoE with uniform gating and sigma = rms residual
+            s = float(np.sqrt(max(mse, 1e-24)))
+            ll = float(np.mean(logsumexp(log_joint(X, y, experts, zero_gating, s, activation),
+                                         axis=1)))
+            history.record("alt_min", it, ll, experts=experts, gating=zero_gating, mse=mse)
+            if np.array_equal(new_labels, labels):
+                stop = "converged"
                 break
-            stop = "max_iter"
-            experts = search_in_subspace(X, y, basis, k, activation, rng,
-                                         n_candidates=self.n_candidates)
-            labels = np.full(n, -1)
-            for it in range(self.max_iter + 1):
-                resid2 = (y[:, None] - X @ experts.T) ** 2
-                new_labels = np.argmin(resid2, axis=1)
-                mse = float(np.mean(resid2[np.arange(n), new_labels]))
-                # log-likelihood of the MoE with uniform gating and sigma = rms residual
-                s = float(np.sqrt(max(mse, 1e-24)))
-                ll = float(np.mean(logsumexp(log_joint(X, y, experts, zero_gating, s,
-                                                       activation), axis=1)))
-                history.record("alt_min", it, ll, experts=experts, gating=zero_gating,
-                               restart=j, mse=mse)
-                if np.array_equal(new_labels, labels):
-                    stop = "converged"
-                    break
-                if it == self.max_iter:
-                    break
-                if self.max_time is not None and history.elapsed() > self.max_time:
-                    stop, out_of_time = "max_time", True
-                    break
-                labels = new_labels
-                for i in range(k):
-                    mask = labels == i
-                    if np.count_nonzero(mask) >= d:
-                        experts[i] = np.linalg.lstsq(X[mask], y[mask], rcond=None)[0]
-            total_iter += it
-            if best is None or mse < best[0]:
-                best = (mse, experts.copy(), new_labels, stop)
-        assert best is not None
-        mse, experts, labels, stop = best
+            if it == self.max_iter:
+                break
+            if deadline is not None and history.elapsed() > deadline:
+                stop = "max_time"
+                break
+            labels = new_labels
+            for i in range(k):
+                mask = labels == i
+                if np.count_nonzero(mask) >= d:
+                    experts[i] = np.linalg.lstsq(X[mask], y[mask], rcond=None)[0]
+        return StartFit(experts.copy(), zero_gating, s, it, ll, stop == "converged", stop,
+                        extra={"mse": mse, "labels": new_labels})
+
+    def _restart_score(self, result: StartFit) -> float:
+        return -result.extra["mse"]  # the smallest mean squared residual is kept
+
+    def _finish_restarts(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+                         sigma: float | None, history: History, best: StartFit,
+                         n_iter: int) -> StartFit:
+        """Fit the gating on the kept start's hard labels; sigma = its rms residual."""
+        n, d = X.shape
         onehot = np.zeros((n, k))
-        onehot[np.arange(n), labels] = 1.0
-        gating = gating_m_step(X, onehot, zero_gating, ridge=self.ridge,
+        onehot[np.arange(n), best.extra["labels"]] = 1.0
+        gating = gating_m_step(X, onehot, np.zeros((k, d)), ridge=self.ridge,
                                max_iter=self.gating_newton_steps)
+        mse = best.extra["mse"]
         s = float(np.sqrt(max(mse, 1e-24))) if sigma is None else sigma
-        ll = MoEModel(experts, gating, s, activation).mean_log_likelihood(X, y)
-        history.record("gating", total_iter + 1, ll, experts=experts, gating=gating, restart=-1)
-        self._set_fit(experts, gating, s, total_iter, ll, "max_time" if out_of_time else stop,
-                      converged=stop == "converged")
+        ll = MoEModel(best.experts, gating, s, activation).mean_log_likelihood(X, y)
+        history.record("gating", n_iter + 1, ll, experts=best.experts, gating=gating,
+                       restart=-1)
+        return StartFit(best.experts, gating, s, n_iter, ll, best.converged, best.stop_reason)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from moebench.activations import Activation
-from moebench.base import History, MoEEstimator
+from moebench.base import History, RestartedEstimator
 from moebench.em import (
     MSTEPS,
     EMResult,
@@ -27,44 +27,16 @@ from moebench.em import (
     sigma_m_step,
 )
 from moebench.registry import register
+from moebench.starts import random_start, random_unit_experts, search_in_subspace
 from moebench.validation import Interval, Options
 
-from ._spectral import search_in_subspace, spectral_subspace
+from ._spectral import spectral_subspace
 
 INITS = ("random", "responsibilities", "spectral")
 
 
-class TaggedHistory:
-    """A view of a :class:`History` that adds fixed extra fields to every record.
-
-    Lets :func:`moebench.em.run_em` write records tagged with the restart index
-    while sharing one clock (and one metric-time exclusion) across restarts.
-    """
-
-    def __init__(self, history: History, **tags: Any) -> None:
-        self._history = history
-        self._tags = tags
-
-    def elapsed(self) -> float:
-        """Seconds since the fit started, less metric time."""
-        return self._history.elapsed()
-
-    def record(self, phase: str, iteration: int, log_likelihood: float,
-               experts: np.ndarray | None = None, gating: np.ndarray | None = None,
-               **extra: Any) -> dict[str, Any]:
-        """Record into the wrapped history with the tags added."""
-        return self._history.record(phase, iteration, log_likelihood, experts=experts,
-                                    gating=gating, **self._tags, **extra)
-
-
-def random_unit_experts(rng: np.random.Generator, k: int, d: int) -> np.ndarray:
-    """k random unit vectors in R^d (rows)."""
-    A = rng.standard_normal((k, d))
-    return A / np.linalg.norm(A, axis=1, keepdims=True)
-
-
 @register("joint_em")
-class JointEM(MoEEstimator):
+class JointEM(RestartedEstimator):
     """Joint EM over experts, gating and noise, with ``n_init`` restarts.
 
     Parameters
@@ -101,7 +73,6 @@ class JointEM(MoEEstimator):
                                                    "max_time": "max_time"}
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "init": [Options(INITS)],
-        "n_init": [Interval(int, 1, None)],
         "max_iter": [Interval(int, 1, None)],
         "tol": [Interval(float, 0, None)],
         "mstep": [Options(MSTEPS)],
@@ -109,7 +80,6 @@ class JointEM(MoEEstimator):
         "ridge": [Interval(float, 0, None)],
         "gating_newton_steps": [Interval(int, 1, None)],
         "expert_max_iter": [Interval(int, 1, None)],
-        "max_time": [Interval(float, 0, None, closed="neither"), None],
     }
 
     def __init__(
@@ -147,9 +117,8 @@ class JointEM(MoEEstimator):
         n, d = X.shape
         s0 = float(np.std(y)) + 1e-12 if sigma is None else sigma
         if self.init == "random":
-            experts = random_unit_experts(rng, k, d)
-            gating = 0.01 * rng.standard_normal((k, d))
-            return experts, gating - gating[-1], s0
+            experts, gating = random_start(rng, k, d)
+            return experts, gating, s0
         if self.init == "spectral":
             basis = spectral_subspace(X, y, k, activation)
             experts = search_in_subspace(X, y, basis, k, activation, rng)
@@ -163,30 +132,14 @@ class JointEM(MoEEstimator):
         s = sigma_m_step(X, y, resp, experts, activation) if sigma is None else sigma
         return experts, gating, s
 
-    def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
-             sigma: float | None, history: History) -> None:
-        rng = self._rng()
-        best: EMResult | None = None
-        total_iter = 0
-        out_of_time = False  # the time budget cut a restart or left restarts unrun
-        for j in range(self.n_init):
-            if j > 0 and self.max_time is not None and history.elapsed() > self.max_time:
-                out_of_time = True
-                break
-            experts, gating, s0 = self._initial(X, y, k, activation, sigma, rng)
-            result = run_em(
-                X, y, experts, gating, s0, activation,
-                update_experts=True, update_sigma=sigma is None, mstep=self.mstep,
-                max_iter=self.max_iter, tol=self.tol, ridge=self.ridge,
-                gating_newton_steps=self.gating_newton_steps,
-                expert_max_iter=self.expert_max_iter,
-                step_size=self.step_size, max_time=self.max_time,
-                history=TaggedHistory(history, restart=j), phase="em",  # type: ignore[arg-type]
-            )
-            total_iter += result.n_iter
-            out_of_time = out_of_time or result.stop_reason == "max_time"
-            if best is None or result.log_likelihood > best.log_likelihood:
-                best = result
-        assert best is not None
-        self._set_fit(best.experts, best.gating, best.sigma, total_iter, best.log_likelihood,
-                      "max_time" if out_of_time else best.stop_reason, converged=best.converged)
+    def _fit_single(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+                    sigma: float | None, history: History, rng: np.random.Generator,
+                    deadline: float | None, context: None) -> EMResult:
+        experts, gating, s0 = self._initial(X, y, k, activation, sigma, rng)
+        return run_em(
+            X, y, experts, gating, s0, activation,
+            update_experts=True, update_sigma=sigma is None, mstep=self.mstep,
+            max_iter=self.max_iter, tol=self.tol, ridge=self.ridge,
+            gating_newton_steps=self.gating_newton_steps, expert_max_iter=self.expert_max_iter,
+            step_size=self.step_size, max_time=deadline, history=history, phase="em",
+        )

@@ -13,17 +13,18 @@ budget, float32 or float64, CPU or CUDA, and ``n_init`` restarts.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
 
 from moebench.activations import Activation
-from moebench.base import History, MoEEstimator
+from moebench.base import History, RestartedEstimator, StartFit
 from moebench.registry import register
+from moebench.starts import random_start, search_in_subspace
 from moebench.validation import Interval, Options
 
-from ._spectral import search_in_subspace, spectral_subspace
-from .joint_em import random_unit_experts
+from ._spectral import spectral_subspace
 
 OPTIMIZERS = ("gd", "sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
@@ -74,7 +75,7 @@ def torch_activation(activation: Activation):
 
 
 @register("sgd")
-class SGD(MoEEstimator):
+class SGD(RestartedEstimator):
     """Maximum-likelihood MoE by gradient descent with torch autograd.
 
     Parameters
@@ -133,10 +134,8 @@ class SGD(MoEEstimator):
         "tol": [Interval(float, 0, None)],
         "momentum": [Interval(float, 0, None)],
         "init": [Options(INITS)],
-        "n_init": [Interval(int, 1, None)],
         "dtype": [Options(DTYPES)],
         "device": [Options(DEVICES)],
-        "max_time": [Interval(float, 0, None, closed="neither"), None],
     }
 
     def __init__(
@@ -181,27 +180,23 @@ class SGD(MoEEstimator):
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
 
-    def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
-             sigma: float | None, history: History) -> None:
+    def _restart_context(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+                         sigma: float | None, rng: np.random.Generator) -> SimpleNamespace:
+        """Torch data, batching and the loss, shared by every start; one minibatch generator
+        (seeded from ``rng`` before any start draws) runs on across starts."""
         import torch
 
-        rng = self._rng()
         gen = torch.Generator(device="cpu")
         gen.manual_seed(int(rng.integers(2**62)))
         device = self._torch_device()
         tdtype = torch.float64 if self.dtype == "float64" else torch.float32
         g = torch_activation(activation)
         n, d = X.shape
-        Xt = torch.as_tensor(X, dtype=tdtype, device=device)
-        yt = torch.as_tensor(y, dtype=tdtype, device=device)
         batch = self.batch_size
         if batch == "auto":
             batch = min(max(n // AUTO_STEPS_PER_EPOCH, AUTO_BATCH_MIN), AUTO_BATCH_MAX)
         full = self.optimizer == "gd" or batch is None or batch >= n
         batch = n if full else int(batch)
-        steps_per_epoch = 1 if full else math.ceil(n / batch)
-        total_steps = self.max_epochs * steps_per_epoch
-        learn_sigma = sigma is None
 
         def nll(A, Wf, log_s, xb, yb):
             W = torch.cat([Wf, torch.zeros((1, d), dtype=tdtype, device=device)])
@@ -210,99 +205,106 @@ class SGD(MoEEstimator):
             log_norm = -0.5 * resid * resid - log_s - 0.5 * LOG_2PI
             return -torch.logsumexp(log_gate + log_norm, dim=1).mean()
 
-        best: dict[str, Any] | None = None
-        total_epochs = 0
-        out_of_time = False  # the time budget cut a restart or left restarts unrun
-        for j in range(self.n_init):
-            if j > 0 and self.max_time is not None and history.elapsed() > self.max_time:
-                out_of_time = True
-                break
-            stop_reason = "diverged"
-            if self.init == "spectral":
-                A0 = search_in_subspace(X, y, spectral_subspace(X, y, k, activation), k,
-                                        activation, rng)
-                W0 = np.zeros((k - 1, d))
-            else:
-                A0 = random_unit_experts(rng, k, d)
-                W0 = 0.01 * rng.standard_normal((k, d))
-                W0 = W0[:-1] - W0[-1]
-            s0 = float(np.std(y)) + 1e-12 if learn_sigma else float(sigma)
-            A = torch.tensor(A0, dtype=tdtype, device=device, requires_grad=True)
-            Wf = torch.tensor(W0, dtype=tdtype, device=device, requires_grad=True)
-            log_s = torch.tensor(math.log(s0), dtype=tdtype, device=device,
-                                 requires_grad=learn_sigma)
-            params = [A, Wf] + ([log_s] if learn_sigma else [])
-            if self.optimizer == "adam":
-                opt = torch.optim.Adam(params, lr=self.lr)
-            else:
-                opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
+        return SimpleNamespace(
+            gen=gen, device=device, tdtype=tdtype, nll=nll, full=full, batch=batch,
+            Xt=torch.as_tensor(X, dtype=tdtype, device=device),
+            yt=torch.as_tensor(y, dtype=tdtype, device=device),
+            total_steps=self.max_epochs * (1 if full else math.ceil(n / batch)))
 
-            step = 0
-            prev_ll = -math.inf
-            final_ll = -math.inf
-            epoch = 0
-            diverged = False
-            for epoch in range(self.max_epochs + 1):
-                last = epoch == self.max_epochs
-                if full:
-                    if last:
-                        with torch.no_grad():
-                            loss_val = float(nll(A, Wf, log_s, Xt, yt))
-                        ll = -loss_val
-                    else:
-                        loss = nll(A, Wf, log_s, Xt, yt)
-                        ll = -float(loss.detach())
-                else:
+    def _fit_single(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+                    sigma: float | None, history: History, rng: np.random.Generator,
+                    deadline: float | None, context: SimpleNamespace) -> StartFit:
+        import torch
+
+        c = context
+        nll, Xt, yt, full, batch, tdtype, device = (c.nll, c.Xt, c.yt, c.full, c.batch,
+                                                    c.tdtype, c.device)
+        n, d = X.shape
+        learn_sigma = sigma is None
+        stop_reason = "diverged"
+        if self.init == "spectral":
+            A0 = search_in_subspace(X, y, spectral_subspace(X, y, k, activation), k,
+                                    activation, rng)
+            W0 = np.zeros((k - 1, d))
+        else:
+            A0, W0 = random_start(rng, k, d)
+            W0 = W0[:-1]
+        s0 = float(np.std(y)) + 1e-12 if learn_sigma else float(sigma)
+        A = torch.tensor(A0, dtype=tdtype, device=device, requires_grad=True)
+        Wf = torch.tensor(W0, dtype=tdtype, device=device, requires_grad=True)
+        log_s = torch.tensor(math.log(s0), dtype=tdtype, device=device,
+                             requires_grad=learn_sigma)
+        params = [A, Wf] + ([log_s] if learn_sigma else [])
+        if self.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=self.lr)
+        else:
+            opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
+
+        step = 0
+        prev_ll = -math.inf
+        final_ll = -math.inf
+        epoch = 0
+        diverged = False
+        for epoch in range(self.max_epochs + 1):
+            last = epoch == self.max_epochs
+            if full:
+                if last:
                     with torch.no_grad():
-                        ll = -float(nll(A, Wf, log_s, Xt, yt))
-                if not math.isfinite(ll):
-                    diverged, stop_reason = True, "diverged"
-                    break
-                An, Wn, sn = _snapshot(A, Wf, log_s)
-                history.record("sgd", epoch, ll, experts=An, gating=Wn, sigma=sn, restart=j)
-                final_ll = ll
-                if self.tol > 0 and abs(ll - prev_ll) <= self.tol * max(1.0, abs(ll)):
-                    stop_reason = "converged"
-                elif self.max_time is not None and history.elapsed() > self.max_time:
-                    stop_reason, out_of_time = "max_time", True
-                elif last:
-                    stop_reason = "max_epochs"
+                        loss_val = float(nll(A, Wf, log_s, Xt, yt))
+                    ll = -loss_val
                 else:
-                    stop_reason = ""
-                if stop_reason:
-                    break
-                prev_ll = ll
-                if full:
-                    for group in opt.param_groups:
-                        group["lr"] = self.lr * _schedule_factor(self.lr_schedule,
-                                                                 step / total_steps)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    step += 1
-                    continue
-                perm = torch.randperm(n, generator=gen).to(device)
-                for start in range(0, n, batch):
-                    idx = perm[start:start + batch]
-                    for group in opt.param_groups:
-                        group["lr"] = self.lr * _schedule_factor(self.lr_schedule,
-                                                                 step / total_steps)
-                    opt.zero_grad(set_to_none=True)
-                    nll(A, Wf, log_s, Xt[idx], yt[idx]).backward()
-                    opt.step()
-                    step += 1
-            total_epochs += epoch
+                    loss = nll(A, Wf, log_s, Xt, yt)
+                    ll = -float(loss.detach())
+            else:
+                with torch.no_grad():
+                    ll = -float(nll(A, Wf, log_s, Xt, yt))
+            if not math.isfinite(ll):
+                diverged, stop_reason = True, "diverged"
+                break
             An, Wn, sn = _snapshot(A, Wf, log_s)
-            finite = all(np.all(np.isfinite(v)) for v in (An, Wn, sn))
-            if diverged or not finite:
-                final_ll = -math.inf
-            if best is None or final_ll > best["ll"] or (best["ll"] == -math.inf and finite):
-                best = {"ll": final_ll, "A": An, "W": Wn, "s": sn, "stop": stop_reason}
-        assert best is not None
-        if not math.isfinite(best["ll"]):
+            history.record("sgd", epoch, ll, experts=An, gating=Wn, sigma=sn)
+            final_ll = ll
+            if self.tol > 0 and abs(ll - prev_ll) <= self.tol * max(1.0, abs(ll)):
+                stop_reason = "converged"
+            elif deadline is not None and history.elapsed() > deadline:
+                stop_reason = "max_time"
+            elif last:
+                stop_reason = "max_epochs"
+            else:
+                stop_reason = ""
+            if stop_reason:
+                break
+            prev_ll = ll
+            if full:
+                for group in opt.param_groups:
+                    group["lr"] = self.lr * _schedule_factor(self.lr_schedule,
+                                                             step / c.total_steps)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                continue
+            perm = torch.randperm(n, generator=c.gen).to(device)
+            for start in range(0, n, batch):
+                idx = perm[start:start + batch]
+                for group in opt.param_groups:
+                    group["lr"] = self.lr * _schedule_factor(self.lr_schedule,
+                                                             step / c.total_steps)
+                opt.zero_grad(set_to_none=True)
+                nll(A, Wf, log_s, Xt[idx], yt[idx]).backward()
+                opt.step()
+                step += 1
+        An, Wn, sn = _snapshot(A, Wf, log_s)
+        if diverged or not all(np.all(np.isfinite(v)) for v in (An, Wn, sn)):
+            final_ll = -math.inf
+        return StartFit(An, Wn, sn, epoch, final_ll, stop_reason == "converged", stop_reason)
+
+    def _finish_restarts(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+                         sigma: float | None, history: History, best: StartFit,
+                         n_iter: int) -> StartFit:
+        if not math.isfinite(best.log_likelihood):
             raise FloatingPointError(
                 f"sgd diverged in every restart (optimizer={self.optimizer!r}, lr={self.lr}); "
                 "lower lr"
             )
-        self._set_fit(best["A"], best["W"], best["s"], total_epochs, best["ll"],
-                      "max_time" if out_of_time else best["stop"])
+        return best

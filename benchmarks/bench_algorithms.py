@@ -1,7 +1,7 @@
 """asv suites of the algorithm-level steps: tensor decomposition, one gating EM step,
 and one full fit of every registered algorithm with a ``track_`` of its expert error.
 
-The algorithm modules are optional at import time (``moebench.decomposition``,
+The algorithm modules are optional at import time (``moebench.tensor.decomposition``,
 ``moebench.em``); a suite whose module is missing is skipped in ``setup`` (asv's
 ``NotImplementedError``), so ``asv check`` passes on a partial checkout.
 """
@@ -14,7 +14,7 @@ import benchmarks.common  # noqa: F401  (thread policy)
 import moebench
 
 try:
-    from moebench import decomposition
+    from moebench.tensor import decomposition
 except ImportError:  # pragma: no cover - module written separately
     decomposition = None
 try:
@@ -48,7 +48,7 @@ class TensorDecomposition:
 
     def setup(self, k, method):
         if decomposition is None:
-            raise NotImplementedError("moebench.decomposition is not available")
+            raise NotImplementedError("moebench.tensor.decomposition is not available")
         rng = np.random.default_rng(0)
         V = np.linalg.qr(rng.standard_normal((k, k)))[0]
         lam = np.linspace(1.0, 2.0, k)

@@ -1,4 +1,4 @@
-"""asv suites of the moment kernels (moebench.moments) and the machine's floor.
+"""asv suites of the moment kernels (moebench.tensor.moments) and the machine's floor.
 
 Every class draws its data in ``setup`` from ``numpy.random.default_rng(0)``; the
 floor kernels (:class:`Floor`) use the same data so the report's ratios (kernel time
@@ -12,14 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.common import D_VALUES, K_VALUES, N_VALUES, kernel_data
-from moebench.moments import (
+from moebench.tensor.moments import (
     SecondMomentOperator,
     dense_third_moment,
     second_moment,
     third_moment_products,
     whitened_third_moment,
-    whitening,
 )
+from moebench.tensor.whitening import whiten
 
 IMPLS = ["numpy-float64", "numpy-float32", "torch-float64", "torch-float32"]
 
@@ -111,7 +111,7 @@ class MomentStep(_Kernel):
 
     def _run(self, k):
         T2 = second_moment(self.X, self.s2)
-        W, _, _ = whitening(T2, k)
+        W = whiten(T2, k).W
         whitened_third_moment(self.X, self.s3, W)
 
     def time_moment_step(self, n, d, k):
@@ -134,9 +134,9 @@ class Whitening(_Kernel):
 
     def time_whitening(self, n, d, k, method):
         if method == "eigh":
-            whitening(self.T2, k)
+            whiten(self.T2, k)
         else:  # 2 + n_iter = 4 streaming passes of O(n d (k + 10)), d x d never formed
-            whitening(SecondMomentOperator(self.X, self.s2), k, method="randomized")
+            whiten(SecondMomentOperator(self.X, self.s2), k, method="randomized")
 
 
 class WhiteningLargeD(_Kernel):
@@ -154,8 +154,8 @@ class WhiteningLargeD(_Kernel):
 
     def _whiten(self, k, method):
         if method == "dense-eigh":
-            return whitening(second_moment(self.X, self.s2), k)[0]
-        return whitening(SecondMomentOperator(self.X, self.s2), k, method="randomized")[0]
+            return whiten(second_moment(self.X, self.s2), k).W
+        return whiten(SecondMomentOperator(self.X, self.s2), k, method="randomized").W
 
     def time_whitening(self, n, d, k, method):
         self._whiten(k, method)

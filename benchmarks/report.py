@@ -307,7 +307,8 @@ def measure(n: int, d: int, k: int, rounds: int, threads: int, tag: str, out: Pa
     import numpy as np
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from moebench.moments import second_moment, whitened_third_moment, whitening
+    from moebench.tensor.moments import second_moment, whitened_third_moment
+    from moebench.tensor.whitening import whiten
 
     if threads > 0:
         threadpool_limits(limits=threads)
@@ -323,7 +324,7 @@ def measure(n: int, d: int, k: int, rounds: int, threads: int, tag: str, out: Pa
 
     def step():
         T2 = second_moment(X, s2)
-        Wh, _, _ = whitening(T2, k)
+        Wh = whiten(T2, k).W
         whitened_third_moment(X, s3, Wh)
 
     fns = {

@@ -1,14 +1,17 @@
 """The estimator contract shared by every algorithm.
 
 Like scikit-learn: the constructor stores parameters, :meth:`MoEEstimator.fit`
-learns, fitted attributes end in ``_``. Subclasses implement ``_fit``.
+learns, fitted attributes end in ``_``. Subclasses implement ``_fit``, or, for a
+method fitted from ``n_init`` random starts, subclass :class:`RestartedEstimator`
+and implement ``_fit_single`` (one start): the restart loop lives there.
 """
 
 from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -158,6 +161,9 @@ class MoEEstimator:
     #: whether ``fit`` climbs the likelihood to a local maximum, so that ending below the
     #: best one is a local optimum ("stuck"); False for moment or hard-assignment methods
     local_search: ClassVar[bool] = True
+    #: whether this is a reference model (e.g. k = 1 least squares) rather than a mixture
+    #: method: listed by ``available_algorithms(references=True)`` only
+    reference: ClassVar[bool] = False
     #: valid values of each constructor parameter (scikit-learn style): name -> list of
     #: constraints (see :mod:`moebench.validation`), any one of which makes a value valid.
     #: Declarations merge along the class hierarchy: a subclass declares its own options.
@@ -515,3 +521,131 @@ class MoEEstimator:
         self._check_fitted()
         self._check_features(X)
         return self.model_.mean_log_likelihood(*check_X_y(X, y))
+
+
+class TaggedHistory:
+    """A view of a :class:`History` that adds fixed extra fields to every record.
+
+    Lets one restart write records tagged with its index (``restart=j``) while every
+    restart shares one clock (and one metric-time exclusion).
+    """
+
+    def __init__(self, history: History, **tags: Any) -> None:
+        self._history = history
+        self._tags = tags
+
+    def elapsed(self) -> float:
+        """Seconds since the fit started, less metric time."""
+        return self._history.elapsed()
+
+    def record(self, phase: str, iteration: int, log_likelihood: float,
+               experts: np.ndarray | None = None, gating: np.ndarray | None = None,
+               **extra: Any) -> dict[str, Any]:
+        """Record into the wrapped history with the tags added."""
+        return self._history.record(phase, iteration, log_likelihood, experts=experts,
+                                    gating=gating, **self._tags, **extra)
+
+
+@dataclass
+class StartFit:
+    """What one start of a restarted fit ends with (returned by ``_fit_single``;
+    :func:`moebench.em.run_em` returns one)."""
+
+    experts: np.ndarray
+    gating: np.ndarray
+    sigma: float
+    n_iter: int
+    #: final mean training log-likelihood; -inf for a start that diverged
+    log_likelihood: float
+    converged: bool
+    #: what ended the start: "converged", "max_iter", "max_time", or the method's own
+    stop_reason: str
+    #: anything the estimator needs from the kept start (its ``_restart_score`` or
+    #: ``_finish_restarts``)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RestartedEstimator(MoEEstimator):
+    """An estimator fitted from ``n_init`` starts, keeping the best (as scikit-learn's
+    ``BaseMixture``).
+
+    Subclasses implement :meth:`_fit_single` (one start: draw a starting point from
+    ``rng``, iterate, record into ``history``, stop when the clock passes
+    ``deadline``) and take ``n_init`` and ``max_time`` as constructor parameters;
+    their declarations live here. :meth:`_fit` owns the loop:
+
+    - one generator ``self._rng()`` for the whole fit; each start draws from it in
+      turn, after :meth:`_restart_context` (work shared by every start);
+    - every record of start j carries ``restart=j``; one clock runs across starts;
+    - ``max_time`` is a budget across all starts: a start after the budget is spent
+      does not run, and then, or when a start stops on "max_time", the fit's
+      ``stop_reason_`` is "max_time";
+    - the start with the highest :meth:`_restart_score` (the final log-likelihood) is
+      kept, a finite start replacing a diverged one (log-likelihood -inf);
+      ``n_iter_`` is the sum over the starts that ran; ``converged_`` is the kept
+      start's.
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "n_init": [Interval(int, 1, None)],
+        "max_time": [Interval(float, 0, None, closed="neither"), None],
+    }
+    n_init: int
+    max_time: float | None
+
+    def _restart_context(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+                         sigma: float | None, rng: np.random.Generator) -> Any:
+        """Work shared by every start, done once before the first (default: None)."""
+        return None
+
+    def _fit_single(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+                    sigma: float | None, history: History, rng: np.random.Generator,
+                    deadline: float | None, context: Any) -> StartFit:
+        """Fit from one start drawn from ``rng``; stop once ``history.elapsed() > deadline``.
+
+        ``history`` tags every record with the restart index; ``context`` is what
+        :meth:`_restart_context` returned.
+        """
+        raise NotImplementedError
+
+    def _restart_score(self, result: StartFit) -> float:
+        """What picks the kept start (highest wins): its final log-likelihood."""
+        return result.log_likelihood
+
+    def _finish_restarts(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+                         sigma: float | None, history: History, best: StartFit,
+                         n_iter: int) -> StartFit:
+        """Turn the kept start into the fit (default: as it is); ``n_iter`` is the sum."""
+        return best
+
+    def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+             sigma: float | None, history: History) -> None:
+        rng = self._rng()
+        context = self._restart_context(X, y, k, activation, sigma, rng)
+        best: StartFit | None = None
+        best_score = -np.inf
+        total_iter = 0
+        out_of_time = False  # the time budget cut a start or left starts unrun
+        for j in range(self.n_init):
+            if j > 0 and self.max_time is not None and history.elapsed() > self.max_time:
+                out_of_time = True
+                break
+            tagged = cast(History, TaggedHistory(history, restart=j))
+            result = self._fit_single(X, y, k, activation, sigma, tagged, rng, self.max_time,
+                                      context)
+            total_iter += result.n_iter
+            out_of_time = out_of_time or result.stop_reason == "max_time"
+            score = self._restart_score(result)
+            if best is None or score > best_score or (
+                    best_score == -np.inf and _finite(result)):
+                best, best_score = result, score
+        assert best is not None
+        best = self._finish_restarts(X, y, k, activation, sigma, history, best, total_iter)
+        self._set_fit(best.experts, best.gating, best.sigma, total_iter, best.log_likelihood,
+                      "max_time" if out_of_time else best.stop_reason,
+                      converged=bool(best.converged))
+
+
+def _finite(result: StartFit) -> bool:
+    """Whether a start's experts, gating and sigma are all finite."""
+    return all(np.all(np.isfinite(v)) for v in (result.experts, result.gating, result.sigma))

@@ -28,10 +28,10 @@ from moebench.cli_checks import (
     int_at_least,
 )
 from moebench.generator import GATING_KINDS, make_moe
+from moebench.io import atomic_write_bytes
 from moebench.registry import algorithm_descriptions
+from moebench.sweep.cli import add_plot_parser, add_report_parser, add_run_parser
 from moebench.sweep.pack import add_pack_parser, add_unpack_parser
-from moebench.sweep.results import atomic_write_bytes
-from moebench.sweep_cli import add_plot_parser, add_report_parser, add_run_parser
 
 Command = Callable[[argparse.Namespace], int]
 

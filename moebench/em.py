@@ -19,7 +19,7 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax, logsumexp, softmax
 
 from moebench.activations import Activation
-from moebench.base import History
+from moebench.base import History, StartFit
 from moebench.model import MoEModel, log_joint
 from moebench.validation import check_choice
 
@@ -223,17 +223,10 @@ def _gradient_m_step(X, y, resp, experts, gating, activation, step_size):
 
 
 @dataclass
-class EMResult:
-    """Outcome of :func:`run_em`."""
-
-    experts: np.ndarray
-    gating: np.ndarray
-    sigma: float
-    n_iter: int
-    log_likelihood: float
-    converged: bool
-    #: what ended the loop: "converged", "max_iter" or "max_time"
-    stop_reason: str = "max_iter"
+class EMResult(StartFit):
+    """Outcome of :func:`run_em` (one start of a restarted fit: experts, gating, sigma,
+    n_iter, log_likelihood, converged, and the stop_reason "converged", "max_iter" or
+    "max_time")."""
 
 
 def run_em(

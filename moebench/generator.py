@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from moebench.activations import Activation, get_activation
+from moebench.io import atomic_open
 from moebench.model import MoEModel, sample_labels
 from moebench.validation import check_choice, check_n_experts, check_positive_int, check_sigma
 
@@ -406,10 +407,10 @@ def make_moe(
     n, d = int(n), stream.model.n_features
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp_X, tmp_y = out / "X.npy.partial", out / "y.npy.partial"
     # Append block by block to plain files (not a writable memmap, whose dirty pages
-    # would count as resident memory): one block in memory at a time.
-    with open(tmp_X, "wb") as fx, open(tmp_y, "wb") as fy:
+    # would count as resident memory): one block in memory at a time; each file
+    # replaces X.npy / y.npy only once complete.
+    with atomic_open(out / "X.npy") as fx, atomic_open(out / "y.npy") as fy:
         np.lib.format.write_array_header_1_0(
             fx, {"descr": "<f8", "fortran_order": False, "shape": (n, d)})
         np.lib.format.write_array_header_1_0(
@@ -417,8 +418,6 @@ def make_moe(
         for Xb, yb, _ in stream.blocks:
             np.ascontiguousarray(Xb, dtype="<f8").tofile(fx)
             np.ascontiguousarray(yb, dtype="<f8").tofile(fy)
-    os.replace(tmp_X, out / "X.npy")
-    os.replace(tmp_y, out / "y.npy")
     return MoEData(np.load(out / "X.npy", mmap_mode="r"), np.load(out / "y.npy", mmap_mode="r"),
                    None, stream.model, stream.mean, stream.cov)
 

@@ -18,7 +18,7 @@ from typing import Any
 from moebench.base import MoEEstimator
 
 ENTRY_POINT_GROUP = "moebench.algorithms"
-BUILTIN_MODULES = ("moebench.tensor_em",)
+BUILTIN_MODULES = ("moebench.tensor.estimator", "moebench.reference")
 
 _REGISTRY: dict[str, type[MoEEstimator]] = {}
 _loaded = False
@@ -75,10 +75,34 @@ def _load_all() -> None:
             register(ep.name)(obj)
 
 
-def available_algorithms() -> list[str]:
-    """Sorted names of every registered algorithm."""
+def is_reference(algorithm: str | type) -> bool:
+    """Whether a registered name or class is a reference model, not a mixture.
+
+    A reference (such as ``linear_regression``, k = 1) sets the class attribute
+    ``reference = True``: it is left out of :func:`available_algorithms` and added
+    by the sweep config checker to every real-data sweep.
+    """
+    cls = algorithm_class(algorithm) if isinstance(algorithm, str) else algorithm
+    return bool(cls.reference)
+
+
+def available_algorithms(references: bool = False) -> list[str]:
+    """Sorted names of every registered mixture algorithm (and references if asked).
+
+    Parameters
+    ----------
+    references : bool
+        Also list the reference models (see :func:`reference_algorithms`).
+    """
     _load_all()
-    return sorted(_REGISTRY)
+    return sorted(name for name, cls in _REGISTRY.items()
+                  if references or not cls.reference)
+
+
+def reference_algorithms() -> list[str]:
+    """Sorted names of the registered reference models (``reference = True``)."""
+    _load_all()
+    return sorted(name for name, cls in _REGISTRY.items() if cls.reference)
 
 
 def algorithm_class(name: str) -> type[MoEEstimator]:
@@ -111,7 +135,6 @@ def get_algorithm(name: str, **params: Any) -> MoEEstimator:
     return cls(**params)
 
 
-def algorithm_descriptions() -> dict[str, str]:
-    """Name -> one-line description for every registered algorithm."""
-    _load_all()
-    return {name: _REGISTRY[name].description for name in sorted(_REGISTRY)}
+def algorithm_descriptions(references: bool = False) -> dict[str, str]:
+    """Name -> one-line description for every registered algorithm (references if asked)."""
+    return {name: _REGISTRY[name].description for name in available_algorithms(references)}

@@ -36,7 +36,7 @@ import pandas as pd  # noqa: E402
 
 import moebench  # noqa: E402
 from moebench.generator import make_moe  # noqa: E402
-from moebench.tensor_em import TensorEM  # noqa: E402
+from moebench.tensor.estimator import TensorEM  # noqa: E402
 
 BASE_SEED = 20_240_301
 ACTIVATIONS = ("linear", "sigmoid", "relu")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moebench.decomposition import (
+from moebench.tensor.decomposition import (
     apply_vv,
     compose,
     decompose,

@@ -7,9 +7,8 @@ from moebench.sweep.gridlock import (
     local_search_labels,
     mark_stuck,
     phase_table,
-    plot_gridlock,
-    plot_phase_maps,
 )
+from moebench.sweep.plots import plot_gridlock, plot_phase_maps
 
 
 def _summary():

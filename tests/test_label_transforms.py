@@ -10,7 +10,7 @@ from scipy.integrate import quad
 
 from moebench.activations import get_activation
 from moebench.generator import make_moe
-from moebench.label_transforms import (
+from moebench.tensor.label_transforms import (
     apply_transforms,
     estimate_sigma,
     gaussian_moments,

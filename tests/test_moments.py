@@ -1,4 +1,5 @@
-"""Tests of the streaming moment kernels (moebench.moments) and the backend switch."""
+"""Tests of the streaming moment kernels (moebench.tensor.moments), the whitening and the
+backend switch."""
 
 from __future__ import annotations
 
@@ -6,16 +7,16 @@ import numpy as np
 import pytest
 
 import moebench
-from moebench.backend import get_backend
-from moebench.moments import (
+from moebench.tensor.backend import get_backend
+from moebench.tensor.decomposition import multilinear
+from moebench.tensor.moments import (
     SecondMomentOperator,
-    contract3,
     dense_third_moment,
     second_moment,
     third_moment_products,
     whitened_third_moment,
-    whitening,
 )
+from moebench.tensor.whitening import whiten
 
 #: float32 kernels: relative (max-abs over max-abs) error bound against float64.
 F32_RTOL = 1e-4
@@ -37,7 +38,7 @@ def _relerr(a, b):
 @pytest.mark.parametrize("chunk_size", [None, 1, 64, 100, 333, 1003, 5000])
 def test_whitened_third_moment_matches_dense(chunk_size):
     X, _, s3, W = _data()
-    ref = contract3(dense_third_moment(X, s3), W)
+    ref = multilinear(dense_third_moment(X, s3), W)
     M = whitened_third_moment(X, s3, W, chunk_size=chunk_size)
     assert M.shape == (3, 3, 3) and M.dtype == np.float64
     np.testing.assert_allclose(M, ref, rtol=0, atol=1e-10 * max(1.0, np.abs(ref).max()))
@@ -138,7 +139,8 @@ def _low_rank_plus_noise(d=40, k=4, seed=3):
 
 def test_whitening_eigh_indefinite():
     T2, A, c = _low_rank_plus_noise()
-    W, ev, U = whitening(T2, 4)
+    wh = whiten(T2, 4)
+    W, ev, U = wh.W, wh.eigvals, wh.eigvecs
     assert W.shape == (40, 4) and ev.shape == (4,) and U.shape == (40, 4)
     np.testing.assert_allclose(ev, c, atol=1e-2)  # signed, by decreasing |value|
     np.testing.assert_allclose(W.T @ T2 @ W, np.diag(np.sign(ev)), atol=1e-12)
@@ -147,8 +149,10 @@ def test_whitening_eigh_indefinite():
 
 def test_whitening_randomized_same_subspace():
     T2, A, c = _low_rank_plus_noise()
-    W1, ev1, U1 = whitening(T2, 4, method="eigh")
-    W2, ev2, U2 = whitening(T2, 4, method="randomized", random_state=1)
+    wh1 = whiten(T2, 4, method="eigh")
+    wh2 = whiten(T2, 4, method="randomized", random_state=1)
+    ev1, U1 = wh1.eigvals, wh1.eigvecs
+    W2, ev2, U2 = wh2.W, wh2.eigvals, wh2.eigvecs
     np.testing.assert_allclose(ev2, ev1, rtol=1e-6)
     # principal angles between the subspaces: cosines all ~ 1
     cos = np.linalg.svd(U1.T @ U2, compute_uv=False)
@@ -164,14 +168,14 @@ def test_whitening_randomized_implicit_operator():
     s2 = 4.0 * (X @ a[:, 0]) ** 2 - 3.0 * (X @ a[:, 1]) ** 2 + 2.0 * (X @ a[:, 2]) ** 2
     op = SecondMomentOperator(X, s2, chunk_size=512)
     T2 = second_moment(X, s2)
-    _, ev1, U1 = whitening(T2, 3)
-    _, ev2, U2 = whitening(op, 3, method="randomized", n_iter=3)
+    wh1, wh2 = whiten(T2, 3), whiten(op, 3, method="randomized", n_iter=3)
+    ev1, U1, ev2, U2 = wh1.eigvals, wh1.eigvecs, wh2.eigvals, wh2.eigvecs
     assert op.n_passes == 2 + 3
     np.testing.assert_allclose(ev2, ev1, rtol=1e-6)
     # largest principal angle below 2e-3 rad (sample noise limits the gap ratio)
     assert np.min(np.linalg.svd(U1.T @ U2, compute_uv=False)) > 1 - 2e-6
     # eigh on the operator densifies it
-    _, ev3, _ = whitening(op, 3, method="eigh")
+    ev3 = whiten(op, 3, method="eigh").eigvals
     np.testing.assert_allclose(ev3, ev1, rtol=1e-12)
 
 
@@ -211,13 +215,13 @@ def test_bad_input():
         dense_third_moment(np.zeros((3, 101)), np.zeros(3))
     T2 = second_moment(X, s2)
     with pytest.raises(ValueError, match="exceeds the dimension"):
-        whitening(T2, 8)
+        whiten(T2, 8)
     with pytest.raises(ValueError, match="whitening method"):
-        whitening(T2, 2, method="svd")
+        whiten(T2, 2, method="svd")
     with pytest.raises(ValueError, match="square"):
-        whitening(T2[:, :3], 2)
+        whiten(T2[:, :3], 2)
     with pytest.raises(ValueError, match="rank"):
-        whitening(np.diag([1.0, 0.0, 0.0]), 2)
+        whiten(np.diag([1.0, 0.0, 0.0]), 2)
 
 
 # ----------------------------------------------------------------- Monte-Carlo population check
@@ -273,9 +277,9 @@ def test_monte_carlo_moments_linear_orthogonal_gating():
     # the bound is informative: a factor-2 error in c2, c3 or the weights p_i would fail it
     assert 4 * se2 < 0.5 * np.linalg.norm(T2p) and 4 * se3 < 0.5 * np.linalg.norm(T3p)
     # whitened path agrees with the population tensor after whitening with the true T2
-    W, ev, _ = whitening(T2p, 3)
+    W = whiten(T2p, 3).W
     M = whitened_third_moment(X, s3, W)
-    assert np.linalg.norm(M - contract3(T3p, W)) < 4 * se3 * np.linalg.norm(W, 2) ** 3
+    assert np.linalg.norm(M - multilinear(T3p, W)) < 4 * se3 * np.linalg.norm(W, 2) ** 3
 
 
 def test_norm_of_sym_term_formula():
@@ -301,8 +305,8 @@ def test_monte_carlo_error_rate():
 # ------------------------------------- the same convergence for non-linear experts (issue 3.5)
 def _nonlinear_errors(activation, n, seed, d=5, k=3):
     """Errors of the empirical T2, T3 against c2 sum p_i a_i a_i^T and c3 sum p_i a_i^{⊗3},
-    with the label transforms of moebench.label_transforms for ``activation``."""
-    from moebench.label_transforms import apply_transforms, transform_coefficients
+    with the label transforms of moebench.tensor.label_transforms for ``activation``."""
+    from moebench.tensor.label_transforms import apply_transforms, transform_coefficients
 
     data = moebench.make_moe(n, d, k, activation=activation, sigma=0.1, gating="orthogonal",
                              random_state=seed)

@@ -27,10 +27,10 @@ def test_dask_backend_matches_local(tmp_path):
     assert local.ran == 4 and local.failures == 0
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
                                   processes=True, dashboard_address=None) as cluster:
-        remote = run_sweep(cfg, tmp_path / "dask", jobs=2, backend="dask",
+        remote = run_sweep(cfg, tmp_path / "dask", jobs=2, executor="dask",
                            scheduler=cluster.scheduler_address, progress=False)
         assert remote.ran == 4 and remote.failures == 0
-        again = run_sweep(cfg, tmp_path / "dask", jobs=2, backend="dask",
+        again = run_sweep(cfg, tmp_path / "dask", jobs=2, executor="dask",
                           scheduler=cluster.scheduler_address, progress=False)
         assert again.ran == 0 and again.skipped == 4
     a, _ = consolidate(tmp_path / "local")

@@ -7,13 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moebench.sweep.config import REFERENCE, ConfigError, validate_config
-from moebench.sweep.data_sources import (
-    fold_split,
-    linear_regression,
-    load_csv_source,
-    standardized_fold,
-)
+from moebench.reference import REFERENCE, linear_regression
+from moebench.sweep.config import ConfigError, validate_config
+from moebench.sweep.data_sources import fold_split, load_csv_source, standardized_fold
 
 
 def linear_csv(path: Path, sep: str = ",") -> Path:

@@ -196,7 +196,8 @@ def test_stuck_rule():
 
 
 def test_run_cell_with_non_gaussian_inputs(algos):
-    from moebench.sweep.worker import run_cell, synthetic_data
+    from moebench.sweep.data_sources import synthetic_data
+    from moebench.sweep.worker import run_cell
 
     raw = raw_config(repetitions=1, algorithm=raw_config()["algorithm"][:1])
     raw["data"] = {"n": 800, "d": 4, "k": 2, "n_test": 300,

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 import moebench
-from moebench.decomposition import compose, multilinear
 from moebench.generator import make_moe
 from moebench.metrics import parameter_errors
-from moebench.moments import whitening
 from moebench.registry import algorithm_class, available_algorithms
-from moebench.tensor_em import TensorEM, gating_orthogonality, min_samples, recover_experts
+from moebench.tensor.decomposition import compose, multilinear
+from moebench.tensor.estimator import TensorEM, gating_orthogonality, min_samples, recover_experts
+from moebench.tensor.whitening import whiten
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +46,10 @@ def test_population_recovery_for_every_sign_of_c2_and_c3(c2_sign, c3_sign, metho
     p = np.array([0.1, 0.2, 0.3, 0.4])
     c2, c3 = 0.7 * c2_sign, 1.3 * c3_sign
     T2 = c2 * (A.T * p) @ A
-    W, evals, evecs = whitening(T2, k)
-    assert np.all(np.sign(evals) == c2_sign)
-    T3w = multilinear(c3 * compose(p, A), W)
-    experts, dec = recover_experts(T3w, evals, evecs, c3, method, np.random.default_rng(0))
+    wh = whiten(T2, k)
+    assert np.all(np.sign(wh.eigvals) == c2_sign)
+    T3w = multilinear(c3 * compose(p, A), wh.W)
+    experts, dec = recover_experts(T3w, wh, c3, method, np.random.default_rng(0))
     err = parameter_errors(experts, np.zeros((k, d)), moebench.model.MoEModel(
         A, np.zeros((k, d)), 0.1))["expert_error"]
     assert err < 1e-8

@@ -213,7 +213,8 @@ def test_fold_split_refuses_more_folds_than_rows():
 
 
 def test_absurd_held_out_log_likelihood_is_degenerate(tmp_path):
-    from moebench.sweep.config import REFERENCE, validate_config
+    from moebench.reference import REFERENCE
+    from moebench.sweep.config import validate_config
     from moebench.sweep.worker import run_cell
 
     rng = np.random.default_rng(3)

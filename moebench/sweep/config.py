@@ -56,7 +56,8 @@ import numpy as np
 
 from moebench.activations import available_activations
 from moebench.generator import GATING_KINDS, INPUT_DISTRIBUTIONS, make_moe_model
-from moebench.registry import algorithm_class, available_algorithms
+from moebench.registry import algorithm_class, available_algorithms, reference_algorithms
+from moebench.sweep.columns import SYNTHETIC_SETTING_COLUMNS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -65,17 +66,13 @@ else:  # pragma: no cover
 
 TOP_KEYS = ("name", "description", "seed", "repetitions", "success_threshold", "data", "budget",
             "algorithm")
-SYNTHETIC_DATA_KEYS = ("n", "d", "k", "activation", "sigma", "gating", "gating_scale",
-                       "min_angle", "expert_angle", "gating_angle", "input_distribution",
-                       "n_test")
+SYNTHETIC_DATA_KEYS = SYNTHETIC_SETTING_COLUMNS
 CSV_DATA_KEYS = ("source", "k", "activation", "folds")
 SOURCE_KEYS = ("csv", "target", "features", "sep")
 BUDGET_KEYS = ("max_iter", "max_time", "timeout")
 ALGORITHM_KEYS = ("name", "label", "params", "grid", "known_sigma", "activations") + BUDGET_KEYS
 #: estimator arguments the runner sets itself
 RESERVED_PARAMS = ("n_experts", "activation", "random_state", "sigma")
-#: label and pseudo-algorithm of the single linear regression reference on real data
-REFERENCE = "linear_regression"
 
 DATA_DEFAULTS: dict[str, Any] = {
     "n": 10_000, "d": 10, "k": 3, "activation": "linear", "sigma": 0.1, "gating": "orthogonal",
@@ -143,6 +140,9 @@ class Variant:
     module: str = ""
     #: data activations this variant runs on (None: all)
     activations: tuple[str, ...] | None = None
+    #: data-setting keys the algorithm fixes whatever the grid says (a reference model's
+    #: ``fixed_setting``, e.g. k = 1 and linear for the linear regression)
+    setting: dict[str, Any] = field(default_factory=dict)
 
     def key(self) -> dict[str, Any]:
         """What identifies the variant (its seeds and run ids derive from it)."""
@@ -209,19 +209,17 @@ class SweepConfig:
     def cells(self) -> list[Cell]:
         """Every run of the sweep, in a fixed order (setting, repetition, variant).
 
-        On real data the linear-regression reference runs once per fold and
-        repetition, as a mixture with k = 1 linear expert.
+        A variant that fixes part of the setting (the real-data reference: k = 1,
+        linear) runs once per remaining setting and repetition.
         """
         out: list[Cell] = []
         seen: set[str] = set()
         for data in self.data_grid:
             for rep in range(self.repetitions):
                 for v in self.variants:
-                    d = data
                     if v.activations is not None and data["activation"] not in v.activations:
                         continue
-                    if v.algorithm == REFERENCE:
-                        d = {**data, "k": 1, "activation": "linear"}
+                    d = {**data, **v.setting} if v.setting else data
                     cell = Cell(d, v, rep, self.seed, self.success_threshold)
                     if cell.run_id not in seen:
                         seen.add(cell.run_id)
@@ -445,6 +443,25 @@ def _check_algorithms(entries: Any, budget: dict[str, Any]) -> list[Variant]:
     return variants
 
 
+def _reference_variants(variants: list[Variant], budget: dict[str, Any]) -> list[Variant]:
+    """One variant per registered reference model (``reference = True``), for real data.
+
+    Each runs once (max_iter 1, no options) with the data setting its class fixes;
+    its label is its name, which no other variant may take.
+    """
+    out = []
+    for name in reference_algorithms():
+        if any(v.label == name for v in variants):
+            raise ConfigError(f"label {name!r} is reserved for the {name} reference of "
+                              f"real-data sweeps; choose another label")
+        cls = algorithm_class(name)
+        timeout = budget["timeout"] if budget["timeout"] is not None else 60.0
+        out.append(Variant(name, name, {}, 1, budget["max_time"], timeout,
+                           module=cls.__module__,
+                           setting=dict(getattr(cls, "fixed_setting", {}))))
+    return out
+
+
 def _check_name(name: Any, given: bool) -> str:
     """A config name is a plain name: it becomes the folder ``results/<name>``."""
     where = "name" if given else "name (from the file name; set name = \"...\" to choose one)"
@@ -476,19 +493,14 @@ def validate_config(raw: dict[str, Any], name: str = "sweep", source: str = "<di
     budget = _check_budget(budget_raw, "budget.", BUDGET_DEFAULTS)
     variants = _check_algorithms(raw.get("algorithm"), budget)
     if "source" in data:
-        if any(v.label == REFERENCE for v in variants):
-            raise ConfigError(f"label {REFERENCE!r} is reserved for the linear-regression "
-                              f"reference of real-data sweeps")
-        timeout = budget["timeout"] if budget["timeout"] is not None else 60.0
-        variants.append(Variant(REFERENCE, REFERENCE, {}, 1, budget["max_time"], timeout))
+        variants += _reference_variants(variants, budget)
     for v in variants:
-        if v.algorithm == REFERENCE:
-            continue
         cls = algorithm_class(v.algorithm)
         for setting in grid:
-            act = setting["activation"]
-            if v.activations is not None and act not in v.activations:
+            if v.activations is not None and setting["activation"] not in v.activations:
                 continue
+            setting = {**setting, **v.setting}
+            act = setting["activation"]
             d = setting["d"] if "d" in setting else len(setting["source"]["features"])
             try:  # the class's own capability check, the one its fit runs
                 cls.check_setting(setting["k"], d, act)

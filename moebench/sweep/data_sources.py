@@ -1,9 +1,18 @@
-"""Real data for sweeps: a CSV/TSV file, standardised, split into k folds.
+"""Where a sweep cell's rows come from: one small interface over synthetic data and CSV folds.
 
-The inputs are whitened and the target standardised with the training fold's
-mean and covariance (so held-out scores are in standardised units), and a single
-linear regression (a Gaussian linear model fitted by least squares, i.e. a
-mixture with one linear expert) is the reference every mixture is compared with.
+A data source (as benchopt's datasets) turns a cell into its arrays::
+
+    data = data_source(cell.data).load(cell)   # CellData: X, y, X_test, y_test, truth
+
+:class:`SyntheticSource`
+    Rows drawn from a true mixture (``truth``) built from the cell's data setting.
+:class:`CSVSource`
+    A CSV/TSV file, split into k folds; the inputs are whitened and the target
+    standardised with the training fold's mean and covariance (so held-out scores
+    are in standardised units); there is no ``truth``.
+
+Every seed derives from the cell (:meth:`moebench.sweep.config.Cell.data_seed`) and
+none from the algorithm, so every variant of a repetition sees the same rows.
 """
 
 from __future__ import annotations
@@ -13,14 +22,102 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from moebench.generator import standardize
+from moebench.generator import iter_moe_blocks, make_moe_model, standardize
+from moebench.model import MoEModel
 
-LOG_2PI = float(np.log(2.0 * np.pi))
+if TYPE_CHECKING:
+    from moebench.sweep.config import Cell
+
+
+@dataclass(frozen=True)
+class CellData:
+    """The rows of one cell: training and held-out arrays, and the true model if known."""
+
+    X: np.ndarray
+    y: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    #: the true parameters (synthetic data); None on real data
+    truth: MoEModel | None = None
+
+
+class DataSource(Protocol):
+    """What the worker asks of a data source: the rows of a cell."""
+
+    def load(self, cell: Cell) -> CellData:
+        """Training and held-out rows of ``cell`` (and the truth, or None)."""
+        ...
+
+
+class SyntheticSource:
+    """Rows drawn from a true mixture built from the cell's data setting.
+
+    The true parameters depend on the setting without ``n``, ``n_test`` and
+    ``input_distribution`` (so every sample size and input law of a repetition
+    learns the same model), the training rows on ``n`` too, the held-out rows on
+    ``n_test``; none depend on the algorithm.
+    """
+
+    def load(self, cell: Cell) -> CellData:
+        """The true model, training rows and held-out rows of a synthetic cell."""
+        s = cell.data
+        entropy = cell.data_seed("n", "n_test", "input_distribution").entropy
+        model = make_moe_model(s["d"], s["k"], s["activation"], s["sigma"], s["gating"],
+                               s["gating_scale"], s["min_angle"], s["expert_angle"],
+                               random_state=np.random.SeedSequence(entropy, spawn_key=(0,)),
+                               gating_angle=s["gating_angle"])
+        dist = s["input_distribution"]
+        X, y = _rows(model, s["n"], np.random.SeedSequence(entropy, spawn_key=(1, s["n"])), dist)
+        Xt, yt = _rows(model, s["n_test"],
+                       np.random.SeedSequence(entropy, spawn_key=(2, s["n_test"])), dist)
+        return CellData(X, y, Xt, yt, model)
+
+
+class CSVSource:
+    """Standardised train/held-out rows of one fold of a CSV file (``data.source``).
+
+    The split depends on (base seed, source, number of folds, repetition) only, so
+    every k and algorithm sees the same folds.
+    """
+
+    def load(self, cell: Cell) -> CellData:
+        """The standardised training and held-out rows of the cell's fold; no truth."""
+        s = cell.data
+        table = load_csv_source(s["source"])
+        seed = cell.data_seed("k", "activation", "fold")
+        train, test = fold_split(len(table.y), s["folds"], s["fold"], seed)
+        return CellData(*standardized_fold(table, train, test))
+
+
+def data_source(data: dict[str, Any]) -> DataSource:
+    """The data source of a cell's data setting: a CSV file when it names ``source``."""
+    return CSVSource() if "source" in data else SyntheticSource()
+
+
+def load_cell_data(cell: Cell) -> CellData:
+    """The rows of ``cell`` from its data source."""
+    return data_source(cell.data).load(cell)
+
+
+def synthetic_data(cell: Cell) -> tuple[MoEModel, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(truth, X, y, X_test, y_test) of a synthetic cell (see :class:`SyntheticSource`)."""
+    d = SyntheticSource().load(cell)
+    assert d.truth is not None
+    return d.truth, d.X, d.y, d.X_test, d.y_test
+
+
+def _rows(model: MoEModel, n: int, seed: np.random.SeedSequence, distribution: str
+          ) -> tuple[np.ndarray, np.ndarray]:
+    Xs, ys = [], []
+    for X, y, _ in iter_moe_blocks(model, n, seed, input_distribution=distribution):
+        Xs.append(X)
+        ys.append(y)
+    return np.concatenate(Xs), np.concatenate(ys)
 
 
 @dataclass(frozen=True)
@@ -125,19 +222,3 @@ def standardized_fold(table: CSVTable, train: np.ndarray, test: np.ndarray
     if sd <= 0:
         raise ValueError(f"the target {table.target!r} is constant on the training rows")
     return X_train, (table.y[train] - mu) / sd, X_test, (table.y[test] - mu) / sd
-
-
-def linear_regression(X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray
-                      ) -> dict[str, float]:
-    """Least-squares Gaussian linear model: train/held-out mean log-likelihood and MSE."""
-    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-    resid = y - X @ coef
-    var = float(np.mean(resid**2))
-    sigma = float(np.sqrt(var))
-
-    def loglik(res: np.ndarray) -> float:
-        return float(np.mean(-0.5 * res**2 / var - np.log(sigma) - 0.5 * LOG_2PI))
-
-    test_resid = y_test - X_test @ coef
-    return {"train_log_likelihood": loglik(resid), "test_log_likelihood": loglik(test_resid),
-            "test_mse": float(np.mean(test_resid**2)), "train_mse": var, "sigma_hat": sigma}

@@ -1,6 +1,6 @@
-"""Process hygiene of the local backend: no sweep process outlives ``moebench run``.
+"""Process hygiene of the local executor: no sweep process outlives ``moebench run``.
 
-The local backend starts its workers from a forkserver, so a worker's parent is
+The local executor starts its workers from a forkserver, so a worker's parent is
 the forkserver, not the sweep's main process (the *owner*). Three layers make
 every worker end when the owner ends, however it ends (SIGKILL included), and
 make the hard timeout hold even when the owner cannot enforce it:

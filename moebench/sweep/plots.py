@@ -1,4 +1,4 @@
-"""Figures drawn from stored sweep results only (headless, matplotlib Agg).
+"""Every figure of stored sweep results, drawn without pyplot (the global backend is left alone).
 
 Kinds
 -----
@@ -12,8 +12,18 @@ Kinds
 ``success``
     Success rate against k (or d, or another varying setting).
 ``heldout``
-    Real data: held-out mean log-likelihood and MSE against k, with the linear
-    regression reference.
+    Real data: held-out mean log-likelihood and MSE against k, with the reference
+    models (the linear regression) as dashed lines.
+``diagnostics``
+    Final error and fitted diagnostics against a setting.
+``gridlock`` and ``phase`` (:func:`plot_gridlock`, :func:`plot_phase_maps`)
+    Where local search is stuck while a reference variant succeeds, from the rates
+    of :mod:`moebench.sweep.gridlock`.
+
+Figures are :class:`matplotlib.figure.Figure` objects drawn on their own canvas:
+importing this module (or the report, which imports it) does not select or
+change matplotlib's backend, so a notebook keeps its own. :func:`save` writes
+atomically.
 
 Each algorithm variant keeps one colour in every figure: the usual labels have
 fixed colours, any other label takes the next free colour in sorted order.
@@ -26,24 +36,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import matplotlib.ticker
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from moebench.sweep.config import REFERENCE  # noqa: E402
+from moebench.io import atomic_save_figure
+from moebench.registry import reference_algorithms
+from moebench.sweep.columns import OK_STATUSES, format_value, is_real_data, varying_settings
+from moebench.sweep.gridlock import (
+    DEFAULT_TOL,
+    STUCK_MIN,
+    SUCCESS_MIN,
+    in_gridlock,
+    local_search_labels,
+    phase_table,
+    reference_pairs,
+)
 
 KINDS = ("curves", "time", "sample_complexity", "success", "heldout", "diagnostics", "all")
 X_AXES = ("iteration", "time")
 METRICS = ("expert_error", "gating_error", "log_likelihood")
 SUFFIXES = (".png", ".pdf", ".svg")
-#: data-setting columns a figure may facet or plot over
-SETTING_COLUMNS = ("dataset", "n", "d", "k", "activation", "sigma", "gating", "gating_scale",
-                   "min_angle", "expert_angle", "gating_angle", "input_distribution", "n_test")
-OK_STATUSES = ("ok",)
 
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
             "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
@@ -51,7 +66,7 @@ _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#
 PINNED_COLORS = {
     "tensor_em": _PALETTE[0], "tensor_em_refine": _PALETTE[1], "joint_em": _PALETTE[2],
     "sgd": _PALETTE[3], "alt_min": _PALETTE[4], "joint_em_restarts": _PALETTE[5],
-    "gradient_em": _PALETTE[6], "sgd_plain": _PALETTE[8], REFERENCE: "#000000",
+    "gradient_em": _PALETTE[6], "sgd_plain": _PALETTE[8], "linear_regression": "#000000",
 }
 
 
@@ -83,25 +98,9 @@ def _set_n_ticks(ax: Any, values: Sequence[float]) -> None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
-def varying_settings(summary: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
-    """Setting columns that take more than one value in the results."""
-    cols = []
-    for c in SETTING_COLUMNS:
-        if c in summary.columns and c not in exclude:
-            if summary[c].astype(str).nunique() > 1:
-                cols.append(c)
-    return cols
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def _panel_title(cols: Sequence[str], key: Any) -> str:
     key = key if isinstance(key, tuple) else (key,)
-    return ", ".join(f"{c}={_fmt(v)}" for c, v in zip(cols, key, strict=True))
+    return ", ".join(f"{c}={format_value(v)}" for c, v in zip(cols, key, strict=True))
 
 
 def _groups(frame: pd.DataFrame, cols: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
@@ -114,8 +113,8 @@ def _groups(frame: pd.DataFrame, cols: Sequence[str]) -> list[tuple[str, pd.Data
 def _grid(n_panels: int, width: float = 4.2, height: float = 3.3, max_cols: int = 3):
     ncols = max(1, min(n_panels, max_cols))
     nrows = -(-n_panels // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows + 0.6),
-                             squeeze=False, constrained_layout=True)
+    fig = Figure(figsize=(width * ncols, height * nrows + 0.6), constrained_layout=True)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat[n_panels:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n_panels])
@@ -123,7 +122,7 @@ def _grid(n_panels: int, width: float = 4.2, height: float = 3.3, max_cols: int 
 
 def _legend(fig: Any, colors: dict[str, str], labels: Sequence[str],
             markers: dict[str, str] | None = None) -> None:
-    handles = [plt.Line2D([], [], color=colors[lab], lw=2,
+    handles = [Line2D([], [], color=colors[lab], lw=2,
                           marker=(markers or {}).get(lab)) for lab in labels]
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5),
                frameon=False, fontsize="small")
@@ -328,23 +327,26 @@ def plot_heldout(summary: pd.DataFrame) -> Any:
     if ok.empty:
         raise ValueError("no finished run to plot")
     colors = variant_colors(sorted(summary["label"].unique()))
-    ref = ok[ok["label"] == REFERENCE]
-    models = ok[ok["label"] != REFERENCE]
+    is_ref = ok["algorithm"].isin(reference_algorithms()) if "algorithm" in ok \
+        else pd.Series(False, index=ok.index)
+    ref, models = ok[is_ref], ok[~is_ref]
+    ref_labels = sorted(ref["label"].unique())
     cols = varying_settings(models, exclude=("k",))
     groups = _groups(models, cols) if not models.empty else [("", models)]
     metrics = ("test_log_likelihood", "test_mse")
     ncols = len(groups)
-    fig, axes = plt.subplots(2, ncols, figsize=(4.6 * ncols, 6.8), squeeze=False,
-                             constrained_layout=True)
+    fig = Figure(figsize=(4.6 * ncols, 6.8), constrained_layout=True)
+    axes = fig.subplots(2, ncols, squeeze=False)
     labels = sorted(models["label"].unique())
     ks = sorted(models["k"].unique()) if not models.empty else []
     for j, (title, frame) in enumerate(groups):
         for i, metric in enumerate(metrics):
             ax = axes[i, j]
-            if not ref.empty:
-                m, s = float(ref[metric].mean()), float(ref[metric].std(ddof=1) or 0.0)
-                ax.axhline(m, color=colors[REFERENCE], ls="--", lw=1.2)
-                ax.axhspan(m - s, m + s, color=colors[REFERENCE], alpha=0.08, lw=0)
+            for lab in ref_labels:
+                rows = ref[ref["label"] == lab]
+                m, s = float(rows[metric].mean()), float(rows[metric].std(ddof=1) or 0.0)
+                ax.axhline(m, color=colors[lab], ls="--", lw=1.2)
+                ax.axhspan(m - s, m + s, color=colors[lab], alpha=0.08, lw=0)
             for pos, label in enumerate(labels):
                 stats = frame[frame["label"] == label].groupby("k")[metric].agg(["mean", "std"])
                 if stats.empty:
@@ -358,7 +360,7 @@ def plot_heldout(summary: pd.DataFrame) -> Any:
             ax.set_ylabel(metric.replace("_", " ") + " (standardised)")
             ax.set_title(title, fontsize="medium")
             ax.grid(True, alpha=0.3)
-    _legend(fig, colors, labels + ([REFERENCE] if not ref.empty else []))
+    _legend(fig, colors, labels + ref_labels)
     name = ok["dataset"].iloc[0] if "dataset" in ok else "real data"
     fig.suptitle(f"{name}: held-out scores over folds (mean +- sd; dashed: linear regression)",
                  fontsize="medium")
@@ -384,8 +386,8 @@ def plot_diagnostics(summary: pd.DataFrame, by: str | None = None) -> Any:
     cols = varying_settings(summary, exclude=(by,))
     panels = _groups(ok, cols)
     rows = 1 + len(diag_cols)
-    fig, axes = plt.subplots(rows, len(panels), figsize=(4.2 * len(panels), 3.2 * rows),
-                             squeeze=False)
+    fig = Figure(figsize=(4.2 * len(panels), 3.2 * rows))
+    axes = fig.subplots(rows, len(panels), squeeze=False)
     labels = sorted(summary["label"].unique())
     colors = variant_colors(labels)
     markers = variant_markers(labels)
@@ -420,11 +422,141 @@ def plot_diagnostics(summary: pd.DataFrame, by: str | None = None) -> Any:
     return fig
 
 
+# --------------------------------------------------------------------------- gridlock
+def plot_gridlock(
+    summary: pd.DataFrame,
+    axes: Sequence[str],
+    reference: str = "tensor_em_refine",
+    baselines: Sequence[str] | None = None,
+    stuck_min: float = STUCK_MIN,
+    success_min: float = SUCCESS_MIN,
+    tol: float = DEFAULT_TOL,
+):
+    """Where is the gridlock? One panel per baseline, one point per cell of ``axes``.
+
+    A point sits at (success rate of ``reference``, stuck rate of the baseline) in that
+    cell; the shaded corner is the gridlock region (stuck >= ``stuck_min`` while the
+    reference succeeds >= ``success_min``) and the cells in it are named.
+
+    Parameters
+    ----------
+    axes : sequence of str
+        Data-setting columns that define a cell (e.g. ``["d", "k", "sigma"]``).
+    baselines : sequence of str, optional
+        Variant labels to show; default: every local-search variant but the reference.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    table = phase_table(summary, axes, tol)
+    baselines = list(baselines) if baselines is not None \
+        else local_search_labels(summary, reference)
+    pairs = reference_pairs(table, axes, baselines, reference)
+    if not baselines:
+        raise ValueError("no baseline variant to draw: none of the variants is a local-search "
+                         "method other than the reference")
+    pairs["gridlock"] = in_gridlock(pairs, reference, stuck_min, success_min)
+    ncols = min(3, len(baselines))
+    nrows = -(-len(baselines) // ncols)
+    fig = Figure(figsize=(4.6 * ncols, 4.2 * nrows))
+    grid = fig.subplots(nrows, ncols, squeeze=False)
+    rng = np.random.default_rng(0)  # jitter only: rates from 5 seeds sit on a 0.2 lattice
+    for ax, label in zip(grid.flat, baselines):
+        sub = pairs[pairs["label"] == label]
+        x = sub[f"{reference}_success"].to_numpy(dtype=float)
+        y = sub["stuck_rate"].to_numpy(dtype=float)
+        inside = sub["gridlock"].to_numpy()
+        jx = x + rng.uniform(-0.025, 0.025, len(x))
+        jy = y + rng.uniform(-0.025, 0.025, len(y))
+        ax.axvspan(success_min, 1.06, ymin=(stuck_min + 0.06) / 1.12, color="tab:red",
+                   alpha=0.08, lw=0)
+        ax.scatter(jx[~inside], jy[~inside], s=14, color="0.55", alpha=0.7, lw=0,
+                   label="other cells")
+        ax.scatter(jx[inside], jy[inside], s=30, color="tab:red", lw=0, label="gridlock")
+        cells = sub[list(axes)].to_numpy(dtype=object)
+        named = [(jx[i], jy[i], cells[i]) for i in np.flatnonzero(inside)]
+        for i, (px, py, cell) in enumerate(named[:8]):
+            text = " ".join(f"{a}={format_value(v)}" for a, v in zip(axes, cell))
+            ax.annotate(text, (px, py), xytext=(0.8, 0.95 - 0.055 * i), textcoords="axes fraction",
+                        ha="right", fontsize=6, color="tab:red",
+                        arrowprops=dict(arrowstyle="-", color="tab:red", lw=0.4))
+        more = " (first 8 named)" if len(named) > 8 else ""
+        ax.set_title(f"{label}: {int(inside.sum())} of {len(sub)} cells{more}", fontsize=9)
+        ax.set_xlim(-0.06, 1.06)
+        ax.set_ylim(-0.06, 1.06)
+        ax.set_xlabel(f"{reference} success rate")
+        ax.set_ylabel(f"{label} stuck rate")
+        ax.grid(alpha=0.3)
+    for ax in list(grid.flat)[len(baselines):]:
+        ax.axis("off")
+    grid.flat[0].legend(fontsize=7, loc="center left")
+    fig.suptitle(f"Gridlock: stuck in >= {stuck_min:.0%} of seeds while {reference} succeeds "
+                 f"in >= {success_min:.0%} (cells over {', '.join(axes)}; stuck = log-likelihood "
+                 f"> {tol:g}/sample below best and truth)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_phase_maps(
+    summary: pd.DataFrame,
+    x: str,
+    y: str,
+    out_dir: str | Path,
+    facet: str | None = None,
+    tol: float = DEFAULT_TOL,
+    formats: Sequence[str] = ("png",),
+) -> list[Path]:
+    """One figure per algorithm variant: stuck-rate and success-rate heatmaps over (x, y).
+
+    With ``facet``, one row of heatmaps per value of that column. Each figure is
+    written atomically as ``phase_<label>.<format>`` in ``out_dir``.
+    Returns the written files.
+    """
+    axes = [x, y] + ([facet] if facet else [])
+    table = phase_table(summary, axes, tol)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    facets = sorted(table[facet].dropna().unique()) if facet else [None]
+    xs = sorted(table[x].dropna().unique())
+    ys = sorted(table[y].dropna().unique())
+    written = []
+    for label in sorted(table["label"].unique()):
+        fig = Figure(figsize=(8, 3.2 * len(facets)))
+        grid = fig.subplots(len(facets), 2, squeeze=False)
+        for r, fv in enumerate(facets):
+            sub = table[table["label"] == label]
+            if facet:
+                sub = sub[sub[facet] == fv]
+            for c, (col, title) in enumerate((("stuck_rate", "stuck rate"),
+                                              ("success_rate", "success rate"))):
+                mat = np.full((len(ys), len(xs)), np.nan)
+                for _, row in sub.iterrows():
+                    mat[ys.index(row[y]), xs.index(row[x])] = row[col]
+                ax = grid[r, c]
+                im = ax.imshow(mat, vmin=0, vmax=1, cmap="magma_r" if c == 0 else "viridis",
+                               origin="lower", aspect="auto")
+                for (i, j), v in np.ndenumerate(mat):
+                    if np.isfinite(v):
+                        ax.text(j, i, f"{v:.0%}", ha="center", va="center", fontsize=7,
+                                color="white" if (v > 0.5) == (c == 0) else "black")
+                ax.set_xticks(range(len(xs)), [format_value(v) for v in xs])
+                ax.set_yticks(range(len(ys)), [format_value(v) for v in ys])
+                ax.set_xlabel(x)
+                ax.set_ylabel(y)
+                where = f" ({facet}={format_value(fv)})" if facet else ""
+                ax.set_title(f"{title}{where}", fontsize=9)
+                fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.suptitle(f"{label}: stuck (likelihood > {tol:g}/sample below best and truth) "
+                     f"and success", fontsize=10)
+        fig.tight_layout()
+        for fmt in formats:
+            path = out_dir / f"phase_{label}.{fmt}"
+            written.append(atomic_save_figure(fig, path, dpi=110))
+    return written
+
+
 # --------------------------------------------------------------------------- entry points
-def is_real_data(summary: pd.DataFrame) -> bool:
-    return "dataset" in summary.columns and summary["dataset"].notna().any()
-
-
 def draw(kind: str, summary: pd.DataFrame, checkpoints: pd.DataFrame, x: str = "iteration",
          metric: str = "expert_error", by: str | None = None, raw: bool = False) -> Any:
     """The figure of one ``kind`` (not ``all``)."""
@@ -459,12 +591,7 @@ def save(fig: Any, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
         raise ValueError(f"figure file must end in {', '.join(SUFFIXES)}; got {path.name!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, dpi=130, format=path.suffix.lower()[1:])
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return atomic_save_figure(fig, path, dpi=130, format=path.suffix.lower()[1:])
 
 
 def default_figure(summary: pd.DataFrame, checkpoints: pd.DataFrame, path: str | os.PathLike

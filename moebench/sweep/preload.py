@@ -1,4 +1,4 @@
-"""Imported once by the local backend's forkserver: algorithms and torch for every worker."""
+"""Imported once by the local executor's forkserver: algorithms and torch for every worker."""
 
 from moebench.sweep.lifeline import guard_forkserver
 from moebench.sweep.worker import preload

@@ -13,7 +13,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from moebench.sweep.config import REFERENCE
+from moebench.sweep.columns import (
+    OK_STATUSES,
+    SETTING_COLUMNS,
+    format_value,
+    is_real_data,
+    varying_settings,
+)
 from moebench.sweep.gridlock import (
     DEFAULT_TOL,
     STUCK_MIN,
@@ -23,7 +29,6 @@ from moebench.sweep.gridlock import (
     mark_stuck,
     phase_table,
 )
-from moebench.sweep.plots import OK_STATUSES, is_real_data, varying_settings
 
 
 def _median_iqr(values: pd.Series, fmt: str = ".3g") -> str:
@@ -60,13 +65,11 @@ def _markdown(rows: list[dict[str, str]]) -> str:
 
 def _fixed_line(summary: pd.DataFrame, varying: list[str]) -> str:
     fixed = []
-    for c in ("dataset", "n", "d", "k", "activation", "sigma", "gating", "gating_scale",
-              "min_angle", "expert_angle", "gating_angle", "input_distribution"):
-        if c in summary.columns and c not in varying:
+    for c in SETTING_COLUMNS:
+        if c in summary.columns and c not in varying and c != "n_test":
             vals = summary[c].dropna().unique()
             if len(vals) == 1:
-                v = vals[0]
-                fixed.append(f"{c}={int(v) if isinstance(v, float) and v.is_integer() else v}")
+                fixed.append(f"{c}={format_value(vals[0])}")
     return ", ".join(fixed)
 
 
@@ -85,9 +88,8 @@ def report_table(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> str:
     rows = []
     for key, g in summary.groupby(by, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
-        row = {c: (str(int(v)) if isinstance(v, float) and float(v).is_integer() else str(v))
-               for c, v in zip(by, key, strict=True)}
-        if real and row["label"] == REFERENCE:
+        row = {c: format_value(v) for c, v in zip(by, key, strict=True)}
+        if real and row["k"] == "1":  # a single linear model (the reference), no mixture
             row["k"] = "1 (linear)"
         row = {"variant": row.pop("label"), **row}
         ok = g[g["status"].isin(OK_STATUSES)]
@@ -137,7 +139,7 @@ def phase_report(summary: pd.DataFrame, axes: list[str], reference: str = "tenso
                                stuck_min, success_min)
     rows = []
     for _, r in table.iterrows():
-        row = {a: _fmt_value(r[a]) for a in axes}
+        row = {a: format_value(r[a]) for a in axes}
         row.update({"variant": r["label"], "runs": str(r["runs"]), "failed": str(r["failed"]),
                     "stuck": f"{r['stuck_rate']:.0%}", "success": f"{r['success_rate']:.0%}",
                     "expert error, median": f"{r['median_expert_error']:.3g}"})
@@ -148,12 +150,7 @@ def phase_report(summary: pd.DataFrame, axes: list[str], reference: str = "tenso
     if regions.empty:
         text.append("No such setting in these results.\n")
     else:
-        text.append(_markdown([{c: _fmt_value(v) for c, v in r.items()}
+        text.append(_markdown([{c: format_value(v) for c, v in r.items()}
                                for r in regions.to_dict("records")]))
     return "\n".join(text)
 
-
-def _fmt_value(v) -> str:
-    if isinstance(v, float):
-        return str(int(v)) if v.is_integer() else f"{v:.3g}"
-    return str(v)

@@ -37,7 +37,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from moebench.io import TMP_PREFIX, atomic_write_bytes
+
 SUMMARY_KEY = b"moebench_summary"
 CHECKSUM_KEY = b"moebench_checksum"
 PACK_KEY = b"moebench_pack"
@@ -55,7 +56,6 @@ PACK_FORMAT = 1
 RUNS_DIR = "runs"
 QUARANTINE_DIR = ".quarantine"
 RECORDS_FILE = "records.parquet"
-TMP_PREFIX = ".tmp-"
 #: zstd level of the tables: 19 makes results/gridlock's checkpoints.parquet 13.7 MB instead of
 #: 14.2 MB at level 9, for ~2 s more per 5e5 checkpoint rows
 ZSTD_LEVEL = 19
@@ -168,41 +168,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
-
-
-def _umask() -> int:
-    """This process's umask, read without changing it where the platform allows."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # pragma: no cover - not Linux
-    os.umask(mask)  # pragma: no cover
-    return mask  # pragma: no cover
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and os.replace.
-
-    The file gets the mode a plain ``open`` would give it (``0o666`` less the umask,
-    0644 by default), not the 0600 of the temporary file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _checkpoint_frame(checkpoints: list[dict[str, Any]]) -> pd.DataFrame:

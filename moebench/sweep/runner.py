@@ -1,7 +1,7 @@
 """Run the cells of a sweep: skip finished ones, run the rest in parallel, record everything.
 
-Backends
---------
+Executors (``--executor``; not to be confused with tensor_em's array ``backend``)
+--------------------------------------------------------------------------------
 ``local``
     One process per run, at most ``jobs`` at a time, started from a forkserver
     that has already imported moebench and every algorithm (cheap starts). A run
@@ -23,6 +23,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from moebench.cli_checks import describe_error
-from moebench.sweep.config import REFERENCE, Cell, SweepConfig
+from moebench.sweep.columns import FAILED_STATUSES
+from moebench.sweep.config import Cell, SweepConfig
 from moebench.sweep.lifeline import interrupt_on_signals
 from moebench.sweep.results import (
     clean_temporaries,
@@ -42,8 +44,10 @@ from moebench.sweep.results import (
 )
 from moebench.sweep.worker import failure_summary
 
-BACKENDS = ("local", "dask")
-FAILED = ("error", "nan", "timeout", "degenerate")
+#: where the runs execute (``--executor``)
+EXECUTORS = ("local", "dask")
+#: statuses of runs without a usable result (re-run by ``--retry-failed``)
+FAILED = FAILED_STATUSES
 
 
 def available_cores() -> int:
@@ -106,7 +110,7 @@ class Progress:
             self._bar.close()
 
 
-# --------------------------------------------------------------------------- local backend
+# --------------------------------------------------------------------------- local executor
 def _mp_context() -> mp.context.BaseContext:
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
@@ -177,7 +181,7 @@ def run_local(cells: list[Cell], out: str, jobs: int, config: str,
             proc.join()
 
 
-# --------------------------------------------------------------------------- dask backend
+# --------------------------------------------------------------------------- dask executor
 #: seconds to wait for a dask scheduler given by --scheduler
 DASK_CONNECT_TIMEOUT = 10.0
 #: dask's default scheduler port
@@ -259,7 +263,7 @@ def run_dask(cells: list[Cell], out: str, jobs: int, config: str,
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
-        raise ValueError("--backend dask needs dask.distributed: pip install "
+        raise ValueError("--executor dask needs dask.distributed: pip install "
                          "'moebench[dask]'") from None
     cluster = None
     if scheduler:
@@ -338,8 +342,8 @@ def select_cells(cells: list[Cell], filters: Iterable[str] = (), limit: int | No
         return cell.data[key]
 
     def matches(cell: Cell, key: str, value: str) -> bool:
-        if cell.variant.algorithm == REFERENCE and key in ("k", "activation"):
-            return True  # the real-data reference (k = 1, linear) belongs to every k
+        if key in cell.variant.setting:
+            return True  # a variant that fixes this key (the reference: k = 1) matches any
         return str(field_of(cell, key)) == value
 
     chosen = [c for c in cells if all(matches(c, k, v) for k, v in parsed)]
@@ -347,9 +351,9 @@ def select_cells(cells: list[Cell], filters: Iterable[str] = (), limit: int | No
 
 
 def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force: bool = False,
-              backend: str = "local", scheduler: str | None = None,
+              executor: str = "local", scheduler: str | None = None,
               filters: Iterable[str] = (), limit: int | None = None, progress: bool = True,
-              retry_failed: bool = False) -> SweepOutcome:
+              retry_failed: bool = False, *, backend: str | None = None) -> SweepOutcome:
     """Run every cell of ``config`` not yet finished in ``out``.
 
     Parameters
@@ -358,20 +362,28 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force:
         Parallel runs (worker processes, or LocalCluster workers).
     force : bool
         Re-run finished runs too.
-    backend : {"local", "dask"}
+    executor : {"local", "dask"}
+        Where the runs execute: local processes or a dask.distributed cluster.
     scheduler : str, optional
-        Address of a running dask scheduler (dask backend).
+        Address of a running dask scheduler (dask executor).
     filters, limit
         Run only the cells matching every ``key=value`` filter, at most ``limit``.
     retry_failed : bool
         Re-run runs whose status is error, nan, timeout or degenerate.
+    backend : {"local", "dask"}, optional
+        Deprecated name of ``executor`` (warns).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; valid choices: {', '.join(BACKENDS)}")
+    if backend is not None:
+        warnings.warn("run_sweep(backend=...) is deprecated: use executor=...",
+                      DeprecationWarning, stacklevel=2)
+        executor = backend
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid choices: "
+                         f"{', '.join(EXECUTORS)}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"--jobs must be an integer >= 1; got {jobs!r}")
-    if scheduler and backend != "dask":
-        raise ValueError("--scheduler needs --backend dask")
+    if scheduler and executor != "dask":
+        raise ValueError("--scheduler needs --executor dask")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     clean_temporaries(out)
@@ -392,10 +404,10 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force:
 
     start = time.perf_counter()
     try:
-        # SIGTERM/SIGHUP raise Interrupted here, so the backends' finally blocks stop
+        # SIGTERM/SIGHUP raise Interrupted here, so the executors' finally blocks stop
         # the workers (SIGKILL cannot be caught: the workers watch this process)
         with interrupt_on_signals():
-            if todo and backend == "local":
+            if todo and executor == "local":
                 run_local(todo, str(out), jobs, config.name, on_done)
             elif todo:
                 run_dask(todo, str(out), jobs, config.name, on_done, scheduler)

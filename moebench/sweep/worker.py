@@ -1,6 +1,11 @@
-"""Run one sweep cell: build its data, fit its estimator, score it, write its run file.
+"""Run one sweep cell in one straight line: data source -> estimator -> evaluation -> record.
 
-The local backend's forkserver imports :mod:`moebench.sweep.preload`, which
+:func:`run_cell` loads the cell's rows from its data source
+(:mod:`moebench.sweep.data_sources`), builds and fits the registered estimator the
+variant names (:func:`fit_estimator`; budgets go to the parameters the class
+declares), scores it (:func:`evaluate`), and writes the run file.
+
+The local executor's forkserver imports :mod:`moebench.sweep.preload`, which
 calls :func:`preload` so that every worker starts with the algorithms and torch
 already imported.
 """
@@ -14,74 +19,22 @@ import sys
 import time
 import traceback
 import warnings
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
-from moebench.generator import iter_moe_blocks, make_moe_model
 from moebench.metrics import parameter_errors, prediction_mse
-from moebench.model import MoEModel
 from moebench.registry import algorithm_class, available_algorithms, get_algorithm
-from moebench.sweep.config import REFERENCE, Cell
-from moebench.sweep.data_sources import (
-    fold_split,
-    linear_regression,
-    load_csv_source,
-    standardized_fold,
-)
+from moebench.sweep.columns import METRIC_COLUMNS
+from moebench.sweep.config import Cell
+from moebench.sweep.data_sources import CellData, load_cell_data
 from moebench.sweep.results import provenance, write_run
 from moebench.validation import DegenerateFitError, absurd_log_likelihood, rms
 
 #: keys of a summary that hold final metrics
-METRIC_KEYS = ("expert_error", "expert_max_angle", "gating_error", "success", "sigma_hat",
-               "train_log_likelihood", "test_log_likelihood", "test_mse",
-               "true_train_log_likelihood", "true_test_log_likelihood", "true_test_mse")
-
-
-# --------------------------------------------------------------------------- data
-def _rows(model: MoEModel, n: int, seed: np.random.SeedSequence, distribution: str
-          ) -> tuple[np.ndarray, np.ndarray]:
-    Xs, ys = [], []
-    for X, y, _ in iter_moe_blocks(model, n, seed, input_distribution=distribution):
-        Xs.append(X)
-        ys.append(y)
-    return np.concatenate(Xs), np.concatenate(ys)
-
-
-def synthetic_data(cell: Cell) -> tuple[MoEModel, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The true model, training rows and held-out rows of a synthetic cell.
-
-    The true parameters depend on the setting without ``n``, ``n_test`` and
-    ``input_distribution`` (so every sample size and input law of a repetition
-    learns the same model), the training rows on ``n`` too, the held-out rows on
-    ``n_test``; none depend on the algorithm.
-    """
-    s = cell.data
-    base = cell.data_seed("n", "n_test", "input_distribution")
-    entropy = base.entropy
-    model = make_moe_model(s["d"], s["k"], s["activation"], s["sigma"], s["gating"],
-                           s["gating_scale"], s["min_angle"], s["expert_angle"],
-                           random_state=np.random.SeedSequence(entropy, spawn_key=(0,)),
-                           gating_angle=s["gating_angle"])
-    dist = s["input_distribution"]
-    X, y = _rows(model, s["n"], np.random.SeedSequence(entropy, spawn_key=(1, s["n"])), dist)
-    Xt, yt = _rows(model, s["n_test"],
-                   np.random.SeedSequence(entropy, spawn_key=(2, s["n_test"])), dist)
-    return model, X, y, Xt, yt
-
-
-def csv_data(cell: Cell) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Standardised train/held-out rows of a real-data cell's fold.
-
-    The split depends on (base seed, source, number of folds, repetition) only, so
-    every k and algorithm sees the same folds.
-    """
-    s = cell.data
-    table = load_csv_source(s["source"])
-    seed = cell.data_seed("k", "activation", "fold")
-    train, test = fold_split(len(table.y), s["folds"], s["fold"], seed)
-    return standardized_fold(table, train, test)
+METRIC_KEYS = METRIC_COLUMNS
 
 
 # --------------------------------------------------------------------------- threads
@@ -164,83 +117,119 @@ def fitted_scalars(est: Any) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class FitOutcome:
+    """What fitting one estimator produced, besides the estimator itself."""
+
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    warnings: str = ""
+    fit_time: float = math.nan
+    n_iter: int = 0
+    stop_reason: str = ""
+
+
+def build_estimator(cell: Cell, truth: Any = None) -> Any:
+    """The unfitted estimator of the cell's variant.
+
+    The class declares which of its options carry the sweep budgets; the setting
+    gives ``n_experts`` and ``activation``; ``sigma`` is the true one when the
+    variant asks for ``known_sigma`` and the data has a truth.
+    """
+    v = cell.variant
+    if v.module and v.module not in sys.modules:
+        importlib.import_module(v.module)
+    options = {**v.params, **algorithm_class(v.algorithm).budget_options(
+        max_iter=v.max_iter, max_time=v.max_time)}
+    sigma = truth.sigma if (v.known_sigma and truth is not None) else None
+    return get_algorithm(v.algorithm, n_experts=cell.data["k"],
+                         activation=cell.data["activation"], sigma=sigma,
+                         random_state=cell.algorithm_seed(), **options)
+
+
+def fit_estimator(est: Any, data: CellData, outcome: FitOutcome) -> None:
+    """Fit ``est`` on the training rows, filling ``outcome`` (also when ``fit`` raises).
+
+    The fit time is the estimator's own clock (the last checkpoint's ``time``, which
+    excludes metric evaluation) or the wall time of ``fit`` when it records none.
+    """
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            est.fit(data.X, data.y, truth=data.truth)
+        finally:
+            wall_fit = time.perf_counter() - t0
+            outcome.checkpoints = list(getattr(est, "history_", []) or [])
+            outcome.warnings = "; ".join(dict.fromkeys(
+                f"{w.category.__name__}: {w.message}" for w in caught))
+    outcome.fit_time = (float(outcome.checkpoints[-1]["time"]) if outcome.checkpoints
+                        else wall_fit)
+    outcome.n_iter = int(est.n_iter_)
+    outcome.stop_reason = est.stop_reason_  # set by every fit (checked by MoEEstimator.fit)
+
+
+def evaluate(est: Any, data: CellData, success_threshold: float) -> dict[str, Any]:
+    """Final metrics of a fitted estimator: fitted diagnostics, scores, parameter errors.
+
+    Scores use the estimator's own ``score`` (mean log-likelihood) and ``predict``;
+    parameter errors and the truth's scores need a truth (synthetic data).
+    """
+    out: dict[str, Any] = {"sigma_hat": float(est.sigma_)}
+    out.update(fitted_scalars(est))
+    out["train_log_likelihood"] = est.score(data.X, data.y)
+    out["test_log_likelihood"] = est.score(data.X_test, data.y_test)
+    out["test_mse"] = prediction_mse(est, data.X_test, data.y_test)
+    truth = data.truth
+    if truth is not None:
+        out.update(parameter_errors(est.experts_, est.gating_, truth, success_threshold))
+        out["true_train_log_likelihood"] = truth.mean_log_likelihood(data.X, data.y)
+        out["true_test_log_likelihood"] = truth.mean_log_likelihood(data.X_test, data.y_test)
+        out["true_test_mse"] = prediction_mse(truth, data.X_test, data.y_test)
+    return out
+
+
+def score_status(summary: dict[str, Any], data: CellData) -> tuple[str, str]:
+    """("nan", ...) for non-finite scores, ("degenerate", ...) for an absurd held-out
+    log-likelihood, else ("ok", "")."""
+    bad = [k for k in ("train_log_likelihood", "test_log_likelihood", "test_mse")
+           if not np.isfinite(summary[k])]
+    if bad:
+        return "nan", f"non-finite {', '.join(bad)}"
+    reason = absurd_log_likelihood(summary["test_log_likelihood"], data.y_test,
+                                   scale=rms(data.y))
+    return ("degenerate", f"held-out data: {reason}") if reason is not None else ("ok", "")
+
+
 def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
              write: bool = True) -> dict[str, Any]:
     """Run one cell in this process and write its run file; returns its summary.
 
-    Failures (an exception, a non-finite fit) are recorded with their status and
-    message, never raised. A :class:`moebench.validation.DegenerateFitError` from
-    ``fit`` (fewer rows than parameters, a collapsed sigma, an absurd training
-    log-likelihood), or a held-out mean log-likelihood more than
-    :data:`moebench.validation.ABSURD_LL_MARGIN` nats per sample below the null model
-    N(0, rms(y_train)^2), is recorded with status ``"degenerate"``.
+    Data source -> estimator -> evaluation -> record. Failures (an exception, a
+    non-finite fit) are recorded with their status and message, never raised. A
+    :class:`moebench.validation.DegenerateFitError` from ``fit`` (fewer rows than
+    parameters, a collapsed sigma, an absurd training log-likelihood), or a held-out
+    mean log-likelihood more than :data:`moebench.validation.ABSURD_LL_MARGIN` nats per
+    sample below the null model N(0, rms(y_train)^2), is recorded with status
+    ``"degenerate"``.
     """
     start = time.perf_counter()
     limit_threads(threads)
-    v = cell.variant
     summary = base_summary(cell, config)
     summary.update({key: math.nan for key in METRIC_KEYS})
     summary["success"] = False
     summary["threads"] = threads
     summary["warnings"] = ""
-    checkpoints: list[dict[str, Any]] = []
-    status, message, stop, n_iter, fit_time = "ok", "", "", 0, math.nan
+    fit = FitOutcome()
+    status, message = "ok", ""
     try:
-        if "source" in cell.data:
-            X, y, Xt, yt = csv_data(cell)
-            truth = None
-        else:
-            truth, X, y, Xt, yt = synthetic_data(cell)
-        if v.algorithm == REFERENCE:
-            t0 = time.perf_counter()
-            summary.update(linear_regression(X, y, Xt, yt))
-            summary.pop("train_mse", None)
-            fit_time, n_iter, stop = time.perf_counter() - t0, 1, "converged"
-        else:
-            if v.module and v.module not in sys.modules:
-                importlib.import_module(v.module)
-            # the class says which of its options carry the budgets
-            options = {**v.params, **algorithm_class(v.algorithm).budget_options(
-                max_iter=v.max_iter, max_time=v.max_time)}
-            sigma = truth.sigma if (v.known_sigma and truth is not None) else None
-            est = get_algorithm(v.algorithm, n_experts=cell.data["k"],
-                                activation=cell.data["activation"], sigma=sigma,
-                                random_state=cell.algorithm_seed(), **options)
-            t0 = time.perf_counter()
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                try:
-                    est.fit(X, y, truth=truth)
-                finally:
-                    wall_fit = time.perf_counter() - t0
-                    checkpoints = list(getattr(est, "history_", []) or [])
-                    summary["warnings"] = "; ".join(dict.fromkeys(
-                        f"{w.category.__name__}: {w.message}" for w in caught))
-            fit_time = float(checkpoints[-1]["time"]) if checkpoints else wall_fit
-            n_iter = int(est.n_iter_)
-            stop = est.stop_reason_  # set by every fit (checked by MoEEstimator.fit)
-            fitted = est.model_
-            summary["sigma_hat"] = float(est.sigma_)
-            summary.update(fitted_scalars(est))
-            summary["train_log_likelihood"] = fitted.mean_log_likelihood(X, y)
-            summary["test_log_likelihood"] = fitted.mean_log_likelihood(Xt, yt)
-            summary["test_mse"] = prediction_mse(fitted, Xt, yt)
-            if truth is not None:
-                summary.update(parameter_errors(est.experts_, est.gating_, truth,
-                                                cell.success_threshold))
-        if truth is not None:
-            summary["true_train_log_likelihood"] = truth.mean_log_likelihood(X, y)
-            summary["true_test_log_likelihood"] = truth.mean_log_likelihood(Xt, yt)
-            summary["true_test_mse"] = prediction_mse(truth, Xt, yt)
-        bad = [k for k in ("train_log_likelihood", "test_log_likelihood", "test_mse")
-               if not np.isfinite(summary[k])]
-        if bad:
-            status, message = "nan", f"non-finite {', '.join(bad)}"
-            summary["success"] = False
-        else:
-            reason = absurd_log_likelihood(summary["test_log_likelihood"], yt, scale=rms(y))
-            if reason is not None:
-                status, message = "degenerate", f"held-out data: {reason}"
+        data = load_cell_data(cell)
+        est = build_estimator(cell, data.truth)
+        try:
+            fit_estimator(est, data, fit)
+        finally:
+            summary["warnings"] = fit.warnings
+        summary.update(evaluate(est, data, cell.success_threshold))
+        status, message = score_status(summary, data)
     except DegenerateFitError as exc:
         status, message = "degenerate", f"{type(exc).__name__}: {exc}"
     except FloatingPointError as exc:
@@ -249,19 +238,20 @@ def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
         tb = traceback.extract_tb(exc.__traceback__)
         where = f" (at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno})" if tb else ""
         status, message = "error", f"{type(exc).__name__}: {exc}{where}"
-    summary.update({"status": status, "message": message, "stop_reason": stop, "n_iter": n_iter,
-                    "fit_time": fit_time, "wall_time": time.perf_counter() - start,
+    summary.update({"status": status, "message": message, "stop_reason": fit.stop_reason,
+                    "n_iter": fit.n_iter, "fit_time": fit.fit_time,
+                    "wall_time": time.perf_counter() - start,
                     "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     summary["success"] = bool(summary["success"]) and status == "ok"
     summary.update(provenance())
     if write:
-        write_run(out, summary, checkpoints)
+        write_run(out, summary, fit.checkpoints)
     return summary
 
 
 def process_main(cell: Cell, out: str, threads: int, config: str,
                  owner: int | None = None) -> None:
-    """Entry point of a worker process started by the local backend.
+    """Entry point of a worker process started by the local executor.
 
     The worker ends when ``owner`` (the sweep's main process) or its parent (the
     forkserver) ends, and at its own deadline past the run's hard timeout, where

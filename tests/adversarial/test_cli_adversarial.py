@@ -193,7 +193,7 @@ def test_scheduler_without_dask_backend_touches_nothing(work, capsys):
     cfg = write_config(work, 'name = "schedcase"')
     assert run_cli(["run", str(cfg), "--scheduler", "tcp://127.0.0.1:8786",
                     "--out", "res"]) == 2
-    one_line_error(capsys, "--scheduler", "--backend dask")
+    one_line_error(capsys, "--scheduler", "--executor dask")
     assert not (work / "res").exists()
 
 
@@ -203,7 +203,7 @@ def test_unreachable_scheduler_fails_fast(work, capsys, address):
     pytest.importorskip("distributed")
     cfg = write_config(work, 'name = "daskcase"')
     t0 = time.monotonic()
-    assert run_cli(["run", str(cfg), "--backend", "dask", "--scheduler", address,
+    assert run_cli(["run", str(cfg), "--executor", "dask", "--scheduler", address,
                     "--out", "res"]) == 2
     assert time.monotonic() - t0 < 15
     one_line_error(capsys, "--scheduler", repr(address), "tcp://")

@@ -1,7 +1,7 @@
 """Streaming score-function moments of a mixture of experts (the hot path).
 
 With Gaussian inputs ``x ~ N(0, I_d)`` and label transforms ``s2 = S2(y)``,
-``s3 = S3(y)`` (see the label transforms of ``tensor_em``), the cross-moments are
+``s3 = S3(y)`` (see :mod:`moebench.tensor.label_transforms`), the cross-moments are
 
 * ``T2 = E[s2 (x x^T - I)]`` (d, d), and
 * ``T3 = E[s3 (x⊗x⊗x - sym(x⊗I))]`` (d, d, d), where ``sym(x⊗I)_{abc} =
@@ -12,12 +12,13 @@ The d×d×d tensor is never built on the hot path: after whitening with ``W``
 pass of ``O(n d k + n k^3)`` work. Every kernel walks the rows of ``X`` in
 chunks (``X`` may be a memmap), computes each chunk in ``dtype`` (float64 or
 float32) and accumulates the chunk sums in float64. The array library is chosen
-once, by ``backend`` (see :mod:`moebench.backend`); results are float64 numpy
+once, by ``backend`` (see :mod:`moebench.tensor.backend`); results are float64 numpy
 arrays.
 
 Passes over the data: the whitening needs ``T2`` before ``T3(W, W, W)`` can be
 projected, so the moment step is two passes (``T2``, then the whitened ``T3``);
-with ``whitening(..., method="randomized")`` on a :class:`SecondMomentOperator`
+with :func:`moebench.tensor.whitening.whiten` (``method="randomized"``) on a
+:class:`SecondMomentOperator`
 the ``d×d`` matrix is never formed and the whole moment step stays ``O(n d k)``
 per pass (``2 + n_iter`` passes for the whitening, one for ``T3``).
 """
@@ -28,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from moebench.backend import Backend, get_backend
-from moebench.validation import check_choice, check_positive_int
+from moebench.tensor.backend import Backend, get_backend
+from moebench.validation import check_positive_int
 
 #: Bytes of one chunk (in the compute dtype) when ``chunk_size`` is None: the chunk and
 #: its packed Khatri-Rao block stay in a 2 MiB L2 cache.
@@ -70,34 +71,37 @@ def _check_X(X: Any) -> np.ndarray:
     return X
 
 
-def _check_weights(s: Any, name: str, n: int) -> np.ndarray:
+def _as_float64(a: Any, name: str) -> np.ndarray:
     try:
-        s = np.asarray(s, dtype=np.float64)
+        return np.asarray(a, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be numeric: {exc}") from None
+
+
+def _check_finite(a: np.ndarray, name: str) -> np.ndarray:
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or infinite values; only finite values are valid")
+    return a
+
+
+def _check_weights(s: Any, name: str, n: int) -> np.ndarray:
+    s = _as_float64(s, name)
     if s.ndim != 1:
         raise ValueError(f"{name} must be 1-dimensional with shape (n_samples,); got {s.shape}")
     if s.shape[0] != n:
         raise ValueError(
             f"X and {name} have mismatched lengths: X has {n} rows, {name} has {s.shape[0]} values"
         )
-    if not np.all(np.isfinite(s)):
-        raise ValueError(f"{name} contains NaN or infinite values; only finite values are valid")
-    return s
+    return _check_finite(s, name)
 
 
 def _check_matrix(A: Any, name: str, d: int) -> np.ndarray:
-    try:
-        A = np.asarray(A, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric: {exc}") from None
+    A = _as_float64(A, name)
     if A.ndim == 1:
         A = A[:, None]
     if A.ndim != 2 or A.shape[0] != d or A.shape[1] == 0:
         raise ValueError(f"{name} must have shape (d, m) = ({d}, m) with m >= 1; got {A.shape}")
-    if not np.all(np.isfinite(A)):
-        raise ValueError(f"{name} contains NaN or infinite values; only finite values are valid")
-    return A
+    return _check_finite(A, name)
 
 
 def default_chunk_size(d: int, dtype: Any = np.float64, width: int = 0) -> int:
@@ -225,7 +229,8 @@ class SecondMomentOperator:
 
     ``T2 @ Omega = mean_n s2_n x_n (x_n^T Omega) - mean(s2) Omega`` costs one
     streaming pass of ``O(n d m)`` for ``Omega`` of shape (d, m); the d×d matrix is
-    never formed. Used by :func:`whitening` with ``method="randomized"``.
+    never formed. Used by :func:`moebench.tensor.whitening.whiten` with
+    ``method="randomized"``.
 
     Parameters
     ----------
@@ -287,108 +292,6 @@ class SecondMomentOperator:
         )
 
 
-# --------------------------------------------------------------------------- whitening
-def _select_top(evals: np.ndarray, evecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(-np.abs(evals), kind="stable")[:k]
-    return evals[order], evecs[:, order]
-
-
-def whitening(
-    T2: Any,
-    k: int,
-    method: str = "eigh",
-    *,
-    n_oversamples: int = 10,
-    n_iter: int = 2,
-    random_state: int | np.random.Generator | None = 0,
-    rtol: float = 1e-10,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Whitening matrix from the ``k`` eigenpairs of ``T2`` of largest ``|eigenvalue|``.
-
-    ``T2 = sum_i c'_i a_i a_i^T`` may be indefinite (``c'_i`` can be negative), so the
-    eigenpairs are ranked by absolute value and ``W = U |D|^{-1/2}``; then
-    ``W^T T2 W = sign(D)``.
-
-    Parameters
-    ----------
-    T2 : ndarray of shape (d, d), or SecondMomentOperator
-        The second moment, dense or implicit (``method="randomized"`` only needs
-        products ``T2 @ Omega``; with ``"eigh"`` an operator is densified first).
-    k : int
-        Number of components (``1 <= k <= d``).
-    method : {"eigh", "randomized"}
-        ``"eigh"``: full symmetric eigendecomposition, ``O(d^3)``. ``"randomized"``:
-        a randomised range finder (Halko, Martinsson & Tropp 2011) with ``n_iter``
-        power iterations on ``k + n_oversamples`` columns; ``2 + n_iter`` products
-        with ``T2``, each ``O(n d k)`` on an operator.
-    n_oversamples, n_iter : int
-        Randomised method only.
-    random_state : int, Generator or None
-        Seed of the randomised test matrix.
-    rtol : float
-        The k-th ``|eigenvalue|`` must exceed ``rtol * max|eigenvalue|``.
-
-    Returns
-    -------
-    W : ndarray of shape (d, k)
-        ``U |D|^{-1/2}``.
-    eigvals : ndarray of shape (k,)
-        The signed eigenvalues ``D``, by decreasing absolute value. Keep the signs:
-        un-whitening is ``a_i ∝ U |D|^{1/2} v_i`` for a component ``v_i`` of the
-        whitened tensor.
-    eigvecs : ndarray of shape (d, k)
-        The orthonormal eigenvectors ``U``.
-
-    Raises
-    ------
-    ValueError
-        Bad ``k`` or ``method``, non-square or non-finite ``T2``, or ``T2`` of rank < k.
-    """
-    check_choice(method, "whitening method", ("eigh", "randomized"))
-    is_op = hasattr(T2, "matmat") and hasattr(T2, "shape")
-    if is_op:
-        d = int(T2.shape[0])
-    else:
-        T2 = np.asarray(T2, dtype=np.float64)
-        if T2.ndim != 2 or T2.shape[0] != T2.shape[1]:
-            raise ValueError(f"T2 must be a square (d, d) matrix; got shape {T2.shape}")
-        if not np.all(np.isfinite(T2)):
-            raise ValueError("T2 contains NaN or infinite values; only finite values are valid")
-        d = T2.shape[0]
-    k = check_positive_int(k, "k")
-    if k > d:
-        raise ValueError(f"k = {k} exceeds the dimension d = {d} of T2; need 1 <= k <= d")
-
-    if method == "eigh":
-        A = T2.to_dense() if is_op else T2
-        evals, evecs = np.linalg.eigh(0.5 * (A + A.T))
-        evals, evecs = _select_top(evals, evecs, k)
-    else:
-        n_oversamples = check_positive_int(n_oversamples, "n_oversamples", minimum=0)
-        n_iter = check_positive_int(n_iter, "n_iter", minimum=0)
-        ell = min(d, k + n_oversamples)
-        rng = np.random.default_rng(random_state)
-
-        def matmat(M: np.ndarray) -> np.ndarray:
-            return T2.matmat(M) if is_op else T2 @ M
-
-        Q, _ = np.linalg.qr(matmat(rng.standard_normal((d, ell))))
-        for _ in range(n_iter):
-            Q, _ = np.linalg.qr(matmat(Q))
-        B = Q.T @ matmat(Q)
-        evals, S = np.linalg.eigh(0.5 * (B + B.T))
-        evals, S = _select_top(evals, S, k)
-        evecs = Q @ S
-    top = np.max(np.abs(evals)) if evals.size else 0.0
-    if not np.isfinite(top) or top == 0.0 or np.abs(evals[-1]) <= rtol * top:
-        raise ValueError(
-            f"T2 has fewer than k = {k} eigenvalues distinguishable from 0 (|eigenvalues| "
-            f"{np.abs(evals)}); the experts are not identifiable from T2 (need rank >= k)"
-        )
-    W = evecs / np.sqrt(np.abs(evals))[None, :]
-    return W, evals, evecs
-
-
 # --------------------------------------------------------------------------- T3(W, W, W)
 def whitened_third_moment(
     X: Any,
@@ -411,7 +314,7 @@ def whitened_third_moment(
     s3 : ndarray of shape (n,)
         Transformed labels ``S3(y)``.
     W : ndarray of shape (d, k)
-        Whitening matrix (e.g. from :func:`whitening`).
+        Whitening matrix (e.g. ``whiten(T2, k).W``, :mod:`moebench.tensor.whitening`).
     chunk_size, backend, dtype
         As for :func:`second_moment`.
 
@@ -545,10 +448,3 @@ def dense_third_moment(X: Any, s3: Any, *, chunk_size: int | None = None) -> np.
         raise _nonfinite("dense_third_moment")
     return T
 
-
-def contract3(T: np.ndarray, A: np.ndarray, B: np.ndarray | None = None,
-              C: np.ndarray | None = None) -> np.ndarray:
-    """Multilinear contraction ``T(A, B, C)_{pqr} = sum T_abc A_ap B_bq C_cr``."""
-    B = A if B is None else B
-    C = A if C is None else C
-    return np.einsum("abc,ap,bq,cr->pqr", T, A, B, C, optimize=True)

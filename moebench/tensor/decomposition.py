@@ -1,8 +1,8 @@
 """Symmetric third-order tensor algebra and orthogonal decompositions.
 
 Everything here acts on small dense k x k x k numpy arrays (the whitened third
-moment); the estimators call these functions and never contract tensors
-themselves.
+moment); the estimators and the moment tests call these functions and never
+contract tensors themselves (:func:`multilinear` is the one contraction T(A, B, C)).
 
 Decompositions of a symmetric T ~ sum_i lambda_i v_i^{⊗3} with orthonormal v_i:
 
@@ -105,14 +105,11 @@ class TensorDecomposition:
         Unit vectors v_i (rows).
     residual : float
         ||T - sum_i lambda_i v_i^{⊗3}||_F / ||T||_F.
-    n_iter : int
-        Power iterations per component (power) or slices tried (jennrich).
     """
 
     eigenvalues: np.ndarray
     eigenvectors: np.ndarray
     residual: float
-    n_iter: int
 
 
 def _random_unit(k: int, m: int, rng: np.random.Generator) -> np.ndarray:
@@ -120,11 +117,9 @@ def _random_unit(k: int, m: int, rng: np.random.Generator) -> np.ndarray:
     return V / np.linalg.norm(V, axis=0, keepdims=True)
 
 
-def _power_iterate(T: np.ndarray, V: np.ndarray, n_iter: int, tol: float) -> tuple[np.ndarray, int]:
+def _power_iterate(T: np.ndarray, V: np.ndarray, n_iter: int, tol: float) -> np.ndarray:
     """n_iter steps of v <- T(I, v, v) / ||T(I, v, v)|| on every column, stopping early."""
-    it = 0
-    while it < n_iter:
-        it += 1
+    for _ in range(n_iter):
         U = apply_vv(T, V)
         norms = np.linalg.norm(U, axis=0, keepdims=True)
         norms[norms == 0.0] = 1.0
@@ -133,7 +128,7 @@ def _power_iterate(T: np.ndarray, V: np.ndarray, n_iter: int, tol: float) -> tup
         V = U
         if change < tol:
             break
-    return V, it
+    return V
 
 
 def _residual(T: np.ndarray, lam: np.ndarray, V: np.ndarray) -> float:
@@ -141,14 +136,6 @@ def _residual(T: np.ndarray, lam: np.ndarray, V: np.ndarray) -> float:
     if norm == 0.0:
         return 0.0
     return float(np.linalg.norm(T - compose(lam, V)) / norm)
-
-
-def _canonical_signs(T: np.ndarray, lam: np.ndarray, V: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    flip = lam < 0
-    lam = np.where(flip, -lam, lam)
-    V = np.where(flip[:, None], -V, V)
-    return lam, V
 
 
 def _check_rank(T: np.ndarray, n_components: int | None) -> int:
@@ -201,21 +188,19 @@ def robust_power_method(
     work = symmetrize(T)
     lams = np.empty(r)
     vecs = np.empty((r, k))
-    total = 0
     for i in range(r):
         V = _random_unit(k, int(n_starts), rng)
-        V, it1 = _power_iterate(work, V, int(n_iter), tol)
+        V = _power_iterate(work, V, int(n_iter), tol)
         vals = value(work, V)
         best = V[:, [int(np.argmax(vals))]]
-        best, it2 = _power_iterate(work, best, int(n_iter), tol)
+        best = _power_iterate(work, best, int(n_iter), tol)
         v = best[:, 0] / np.linalg.norm(best[:, 0])
         lam = value(work, v)
         if lam < 0:  # odd order: (lambda, v) ~ (-lambda, -v)
             lam, v = -lam, -v
         lams[i], vecs[i] = lam, v
         work = work - lam * rank_one(v)
-        total = max(total, it1 + it2)
-    return TensorDecomposition(lams, vecs, _residual(T, lams, vecs), total)
+    return TensorDecomposition(lams, vecs, _residual(T, lams, vecs))
 
 
 def jennrich(
@@ -282,10 +267,11 @@ def jennrich(
         best_V = joint_diagonalize(slices, best_V, n_sweeps=n_sweeps)
     V = best_V.T  # rows
     lam = np.asarray(value(S, V.T), dtype=float)
-    lam, V = _canonical_signs(S, lam, V)
+    flip = lam < 0  # odd order: (lambda, v) ~ (-lambda, -v)
+    lam, V = np.where(flip, -lam, lam), np.where(flip[:, None], -V, V)
     order = np.argsort(-lam)[:r]
     lam, V = lam[order], V[order]
-    return TensorDecomposition(lam, V, _residual(T, lam, V), int(n_starts))
+    return TensorDecomposition(lam, V, _residual(T, lam, V))
 
 
 def joint_diagonalize(matrices: np.ndarray, V0: np.ndarray | None = None, n_sweeps: int = 50,

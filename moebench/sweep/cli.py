@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from moebench.cli_checks import check_out_dir, check_out_file, finite_float, int_at_least
+from moebench.io import atomic_write_bytes
 from moebench.sweep.gridlock import DEFAULT_TOL, STUCK_MIN, SUCCESS_MIN
-from moebench.sweep.runner import BACKENDS
+from moebench.sweep.runner import EXECUTORS
 
 #: the gridlock rule as the help texts state it ("%%": argparse help is %-formatted)
 _GRIDLOCK_RULE = (f"stuck in >= {STUCK_MIN:.0%}% of seeds while --reference succeeds in >= "
@@ -34,12 +35,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from moebench.sweep.config import load_config, resolve_config
     from moebench.sweep.plots import default_figure
     from moebench.sweep.report import report_table
-    from moebench.sweep.results import atomic_write_bytes, consolidate
+    from moebench.sweep.results import consolidate
     from moebench.sweep.runner import FAILED, check_scheduler, run_sweep, select_cells
 
-    if args.scheduler and args.backend != "dask":
-        raise ValueError(f"--scheduler needs --backend dask (--backend is {args.backend!r}); "
-                         f"add --backend dask or drop --scheduler")
+    if args.scheduler and args.executor != "dask":
+        raise ValueError(f"--scheduler needs --executor dask (--executor is {args.executor!r}); "
+                         f"add --executor dask or drop --scheduler")
     config = load_config(args.config)
     out = check_out_dir(Path(args.out) if args.out else _results_dir_for(config.name))
     cells = config.cells()
@@ -53,24 +54,23 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"setting(s) x {config.repetitions} repetition(s) x {len(config.variants)} "
               f"variant(s) = {len(cells)} runs; {len(chosen)} selected")
         from moebench.registry import algorithm_class
-        from moebench.sweep.config import REFERENCE
 
         for v in config.variants:
-            given = {} if v.algorithm == REFERENCE else algorithm_class(
-                v.algorithm).budget_options(max_iter=v.max_iter, max_time=v.max_time)
+            given = algorithm_class(v.algorithm).budget_options(max_iter=v.max_iter,
+                                                                max_time=v.max_time)
             budgets = [f"{key}={value:g}" for key, value in given.items()]
             parts = [v.algorithm, str(v.params) if v.params else "", *budgets,
                      f"timeout={v.timeout:g}s"]
             print(f"  {v.label:<24} " + " ".join(p for p in parts if p))
         return 0
-    if args.backend == "dask" and args.scheduler:
+    if args.executor == "dask" and args.scheduler:
         check_scheduler(args.scheduler)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
     text, _ = resolve_config(args.config)
     atomic_write_bytes(out / "config.toml", text.encode())
-    print(f"moebench run: {config.name}: {len(chosen)} runs ({args.jobs} job(s), backend "
-          f"{args.backend}) -> {out}", file=sys.stderr)
-    outcome = run_sweep(config, out, jobs=args.jobs, force=args.force, backend=args.backend,
+    print(f"moebench run: {config.name}: {len(chosen)} runs ({args.jobs} job(s), executor "
+          f"{args.executor}) -> {out}", file=sys.stderr)
+    outcome = run_sweep(config, out, jobs=args.jobs, force=args.force, executor=args.executor,
                         scheduler=args.scheduler, filters=args.filter, limit=args.limit,
                         progress=not args.quiet, retry_failed=args.retry_failed)
     summary, checkpoints = consolidate(out, [c.run_id for c in cells], csv=args.csv)
@@ -129,10 +129,15 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retry-failed", action="store_true",
                    help="re-run runs recorded as error, nan, timeout or degenerate")
     p.add_argument("--csv", action="store_true", help="also write summary.csv, checkpoints.csv")
-    p.add_argument("--backend", choices=BACKENDS, default="local",
-                   help="local processes (default) or a dask.distributed cluster")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="where the runs execute: local processes (default) or a "
+                   "dask.distributed cluster")
+    # the old name of --executor (tensor_em's `backend` option is the array library):
+    # hidden, warns, and sets --executor
+    p.add_argument("--backend", choices=EXECUTORS, default=None, dest="deprecated_backend",
+                   help=argparse.SUPPRESS)
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="dask scheduler address (default with --backend dask: a LocalCluster)")
+                   help="dask scheduler address (default with --executor dask: a LocalCluster)")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="only cells whose data key / label / algorithm / repetition matches "
                    "(repeatable), e.g. --filter k=3 --filter label=joint_em")
@@ -149,6 +154,10 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
 def _run_with_default_jobs(args: argparse.Namespace) -> int:
     from moebench.sweep.runner import available_cores
 
+    if getattr(args, "deprecated_backend", None) is not None:
+        print("moebench run: --backend is deprecated; use --executor "
+              f"{args.deprecated_backend}", file=sys.stderr)
+        args.executor = args.deprecated_backend
     if args.jobs is None:
         args.jobs = available_cores()
     if args.jobs < 1:
@@ -193,7 +202,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _plot_phase(args: argparse.Namespace, summary, root: Path) -> int:
-    from moebench.sweep.gridlock import plot_phase_maps
+    from moebench.sweep.plots import plot_phase_maps
 
     if not args.axes or len(args.axes) not in (2, 3):
         raise ValueError("--kind phase needs --axes X Y [FACET], data-setting columns such as "
@@ -209,8 +218,7 @@ def _plot_phase(args: argparse.Namespace, summary, root: Path) -> int:
 
 
 def _plot_gridlock(args: argparse.Namespace, summary, root: Path) -> int:
-    from moebench.sweep.gridlock import plot_gridlock
-    from moebench.sweep.plots import save
+    from moebench.sweep.plots import plot_gridlock, save
 
     if not args.axes:
         raise ValueError("--kind gridlock needs --axes COLUMN [COLUMN ...], the data-setting "
@@ -254,7 +262,7 @@ def add_plot_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     """Print (or write) the Markdown summary table of stored results."""
     from moebench.sweep.report import phase_report, report_table
-    from moebench.sweep.results import atomic_write_bytes, load_results
+    from moebench.sweep.results import load_results
 
     if args.out:
         check_out_file(args.out)

@@ -1,6 +1,6 @@
 """Array backends for the moment kernels (numpy or torch), chosen in one place.
 
-The kernels in :mod:`moebench.moments` are written once against the small
+The kernels in :mod:`moebench.tensor.moments` are written once against the small
 :class:`Backend` interface below (tensorly-style); no kernel tests for torch
 itself. ``get_backend("torch")`` runs on CUDA when ``torch.cuda.is_available()``
 and on the CPU otherwise; CUDA is never required. Every backend returns results
@@ -40,15 +40,6 @@ class Backend:
         """Return ``a`` as a float64 numpy array."""
         raise NotImplementedError
 
-    def matmul(self, a: Any, b: Any) -> Any:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def isfinite_all(self, a: Any) -> bool:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def take_columns(self, a: Any, idx: np.ndarray) -> Any:  # pragma: no cover - interface
-        raise NotImplementedError
-
     def colsum(self, a: Any) -> Any:  # pragma: no cover - interface
         """Sum over the rows (axis 0)."""
         raise NotImplementedError
@@ -62,14 +53,12 @@ class Backend:
         raise NotImplementedError
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:  # pragma: no cover
+        """An uninitialised array of ``shape`` and ``dtype`` on this backend."""
         raise NotImplementedError
 
     def multiply(self, a: Any, b: Any, out: Any) -> Any:  # pragma: no cover - interface
         """Elementwise ``a * b`` (broadcasting) written into ``out``."""
         raise NotImplementedError
-
-    def synchronize(self) -> None:
-        """Wait for queued device work (a no-op on the CPU)."""
 
 
 class NumpyBackend(Backend):
@@ -83,15 +72,6 @@ class NumpyBackend(Backend):
 
     def to_numpy(self, a: Any) -> np.ndarray:
         return np.asarray(a, dtype=np.float64)
-
-    def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return a @ b
-
-    def isfinite_all(self, a: np.ndarray) -> bool:
-        return bool(np.isfinite(a).all())
-
-    def take_columns(self, a: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        return a[:, idx]
 
     def colsum(self, a: np.ndarray) -> np.ndarray:
         return a.sum(axis=0)
@@ -121,7 +101,6 @@ class TorchBackend(Backend):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
-        self._index_cache: dict[bytes, Any] = {}
 
     def _dtype(self, dtype: Any) -> Any:
         dt = np.dtype(dtype)
@@ -146,20 +125,6 @@ class TorchBackend(Backend):
             return a.detach().to("cpu", dtype=self._torch.float64).numpy()
         return np.asarray(a, dtype=np.float64)
 
-    def matmul(self, a: Any, b: Any) -> Any:
-        return a @ b
-
-    def isfinite_all(self, a: Any) -> bool:
-        return bool(self._torch.isfinite(a).all().item())
-
-    def take_columns(self, a: Any, idx: np.ndarray) -> Any:
-        key = idx.tobytes()
-        t = self._index_cache.get(key)
-        if t is None:
-            t = self._torch.as_tensor(idx, dtype=self._torch.long, device=self.device)
-            self._index_cache[key] = t
-        return a.index_select(1, t)
-
     def colsum(self, a: Any) -> Any:
         return a.sum(dim=0)
 
@@ -177,10 +142,6 @@ class TorchBackend(Backend):
 
     def multiply(self, a: Any, b: Any, out: Any) -> Any:
         return self._torch.mul(a, b, out=out)
-
-    def synchronize(self) -> None:
-        if self.device.startswith("cuda"):
-            self._torch.cuda.synchronize()
 
 
 _CACHE: dict[str, Backend] = {}

@@ -1,0 +1,123 @@
+"""Starting points shared by the iterative estimators (one module, one definition each).
+
+- :func:`random_start`: random unit experts and a small random gating (joint_em, sgd).
+- :func:`search_in_subspace`: the spectral start's search for the experts inside a
+  subspace that spans them (joint_em, sgd, alt_min; the subspace itself, the top
+  eigenvectors of a second moment, comes from the caller).
+
+Every helper draws from the ``rng`` it is given, in a fixed order, so a seeded
+estimator gets the same start every time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moebench.activations import Activation
+
+#: standard deviation of the entries of the random gating start
+GATING_SCALE = 0.01
+
+
+def random_unit_experts(rng: np.random.Generator, k: int, d: int) -> np.ndarray:
+    """k random unit vectors in R^d (rows), directions uniform on the sphere.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    k, d : int
+        Number of experts and of features.
+
+    Returns
+    -------
+    ndarray of shape (k, d) with unit rows
+    """
+    A = rng.standard_normal((k, d))
+    return A / np.linalg.norm(A, axis=1, keepdims=True)
+
+
+def random_start(rng: np.random.Generator, k: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random unit experts and a gating with N(0, 0.01^2) entries, last row moved to 0.
+
+    Draws from ``rng`` the experts (:func:`random_unit_experts`), then the gating, for
+    ``k`` experts on ``d`` features.
+
+    Returns
+    -------
+    experts : ndarray of shape (k, d)
+    gating : ndarray of shape (k, d), last row 0
+    """
+    experts = random_unit_experts(rng, k, d)
+    gating = GATING_SCALE * rng.standard_normal((k, d))
+    return experts, gating - gating[-1]
+
+
+def search_in_subspace(
+    X: np.ndarray,
+    y: np.ndarray,
+    basis: np.ndarray,
+    k: int,
+    activation: Activation,
+    rng: np.random.Generator,
+    n_candidates: int = 256,
+    n_rows: int = 4000,
+    n_swaps: int = 2,
+) -> np.ndarray:
+    """Choose k unit experts in span(basis) that best explain the labels by min residual.
+
+    ``n_candidates`` random unit directions of the span and their negatives
+    (a and -a are different experts) are scored on ``n_rows`` random rows; k of them are
+    picked greedily to minimise mean_n min_i (y_n - g(a_i . x_n))^2, then improved by
+    ``n_swaps`` rounds of best single swaps (k-medoids). This is the search of the
+    spectral start, in place of the grid search of Yi, Caramanis and Sanghavi (2014),
+    which is written for k = 2.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    y : ndarray of shape (n,)
+    basis : ndarray of shape (d, m)
+        Orthonormal basis of a subspace that spans the experts.
+    k : int
+        Number of experts to choose.
+    activation : Activation
+        Expert activation g.
+    rng : numpy.random.Generator
+        Draws the rows, then the candidate directions.
+    n_candidates, n_rows, n_swaps : int
+        Random directions, scored rows and swap rounds.
+
+    Returns
+    -------
+    ndarray of shape (k, d) with unit rows
+    """
+    n = X.shape[0]
+    rows = rng.choice(n, size=min(n_rows, n), replace=False)
+    Xs, ys = X[rows], y[rows]
+    coef = rng.standard_normal((n_candidates, basis.shape[1]))
+    cand = coef @ basis.T
+    cand /= np.linalg.norm(cand, axis=1, keepdims=True)
+    cand = np.vstack([cand, -cand])
+    R = (ys[:, None] - activation.func(Xs @ cand.T)) ** 2  # (n_rows, 2 m)
+    chosen: list[int] = []
+    best = np.full(R.shape[0], np.inf)
+    for _ in range(k):
+        scores = np.mean(np.minimum(best[:, None], R), axis=0)
+        scores[chosen] = np.inf
+        j = int(np.argmin(scores))
+        chosen.append(j)
+        best = np.minimum(best, R[:, j])
+    current = float(np.mean(best))
+    for _ in range(n_swaps):
+        improved = False
+        for pos in range(k):
+            others = [c for p, c in enumerate(chosen) if p != pos]
+            base = np.min(R[:, others], axis=1)
+            scores = np.mean(np.minimum(base[:, None], R), axis=0)
+            scores[chosen] = np.inf
+            j = int(np.argmin(scores))
+            if scores[j] < current - 1e-12:
+                chosen[pos], current, improved = j, float(scores[j]), True
+        if not improved:
+            break
+    return cand[chosen].copy()

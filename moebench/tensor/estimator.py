@@ -1,0 +1,431 @@
+"""The paper's algorithm: tensor decomposition for the experts, then EM for the gating.
+
+Makkuva, Oh, Kannan and Viswanath, "Breaking the gridlock in Mixture-of-Experts:
+consistent and efficient algorithms" (arXiv:1802.07417). Steps of :class:`TensorEM`:
+
+1. **Label transforms** (:mod:`moebench.tensor.label_transforms`): s2 = S2(y), s3 = S3(y)
+   with coefficients that make, under orthogonal gating,
+   T2 = E[s2 (x x^T - I)] = c2 sum_i p_i a_i a_i^T and
+   T3 = E[s3 (x^{⊗3} - sym(x ⊗ I))] = c3 sum_i p_i a_i^{⊗3}  (p_i = E[P(z=i|x)]).
+2. **Moments and whitening** (:mod:`moebench.tensor.moments`,
+   :mod:`moebench.tensor.whitening`): T2 in one streaming pass; its k eigenpairs of
+   largest |eigenvalue|, T2 ~ U D U^T, give W = U |D|^{-1/2}; the whitened third
+   moment T3(W, W, W) in one more pass (d×d×d is never built).
+3. **Decomposition** (:mod:`moebench.tensor.decomposition`): with
+   b_i = sqrt(|c2| p_i) W^T a_i (orthonormal: sum_i b_i b_i^T = sign(c2) W^T T2 W = I),
+   T3(W, W, W) = sum_i lambda_i b_i^{⊗3},  lambda_i = c3 / (|c2|^{3/2} sqrt(p_i)).
+   The robust tensor power method (or Jennrich) returns pairs (lambda_hat, v) with
+   lambda_hat >= 0; an odd tensor only fixes (lambda, v) up to (-lambda, -v), and the
+   true lambda_i has the sign of c3, so b_i = sign(c3 lambda_hat_i) v_i.
+   Un-whitening: W^T a_i ∝ b_i and a_i lies in span(U), so
+   a_i ∝ (W^T)^+ b_i = U |D|^{1/2} b_i; then ||a_i|| = 1. The sign of c2 never
+   enters (|D| is used; D has the sign of c2 in population).
+   Sign identifiability: when c3 != 0 the sign of each a_i is identified (linear,
+   sigmoid, relu, tanh, ...). An even g (g(-t) = g(t)) makes a_i and -a_i give
+   the same model; then h3 is even and c3 = E[h3'''(Z)] = 0 and the fit is refused.
+4. **Gating EM** (:func:`moebench.em.run_em` with ``update_experts=False``): from a
+   zero gating (equal gate probabilities), E-steps and weighted multinomial
+   logistic-regression M-steps with the experts fixed; sigma is re-estimated by
+   its M-step when it was not given.
+5. Optional ``refine=True``: joint EM from the tensor solution (not the paper's
+   algorithm; off by default).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any, ClassVar
+
+import numpy as np
+
+from moebench.activations import Activation
+from moebench.base import History, MoEEstimator
+from moebench.em import GATING_METHODS, run_em
+from moebench.model import MoEModel
+from moebench.registry import register
+from moebench.tensor.backend import BACKENDS
+from moebench.tensor.decomposition import DECOMPOSITIONS, TensorDecomposition, decompose
+from moebench.tensor.label_transforms import (
+    apply_transforms,
+    estimate_sigma,
+    transform_coefficients,
+)
+from moebench.tensor.moments import SecondMomentOperator, second_moment, whitened_third_moment
+from moebench.tensor.whitening import WHITENING_METHODS, Whitening, whiten
+from moebench.validation import DegenerateFitError, Interval, Options, rms
+
+WHITENINGS = ("auto", *WHITENING_METHODS)
+DTYPES = {"float64": np.float64, "float32": np.float32}
+#: X whose rms is off 1 by more than this is divided by its rms before the moments (which
+#: assume E[x x^T] = I); the fitted experts and gating are mapped back to X's units
+INPUT_RMS_TOL = 0.1
+#: "auto" whitening uses a dense eigh up to this d, the randomized range finder above it
+AUTO_EIGH_MAX_D = 1000
+
+
+def min_samples(d: int, k: int) -> int:
+    """Smallest n tensor_em accepts: max(10 d, 10 k^3).
+
+    T2 has d(d+1)/2 entries and the whitened T3 has ~k^3/6 distinct ones; with fewer
+    than ten samples per dimension (and per k^3 cell) the empirical moments are
+    dominated by sampling noise and whitening is meaningless. This is a floor, not an
+    accuracy guarantee: the expert error falls like ~n^{-1/2} (see the README table).
+    """
+    return int(max(10 * d, 10 * k**3))
+
+
+def gating_orthogonality(gating: np.ndarray, experts: np.ndarray) -> float:
+    """Max over gating rows of |cos| between the row and the experts' span.
+
+    Rows are taken relative to the reference (last) row, w_i - w_k, the only
+    identifiable part; rows of negligible norm are skipped. 0 means every gating
+    row is orthogonal to every expert (the paper's assumption), 1 means a row
+    lies inside span(a_1, ..., a_k).
+    """
+    G = np.asarray(gating, float)
+    G = G - G[-1]
+    Q, _ = np.linalg.qr(np.asarray(experts, float).T)  # (d, k) orthonormal basis of the span
+    norms = np.linalg.norm(G, axis=1)
+    scale = max(float(norms.max()), 1e-300)
+    keep = norms > 1e-8 * scale
+    if not np.any(keep) or float(norms.max()) == 0.0:
+        return 0.0
+    proj = np.linalg.norm(G[keep] @ Q, axis=1) / norms[keep]
+    return float(np.clip(np.max(proj), 0.0, 1.0))
+
+
+def recover_experts(
+    T3w: np.ndarray,
+    t2_whitening: Whitening,
+    c3: float,
+    method: str = "power",
+    rng: np.random.Generator | None = None,
+    n_starts: int = 30,
+    n_iter: int = 50,
+) -> tuple[np.ndarray, TensorDecomposition]:
+    """Experts from the whitened third moment: decompose, fix the signs, un-whiten.
+
+    Parameters
+    ----------
+    T3w : ndarray of shape (k, k, k)
+        T3(W, W, W) with W = ``t2_whitening.W`` = U |D|^{-1/2}.
+    t2_whitening : Whitening
+        The whitening of T2 (:func:`moebench.tensor.whitening.whiten`).
+    c3 : float
+        The label-transform constant c3; its sign fixes the experts' signs.
+    method, rng, n_starts, n_iter
+        Passed to :func:`moebench.tensor.decomposition.decompose`.
+
+    Returns
+    -------
+    experts : ndarray of shape (k, d)
+        Unit-norm rows a_i ∝ U |D|^{1/2} sign(c3 lambda_i) v_i.
+    decomposition : TensorDecomposition
+    """
+    k = T3w.shape[0]
+    dec = decompose(T3w, method, n_components=k, rng=rng, n_starts=n_starts, n_iter=n_iter)
+    signs = np.where(np.sign(c3) * np.sign(dec.eigenvalues) < 0, -1.0, 1.0)
+    return t2_whitening.unwhiten(signs[:, None] * dec.eigenvectors), dec
+
+
+@register("tensor_em")
+class TensorEM(MoEEstimator):
+    """Tensor decomposition for the experts, then EM for the gating (the paper's method).
+
+    Parameters
+    ----------
+    n_experts : int
+        Number of experts k, 2 <= k <= d.
+    activation : str, Activation or callable
+        Expert activation g (its label-transform constants c2, c3 must not vanish).
+    sigma : float or None
+        Noise level. None: the moment estimate of
+        :func:`moebench.tensor.label_transforms.estimate_sigma` for the transforms, then
+        maximum likelihood inside the gating EM (and ``refine``).
+    random_state : int or None
+        Seeds the random starts of the decomposition and the randomized whitening.
+    decomposition : {"power", "jennrich"}
+        Robust tensor power method or simultaneous diagonalisation.
+    n_starts : int
+        L, random starts per component (power) or slices tried (jennrich).
+    n_power_iter : int
+        N, power iterations per start and for the refinement.
+    whitening : {"auto", "eigh", "randomized"}
+        Eigendecomposition of T2: dense ``eigh`` (O(d^3)), a randomized range finder
+        on the implicit T2 (never forms d×d), or ``auto`` (eigh for d <= 1000).
+    backend : {"numpy", "torch"}
+        Array library of the moment kernels.
+    dtype : {"float64", "float32"}
+        Compute dtype of the moment kernels (accumulation is float64).
+    chunk_size : int or None
+        Rows per chunk of the streaming moments (None: automatic).
+    gating_em_iter : int
+        EM iterations of the gating EM.
+    gating_tol : float
+        The gating EM stops when the mean log-likelihood changes by less than
+        ``gating_tol * max(1, |ll|)``.
+    gating_newton_steps : int
+        Newton (or L-BFGS) steps of each gating M-step.
+    gating_method : {"auto", "newton", "lbfgs"}
+        Solver of the gating M-step.
+    ridge : float
+        L2 penalty of the gating M-step.
+    refine : bool
+        Run joint EM from the tensor solution afterwards.
+    refine_max_iter : int
+        Iterations of the joint EM when ``refine``.
+    refine_tol : float
+        Relative log-likelihood tolerance of the joint EM.
+    max_iter : int or None
+        The sweep's iteration budget: caps each EM phase (gating EM, refine) at
+        ``min(gating_em_iter or refine_max_iter, max_iter)`` iterations; None: no cap.
+    max_time : float or None
+        Wall-clock budget in seconds for the whole fit, checked after each EM
+        iteration (the moments and the decomposition are not interrupted); refine is
+        skipped once it is spent.
+
+    Attributes
+    ----------
+    experts_, gating_, sigma_, n_iter_, history_
+        See :class:`moebench.base.MoEEstimator`. ``history_`` holds one record for
+        "moments" and one for "decomposition" (their log_likelihood is NaN: no model
+        exists yet; the decomposition record carries the experts, so with ``truth``
+        it has the tensor step's expert_error), then one per iteration of
+        "gating_em" (iteration 0 = the zero-gating start) and of "refine".
+        ``n_iter_`` counts the gating-EM (plus refine) iterations. ``converged_``,
+        ``stop_reason_`` and ``log_likelihood_`` are those of the last EM phase run.
+    gating_converged_ : bool
+        Whether the gating EM converged (before refine).
+    coefficients_ : TransformCoefficients
+        alpha, beta, gamma, c2, c3 used.
+    t2_eigenvalues_ : ndarray
+        The k (or k + 1 when k < d) signed eigenvalues of T2 of largest modulus.
+    t2_eigengap_ : float
+        |lambda_k| / |lambda_{k+1}| of T2 (inf when k = d): large means the experts'
+        span is well separated from noise.
+    tensor_eigenvalues_ : ndarray of shape (k,)
+        lambda_i of the whitened T3, as returned by the decomposition (>= 0).
+    mixing_weights_ : ndarray of shape (k,)
+        p_i = c3^2 / (|c2|^3 lambda_i^2), normalised to sum 1 (orthogonal gating).
+    decomposition_residual_ : float
+        ||T3w - sum_i lambda_i v_i^{⊗3}|| / ||T3w||.
+    assumption_check_ : float
+        :func:`gating_orthogonality` of the fitted gating and experts: the largest
+        |cos| between a gating row (relative to the reference row) and span(experts);
+        ~0 when the paper's orthogonality assumption holds.
+    phase_times_ : dict
+        Seconds spent in "moments", "decomposition", "gating_em", "refine".
+
+    Raises
+    ------
+    ValueError
+        From ``fit``: n_experts > d; fewer than :func:`min_samples` = max(10 d, 10 k^3)
+        samples; an activation whose c2 or c3 vanishes (e.g. an even g: the sign of
+        the experts, and with it the experts, cannot be identified from T3); T2 of
+        rank < k; an unknown option value (the message lists the valid choices).
+    """
+
+    description = "Tensor method for the experts, then gating-only EM (Makkuva et al. 2019)"
+    requires_k_le_d: ClassVar[bool] = True
+    local_search: ClassVar[bool] = False  # a moment method; with refine it is the reference
+    supported_activations = None
+    budget_parameters: ClassVar[dict[str, str]] = {"max_iter": "max_iter",
+                                                   "max_time": "max_time"}
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "decomposition": [Options(DECOMPOSITIONS)],
+        "n_starts": [Interval(int, 1, None)],
+        "n_power_iter": [Interval(int, 1, None)],
+        "whitening": [Options(WHITENINGS)],
+        "backend": [Options(BACKENDS)],
+        "dtype": [Options(tuple(DTYPES))],
+        "chunk_size": [Interval(int, 1, None), None],
+        "gating_em_iter": [Interval(int, 0, None)],
+        "gating_tol": [Interval(float, 0, None, closed="neither")],
+        "gating_newton_steps": [Interval(int, 1, None)],
+        "gating_method": [Options(GATING_METHODS)],
+        "ridge": [Interval(float, 0, None)],
+        "refine": ["boolean"],
+        "refine_max_iter": [Interval(int, 0, None)],
+        "refine_tol": [Interval(float, 0, None, closed="neither")],
+        "max_iter": [Interval(int, 1, None), None],
+        "max_time": [Interval(float, 0, None, closed="neither"), None],
+    }
+
+    def __init__(
+        self,
+        n_experts: int = 2,
+        activation: str | Activation = "linear",
+        sigma: float | None = None,
+        random_state: int | None = None,
+        decomposition: str = "power",
+        n_starts: int = 30,
+        n_power_iter: int = 50,
+        whitening: str = "auto",
+        backend: str = "numpy",
+        dtype: str = "float64",
+        chunk_size: int | None = None,
+        gating_em_iter: int = 200,
+        gating_tol: float = 1e-8,
+        gating_newton_steps: int = 5,
+        gating_method: str = "auto",
+        ridge: float = 0.0,
+        refine: bool = False,
+        refine_max_iter: int = 200,
+        refine_tol: float = 1e-8,
+        max_iter: int | None = None,
+        max_time: float | None = None,
+    ) -> None:
+        super().__init__(n_experts, activation, sigma, random_state)
+        self.decomposition = decomposition
+        self.n_starts = n_starts
+        self.n_power_iter = n_power_iter
+        self.whitening = whitening
+        self.backend = backend
+        self.dtype = dtype
+        self.chunk_size = chunk_size
+        self.gating_em_iter = gating_em_iter
+        self.gating_tol = gating_tol
+        self.gating_newton_steps = gating_newton_steps
+        self.gating_method = gating_method
+        self.ridge = ridge
+        self.refine = refine
+        self.refine_max_iter = refine_max_iter
+        self.refine_tol = refine_tol
+        self.max_iter = max_iter
+        self.max_time = max_time
+
+    def _check_options(self) -> dict[str, Any]:
+        """Options as plain Python values (``fit`` has checked them against the declaration)."""
+        cap = self.max_iter if self.max_iter is not None else float("inf")
+        return {
+            "n_starts": int(self.n_starts),
+            "n_power_iter": int(self.n_power_iter),
+            "chunk_size": None if self.chunk_size is None else int(self.chunk_size),
+            "gating_em_iter": int(min(self.gating_em_iter, cap)),
+            "gating_newton_steps": int(self.gating_newton_steps),
+            "refine_max_iter": int(min(self.refine_max_iter, cap)),
+            "gating_tol": float(self.gating_tol),
+            "refine_tol": float(self.refine_tol),
+            "ridge": float(self.ridge),
+            "max_time": None if self.max_time is None else float(self.max_time),
+        }
+
+    def _iteration_limit(self, stop_reason: str, phase_limit: str) -> str:
+        """Name the option that ended an EM phase by iterations: the budget or the phase's own."""
+        if stop_reason != "max_iter":
+            return stop_reason
+        budget = self.max_iter
+        return "max_iter" if budget is not None and budget < getattr(self, phase_limit) \
+            else phase_limit
+
+    # -- the tensor part ----------------------------------------------------------------
+    def _whiten(self, X: np.ndarray, s2: np.ndarray, k: int, opts: dict[str, Any],
+                rng: np.random.Generator) -> Whitening:
+        d = X.shape[1]
+        method = self.whitening
+        if method == "auto":
+            method = "eigh" if d <= AUTO_EIGH_MAX_D else "randomized"
+        kw = dict(chunk_size=opts["chunk_size"], backend=self.backend, dtype=DTYPES[self.dtype])
+        T2: Any = (second_moment(X, s2, **kw) if method == "eigh"
+                   else SecondMomentOperator(X, s2, **kw))
+        seed = int(rng.integers(2**31))
+        # one extra eigenpair for the eigen-gap diagnostic
+        wh = whiten(T2, k, method, n_extra=1, random_state=seed)
+        self.t2_eigenvalues_ = wh.leading_eigvals.copy()
+        self.t2_eigengap_ = wh.eigengap
+        return wh
+
+    def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+             sigma: float | None, history: History) -> None:
+        opts = self._check_options()
+        n, d = X.shape
+        n_min = min_samples(d, k)
+        if n < n_min:
+            raise DegenerateFitError(
+                f"tensor_em needs at least max(10 d, 10 k^3) = {n_min} samples for its moment "
+                f"estimates (d = {d}, k = {k}); got n = {n}"
+            )
+        # the moments assume E[x x^T] = I: an X whose rms is clearly off 1 (by more than
+        # INPUT_RMS_TOL) is divided by its rms and the parameters mapped back at the end, so
+        # the fit is scale-equivariant; unit-scale X is used as is, bit for bit
+        x_scale = rms(X)
+        if abs(x_scale - 1.0) > INPUT_RMS_TOL:
+            X = X / x_scale
+            if history.truth is not None:
+                t = history.truth
+                history.truth = MoEModel(t.experts * x_scale, t.gating * x_scale, t.sigma,
+                                         t.activation)
+        else:
+            x_scale = 1.0
+        rng = self._rng()
+        times = {"moments": 0.0, "decomposition": 0.0, "gating_em": 0.0, "refine": 0.0}
+
+        # 1-2. transforms, moments, whitening
+        tick = time.perf_counter()
+        sigma0 = estimate_sigma(y, activation) if sigma is None else sigma
+        coef = transform_coefficients(activation, sigma0)  # ValueError if c2 or c3 vanishes
+        self.coefficients_ = coef
+        s2, s3 = apply_transforms(y, coef)
+        wh = self._whiten(X, s2, k, opts, rng)
+        if np.any(np.sign(wh.eigvals) != np.sign(coef.c2)):
+            warnings.warn(
+                "tensor_em: some of the k leading eigenvalues of T2 have the opposite sign of "
+                f"c2 = {coef.c2:.3g}; the moment estimates are noisy (more samples help)",
+                RuntimeWarning, stacklevel=3,
+            )
+        T3w = whitened_third_moment(X, s3, wh.W, chunk_size=opts["chunk_size"],
+                                    backend=self.backend, dtype=DTYPES[self.dtype])
+        times["moments"] = time.perf_counter() - tick
+        history.record("moments", 0, float("nan"), t2_eigengap=self.t2_eigengap_)
+
+        # 3. decomposition and un-whitening
+        tick = time.perf_counter()
+        experts, dec = recover_experts(T3w, wh, coef.c3, self.decomposition, rng,
+                                       n_starts=opts["n_starts"], n_iter=opts["n_power_iter"])
+        lam = dec.eigenvalues
+        self.tensor_eigenvalues_ = lam.copy()
+        self.decomposition_residual_ = dec.residual
+        with np.errstate(divide="ignore"):
+            p = coef.c3**2 / (abs(coef.c2) ** 3 * np.maximum(lam, 1e-300) ** 2)
+        self.mixing_weights_ = p / p.sum()
+        times["decomposition"] = time.perf_counter() - tick
+        gating0 = np.zeros((k, d))
+        history.record("decomposition", 0, float("nan"), experts=experts, gating=gating0,
+                       decomposition_residual=dec.residual)
+
+        # 4. gating EM with the experts fixed
+        tick = time.perf_counter()
+        res = run_em(X, y, experts, gating0, sigma0, activation, update_experts=False,
+                     update_sigma=sigma is None, max_iter=opts["gating_em_iter"],
+                     tol=opts["gating_tol"], ridge=opts["ridge"],
+                     gating_newton_steps=opts["gating_newton_steps"],
+                     gating_method=self.gating_method, max_time=opts["max_time"],
+                     history=history, phase="gating_em")
+        times["gating_em"] = time.perf_counter() - tick
+        n_iter = res.n_iter
+        self.gating_converged_ = res.converged
+
+        # 5. optional joint EM (skipped once the time budget is spent)
+        out_of_time = opts["max_time"] is not None and history.elapsed() > opts["max_time"]
+        stop_reason = "max_time" if out_of_time else self._iteration_limit(res.stop_reason,
+                                                                            "gating_em_iter")
+        if self.refine and not out_of_time:
+            tick = time.perf_counter()
+            res = run_em(X, y, res.experts, res.gating, res.sigma, activation,
+                         update_experts=True, update_sigma=sigma is None,
+                         max_iter=opts["refine_max_iter"], tol=opts["refine_tol"],
+                         ridge=opts["ridge"], gating_newton_steps=opts["gating_newton_steps"],
+                         gating_method=self.gating_method, max_time=opts["max_time"],
+                         history=history, phase="refine")
+            times["refine"] = time.perf_counter() - tick
+            n_iter += res.n_iter
+            stop_reason = self._iteration_limit(res.stop_reason, "refine_max_iter")
+
+        self._set_fit(res.experts, res.gating, res.sigma, n_iter, res.log_likelihood,
+                      stop_reason, converged=res.converged)
+        self.assumption_check_ = gating_orthogonality(res.gating, res.experts)
+        self.phase_times_ = times
+        if x_scale != 1.0:  # back to the units of the X given to _fit
+            self.experts_ = self.experts_ / x_scale
+            self.gating_ = self.gating_ / x_scale
