@@ -78,3 +78,12 @@ def test_example_runs_in_a_sweep(tmp_path):
     (summary,) = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["label"] == "hard_em" and summary["status"] == "ok", summary
     assert summary["expert_error"] < 0.1, summary
+
+
+def test_readme_quotes_the_example_verbatim():
+    """The README's code block is docs/examples/my_baseline.py, byte for byte."""
+    readme = (EXAMPLE.parents[2] / "README.md").read_text()
+    example = EXAMPLE.read_text()
+    start = readme.index('```python\n"""Classification EM') + len("```python\n")
+    end = readme.index("```\n", start)
+    assert readme[start:end] == example

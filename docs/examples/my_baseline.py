@@ -17,6 +17,7 @@ import numpy as np
 from moebench import Activation, MoEEstimator, MoEModel, register
 from moebench.base import History
 from moebench.em import e_step, expert_m_step, gating_m_step, sigma_m_step
+from moebench.starts import random_unit_experts
 from moebench.validation import Interval
 
 
@@ -48,11 +49,8 @@ class HardEM(MoEEstimator):
 
     def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
              sigma: float | None, history: History) -> None:
-        rng = self._rng()
         n, d = X.shape
-        experts = rng.standard_normal((k, d))
-        experts /= np.linalg.norm(experts, axis=1, keepdims=True)
-        gating = np.zeros((k, d))
+        experts, gating = random_unit_experts(self._rng(), k, d), np.zeros((k, d))
         s = float(np.std(y)) if sigma is None else sigma
         labels = np.full(n, -1)
         for it in range(self.max_iter + 1):
