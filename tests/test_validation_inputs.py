@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from fast_estimators import ALGORITHMS, estimator
 
 import moebench
 from moebench.activations import get_activation
@@ -22,14 +23,6 @@ from moebench.validation import (
     power_of_two_scale,
     rms,
 )
-
-ALGORITHMS = ("tensor_em", "joint_em", "sgd", "alt_min")
-FAST = {"tensor_em": {}, "joint_em": {"max_iter": 30}, "sgd": {"max_epochs": 20},
-        "alt_min": {}}
-
-
-def estimator(name: str, **kw):
-    return moebench.get_algorithm(name, n_experts=2, random_state=0, **{**FAST[name], **kw})
 
 
 @pytest.fixture(scope="module")

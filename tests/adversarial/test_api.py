@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from fast_estimators import ALGORITHMS, estimator
 
 import moebench
 
@@ -22,14 +23,8 @@ class _NeverRaised(Exception):
 
 
 DegenerateFitError = getattr(moebench, "DegenerateFitError", _NeverRaised)
-ALGORITHMS = ("tensor_em", "joint_em", "sgd", "alt_min")
+
 NONLINEAR_OK = ("tensor_em", "joint_em", "sgd")  # alt_min takes only linear experts
-FAST = {"tensor_em": {}, "joint_em": {"max_iter": 30}, "sgd": {"max_epochs": 20},
-        "alt_min": {}}
-
-
-def estimator(name: str, **kw):
-    return moebench.get_algorithm(name, n_experts=2, random_state=0, **{**FAST[name], **kw})
 
 
 @pytest.fixture(scope="module")
