@@ -58,6 +58,7 @@ class AltMin(RestartedEstimator):
     """
 
     description = "alternating minimisation for mixed linear regression (gating-blind, linear g)"
+    assumes = ("linear g", "constant mixing", "k <= d", "Gaussian inputs (spectral start)")
     requires_k_le_d = True
     local_search = False  # hard assignments: its likelihood gap is bias, not a local optimum
     supported_activations = ("linear",)

@@ -7,7 +7,8 @@ for the experts, and the closed-form sigma. The EM loop itself is
 :func:`moebench.em.run_em`, shared with tensor_em's gating EM.
 
 ``mstep="gradient"`` replaces the M-step by one gradient step on the expected
-complete-data log-likelihood ("gradient EM", Fruytier, Mokhtari and Sanghavi 2025).
+complete-data log-likelihood ("gradient EM", Fruytier, Mokhtari and Sanghavi 2025);
+``mstep="newton1"`` takes one Newton (IRLS) step per M-step.
 """
 
 from __future__ import annotations
@@ -27,12 +28,20 @@ from moebench.em import (
     sigma_m_step,
 )
 from moebench.registry import register
-from moebench.starts import random_start, random_unit_experts, search_in_subspace
+from moebench.starts import (
+    data_scale_start,
+    random_start,
+    random_unit_experts,
+    search_in_subspace,
+)
 from moebench.validation import Interval, Options
 
 from ._spectral import spectral_subspace
 
-INITS = ("random", "responsibilities", "spectral")
+INITS = ("random", "responsibilities", "spectral", "data_scale")
+#: M-steps: the shared ones of :func:`moebench.em.run_em`, and "newton1" (one Newton gating
+#: step and one least-squares / Levenberg-Marquardt expert step per M-step)
+JOINT_MSTEPS = (*MSTEPS, "newton1")
 
 
 @register("joint_em")
@@ -43,8 +52,10 @@ class JointEM(RestartedEstimator):
     ----------
     n_experts, activation, sigma, random_state
         See :class:`moebench.MoEEstimator`; a given ``sigma`` stays fixed.
-    init : {"random", "responsibilities", "spectral"}
+    init : {"random", "responsibilities", "spectral", "data_scale"}
         ``"random"``: random unit experts, gating N(0, 0.01^2) entries, sigma = std(y);
+        ``"data_scale"``: experts and gating drawn at the scale of the data
+        (:func:`moebench.starts.data_scale_start`), sigma = std(y);
         ``"responsibilities"``: random Dirichlet(1) responsibilities followed by one
         M-step; ``"spectral"`` (data-driven): experts chosen inside the span of the
         top-k eigenvectors of mean(S2(y)(x x^T - I)) by a greedy k-medoids search on
@@ -55,8 +66,11 @@ class JointEM(RestartedEstimator):
         EM iterations per restart.
     tol : float
         Stop a restart when the mean log-likelihood changes by < tol * max(1, |ll|).
-    mstep : {"full", "gradient"}
-        Full M-step, or one gradient step of size ``step_size`` (gradient EM).
+    mstep : {"full", "gradient", "newton1"}
+        Full M-step (``gating_newton_steps`` Newton and ``expert_max_iter`` LM steps),
+        one gradient step of size ``step_size`` (gradient EM), or one Newton (IRLS) gating
+        step with line search and one expert step (weighted least squares, exact for
+        linear g; one LM step otherwise) per M-step ("newton1").
     step_size : float
         Step of the gradient M-step.
     ridge : float
@@ -69,13 +83,14 @@ class JointEM(RestartedEstimator):
     """
 
     description = "joint EM (Jordan-Jacobs): Newton gating, LS/LM experts; n_init restarts"
+    assumes = ("none beyond the model (local search: a good start)",)
     budget_parameters: ClassVar[dict[str, str]] = {"max_iter": "max_iter",
                                                    "max_time": "max_time"}
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "init": [Options(INITS)],
         "max_iter": [Interval(int, 1, None)],
         "tol": [Interval(float, 0, None)],
-        "mstep": [Options(MSTEPS)],
+        "mstep": [Options(JOINT_MSTEPS)],
         "step_size": [Interval(float, 0, None, closed="neither")],
         "ridge": [Interval(float, 0, None)],
         "gating_newton_steps": [Interval(int, 1, None)],
@@ -119,6 +134,9 @@ class JointEM(RestartedEstimator):
         if self.init == "random":
             experts, gating = random_start(rng, k, d)
             return experts, gating, s0
+        if self.init == "data_scale":
+            experts, gating = data_scale_start(rng, X, y, k)
+            return experts, gating, s0
         if self.init == "spectral":
             basis = spectral_subspace(X, y, k, activation)
             experts = search_in_subspace(X, y, basis, k, activation, rng)
@@ -136,10 +154,13 @@ class JointEM(RestartedEstimator):
                     sigma: float | None, history: History, rng: np.random.Generator,
                     deadline: float | None, context: None) -> EMResult:
         experts, gating, s0 = self._initial(X, y, k, activation, sigma, rng)
+        one_step = self.mstep == "newton1"
         return run_em(
             X, y, experts, gating, s0, activation,
-            update_experts=True, update_sigma=sigma is None, mstep=self.mstep,
+            update_experts=True, update_sigma=sigma is None,
+            mstep="full" if one_step else self.mstep,
             max_iter=self.max_iter, tol=self.tol, ridge=self.ridge,
-            gating_newton_steps=self.gating_newton_steps, expert_max_iter=self.expert_max_iter,
+            gating_newton_steps=1 if one_step else self.gating_newton_steps,
+            expert_max_iter=1 if one_step else self.expert_max_iter,
             step_size=self.step_size, max_time=deadline, history=history, phase="em",
         )

@@ -21,7 +21,7 @@ import numpy as np
 from moebench.activations import Activation
 from moebench.base import History, RestartedEstimator, StartFit
 from moebench.registry import register
-from moebench.starts import random_start, search_in_subspace
+from moebench.starts import data_scale_start, random_start, search_in_subspace
 from moebench.validation import Interval, Options
 
 from ._spectral import spectral_subspace
@@ -30,7 +30,7 @@ OPTIMIZERS = ("gd", "sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
 DTYPES = ("float64", "float32")
 DEVICES = ("auto", "cpu", "cuda")
-INITS = ("random", "spectral")
+INITS = ("random", "spectral", "data_scale")
 LOG_2PI = math.log(2.0 * math.pi)
 #: batch_size="auto": n / 32 clipped to [64, 4096]
 AUTO_STEPS_PER_EPOCH, AUTO_BATCH_MIN, AUTO_BATCH_MAX = 32, 64, 4096
@@ -102,9 +102,16 @@ class SGD(RestartedEstimator):
         than ``tol * max(1, |ll|)`` over an epoch (0 disables).
     momentum : float
         Momentum of "gd" and "sgd".
-    init : {"random", "spectral"}
-        Random unit experts and N(0, 0.01^2) gating, or the spectral start of
-        joint_em (see ``baselines/_spectral.py``).
+    grad_tol : float
+        Full batch only (``optimizer="gd"`` or ``batch_size=None``): stop a restart with
+        stop reason "grad_tol" when the norm of the gradient of the mean log-likelihood,
+        in the scaled coordinates of :mod:`moebench.stationarity` (experts times
+        rms(X) / sigma, gating times rms(X), log sigma), is at most ``grad_tol``
+        (0 disables; then the epoch budget or ``tol`` ends the fit).
+    init : {"random", "spectral", "data_scale"}
+        Random unit experts and N(0, 0.01^2) gating, the spectral start of joint_em
+        (see ``baselines/_spectral.py``), or experts and gating drawn at the scale of the
+        data (:func:`moebench.starts.data_scale_start`).
     n_init : int
         Restarts; the best final full-data likelihood is kept.
     dtype : {"float64", "float32"}
@@ -122,6 +129,7 @@ class SGD(RestartedEstimator):
     """
 
     description = "maximum likelihood by torch autograd: full-batch GD, minibatch SGD or Adam"
+    assumes = ("none beyond the model (local search: a good start)",)
     #: only the time budget: an epoch is not an EM iteration, so the sweep's max_iter does
     #: not set max_epochs (the shipped configs keep sgd at its own 40 epochs)
     budget_parameters: ClassVar[dict[str, str]] = {"max_time": "max_time"}
@@ -133,6 +141,7 @@ class SGD(RestartedEstimator):
         "max_epochs": [Interval(int, 1, None)],
         "tol": [Interval(float, 0, None)],
         "momentum": [Interval(float, 0, None)],
+        "grad_tol": [Interval(float, 0, None)],
         "init": [Options(INITS)],
         "dtype": [Options(DTYPES)],
         "device": [Options(DEVICES)],
@@ -151,6 +160,7 @@ class SGD(RestartedEstimator):
         max_epochs: int = 40,
         tol: float = 0.0,
         momentum: float = 0.9,
+        grad_tol: float = 0.0,
         init: str = "random",
         n_init: int = 1,
         dtype: str = "float64",
@@ -165,6 +175,7 @@ class SGD(RestartedEstimator):
         self.max_epochs = max_epochs
         self.tol = tol
         self.momentum = momentum
+        self.grad_tol = grad_tol
         self.init = init
         self.n_init = n_init
         self.dtype = dtype
@@ -197,6 +208,11 @@ class SGD(RestartedEstimator):
             batch = min(max(n // AUTO_STEPS_PER_EPOCH, AUTO_BATCH_MIN), AUTO_BATCH_MAX)
         full = self.optimizer == "gd" or batch is None or batch >= n
         batch = n if full else int(batch)
+        if self.grad_tol > 0 and not full:
+            raise ValueError(
+                f"grad_tol={self.grad_tol:g} needs full-batch gradients; got optimizer="
+                f"{self.optimizer!r} with batch_size={self.batch_size!r} (valid: optimizer='gd', "
+                "or batch_size=None, or grad_tol=0)")
 
         def nll(A, Wf, log_s, xb, yb):
             W = torch.cat([Wf, torch.zeros((1, d), dtype=tdtype, device=device)])
@@ -207,6 +223,7 @@ class SGD(RestartedEstimator):
 
         return SimpleNamespace(
             gen=gen, device=device, tdtype=tdtype, nll=nll, full=full, batch=batch,
+            x_scale=float(np.sqrt(np.mean(np.square(X)))) or 1.0,
             Xt=torch.as_tensor(X, dtype=tdtype, device=device),
             yt=torch.as_tensor(y, dtype=tdtype, device=device),
             total_steps=self.max_epochs * (1 if full else math.ceil(n / batch)))
@@ -227,7 +244,8 @@ class SGD(RestartedEstimator):
                                     activation, rng)
             W0 = np.zeros((k - 1, d))
         else:
-            A0, W0 = random_start(rng, k, d)
+            A0, W0 = (data_scale_start(rng, X, y, k) if self.init == "data_scale"
+                      else random_start(rng, k, d))
             W0 = W0[:-1]
         s0 = float(np.std(y)) + 1e-12 if learn_sigma else float(sigma)
         A = torch.tensor(A0, dtype=tdtype, device=device, requires_grad=True)
@@ -281,6 +299,10 @@ class SGD(RestartedEstimator):
                                                              step / c.total_steps)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if self.grad_tol > 0 and self._scaled_grad_norm(A, Wf, log_s, learn_sigma,
+                                                                c.x_scale) <= self.grad_tol:
+                    stop_reason = "grad_tol"
+                    break
                 opt.step()
                 step += 1
                 continue
@@ -297,7 +319,19 @@ class SGD(RestartedEstimator):
         An, Wn, sn = _snapshot(A, Wf, log_s)
         if diverged or not all(np.all(np.isfinite(v)) for v in (An, Wn, sn)):
             final_ll = -math.inf
-        return StartFit(An, Wn, sn, epoch, final_ll, stop_reason == "converged", stop_reason)
+        return StartFit(An, Wn, sn, epoch, final_ll, stop_reason in ("converged", "grad_tol"),
+                        stop_reason)
+
+    @staticmethod
+    def _scaled_grad_norm(A, Wf, log_s, learn_sigma: bool, x_scale: float) -> float:
+        """Norm of the loss gradient in the scaled coordinates of :mod:`moebench.stationarity`
+        (the same units as ``grad_norm_``)."""
+        sigma = math.exp(float(log_s.detach()))
+        total = (float((A.grad * (sigma / x_scale)).square().sum())
+                 + float((Wf.grad / x_scale).square().sum()))
+        if learn_sigma and log_s.grad is not None:
+            total += float(log_s.grad.square().sum())
+        return math.sqrt(total)
 
     def _finish_restarts(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
                          sigma: float | None, history: History, best: StartFit,

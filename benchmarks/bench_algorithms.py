@@ -1,5 +1,7 @@
 """asv suites of the algorithm-level steps: tensor decomposition, one gating EM step,
-and one full fit of every registered algorithm with a ``track_`` of its expert error.
+one full fit of every registered algorithm with a ``track_`` of its expert error, and
+issue 13's end-to-end fits against the plain implementation (``AlgorithmsVsPlain``,
+with ``track_`` ratios to the plain fit and to the floor GEMM ``X @ A.T``).
 
 The algorithm modules are optional at import time (``moebench.tensor.decomposition``,
 ``moebench.em``); a suite whose module is missing is skipped in ``setup`` (asv's
@@ -116,5 +118,101 @@ class FullFit:
     def track_expert_error(self, algorithm):
         est = self._fit(algorithm)
         return expert_error(est.experts_, self.data.experts)
+
+    track_expert_error.unit = "Frobenius error"
+
+
+#: issue 13's settings "n,d,k" of the end-to-end suites: the table's, and the large one
+#: (tensor_em only there: joint EM at d = 100, k = 10 takes minutes per fit)
+ALGORITHM_SETTINGS = ["100000,10,3", "100000,100,10"]
+
+
+def _parse_setting(setting: str) -> tuple[int, int, int]:
+    n, d, k = (int(v) for v in setting.split(","))
+    return n, d, k
+
+
+class AlgorithmsVsPlain:
+    """Issue 13: each algorithm end to end (sigma = 0.1 given, orthogonal gating, seed 0),
+    against the plain numpy implementation ``benchmarks/plain.py`` and the floor GEMM
+    ``X @ A.T`` measured in the same process.
+
+    ``track_ratio_to_floor`` and ``track_ratio_to_plain`` are medians over three
+    interleaved rounds, so a regression shows as a ratio rather than a noisy time.
+    """
+
+    params = (ALGORITHM_SETTINGS, ["tensor_em", "tensor_em_refine", "joint_em"],
+              ["linear", "relu", "sigmoid"])
+    param_names = ["setting", "algorithm", "activation"]
+    number = 1
+    repeat = (1, 3, 60.0)
+    timeout = 900
+    rounds = 3
+
+    def setup(self, setting, algorithm, activation):
+        n, d, k = _parse_setting(setting)
+        if d > 10 and algorithm != "tensor_em":
+            raise NotImplementedError("only tensor_em runs at the large setting")
+        if d > 10 and activation != "linear":
+            raise NotImplementedError("the large setting runs linear experts only")
+        from benchmarks import report
+
+        self.report = report
+        self.data = moebench.make_moe(n, d, k, activation=activation, sigma=0.1,
+                                      gating="orthogonal" if d > k else "generic",
+                                      random_state=0)
+
+    def _moebench(self, algorithm, activation):
+        name, options = self.report.ALGORITHM_ROWS[algorithm]
+        est = moebench.get_algorithm(name, n_experts=self.data.experts.shape[0],
+                                     activation=activation, sigma=0.1, random_state=0,
+                                     **options)
+        return est.fit(self.data.X, self.data.y)
+
+    def _plain(self, algorithm, activation):
+        from benchmarks import plain
+
+        return plain.fit(algorithm, self.data.X, self.data.y, self.data.experts.shape[0],
+                         activation, 0.1, random_state=0)
+
+    def time_moebench(self, setting, algorithm, activation):
+        self._moebench(algorithm, activation)
+
+    def time_plain(self, setting, algorithm, activation):
+        self._plain(algorithm, activation)
+
+    def _ratios(self, algorithm, activation, plain_too):
+        import time
+
+        A = self.data.experts
+        moe, pl, floor = [], [], []
+        for _ in range(self.rounds):
+            t0 = time.perf_counter()
+            self._moebench(algorithm, activation)
+            moe.append(time.perf_counter() - t0)
+            if plain_too:
+                t0 = time.perf_counter()
+                self._plain(algorithm, activation)
+                pl.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            self.data.X @ A.T
+            floor.append(time.perf_counter() - t0)
+        med = self.report._median
+        return med(moe), (med(pl) if plain_too else float("nan")), med(floor)
+
+    def track_ratio_to_floor(self, setting, algorithm, activation):
+        moe, _, floor = self._ratios(algorithm, activation, plain_too=False)
+        return moe / floor
+
+    track_ratio_to_floor.unit = "fit time / (X @ A.T) time"
+
+    def track_ratio_to_plain(self, setting, algorithm, activation):
+        moe, pl, _ = self._ratios(algorithm, activation, plain_too=True)
+        return moe / pl
+
+    track_ratio_to_plain.unit = "moebench time / plain time"
+
+    def track_expert_error(self, setting, algorithm, activation):
+        return expert_error(self._moebench(algorithm, activation).experts_, self.data.experts)
 
     track_expert_error.unit = "Frobenius error"

@@ -15,8 +15,9 @@ start=$(date +%s)
 "$PY" -m asv check --python=same
 # One small setting per benchmark. Parameters are matched as "name(n, d, ...)".
 small='\(100000, 10(, 3)?(, .numpy-float64.|, .torch-float32.|, 1|, .float64.|, .eigh.|, .randomized.)?\)'
-# algorithm suites: k = 3 power method, the n = 10^5, d = 10, k = 3 EM step, the tensor_em fit
-algs='\((3, .power.|100000, 10, 3|.tensor_em.)\)'
+# algorithm suites: k = 3 power method, the n = 10^5, d = 10, k = 3 EM step, the tensor_em fit,
+# and tensor_em (linear) against the plain implementation at issue 13's table setting
+algs='\((3, .power.|100000, 10, 3|.tensor_em.|.100000,10,3., .tensor_em., .linear.)\)'
 log=$(mktemp)
 set +e
 MOEBENCH_BENCH_THREADS=${MOEBENCH_BENCH_THREADS:-1} "$PY" -m asv run --python=same --quick \

@@ -1,10 +1,11 @@
 """Performance report: asv results -> ``results/performance/``, or direct measurement.
 
-Two modes::
+Three modes::
 
     asv run --python=same --set-commit-hash $(git rev-parse HEAD)   # saves results
     python benchmarks/report.py             # read .asv/results, write table + figure
     python benchmarks/report.py --measure   # time the issue-6 targets in one process
+    python benchmarks/report.py --algorithms  # issue 13: moebench vs benchmarks/plain.py
 
 (asv saves no results from an existing environment such as ``--python=same``
 unless ``--set-commit-hash`` is given; ``--quick`` runs are for smoke tests only.)
@@ -427,6 +428,158 @@ def measure(n: int, d: int, k: int, rounds: int, threads: int, tag: str, out: Pa
     return info
 
 
+# --------------------------------------------------------------------------- --algorithms
+#: issue 13's table (n = 10^5, d = 10, k = 3, sigma = 0.1 given, orthogonal gating, 2 seeds,
+#: one thread): median seconds of the plain implementation and of moebench before issue 13
+ISSUE13_BEFORE = {
+    ("tensor_em", "linear"): (0.26, 0.61), ("tensor_em", "relu"): (0.53, 1.08),
+    ("tensor_em", "sigmoid"): (0.71, 1.41),
+    ("tensor_em_refine", "linear"): (0.51, 1.07), ("tensor_em_refine", "relu"): (1.67, 3.66),
+    ("tensor_em_refine", "sigmoid"): (1.95, 3.92),
+    ("joint_em", "linear"): (0.75, 1.37), ("joint_em", "relu"): (2.03, 2.78),
+    ("joint_em", "sigmoid"): (3.09, 3.33),
+}
+#: the algorithms of the table: label -> (registry name, options); sigma is given
+ALGORITHM_ROWS = {
+    "tensor_em": ("tensor_em", {}),
+    "tensor_em_refine": ("tensor_em", {"refine": True}),
+    "joint_em": ("joint_em", {"n_init": 1}),
+}
+#: asked-for ratio moebench / plain (issue 13 item 1)
+TARGET_VS_PLAIN = 0.5
+
+
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    m = len(v)
+    return v[m // 2] if m % 2 else 0.5 * (v[m // 2 - 1] + v[m // 2])
+
+
+def fit_both(label: str, data, activation: str, sigma: float, seed: int):
+    """One moebench fit and one plain fit of ``label``: (estimator, plain experts, times)."""
+    if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is not a package root
+        sys.path.insert(0, str(ROOT))
+    import moebench
+    from benchmarks import plain
+
+    name, options = ALGORITHM_ROWS[label]
+    k = data.experts.shape[0]
+    t0 = time.perf_counter()
+    est = moebench.get_algorithm(name, n_experts=k, activation=activation, sigma=sigma,
+                                 random_state=seed, **options).fit(data.X, data.y)
+    t1 = time.perf_counter()
+    experts, _ = plain.fit(label, data.X, data.y, k, activation, sigma, random_state=seed)
+    t2 = time.perf_counter()
+    return est, experts, (t1 - t0, t2 - t1)
+
+
+def measure_algorithms(n: int, d: int, k: int, seeds: list[int], rounds: int, threads: int,
+                       algorithms: list[str], activations: list[str], tag: str,
+                       out: Path | None, sigma: float = 0.1) -> list[dict]:
+    """Issue 13's table: moebench against :mod:`benchmarks.plain` in one process.
+
+    For each (algorithm, activation, seed) the two fits alternate ``rounds`` times
+    (moebench first, then plain, on the same data); the floor GEMM ``X @ A.T`` (A the
+    true (k, d) experts) is timed between them. Reported: the median seconds over all
+    rounds and seeds of each, their ratio, the ratio to the floor, and the final expert
+    errors of both (mean over seeds) with their largest difference.
+    """
+    import os
+
+    import numpy as np
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import moebench
+    from moebench.metrics import expert_error
+
+    if threads > 0:
+        threadpool_limits(limits=threads)
+        try:
+            import torch
+
+            torch.set_num_threads(threads)
+        except ImportError:  # pragma: no cover
+            pass
+    load_before = os.getloadavg()
+    rows = []
+    for label in algorithms:
+        for act in activations:
+            t_moe, t_plain, t_floor, err_moe, err_plain = [], [], [], [], []
+            for seed in seeds:
+                data = moebench.make_moe(n, d, k, activation=act, sigma=sigma,
+                                         gating="orthogonal" if d > k else "generic",
+                                         random_state=seed)
+                A = data.experts
+                if seed == seeds[0]:  # warm-up (imports, caches), not timed
+                    fit_both(label, data, act, sigma, seed)
+                for _ in range(rounds):
+                    est, experts, (tm, tp) = fit_both(label, data, act, sigma, seed)
+                    t_moe.append(tm)
+                    t_plain.append(tp)
+                    tick = time.perf_counter()
+                    data.X @ A.T
+                    t_floor.append(time.perf_counter() - tick)
+                err_moe.append(expert_error(est.experts_, data.experts))
+                err_plain.append(expert_error(experts, data.experts))
+            moe, pl, floor = _median(t_moe), _median(t_plain), _median(t_floor)
+            before = ISSUE13_BEFORE.get((label, act), (float("nan"), float("nan")))
+            rows.append({
+                "algorithm": label, "g": act, "plain_s": pl, "moebench_s": moe,
+                "moebench/plain": moe / pl, "moebench/floor": moe / floor, "floor_s": floor,
+                "issue_plain_s": before[0], "issue_moebench_s": before[1],
+                "expert_error_moebench": float(np.mean(err_moe)),
+                "expert_error_plain": float(np.mean(err_plain)),
+                "max_error_difference": float(np.max(np.abs(np.subtract(err_moe, err_plain)))),
+            })
+            print(_fmt_row(rows[-1]), flush=True)
+    info = {
+        "setting": {"n": n, "d": d, "k": k, "sigma": sigma, "seeds": seeds, "rounds": rounds,
+                    "threads_limit": threads},
+        "rows": rows, "threadpoolctl": threadpool_info(),
+        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "env": {key: os.environ.get(key) for key in ("OPENBLAS_CORETYPE", "OMP_NUM_THREADS",
+                                                      "OPENBLAS_NUM_THREADS")},
+        "platform": platform.platform(), "python": sys.version.split()[0],
+        "numpy": np.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    blas = "; ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')}, "
+                     f"{b.get('num_threads')} threads)" for b in info["threadpoolctl"])
+    lines = [
+        f"# Algorithms end to end: moebench against the plain implementation ({tag})",
+        "",
+        f"n = {n}, d = {d}, k = {k}, sigma = {sigma} given, seeds {seeds}, {rounds} "
+        f"interleaved rounds each; median seconds; {info['date']}.",
+        f"BLAS (threadpoolctl): {blas}. Env: {info['env']}. Load average before/after: "
+        f"{', '.join(f'{x:.2f}' for x in load_before)} / "
+        f"{', '.join(f'{x:.2f}' for x in info['loadavg_after'])}.",
+        f"Target: moebench / plain <= {TARGET_VS_PLAIN}. Issue columns: the numbers of "
+        "issue 13 (another session, same setting), for reference only.",
+        "",
+        "| algorithm | g | plain s | moebench s | moebench / plain | moebench / (X @ A.T) | "
+        "issue: plain s | issue: moebench s | expert error (moebench / plain) | "
+        "max difference |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [_fmt_row(r) for r in rows]
+    text = "\n".join(lines) + "\n"
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        from moebench.io import atomic_write_bytes
+
+        atomic_write_bytes(out / f"algorithms_{tag}.json",
+                           json.dumps(info, indent=2, default=str).encode())
+        atomic_write_bytes(out / f"algorithms_{tag}.md", text.encode())
+    print(text)
+    return rows
+
+
+def _fmt_row(r: dict) -> str:
+    return (f"| {r['algorithm']} | {r['g']} | {r['plain_s']:.3f} | {r['moebench_s']:.3f} | "
+            f"{r['moebench/plain']:.2f} | {r['moebench/floor']:.0f} | {r['issue_plain_s']:.2f} | "
+            f"{r['issue_moebench_s']:.2f} | {r['expert_error_moebench']:.4f} / "
+            f"{r['expert_error_plain']:.4f} | {r['max_error_difference']:.1e} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--measure", action="store_true", help="time the targets directly")
@@ -439,8 +592,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--threads", type=int, default=1, help="BLAS threads (0: library default)")
     p.add_argument("--tag", default="default", help="suffix of the measure_<tag> files")
+    p.add_argument("--algorithms", action="store_true",
+                   help="issue 13's table: moebench against benchmarks/plain.py, one process "
+                        "(defaults n = 10^5, d = 10, k = 3 unless --n/--d/--k are given)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--only", nargs="+", default=list(ALGORITHM_ROWS),
+                   choices=list(ALGORITHM_ROWS), help="--algorithms: rows to run")
+    p.add_argument("--activations", nargs="+", default=["linear", "relu", "sigmoid"])
     args = p.parse_args(argv)
-    if args.measure:
+    if args.algorithms:
+        given = set(argv if argv is not None else sys.argv[1:])
+        n = args.n if "--n" in given else 100_000
+        d = args.d if "--d" in given else 10
+        k = args.k if "--k" in given else 3
+        rounds = args.rounds if "--rounds" in given else 3
+        measure_algorithms(n, d, k, args.seeds, rounds, args.threads, args.only,
+                           args.activations, args.tag, Path(args.out))
+    elif args.measure:
         measure(args.n, args.d, args.k, args.rounds, args.threads, args.tag, Path(args.out))
     else:
         write_report(Path(args.results_dir), args.machine, Path(args.out))

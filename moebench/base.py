@@ -141,6 +141,13 @@ class MoEEstimator:
         method's own criterion.
     log_likelihood_ : float
         Final mean training log-likelihood.
+    grad_norm_, hessian_min_eig_ : float
+        Set by :meth:`stationarity` (not by ``fit``; the sweep calls it for local-search
+        methods, ``local_search = True``): the norm of the gradient of
+        the mean log-likelihood at the final parameters and the smallest eigenvalue of the
+        Hessian of the negative mean log-likelihood (> 0 at a local maximum, < 0 at a
+        saddle; NaN when skipped), in the scaled coordinates of
+        :mod:`moebench.stationarity`. Stationary: ``grad_norm_ <= STATIONARY_TOL``.
 
     Notes
     -----
@@ -164,6 +171,10 @@ class MoEEstimator:
     #: whether this is a reference model (e.g. k = 1 least squares) rather than a mixture
     #: method: listed by ``available_algorithms(references=True)`` only
     reference: ClassVar[bool] = False
+    #: what the method assumes of the data to be consistent, as short tags ("Gaussian
+    #: inputs", "gating orthogonal to experts", "constant mixing", "linear g", "k <= d", ...);
+    #: shown by ``moebench list`` and the README's algorithm table
+    assumes: ClassVar[tuple[str, ...]] = ()
     #: valid values of each constructor parameter (scikit-learn style): name -> list of
     #: constraints (see :mod:`moebench.validation`), any one of which makes a value valid.
     #: Declarations merge along the class hierarchy: a subclass declares its own options.
@@ -348,10 +359,14 @@ class MoEEstimator:
 
     @classmethod
     def check_setting(cls, n_experts: Any, n_features: int | None = None,
-                      activation: Any = "linear") -> tuple[int, Activation]:
+                      activation: Any = "linear", *, params: dict[str, Any] | None = None
+                      ) -> tuple[int, Activation]:
         """Whether this class can run k experts on d features with this activation.
 
         Used by ``fit`` and by the sweep config checker (before anything runs).
+        ``params`` are the constructor options given (``fit`` passes all of them, the
+        config checker a variant's ``params``): a subclass whose capability depends on an
+        option (e.g. tensor_em's ``label_transform``) reads it there; the base ignores it.
 
         Returns
         -------
@@ -429,7 +444,8 @@ class MoEEstimator:
         self.check_params({name: getattr(self, name) for name in self._get_param_names()})
         names = feature_names(X)
         X, y = check_X_y(X, y)
-        k, act = self.check_setting(self.n_experts, X.shape[1], self.activation)
+        k, act = self.check_setting(self.n_experts, X.shape[1], self.activation,
+                                    params=self.get_params(deep=False))
         sigma = check_sigma(self.sigma)
         check_scales(X, y)
         check_min_samples(*X.shape, k, sigma is None, self.name or type(self).__name__)
@@ -464,6 +480,38 @@ class MoEEstimator:
             del self.feature_names_in_
         self._check_degenerate(X, y, act, sigma)
         return self
+
+    def stationarity(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """Is the fit at a stationary point of the likelihood of (X, y)? Sets two attributes.
+
+        Not part of ``fit`` (it costs about one more pass over the data and, for small
+        models, a Hessian), so that timings of ``fit`` stay the algorithm's own; the sweep
+        calls it for every local-search estimator when it evaluates a run.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, d)
+        y : ndarray of shape (n,)
+            Normally the training data the estimator was fitted on.
+
+        Returns
+        -------
+        grad_norm_, hessian_min_eig_ : float
+            The norm of the gradient of the mean log-likelihood at the fitted parameters,
+            in scaled coordinates, and the smallest eigenvalue of the Hessian of the
+            negative mean log-likelihood (NaN above ``HESSIAN_MAX_PARAMS`` parameters); see
+            :mod:`moebench.stationarity`. Also stored as the attributes of those names.
+        """
+        from moebench.stationarity import stationarity
+
+        self._check_fitted()
+        self._check_features(X)
+        X, y = check_X_y(X, y)
+        with np.errstate(all="ignore"):
+            self.grad_norm_, self.hessian_min_eig_ = stationarity(
+                X, y, self.experts_, self.gating_, self.sigma_, self._check_activation(),
+                learn_sigma=self.sigma is None)
+        return self.grad_norm_, self.hessian_min_eig_
 
     def _check_degenerate(self, X: np.ndarray, y: np.ndarray, act: Activation,
                           sigma: float | None) -> None:

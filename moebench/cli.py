@@ -29,7 +29,7 @@ from moebench.cli_checks import (
 )
 from moebench.generator import GATING_KINDS, make_moe
 from moebench.io import atomic_write_bytes
-from moebench.registry import algorithm_descriptions
+from moebench.registry import algorithm_class, algorithm_descriptions
 from moebench.sweep.cli import add_plot_parser, add_report_parser, add_run_parser
 from moebench.sweep.pack import add_pack_parser, add_unpack_parser
 
@@ -41,6 +41,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("algorithms:")
     for name, desc in algorithm_descriptions().items():
         print(f"  {name:<16} {desc}")
+        if getattr(args, "assumes", False):
+            tags = algorithm_class(name).assumes
+            print(f"  {'':<16} assumes: {'; '.join(tags) if tags else '-'}")
     print("activations:")
     for name, act in ACTIVATIONS.items():
         print(f"  {name:<16} {act.description}")
@@ -51,6 +54,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def add_list_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list algorithms and activations",
                        description="List the registered algorithms and the built-in activations.")
+    p.add_argument("--assumes", action="store_true",
+                   help="also print what each algorithm assumes of the data (its `assumes` tags)")
     p.set_defaults(func=cmd_list)
 
 

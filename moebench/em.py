@@ -8,25 +8,31 @@
 * :func:`sigma_m_step`: the closed-form noise update.
 * :func:`run_em`: the EM loop (joint, or gating-only with the experts fixed),
   with a full M-step or a single gradient step ("gradient EM").
+* :func:`gating_em_then_refine`: the EM stage of the moment methods (tensor_em,
+  spectral_experts): gating EM with their experts fixed, then the optional joint-EM
+  ``refine``.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import log_softmax, logsumexp, softmax
+from scipy.special import softmax
 
-from moebench.activations import Activation
+from moebench.activations import ACTIVATIONS, Activation, _sigmoid_deriv
 from moebench.base import History, StartFit
-from moebench.model import MoEModel, log_joint
-from moebench.validation import check_choice
+from moebench.fastmath import log_softmax_rows, normalize_log_rows
+from moebench.model import LOG_2PI, MoEModel
+from moebench.validation import Interval, Options, check_choice
 
 MSTEPS = ("full", "gradient")
 GATING_METHODS = ("auto", "newton", "lbfgs")
 #: (k - 1) * d above which "auto" uses L-BFGS: a Newton step costs O(n d^2 k^2)
 NEWTON_MAX_PARAMS = 400
+_TANH = ACTIVATIONS["tanh"]
 
 
 def e_step(model: MoEModel, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -41,17 +47,42 @@ def e_step(model: MoEModel, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, f
 
 
 def _e_step(X, y, experts, gating, sigma, activation, means=None) -> tuple[np.ndarray, float]:
-    lj = log_joint(X, y, experts, gating, sigma, activation, means)
-    norm = logsumexp(lj, axis=1, keepdims=True)
-    return np.exp(lj - norm), float(np.mean(norm))
+    resp, ll, _ = _e_step_gate(X, y, experts, gating, sigma, activation, means)
+    return resp, ll
 
 
-def _gating_objective(theta: np.ndarray, X: np.ndarray, resp: np.ndarray, ridge: float):
-    """Mean soft-label log-likelihood of the gating (last row 0), its gradient, probabilities."""
+def _e_step_gate(X, y, experts, gating, sigma, activation, means=None
+                 ) -> tuple[np.ndarray, float, np.ndarray]:
+    """:func:`_e_step` that also returns the gate log-probabilities log softmax(X W^T).
+
+    The gating M-step that follows starts from the same gating, so it reuses them
+    (:func:`gating_m_step`'s ``log_proba``) instead of recomputing ``X @ W.T``.
+    Row-wise log-sum-exps use :mod:`moebench.fastmath` (column passes, not scipy's
+    per-row reductions).
+    """
+    if means is None:
+        means = activation.func(X @ experts.T)
+    logp = log_softmax_rows(X @ gating.T)
+    lj = y[:, None] - means
+    lj /= sigma
+    lj **= 2
+    lj *= -0.5
+    lj += logp
+    lj -= np.log(sigma) + 0.5 * LOG_2PI
+    resp, norm = normalize_log_rows(lj)
+    return resp, float(np.mean(norm)), logp
+
+
+def _gating_objective(theta: np.ndarray, X: np.ndarray, resp: np.ndarray, ridge: float,
+                      logp: np.ndarray | None = None):
+    """Mean soft-label log-likelihood of the gating (last row 0), its gradient, probabilities.
+
+    ``logp``: the gate log-probabilities at ``theta`` when the caller has them.
+    """
     k = resp.shape[1]
-    W = np.vstack([theta.reshape(k - 1, -1), np.zeros((1, X.shape[1]))])
-    logits = X @ W.T
-    logp = log_softmax(logits, axis=1)
+    if logp is None:
+        W = np.vstack([theta.reshape(k - 1, -1), np.zeros((1, X.shape[1]))])
+        logp = log_softmax_rows(X @ W.T)
     value = float(np.sum(resp * logp)) / X.shape[0] - 0.5 * ridge * float(theta @ theta)
     P = np.exp(logp)
     grad = ((resp - P)[:, : k - 1].T @ X) / X.shape[0] - ridge * theta.reshape(k - 1, -1)
@@ -66,6 +97,7 @@ def gating_m_step(
     max_iter: int = 10,
     tol: float = 1e-8,
     method: str = "auto",
+    log_proba: np.ndarray | None = None,
 ) -> np.ndarray:
     """Maximise mean_n sum_i r_ni log softmax(W x_n)_i - ridge/2 ||W||^2 over W (last row 0).
 
@@ -85,6 +117,9 @@ def gating_m_step(
         Stop when the gradient's max-norm falls below ``tol``.
     method : {"auto", "newton", "lbfgs"}
         ``"auto"``: Newton while (k - 1) d <= :data:`NEWTON_MAX_PARAMS`.
+    log_proba : ndarray (n, k), optional
+        log softmax(X gating^T) when the caller has it (the E-step computes it): saves
+        the first ``X @ W.T`` of the Newton path.
 
     Returns
     -------
@@ -104,7 +139,7 @@ def gating_m_step(
         )
         theta = res.x
     else:
-        value, grad, P = _gating_objective(theta, X, resp, ridge)
+        value, grad, P = _gating_objective(theta, X, resp, ridge, log_proba)
         for _ in range(max_iter):
             if np.max(np.abs(grad)) < tol:
                 break
@@ -139,6 +174,16 @@ def _weighted_sse(X, y, r, a, activation) -> float:
     return float(np.sum(r * (y - activation.func(X @ a)) ** 2))
 
 
+def _derivative_at(activation: Activation, t: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """g'(t) given f = g(t): the built-in sigmoid and tanh reuse f (the same floating-point
+    operations as their ``derivative``, without a second exp/tanh pass)."""
+    if activation.derivative is _sigmoid_deriv:
+        return f * (1.0 - f)
+    if activation.derivative is _TANH.derivative:
+        return 1.0 - f**2
+    return activation.derivative(t)
+
+
 def expert_m_step(
     X: np.ndarray,
     y: np.ndarray,
@@ -161,18 +206,24 @@ def expert_m_step(
         r = resp[:, i]
         if activation.is_linear:
             Xr = X * r[:, None]
-            A = Xr.T @ X + 1e-10 * (np.trace(Xr.T @ X) / d + 1.0) * eye
+            gram = Xr.T @ X
+            A = gram + 1e-10 * (np.trace(gram) / d + 1.0) * eye
             new[i] = np.linalg.solve(A, Xr.T @ y)
             continue
         a = new[i]
         lam = damping
-        sse = _weighted_sse(X, y, r, a, activation)
+        # X @ a and g(X @ a) of the current point are kept from the accepted candidate's
+        # error evaluation (the same numbers the next step would recompute)
+        t = X @ a
+        f = activation.func(t)
+        sse = float(np.sum(r * (y - f) ** 2))
         for _ in range(max_iter):
-            t = X @ a
-            J = X * activation.derivative(t)[:, None]
-            Jr = J * r[:, None]
-            A = Jr.T @ J
-            b = Jr.T @ (y - activation.func(t))
+            # J^T diag(r) J and J^T diag(r) (y - f) with J = diag(g') X, as one scaled copy
+            # of X and one GEMM (no J, no r * J)
+            gp = _derivative_at(activation, t, f)
+            rg = r * gp
+            A = (X * (rg * gp)[:, None]).T @ X
+            b = X.T @ (rg * (y - f))
             diag = np.diag(A).copy() + 1e-12 * (np.trace(A) / d + 1e-12)
             improved = False
             for _ in range(10):
@@ -182,9 +233,12 @@ def expert_m_step(
                     lam *= 10.0
                     continue
                 cand = a + step
-                cand_sse = _weighted_sse(X, y, r, cand, activation)
+                cand_t = X @ cand
+                cand_f = activation.func(cand_t)
+                cand_sse = float(np.sum(r * (y - cand_f) ** 2))
                 if cand_sse < sse:
                     a, sse, improved = cand, cand_sse, True
+                    t, f = cand_t, cand_f
                     lam = max(lam / 3.0, 1e-12)
                     break
                 lam *= 4.0
@@ -291,7 +345,8 @@ def run_em(
     clock = history if history is not None else History()
     # with the experts fixed (tensor_em's gating EM) their means are computed once
     means = None if update_experts else activation.func(X @ experts.T)
-    resp, ll = _e_step(X, y, experts, gating, sigma, activation, means)
+    # the E-step's gate log-probabilities start the next gating M-step (same gating)
+    resp, ll, log_proba = _e_step_gate(X, y, experts, gating, sigma, activation, means)
     if history is not None:
         history.record(phase, iteration_offset, ll, experts=experts, gating=gating, sigma=sigma)
     converged = False
@@ -300,7 +355,7 @@ def run_em(
     for it in range(1, max_iter + 1):
         if mstep == "full":
             gating = gating_m_step(X, resp, gating, ridge=ridge, max_iter=gating_newton_steps,
-                                   method=gating_method)
+                                   method=gating_method, log_proba=log_proba)
             if update_experts:
                 experts = expert_m_step(X, y, resp, experts, activation, max_iter=expert_max_iter)
         else:
@@ -308,9 +363,12 @@ def run_em(
                                                    step_size)
             if update_experts:
                 experts = new_experts
+        # the new experts' means, computed once for the sigma step and the E-step
+        cur_means = means if means is not None else activation.func(X @ experts.T)
         if update_sigma:
-            sigma = sigma_m_step(X, y, resp, experts, activation, means)
-        resp, new_ll = _e_step(X, y, experts, gating, sigma, activation, means)
+            sigma = sigma_m_step(X, y, resp, experts, activation, cur_means)
+        resp, new_ll, log_proba = _e_step_gate(X, y, experts, gating, sigma, activation,
+                                               cur_means)
         if not np.isfinite(new_ll):
             raise FloatingPointError(f"EM produced a non-finite log-likelihood at iteration {it}")
         if history is not None:
@@ -325,3 +383,125 @@ def run_em(
             stop_reason = "max_time"
             break
     return EMResult(experts, gating, sigma, it, ll, converged, stop_reason)
+
+
+# -- the EM stage of the moment methods (tensor_em, spectral_experts) -----------------------
+#: constructor parameters of the EM stage that follows a moment method (gating EM with the
+#: experts fixed, then the optional joint-EM ``refine``), with their valid values; a moment
+#: estimator declares them by merging this dict into its ``_parameter_constraints``
+STAGED_EM_CONSTRAINTS = {
+    "gating_em_iter": [Interval(int, 0, None)],
+    "gating_tol": [Interval(float, 0, None, closed="neither")],
+    "gating_newton_steps": [Interval(int, 1, None)],
+    "gating_method": [Options(GATING_METHODS)],
+    "ridge": [Interval(float, 0, None)],
+    "refine": ["boolean"],
+    "refine_max_iter": [Interval(int, 0, None)],
+    "refine_tol": [Interval(float, 0, None, closed="neither")],
+    "max_iter": [Interval(int, 1, None), None],
+    "max_time": [Interval(float, 0, None, closed="neither"), None],
+}
+
+
+@dataclass
+class StagedEMResult:
+    """Outcome of :func:`gating_em_then_refine`."""
+
+    #: the last EM phase run (the gating EM, or refine when it ran)
+    result: EMResult
+    #: gating-EM plus refine iterations
+    n_iter: int
+    #: "converged", "max_time", "max_iter" (the sweep budget ended a phase), or the phase's
+    #: own limit "gating_em_iter" / "refine_max_iter"
+    stop_reason: str
+    #: whether the gating EM (before refine) converged
+    gating_converged: bool
+    #: seconds spent in "gating_em" and "refine"
+    times: dict[str, float]
+
+
+def _phase_stop(stop_reason: str, budget: int | None, phase_limit: int, phase_name: str) -> str:
+    """Name what ended an EM phase by iterations: the sweep budget or the phase's own limit."""
+    if stop_reason != "max_iter":
+        return stop_reason
+    return "max_iter" if budget is not None and budget < phase_limit else phase_name
+
+
+def gating_em_then_refine(
+    X: np.ndarray,
+    y: np.ndarray,
+    experts: np.ndarray,
+    sigma0: float,
+    activation: Activation,
+    history: History,
+    *,
+    update_sigma: bool,
+    gating_em_iter: int = 200,
+    gating_tol: float = 1e-8,
+    gating_newton_steps: int = 5,
+    gating_method: str = "auto",
+    ridge: float = 0.0,
+    refine: bool = False,
+    refine_max_iter: int = 200,
+    refine_tol: float = 1e-8,
+    max_iter: int | None = None,
+    max_time: float | None = None,
+) -> StagedEMResult:
+    """The EM stage of a moment method: gating EM with the experts fixed, then ``refine``.
+
+    The one mechanism behind ``refine=True`` of tensor_em and spectral_experts. From a
+    zero gating (equal gate probabilities) :func:`run_em` fits the gating with the
+    experts fixed (phase "gating_em"); then, when ``refine`` and the time budget is not
+    spent, joint EM from that solution (phase "refine"; experts, gating and sigma move).
+
+    Parameters
+    ----------
+    X, y : validated arrays (n, d) and (n,)
+    experts : ndarray (k, d)
+        The moment method's experts.
+    sigma0 : float
+        Starting (or given) noise level.
+    activation : Activation
+    history : History
+        Receives the records of both phases.
+    update_sigma : bool
+        Whether sigma is re-estimated (False when the user gave sigma).
+    gating_em_iter, gating_tol, gating_newton_steps, gating_method, ridge
+        The gating EM (see :func:`run_em`).
+    refine, refine_max_iter, refine_tol
+        Whether and how long the joint EM runs.
+    max_iter : int or None
+        The sweep's iteration budget: caps each phase at ``min(phase limit, max_iter)``.
+    max_time : float or None
+        Wall-clock budget (``history``'s clock), checked after each EM iteration;
+        refine is skipped once it is spent.
+
+    Returns
+    -------
+    StagedEMResult
+    """
+    cap = max_iter if max_iter is not None else float("inf")
+    common = dict(update_sigma=update_sigma, ridge=float(ridge),
+                  gating_newton_steps=int(gating_newton_steps), gating_method=gating_method,
+                  max_time=None if max_time is None else float(max_time), history=history)
+    times = {"gating_em": 0.0, "refine": 0.0}
+    tick = time.perf_counter()
+    k, d = np.shape(experts)
+    res = run_em(X, y, experts, np.zeros((k, d)), sigma0, activation, update_experts=False,
+                 max_iter=int(min(gating_em_iter, cap)), tol=float(gating_tol),
+                 phase="gating_em", **common)
+    times["gating_em"] = time.perf_counter() - tick
+    n_iter = res.n_iter
+    gating_converged = res.converged
+    out_of_time = max_time is not None and history.elapsed() > max_time
+    stop_reason = "max_time" if out_of_time else _phase_stop(
+        res.stop_reason, max_iter, gating_em_iter, "gating_em_iter")
+    if refine and not out_of_time:
+        tick = time.perf_counter()
+        res = run_em(X, y, res.experts, res.gating, res.sigma, activation, update_experts=True,
+                     max_iter=int(min(refine_max_iter, cap)), tol=float(refine_tol),
+                     phase="refine", **common)
+        times["refine"] = time.perf_counter() - tick
+        n_iter += res.n_iter
+        stop_reason = _phase_stop(res.stop_reason, max_iter, refine_max_iter, "refine_max_iter")
+    return StagedEMResult(res, n_iter, stop_reason, gating_converged, times)

@@ -133,3 +133,39 @@ def evaluate(
         out["test_log_likelihood"] = mean_log_likelihood(model, X_test, y_test)
         out["test_mse"] = prediction_mse(model, X_test, y_test)
     return out
+
+
+def wilson_interval(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial rate (95% for the default ``z``).
+
+    Parameters
+    ----------
+    successes : float
+        Number of successes (0 <= successes <= n).
+    n : float
+        Number of trials; 0 gives (nan, nan).
+    z : float
+        Normal quantile (1.96: 95%).
+
+    Returns
+    -------
+    (low, high) : tuple of float
+        Bounds in [0, 1]; e.g. 0 of 5 gives (0, 0.434).
+
+    Raises
+    ------
+    ValueError
+        For ``successes`` outside [0, n] or a negative ``n``.
+    """
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"wilson_interval needs 0 <= successes <= n; got successes="
+                         f"{successes!r}, n={n!r}")
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return float(low), float(high)

@@ -63,6 +63,7 @@ class LinearRegression(MoEEstimator):
     """
 
     description = "reference: one Gaussian linear model fitted by least squares (k = 1)"
+    assumes = ("k = 1", "linear g")
     #: not a mixture: listed apart, added to every real-data sweep by the config checker
     reference: ClassVar[bool] = True
     #: the data-setting keys a sweep fixes for this estimator (whatever the grid's k)
@@ -79,7 +80,8 @@ class LinearRegression(MoEEstimator):
 
     @classmethod
     def check_setting(cls, n_experts: Any, n_features: int | None = None,
-                      activation: Any = "linear") -> tuple[int, Activation]:
+                      activation: Any = "linear", *, params: dict[str, Any] | None = None
+                      ) -> tuple[int, Activation]:
         """Accept k = 1 with the linear activation only.
 
         Raises

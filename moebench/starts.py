@@ -1,6 +1,8 @@
 """Starting points shared by the iterative estimators (one module, one definition each).
 
 - :func:`random_start`: random unit experts and a small random gating (joint_em, sgd).
+- :func:`data_scale_start`: random experts and gating at the scale of the data
+  (``init="data_scale"`` of joint_em and sgd).
 - :func:`search_in_subspace`: the spectral start's search for the experts inside a
   subspace that spans them (joint_em, sgd, alt_min; the subspace itself, the top
   eigenvectors of a second moment, comes from the caller).
@@ -49,6 +51,31 @@ def random_start(rng: np.random.Generator, k: int, d: int) -> tuple[np.ndarray, 
     """
     experts = random_unit_experts(rng, k, d)
     gating = GATING_SCALE * rng.standard_normal((k, d))
+    return experts, gating - gating[-1]
+
+
+def data_scale_start(rng: np.random.Generator, X: np.ndarray, y: np.ndarray, k: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Random experts and gating drawn at the scale of the data (``init="data_scale"``).
+
+    With s_x^2 = mean(X^2) (the mean square of an input coordinate) and d features:
+
+    - experts: entries N(0, var(y) / (d s_x^2)), so that a_i . x has about the variance of y;
+    - gating: entries N(0, 1 / (d s_x^2)), so that each logit W_i . x has about unit
+      variance (gating probabilities of order one, neither flat nor saturated);
+      then the last row is subtracted.
+
+    Draws the experts, then the gating, from ``rng``.
+
+    Returns
+    -------
+    experts : ndarray of shape (k, d)
+    gating : ndarray of shape (k, d), last row 0
+    """
+    d = X.shape[1]
+    s2 = float(np.mean(np.square(X))) or 1.0
+    experts = rng.standard_normal((k, d)) * np.sqrt((float(np.var(y)) or 1.0) / (d * s2))
+    gating = rng.standard_normal((k, d)) / np.sqrt(d * s2)
     return experts, gating - gating[-1]
 
 

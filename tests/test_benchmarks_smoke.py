@@ -55,6 +55,25 @@ def test_algorithm_suites_run_small():
     assert "tensor_em" in ba.FullFit.params[0]
 
 
+@pytest.mark.parametrize("algorithm", ["tensor_em", "tensor_em_refine", "joint_em"])
+def test_algorithms_vs_plain_suite_runs_small_and_agrees(algorithm):
+    ba = pytest.importorskip("benchmarks.bench_algorithms")
+    obj = ba.AlgorithmsVsPlain()
+    obj.rounds = 1
+    params = ("3000,6,2", algorithm, "relu")
+    obj.setup(*params)
+    assert obj.track_ratio_to_floor(*params) > 1.0
+    assert obj.track_ratio_to_plain(*params) > 0.0
+    obj.time_moebench(*params)
+    obj.time_plain(*params)
+    # the plain implementation is the same algorithm: the same final experts
+    experts, _ = obj._plain(algorithm, "relu")
+    err_plain = ba.expert_error(experts, obj.data.experts)
+    assert abs(obj.track_expert_error(*params) - err_plain) < 1e-6
+    with pytest.raises(NotImplementedError):
+        obj.setup("3000,100,10", "joint_em", "linear")
+
+
 def _fake_results(tmp_path: Path) -> Path:
     n, d, k = 1_000_000, 100, 10
     p3 = [[str(n)], [str(d)], [str(k)]]

@@ -84,3 +84,87 @@ def test_local_search_labels_leave_out_moment_and_hard_assignment_methods():
                       "algorithm": ["tensor_em", "tensor_em", "joint_em", "sgd", "alt_min",
                                     "not_registered"]})
     assert local_search_labels(s, reference="refine") == ["em1", "adam", "mine"]
+
+
+# --------------------------------------------------------------------------- stuck or unfinished
+def _classified_runs():
+    """Three runs on one data set: joint EM converged (stationary, no gap), Adam stopped by
+    a 2-epoch budget (not stationary), and the spurious stationary point of identical
+    least-squares experts with zero gating (stationary, with a gap)."""
+    torch = pytest.importorskip("torch")
+    from moebench import make_moe
+    from moebench.registry import get_algorithm
+    from moebench.stationarity import mean_log_likelihood, stationarity
+    from tests.test_stationarity import spurious_point
+
+    data = make_moe(n=4000, d=4, k=2, sigma=0.1, gating_scale=2.0, random_state=3)
+    truth_ll = data.model.mean_log_likelihood(data.X, data.y)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fits = {"converged": get_algorithm("joint_em", n_experts=2, random_state=0),
+                "budget": get_algorithm("sgd", n_experts=2, max_epochs=2, random_state=0)}
+        rows = []
+        for label, est in fits.items():
+            est.fit(data.X, data.y)
+            est.stationarity(data.X, data.y)
+            rows.append(dict(label=label, ll=est.log_likelihood_, grad=est.grad_norm_,
+                             stop=est.stop_reason_))
+    finally:
+        torch.set_num_threads(before)
+    A, W, s = spurious_point(data.X, data.y, 2)
+    rows.append(dict(label="spurious", ll=mean_log_likelihood(data.X, data.y, A, W, s, "linear"),
+                     grad=stationarity(data.X, data.y, A, W, s, "linear")[0], stop="converged"))
+    return pd.DataFrame([dict(data_id="D", run_id=r["label"], label=r["label"], k=2, status="ok",
+                              train_log_likelihood=r["ll"], true_train_log_likelihood=truth_ll,
+                              fitted_grad_norm=r["grad"], stop_reason=r["stop"],
+                              success=r["label"] == "converged", expert_error=0.01)
+                         for r in rows])
+
+
+def test_classification_of_constructed_runs():
+    runs = _classified_runs()
+    m = mark_stuck(runs).set_index("label")
+    assert m.loc["converged", "run_class"] == "fine" and m.loc["converged", "stationary"] == 1
+    assert m.loc["budget", "run_class"] == "unfinished" and m.loc["budget", "stationary"] == 0
+    assert m.loc["spurious", "run_class"] == "stuck" and m.loc["spurious", "stuck"]
+    assert m.loc["budget", "likelihood_gap"] > 1e-3  # it has a gap, but is not counted stuck
+    assert not m.loc["budget", "stuck"] and not m.loc["converged", "stuck"]
+
+
+def test_without_gradient_norms_classification_falls_back_to_the_gap():
+    runs = _classified_runs().drop(columns="fitted_grad_norm")
+    m = mark_stuck(runs).set_index("label")
+    assert m.loc["budget", "run_class"] == "stuck (gap only)" and m.loc["budget", "stuck"]
+    assert m.loc["spurious", "stuck"] and not m.loc["converged", "stuck"]
+    assert not m["unfinished"].any() and m["stationary"].isna().all()
+
+
+def test_report_splits_stuck_from_unfinished_and_gives_intervals():
+    from moebench.sweep.report import phase_report, report_table
+
+    s = _summary().assign(gating_error=0.1, test_log_likelihood=-1.0, fit_time=1.0, n_iter=10)
+    s["stop_reason"] = "converged"
+    s["fitted_grad_norm"] = np.where(s.label == "em", 1.0, 1e-5)  # em: never stationary
+    s.loc[s.label == "em", "stop_reason"] = "max_iter"
+    table = phase_table(s, ["k"])
+    em4 = table[(table.k == 4) & (table.label == "em")].iloc[0]
+    assert em4.stuck_rate == 0 and em4.unfinished_rate == 1.0
+    assert gridlock_regions(table, ["k"], baselines=["em"], reference="ref").empty
+    text = report_table(s)
+    assert "| unfinished |" in text and "Wilson 95%" in text and "100% [34%–100%]" in text
+    phase = phase_report(s, ["k"], reference="ref", stuck_tols=[1e-4, 1e-2])
+    assert "## Verdict by stuck tolerance" in phase and "| 0.0001 | em |" in phase
+    old = report_table(s.drop(columns="fitted_grad_norm"))
+    assert "| unfinished |" not in old and "stationarity is unknown" in old
+
+
+def test_phase_report_shows_both_references_by_default():
+    from moebench.sweep.report import phase_report
+
+    s = _summary()
+    s["label"] = s["label"].replace({"ref": "tensor_em_refine"})
+    paper = s[s.label == "tensor_em_refine"].assign(label="tensor_em", success=False,
+                                                     run_id=lambda d: d.run_id + "p")
+    text = phase_report(pd.concat([s, paper], ignore_index=True), ["k"])
+    assert "while tensor_em_refine succeeds" in text and "while tensor_em succeeds" in text

@@ -79,3 +79,26 @@ def test_every_registered_algorithm_declares_its_parameters_and_budgets(name):
     cls.check_params(cls().get_params())  # the defaults satisfy the declaration
     with pytest.raises(ValueError, match="n_experts must be an integer >= 2; got 1"):
         cls.check_params({"n_experts": 1})
+
+
+@pytest.mark.parametrize("name", moebench.available_algorithms(references=True))
+def test_every_registered_algorithm_declares_what_it_assumes(name):
+    """A non-empty tuple of short tags (issue 15); `moebench list --assumes` prints them."""
+    cls = registry.algorithm_class(name)
+    assert "assumes" in vars(cls), f"{name} inherits `assumes` instead of declaring it"
+    assert isinstance(cls.assumes, tuple) and cls.assumes
+    assert all(isinstance(tag, str) and 0 < len(tag) <= 60 for tag in cls.assumes)
+    if cls.requires_k_le_d:
+        assert "k <= d" in cls.assumes
+    if cls.supported_activations == ("linear",):
+        assert any("linear g" in tag or "k = 1" in tag for tag in cls.assumes)
+
+
+def test_list_assumes_prints_every_algorithms_tags(capsys):
+    from moebench.cli import main
+
+    assert main(["list", "--assumes"]) == 0
+    out = capsys.readouterr().out
+    for name in moebench.available_algorithms():
+        tags = registry.algorithm_class(name).assumes
+        assert f"assumes: {'; '.join(tags)}" in out

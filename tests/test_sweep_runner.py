@@ -182,7 +182,8 @@ def test_report_table(full_sweep):
     assert text.count("\n| em ") == 2 and "| em_broken |" in text
     assert "expert error, median [IQR]" in text and "success" in text
     assert "error 4" in text and "timeout 4" in text
-    assert "| em_broken | 600 | 2 | 2 | – | 0% |" in text
+    # error median, mean; gross (failed runs count); success, with Wilson 95% intervals
+    assert "| em_broken | 600 | 2 | 2 | – | – | 100% [34%–100%] | 0% [0%–66%] |" in text
 
 
 def test_stuck_rule():

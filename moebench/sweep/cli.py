@@ -21,9 +21,10 @@ def _add_gridlock_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stuck-tol", type=finite_float(0.0), default=DEFAULT_TOL,
                    help="per-sample log-likelihood gap that counts as stuck (default: "
                    f"{DEFAULT_TOL:g})")
-    p.add_argument("--reference", default="tensor_em_refine",
-                   help="the variant a gridlock cell needs to succeed (default: "
-                   "tensor_em_refine)")
+    p.add_argument("--reference", nargs="+", default=None, metavar="VARIANT",
+                   help="the variant(s) a gridlock cell needs to succeed, each shown on its "
+                   "own (default: tensor_em_refine and the paper's estimator tensor_em, "
+                   "those present)")
 
 
 def _results_dir_for(config_name: str) -> Path:
@@ -223,8 +224,13 @@ def _plot_gridlock(args: argparse.Namespace, summary, root: Path) -> int:
     if not args.axes:
         raise ValueError("--kind gridlock needs --axes COLUMN [COLUMN ...], the data-setting "
                          "columns that define a cell, such as d k sigma gating_scale")
-    fig = plot_gridlock(summary, args.axes, reference=args.reference, tol=args.stuck_tol)
-    print(f"wrote {save(fig, args.out or root / 'figures' / 'gridlock.png')}")
+    from moebench.sweep.gridlock import references_in
+
+    first = Path(args.out) if args.out else root / "figures" / "gridlock.png"
+    for i, ref in enumerate(references_in(summary, args.reference)):
+        fig = plot_gridlock(summary, args.axes, reference=ref, tol=args.stuck_tol)
+        path = first if i == 0 else first.with_name(f"{first.stem}_{ref}{first.suffix}")
+        print(f"wrote {save(fig, path)}")
     return 0
 
 
@@ -267,15 +273,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.out:
         check_out_file(args.out)
     summary, _ = load_results(args.results)
-    text = report_table(summary, tol=args.stuck_tol)
+    table = getattr(args, "table", "summary")
+    if table != "summary":
+        text = _readme_table(summary, table, args.metric)
+    else:
+        text = report_table(summary, tol=args.stuck_tol)
     if args.phase:
-        text += "\n" + phase_report(summary, args.phase, args.reference, tol=args.stuck_tol)
+        text += "\n" + phase_report(summary, args.phase, args.reference, tol=args.stuck_tol,
+                                     stuck_tols=args.stuck_tols)
     if args.out:
         atomic_write_bytes(Path(args.out), text.encode())
         print(f"wrote {args.out}")
     else:
         print(text, end="")
     return 0
+
+
+def _readme_table(summary, table: str, metric: str) -> str:
+    """The ``--table`` choices other than the default summary (the README's tables)."""
+    from moebench.sweep import report
+
+    if table == "accuracy":
+        return report.accuracy_table(summary, metric)
+    if table == "comparison":
+        return report.comparison_table(summary, metric)
+    return report.phase_times_table(summary)
 
 
 def add_report_parser(sub: argparse._SubParsersAction) -> None:
@@ -288,5 +310,18 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
                    help="also print stuck/success rates over these data-setting columns and the "
                    f"settings where a baseline is {_GRIDLOCK_RULE}")
     _add_gridlock_options(p)
+    p.add_argument("--stuck-tols", nargs="+", type=finite_float(0.0), default=None,
+                   metavar="TOL", help="with --phase: also state the verdict under each of "
+                   "these stuck tolerances (e.g. 1e-4 1e-3 1e-2)")
+    p.add_argument("--table", choices=("summary", "accuracy", "comparison", "phase_times"),
+                   default="summary",
+                   help="summary (default): the table above; accuracy: median --metric by n, k "
+                   "(rows) and activation (columns), one table per variant; comparison: "
+                   "repetitions, median --metric, success rate and median fit time per varying "
+                   "setting and variant; phase_times: per run, the estimator's recorded phase "
+                   "times (tensor_em)")
+    p.add_argument("--metric", default="expert_error",
+                   help="metric column of --table accuracy/comparison (default: expert_error; "
+                   "e.g. gating_error)")
     p.add_argument("--out", "-o", default=None, help="write the table to this file")
     p.set_defaults(func=cmd_report)

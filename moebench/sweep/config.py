@@ -34,6 +34,8 @@ A config is a TOML file (or the name of one shipped in :mod:`moebench.configs`):
     grid = {}                      # options to sweep: each point is its own variant
     known_sigma = false            # pass the true sigma instead of estimating it
     activations = ["linear"]       # optional: run this variant on these data activations only
+    only = {n = [100000], k = 3}   # optional: run this variant only where these data keys
+                                   # take these values (a value or a list per key)
 
 Every table, key and value is checked before anything runs; an error names the
 key, the bad value and the valid choices.
@@ -70,7 +72,8 @@ SYNTHETIC_DATA_KEYS = SYNTHETIC_SETTING_COLUMNS
 CSV_DATA_KEYS = ("source", "k", "activation", "folds")
 SOURCE_KEYS = ("csv", "target", "features", "sep")
 BUDGET_KEYS = ("max_iter", "max_time", "timeout")
-ALGORITHM_KEYS = ("name", "label", "params", "grid", "known_sigma", "activations") + BUDGET_KEYS
+ALGORITHM_KEYS = ("name", "label", "params", "grid", "known_sigma", "activations",
+                  "only") + BUDGET_KEYS
 #: estimator arguments the runner sets itself
 RESERVED_PARAMS = ("n_experts", "activation", "random_state", "sigma")
 
@@ -143,6 +146,14 @@ class Variant:
     #: data-setting keys the algorithm fixes whatever the grid says (a reference model's
     #: ``fixed_setting``, e.g. k = 1 and linear for the linear regression)
     setting: dict[str, Any] = field(default_factory=dict)
+    #: data keys -> the values this variant runs on (``only`` in the config; empty: all)
+    only: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def runs_on(self, data: dict[str, Any]) -> bool:
+        """Whether the variant runs on the data setting ``data`` (``activations``, ``only``)."""
+        if self.activations is not None and data["activation"] not in self.activations:
+            return False
+        return all(data.get(key) in values for key, values in self.only.items())
 
     def key(self) -> dict[str, Any]:
         """What identifies the variant (its seeds and run ids derive from it)."""
@@ -217,7 +228,7 @@ class SweepConfig:
         for data in self.data_grid:
             for rep in range(self.repetitions):
                 for v in self.variants:
-                    if v.activations is not None and data["activation"] not in v.activations:
+                    if not v.runs_on(data):
                         continue
                     d = {**data, **v.setting} if v.setting else data
                     cell = Cell(d, v, rep, self.seed, self.success_threshold)
@@ -426,6 +437,7 @@ def _check_algorithms(entries: Any, budget: dict[str, Any]) -> list[Variant]:
             for a in acts:
                 _choice(a, f"{where}activations entry", available_activations())
             acts = tuple(acts)
+        only = _check_only(entry.get("only", {}), where)
         points = [dict(zip(grid, combo, strict=True))
                   for combo in itertools.product(*grid.values())]
         for point in points:
@@ -434,13 +446,28 @@ def _check_algorithms(entries: Any, budget: dict[str, Any]) -> list[Variant]:
                 label=f"{label}[{suffix}]" if suffix else label, algorithm=name,
                 params={**params, **point}, max_iter=b["max_iter"], max_time=b["max_time"],
                 timeout=timeout, known_sigma=known_sigma, module=cls.__module__,
-                activations=acts))
+                activations=acts, only=only))
     labels = [v.label for v in variants]
     dup = sorted({lab for lab in labels if labels.count(lab) > 1})
     if dup:
         raise ConfigError(f"algorithm label {dup[0]!r} is used twice; give each variant its own "
                           f"label")
     return variants
+
+
+def _check_only(only: Any, where: str) -> dict[str, tuple[Any, ...]]:
+    """``only = {key = value or [values]}``: data keys (synthetic or CSV) and their values."""
+    if not isinstance(only, dict):
+        raise ConfigError(f"{where}only must be a table of data keys, e.g. only = {{n = [100000], "
+                          f"k = 3}}; got {only!r}")
+    _unknown(only, tuple(dict.fromkeys(SYNTHETIC_DATA_KEYS + CSV_DATA_KEYS)), f"{where}only.")
+    out = {}
+    for key, values in only.items():
+        values = _as_list(values)
+        if not values:
+            raise ConfigError(f"{where}only.{key} is an empty list; give at least one value")
+        out[key] = tuple(values)
+    return out
 
 
 def _reference_variants(variants: list[Variant], budget: dict[str, Any]) -> list[Variant]:
@@ -496,14 +523,19 @@ def validate_config(raw: dict[str, Any], name: str = "sweep", source: str = "<di
         variants += _reference_variants(variants, budget)
     for v in variants:
         cls = algorithm_class(v.algorithm)
+        if v.only and not any(v.runs_on(setting) for setting in grid):
+            raise ConfigError(
+                f"variant {v.label!r}: only = {_canonical({k: list(x) for k, x in v.only.items()})}"
+                f" matches none of the {len(grid)} data setting(s); valid values: "
+                + "; ".join(f"{key}: {sorted({str(s.get(key)) for s in grid})}" for key in v.only))
         for setting in grid:
-            if v.activations is not None and setting["activation"] not in v.activations:
+            if not v.runs_on(setting):
                 continue
             setting = {**setting, **v.setting}
             act = setting["activation"]
             d = setting["d"] if "d" in setting else len(setting["source"]["features"])
             try:  # the class's own capability check, the one its fit runs
-                cls.check_setting(setting["k"], d, act)
+                cls.check_setting(setting["k"], d, act, params=v.params)
             except ValueError as exc:
                 raise ConfigError(
                     f"algorithm {v.algorithm!r} (variant {v.label!r}) cannot run the data "

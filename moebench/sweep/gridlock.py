@@ -8,6 +8,20 @@ per sample below the best that any method reached on the same data set (same
 ``data_id``) **and** below the true parameters' log-likelihood on that data. The
 second condition keeps sampling error apart from local optima: a run that merely
 differs from the best by estimation noise sits above the truth's likelihood.
+
+**Stuck or unfinished.** Where the results record the final gradient norm
+(``fitted_grad_norm``, set by every local-search estimator; see
+:mod:`moebench.stationarity`), a run is *stationary* when that scaled norm is at most
+``stationary_tol`` (:data:`moebench.stationarity.STATIONARY_TOL`, 1e-2), and
+
+* **stuck**: a likelihood gap (the rule above) at a stationary point;
+* **unfinished**: not stationary, and its budget ended it (``stop_reason`` in
+  :data:`BUDGET_STOPS`) or it has a likelihood gap;
+* **fine**: otherwise.
+
+Where the gradient norm is missing (results recorded before it existed, or a method
+that does not record it) stationarity is unknown and the classification falls back to
+the gap alone: stuck = gap, never unfinished (``run_class`` says "stuck (gap only)").
 """
 
 from __future__ import annotations
@@ -17,15 +31,31 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from moebench.metrics import wilson_interval
+from moebench.stationarity import STATIONARY_TOL
+
 DEFAULT_TOL = 1e-3
+#: the stuck tolerances the verdict is shown under (``moebench report --stuck-tols``)
+VERDICT_TOLS = (1e-4, 1e-3, 1e-2)
+#: stop reasons that mean a budget, not a criterion, ended the fit
+BUDGET_STOPS = ("max_iter", "max_time", "max_epochs")
+#: expert error above which a run is a gross failure (a wrong basin)
+GROSS_ERROR = 0.3
+#: summary column with the final scaled gradient norm
+GRAD_NORM_COLUMN = "fitted_grad_norm"
+#: the gridlock references shown by default when present: tensor_em + refine (the tensor
+#: step as a start for joint EM) and the paper's estimator (tensor_em, no refine)
+DEFAULT_REFERENCES = ("tensor_em_refine", "tensor_em")
 #: a gridlock cell: a baseline stuck in at least STUCK_MIN of the seeds while the
 #: reference succeeds in at least SUCCESS_MIN
 STUCK_MIN = 0.3
 SUCCESS_MIN = 0.9
 
 
-def mark_stuck(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> pd.DataFrame:
-    """Add ``best_log_likelihood``, ``likelihood_gap`` and ``stuck`` columns.
+def mark_stuck(summary: pd.DataFrame, tol: float = DEFAULT_TOL,
+               stationary_tol: float = STATIONARY_TOL) -> pd.DataFrame:
+    """Add ``best_log_likelihood``, ``likelihood_gap``, ``gap``, ``stationary``, ``stuck``,
+    ``unfinished`` and ``run_class`` columns (see the module notes).
 
     Parameters
     ----------
@@ -34,11 +64,15 @@ def mark_stuck(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> pd.DataFrame:
         ``true_train_log_likelihood``.
     tol : float
         Tolerance in mean log-likelihood per sample.
+    stationary_tol : float
+        Scaled gradient norm at or below which a run is stationary.
 
     Returns
     -------
     DataFrame
-        A copy; failed runs (status not "ok") are never counted as stuck and get NaN gaps.
+        A copy; failed runs (status not "ok") are never counted as stuck or unfinished
+        and get NaN gaps and ``run_class`` "failed". ``stationary`` is NaN where the
+        gradient norm is unknown.
     """
     required = {"data_id", "status", "train_log_likelihood"}
     missing = required - set(summary.columns)
@@ -55,18 +89,55 @@ def mark_stuck(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> pd.DataFrame:
         below_truth = ll < out["true_train_log_likelihood"].astype(float) - tol
     else:
         below_truth = True
-    out["stuck"] = ok & (out["likelihood_gap"] > tol) & below_truth
+    gap = ok & (out["likelihood_gap"] > tol) & below_truth
+    grad = (out[GRAD_NORM_COLUMN].astype(float) if GRAD_NORM_COLUMN in out.columns
+            else pd.Series(np.nan, index=out.index))
+    known = ok & np.isfinite(grad)
+    stationary = known & (grad <= stationary_tol)
+    budget = (out["stop_reason"].isin(BUDGET_STOPS) if "stop_reason" in out.columns
+              else pd.Series(False, index=out.index))
+    out["gap"] = gap
+    out["stationary"] = stationary.astype(float).where(known)
+    out["stuck"] = gap & (stationary | ~known)
+    out["unfinished"] = known & ~stationary & (budget | gap)
+    out["run_class"] = np.select(
+        [~ok, out["stuck"] & known, out["stuck"], out["unfinished"]],
+        ["failed", "stuck", "stuck (gap only)", "unfinished"], default="fine")
     return out
+
+
+def has_stationarity(summary: pd.DataFrame) -> bool:
+    """Whether any run of ``summary`` records its final gradient norm."""
+    return GRAD_NORM_COLUMN in summary.columns and bool(
+        np.isfinite(summary[GRAD_NORM_COLUMN].astype(float)).any())
+
+
+def rate_interval(successes: float, n: float) -> str:
+    """A rate with its Wilson 95% interval, e.g. ``"40% [12–77%]"`` ("–" for n = 0)."""
+    if not n:
+        return "–"
+    low, high = wilson_interval(successes, n)
+    return f"{successes / n:.0%} [{low:.0%}–{high:.0%}]"
 
 
 def phase_table(summary: pd.DataFrame, axes: Sequence[str], tol: float = DEFAULT_TOL
                 ) -> pd.DataFrame:
-    """Stuck rate, success rate and median expert error per setting and variant.
+    """Stuck, unfinished and success rates (with counts) and expert errors per setting and
+    variant.
 
     Parameters
     ----------
     axes : sequence of str
         Data-setting columns that define a cell of the map (e.g. ``["k", "gating_scale"]``).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``*axes, label, runs, failed, stuck_rate, success_rate,
+        median_expert_error, median_gap, n_stuck, n_success, n_unfinished,
+        unfinished_rate, mean_expert_error, n_gross, gross_rate`` (``n_unfinished`` is NaN
+        where no run of the cell records its gradient norm; gross: expert error >
+        :data:`GROSS_ERROR`, failed runs included).
     """
     marked = mark_stuck(summary, tol)
     unknown = [a for a in axes if a not in marked.columns]
@@ -74,7 +145,10 @@ def phase_table(summary: pd.DataFrame, axes: Sequence[str], tol: float = DEFAULT
         raise ValueError(f"unknown axis column(s) {', '.join(unknown)}; valid: "
                          f"{', '.join(c for c in marked.columns if marked[c].nunique() > 1)}")
     ok = marked["status"].eq("ok")
-    grouped = marked.assign(ok=ok).groupby([*axes, "label"], dropna=False)
+    err = marked["expert_error"].astype(float)
+    gross = ~ok | ~np.isfinite(err) | (err > GROSS_ERROR)
+    grouped = marked.assign(ok=ok, gross=gross, known=marked["stationary"].notna()
+                            ).groupby([*axes, "label"], dropna=False)
     table = grouped.agg(
         runs=("run_id", "size"),
         failed=("ok", lambda s: int((~s).sum())),
@@ -82,8 +156,17 @@ def phase_table(summary: pd.DataFrame, axes: Sequence[str], tol: float = DEFAULT
         success_rate=("success", "mean"),
         median_expert_error=("expert_error", "median"),
         median_gap=("likelihood_gap", "median"),
+        n_stuck=("stuck", "sum"),
+        n_success=("success", lambda s: int(s.astype(bool).sum())),
+        n_unfinished=("unfinished", "sum"),
+        n_known=("known", "sum"),
+        mean_expert_error=("expert_error", "mean"),
+        n_gross=("gross", "sum"),
     ).reset_index()
-    return table
+    table["n_unfinished"] = table["n_unfinished"].astype(float).where(table["n_known"] > 0)
+    table["unfinished_rate"] = table["n_unfinished"] / table["runs"]
+    table["gross_rate"] = table["n_gross"] / table["runs"]
+    return table.drop(columns="n_known")
 
 
 def reference_pairs(
@@ -92,7 +175,9 @@ def reference_pairs(
     """Per cell of ``axes`` and baseline: its stuck rate next to ``reference``'s success rate.
 
     Columns ``*axes, label, stuck_rate, <reference>_success`` (NaN where the reference
-    has no run in the cell); rows grouped by baseline in the given order.
+    has no run in the cell), and, when ``table`` has them, ``runs``, ``n_stuck``,
+    ``unfinished_rate``, ``<reference>_runs`` and ``<reference>_n_success`` (for
+    intervals); rows grouped by baseline in the given order.
     """
     labels = set(table["label"])
     if reference not in labels:
@@ -102,9 +187,12 @@ def reference_pairs(
     if unknown:
         raise ValueError(f"unknown baseline variant(s) {', '.join(unknown)}; variants: "
                          f"{', '.join(sorted(labels - {reference}))}")
-    ref = table.loc[table["label"] == reference, [*axes, "success_rate"]]
-    ref = ref.rename(columns={"success_rate": f"{reference}_success"})
-    base = table.loc[table["label"].isin(baselines), [*axes, "label", "stuck_rate"]]
+    extra_ref = [c for c in ("runs", "n_success") if c in table.columns]
+    ref = table.loc[table["label"] == reference, [*axes, "success_rate", *extra_ref]]
+    ref = ref.rename(columns={"success_rate": f"{reference}_success",
+                              **{c: f"{reference}_{c}" for c in extra_ref}})
+    extra = [c for c in ("runs", "n_stuck", "unfinished_rate") if c in table.columns]
+    base = table.loc[table["label"].isin(baselines), [*axes, "label", "stuck_rate", *extra]]
     order = {label: i for i, label in enumerate(baselines)}
     pairs = base.merge(ref, on=list(axes), how="left")
     return pairs.sort_values("label", key=lambda s: s.map(order), kind="stable",
@@ -151,3 +239,16 @@ def local_search_labels(summary: pd.DataFrame, reference: str) -> list[str]:
     local = {name: is_local(name) for name in summary["algorithm"].unique()}
     labels = summary.loc[summary["algorithm"].map(local).astype(bool), "label"]
     return [lab for lab in labels.unique() if lab != reference]
+
+
+def references_in(summary: pd.DataFrame, references: Sequence[str] | str | None = None
+                  ) -> list[str]:
+    """The reference labels to use: the given ones (a string is one), or by default those
+    of :data:`DEFAULT_REFERENCES` present in ``summary`` (all of them if none is)."""
+    if isinstance(references, str):
+        return [references]
+    if references:
+        return list(references)
+    labels = set(summary["label"])
+    present = [r for r in DEFAULT_REFERENCES if r in labels]
+    return present or list(DEFAULT_REFERENCES[:1])

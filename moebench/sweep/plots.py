@@ -43,12 +43,14 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from moebench.io import atomic_save_figure
+from moebench.metrics import wilson_interval
 from moebench.registry import reference_algorithms
 from moebench.sweep.columns import OK_STATUSES, format_value, is_real_data, varying_settings
 from moebench.sweep.gridlock import (
     DEFAULT_TOL,
     STUCK_MIN,
     SUCCESS_MIN,
+    has_stationarity,
     in_gridlock,
     local_search_labels,
     phase_table,
@@ -435,8 +437,11 @@ def plot_gridlock(
     """Where is the gridlock? One panel per baseline, one point per cell of ``axes``.
 
     A point sits at (success rate of ``reference``, stuck rate of the baseline) in that
-    cell; the shaded corner is the gridlock region (stuck >= ``stuck_min`` while the
-    reference succeeds >= ``success_min``) and the cells in it are named.
+    cell, with Wilson 95% intervals as bars; the shaded corner is the gridlock region
+    (stuck >= ``stuck_min`` while the reference succeeds >= ``success_min``) and the
+    cells in it are named. Where the results record the final gradient norm, only
+    stationary runs count as stuck, and each cell's unfinished rate (not counted) is
+    drawn as a hollow triangle at the same x.
 
     Parameters
     ----------
@@ -457,6 +462,11 @@ def plot_gridlock(
         raise ValueError("no baseline variant to draw: none of the variants is a local-search "
                          "method other than the reference")
     pairs["gridlock"] = in_gridlock(pairs, reference, stuck_min, success_min)
+    stationarity = has_stationarity(summary)
+
+    def bars(k: np.ndarray, n: np.ndarray, centre: np.ndarray) -> np.ndarray:
+        lo, hi = np.array([wilson_interval(a, b) for a, b in zip(k, n)]).reshape(-1, 2).T
+        return np.vstack([np.clip(centre - lo, 0, None), np.clip(hi - centre, 0, None)])
     ncols = min(3, len(baselines))
     nrows = -(-len(baselines) // ncols)
     fig = Figure(figsize=(4.6 * ncols, 4.2 * nrows))
@@ -471,6 +481,15 @@ def plot_gridlock(
         jy = y + rng.uniform(-0.025, 0.025, len(y))
         ax.axvspan(success_min, 1.06, ymin=(stuck_min + 0.06) / 1.12, color="tab:red",
                    alpha=0.08, lw=0)
+        ax.errorbar(jx, jy, yerr=bars(sub["n_stuck"].to_numpy(float),
+                                      sub["runs"].to_numpy(float), y),
+                    xerr=bars(sub[f"{reference}_n_success"].to_numpy(float),
+                              sub[f"{reference}_runs"].to_numpy(float), x),
+                    fmt="none", ecolor="0.75", elinewidth=0.4, alpha=0.5)
+        if stationarity:
+            u = sub["unfinished_rate"].to_numpy(dtype=float)
+            ax.scatter(jx, u, s=14, marker="^", facecolors="none", edgecolors="tab:blue",
+                       lw=0.6, alpha=0.7, label="unfinished rate (not counted)")
         ax.scatter(jx[~inside], jy[~inside], s=14, color="0.55", alpha=0.7, lw=0,
                    label="other cells")
         ax.scatter(jx[inside], jy[inside], s=30, color="tab:red", lw=0, label="gridlock")
@@ -491,9 +510,12 @@ def plot_gridlock(
     for ax in list(grid.flat)[len(baselines):]:
         ax.axis("off")
     grid.flat[0].legend(fontsize=7, loc="center left")
+    how = ("at a stationary point" if stationarity
+           else "stationarity unknown: gap alone")
     fig.suptitle(f"Gridlock: stuck in >= {stuck_min:.0%} of seeds while {reference} succeeds "
-                 f"in >= {success_min:.0%} (cells over {', '.join(axes)}; stuck = log-likelihood "
-                 f"> {tol:g}/sample below best and truth)", fontsize=9)
+                 f"in >= {success_min:.0%} (cells over {', '.join(axes)})\nstuck = log-likelihood "
+                 f"> {tol:g}/sample below best and truth, {how}; bars: Wilson 95% intervals",
+                 fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -520,26 +542,35 @@ def plot_phase_maps(
     facets = sorted(table[facet].dropna().unique()) if facet else [None]
     xs = sorted(table[x].dropna().unique())
     ys = sorted(table[y].dropna().unique())
+    panels = [("stuck_rate", "n_stuck", "stuck rate"), ("success_rate", "n_success",
+                                                         "success rate")]
+    if has_stationarity(summary):
+        panels.insert(1, ("unfinished_rate", "n_unfinished", "unfinished rate"))
     written = []
     for label in sorted(table["label"].unique()):
-        fig = Figure(figsize=(8, 3.2 * len(facets)))
-        grid = fig.subplots(len(facets), 2, squeeze=False)
+        fig = Figure(figsize=(4 * len(panels), 3.2 * len(facets)))
+        grid = fig.subplots(len(facets), len(panels), squeeze=False)
         for r, fv in enumerate(facets):
             sub = table[table["label"] == label]
             if facet:
                 sub = sub[sub[facet] == fv]
-            for c, (col, title) in enumerate((("stuck_rate", "stuck rate"),
-                                              ("success_rate", "success rate"))):
+            for c, (col, count, title) in enumerate(panels):
                 mat = np.full((len(ys), len(xs)), np.nan)
+                text = {}
                 for _, row in sub.iterrows():
-                    mat[ys.index(row[y]), xs.index(row[x])] = row[col]
+                    cell = ys.index(row[y]), xs.index(row[x])
+                    mat[cell] = row[col]
+                    if np.isfinite(row[col]):
+                        lo, hi = wilson_interval(row[count], row["runs"])
+                        text[cell] = f"{row[col]:.0%}\n{lo:.0%}–{hi:.0%}"
                 ax = grid[r, c]
-                im = ax.imshow(mat, vmin=0, vmax=1, cmap="magma_r" if c == 0 else "viridis",
+                dark = col != "success_rate"  # high is bad: the reversed map
+                im = ax.imshow(mat, vmin=0, vmax=1, cmap="magma_r" if dark else "viridis",
                                origin="lower", aspect="auto")
                 for (i, j), v in np.ndenumerate(mat):
-                    if np.isfinite(v):
-                        ax.text(j, i, f"{v:.0%}", ha="center", va="center", fontsize=7,
-                                color="white" if (v > 0.5) == (c == 0) else "black")
+                    if (i, j) in text:
+                        ax.text(j, i, text[i, j], ha="center", va="center", fontsize=6,
+                                color="white" if (v > 0.5) == dark else "black")
                 ax.set_xticks(range(len(xs)), [format_value(v) for v in xs])
                 ax.set_yticks(range(len(ys)), [format_value(v) for v in ys])
                 ax.set_xlabel(x)
@@ -548,7 +579,7 @@ def plot_phase_maps(
                 ax.set_title(f"{title}{where}", fontsize=9)
                 fig.colorbar(im, ax=ax, fraction=0.046)
         fig.suptitle(f"{label}: stuck (likelihood > {tol:g}/sample below best and truth) "
-                     f"and success", fontsize=10)
+                     f"and success, with Wilson 95% intervals", fontsize=10)
         fig.tight_layout()
         for fmt in formats:
             path = out_dir / f"phase_{label}.{fmt}"

@@ -114,6 +114,12 @@ def fitted_scalars(est: Any) -> dict[str, Any]:
         if (name.endswith("_") and not name.startswith("_") and name not in ("sigma_", "n_iter_")
                 and isinstance(value, (bool, int, float, np.number))):
             out[f"fitted_{name[:-1]}"] = value.item() if isinstance(value, np.number) else value
+        elif (name.endswith("_") and not name.startswith("_") and isinstance(value, dict)
+              and value and all(isinstance(k, str) and isinstance(v, (int, float, np.number))
+                                and not isinstance(v, bool) for k, v in value.items())):
+            # a dict of numbers (tensor_em's phase_times_): one column per key
+            for key, v in value.items():
+                out[f"fitted_{name}{key}"] = float(v)
     return out
 
 
@@ -175,6 +181,8 @@ def evaluate(est: Any, data: CellData, success_threshold: float) -> dict[str, An
     parameter errors and the truth's scores need a truth (synthetic data).
     """
     out: dict[str, Any] = {"sigma_hat": float(est.sigma_)}
+    if est.local_search:  # stuck or unfinished: is the final point stationary?
+        est.stationarity(data.X, data.y)
     out.update(fitted_scalars(est))
     out["train_log_likelihood"] = est.score(data.X, data.y)
     out["test_log_likelihood"] = est.score(data.X_test, data.y_test)

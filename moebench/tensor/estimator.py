@@ -41,12 +41,15 @@ import numpy as np
 
 from moebench.activations import Activation
 from moebench.base import History, MoEEstimator
-from moebench.em import GATING_METHODS, run_em
+from moebench.em import GATING_METHODS, gating_em_then_refine
 from moebench.model import MoEModel
 from moebench.registry import register
 from moebench.tensor.backend import BACKENDS
 from moebench.tensor.decomposition import DECOMPOSITIONS, TensorDecomposition, decompose
 from moebench.tensor.label_transforms import (
+    LABEL_TRANSFORMS,
+    ablation_coefficients,
+    ablation_labels,
     apply_transforms,
     estimate_sigma,
     transform_coefficients,
@@ -184,6 +187,19 @@ class TensorEM(MoEEstimator):
         Wall-clock budget in seconds for the whole fit, checked after each EM
         iteration (the moments and the decomposition are not interrupted); refine is
         skipped once it is spent.
+    label_transform : {"paper", "raw", "powers"}
+        The labels of the moments (an ablation of the paper's key idea). "paper": the
+        paper's S2(y), S3(y), whose correction terms cancel the cross terms of an
+        orthogonal input-dependent gating. "raw": S2 = S3 = y, the score-function moments
+        of mixtures of GLMs with constant weights (Sedghi, Janzamin and Anandkumar 2016):
+        at constant mixing T2 = E[g''(Z)] sum p_i a_i a_i^T and
+        T3 = E[g'''(Z)] sum p_i a_i^{⊗3}, which vanish for every built-in activation
+        (linear, sigmoid, tanh, relu, leaky_relu), so "raw" is refused for them
+        (``check_setting``, hence also by the sweep config checker); it identifies only
+        a g with E[g''] != 0 and E[g'''] != 0. "powers": S2 = y^2, S3 = y^3 (the
+        paper's transforms less their correction terms; c2 = 2, c3 = 6 for linear g):
+        consistent at constant mixing weights, biased under input-dependent gating; the
+        ablation that shows what the correction terms buy as the gating grows.
 
     Attributes
     ----------
@@ -197,8 +213,8 @@ class TensorEM(MoEEstimator):
         ``stop_reason_`` and ``log_likelihood_`` are those of the last EM phase run.
     gating_converged_ : bool
         Whether the gating EM converged (before refine).
-    coefficients_ : TransformCoefficients
-        alpha, beta, gamma, c2, c3 used.
+    coefficients_ : TransformCoefficients or AblationCoefficients
+        alpha, beta, gamma, c2, c3 used ("paper"); the transform's c2, c3 (ablations).
     t2_eigenvalues_ : ndarray
         The k (or k + 1 when k < d) signed eigenvalues of T2 of largest modulus.
     t2_eigengap_ : float
@@ -227,6 +243,8 @@ class TensorEM(MoEEstimator):
     """
 
     description = "Tensor method for the experts, then gating-only EM (Makkuva et al. 2019)"
+    assumes = ("Gaussian inputs", "gating orthogonal to experts", "k <= d",
+               "unit-norm experts", "c2, c3 of g nonzero (not even g)")
     requires_k_le_d: ClassVar[bool] = True
     local_search: ClassVar[bool] = False  # a moment method; with refine it is the reference
     supported_activations = None
@@ -250,6 +268,7 @@ class TensorEM(MoEEstimator):
         "refine_tol": [Interval(float, 0, None, closed="neither")],
         "max_iter": [Interval(int, 1, None), None],
         "max_time": [Interval(float, 0, None, closed="neither"), None],
+        "label_transform": [Options(LABEL_TRANSFORMS)],
     }
 
     def __init__(
@@ -275,6 +294,7 @@ class TensorEM(MoEEstimator):
         refine_tol: float = 1e-8,
         max_iter: int | None = None,
         max_time: float | None = None,
+        label_transform: str = "paper",
     ) -> None:
         super().__init__(n_experts, activation, sigma, random_state)
         self.decomposition = decomposition
@@ -294,6 +314,21 @@ class TensorEM(MoEEstimator):
         self.refine_tol = refine_tol
         self.max_iter = max_iter
         self.max_time = max_time
+        self.label_transform = label_transform
+
+    @classmethod
+    def check_setting(cls, n_experts: Any, n_features: int | None = None,
+                      activation: Any = "linear", *, params: dict[str, Any] | None = None
+                      ) -> tuple[int, Activation]:
+        """The base checks, and: an ablation ``label_transform`` ("raw", "powers") must
+        identify the experts for this activation (its c2, c3 must not vanish; "raw" refuses
+        every built-in activation, see
+        :func:`moebench.tensor.label_transforms.ablation_coefficients`)."""
+        k, act = super().check_setting(n_experts, n_features, activation, params=params)
+        transform = (params or {}).get("label_transform", "paper")
+        if transform in ("raw", "powers"):
+            ablation_coefficients(transform, act, 0.0)  # ValueError when c2 or c3 vanishes
+        return k, act
 
     def _check_options(self) -> dict[str, Any]:
         """Options as plain Python values (``fit`` has checked them against the declaration)."""
@@ -310,14 +345,6 @@ class TensorEM(MoEEstimator):
             "ridge": float(self.ridge),
             "max_time": None if self.max_time is None else float(self.max_time),
         }
-
-    def _iteration_limit(self, stop_reason: str, phase_limit: str) -> str:
-        """Name the option that ended an EM phase by iterations: the budget or the phase's own."""
-        if stop_reason != "max_iter":
-            return stop_reason
-        budget = self.max_iter
-        return "max_iter" if budget is not None and budget < getattr(self, phase_limit) \
-            else phase_limit
 
     # -- the tensor part ----------------------------------------------------------------
     def _whiten(self, X: np.ndarray, s2: np.ndarray, k: int, opts: dict[str, Any],
@@ -364,9 +391,14 @@ class TensorEM(MoEEstimator):
         # 1-2. transforms, moments, whitening
         tick = time.perf_counter()
         sigma0 = estimate_sigma(y, activation) if sigma is None else sigma
-        coef = transform_coefficients(activation, sigma0)  # ValueError if c2 or c3 vanishes
+        coef: Any
+        if self.label_transform == "paper":
+            coef = transform_coefficients(activation, sigma0)  # ValueError if c2/c3 vanishes
+            s2, s3 = apply_transforms(y, coef)
+        else:  # the ablation: raw label or plain powers (ValueError if c2 or c3 vanishes)
+            coef = ablation_coefficients(self.label_transform, activation, sigma0)
+            s2, s3 = ablation_labels(y, self.label_transform)
         self.coefficients_ = coef
-        s2, s3 = apply_transforms(y, coef)
         wh = self._whiten(X, s2, k, opts, rng)
         if np.any(np.sign(wh.eigvals) != np.sign(coef.c2)):
             warnings.warn(
@@ -394,36 +426,19 @@ class TensorEM(MoEEstimator):
         history.record("decomposition", 0, float("nan"), experts=experts, gating=gating0,
                        decomposition_residual=dec.residual)
 
-        # 4. gating EM with the experts fixed
-        tick = time.perf_counter()
-        res = run_em(X, y, experts, gating0, sigma0, activation, update_experts=False,
-                     update_sigma=sigma is None, max_iter=opts["gating_em_iter"],
-                     tol=opts["gating_tol"], ridge=opts["ridge"],
-                     gating_newton_steps=opts["gating_newton_steps"],
-                     gating_method=self.gating_method, max_time=opts["max_time"],
-                     history=history, phase="gating_em")
-        times["gating_em"] = time.perf_counter() - tick
-        n_iter = res.n_iter
-        self.gating_converged_ = res.converged
-
-        # 5. optional joint EM (skipped once the time budget is spent)
-        out_of_time = opts["max_time"] is not None and history.elapsed() > opts["max_time"]
-        stop_reason = "max_time" if out_of_time else self._iteration_limit(res.stop_reason,
-                                                                            "gating_em_iter")
-        if self.refine and not out_of_time:
-            tick = time.perf_counter()
-            res = run_em(X, y, res.experts, res.gating, res.sigma, activation,
-                         update_experts=True, update_sigma=sigma is None,
-                         max_iter=opts["refine_max_iter"], tol=opts["refine_tol"],
-                         ridge=opts["ridge"], gating_newton_steps=opts["gating_newton_steps"],
-                         gating_method=self.gating_method, max_time=opts["max_time"],
-                         history=history, phase="refine")
-            times["refine"] = time.perf_counter() - tick
-            n_iter += res.n_iter
-            stop_reason = self._iteration_limit(res.stop_reason, "refine_max_iter")
-
-        self._set_fit(res.experts, res.gating, res.sigma, n_iter, res.log_likelihood,
-                      stop_reason, converged=res.converged)
+        # 4-5. gating EM with the experts fixed, then the optional joint EM (refine; skipped
+        # once the time budget is spent): the EM stage shared with spectral_experts
+        staged = gating_em_then_refine(
+            X, y, experts, sigma0, activation, history, update_sigma=sigma is None,
+            gating_em_iter=self.gating_em_iter, gating_tol=opts["gating_tol"],
+            gating_newton_steps=opts["gating_newton_steps"], gating_method=self.gating_method,
+            ridge=opts["ridge"], refine=self.refine, refine_max_iter=self.refine_max_iter,
+            refine_tol=opts["refine_tol"], max_iter=self.max_iter, max_time=opts["max_time"])
+        res = staged.result
+        times.update(staged.times)
+        self.gating_converged_ = staged.gating_converged
+        self._set_fit(res.experts, res.gating, res.sigma, staged.n_iter, res.log_likelihood,
+                      staged.stop_reason, converged=res.converged)
         self.assumption_check_ = gating_orthogonality(res.gating, res.experts)
         self.phase_times_ = times
         if x_scale != 1.0:  # back to the units of the X given to _fit

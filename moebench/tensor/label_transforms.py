@@ -281,8 +281,27 @@ def estimate_sigma(y: np.ndarray, activation: str | Activation | Callable,
     y = np.asarray(y, dtype=float)
     if y.ndim != 1 or y.size == 0 or not np.all(np.isfinite(y)):
         raise ValueError("y must be a non-empty finite 1-d array to estimate sigma")
+    return sigma_from_mean_square(float(np.mean(y * y)), activation, floor)
+
+
+def sigma_from_mean_square(m2: float, activation: str | Activation | Callable,
+                           floor: float = SIGMA2_FLOOR) -> float:
+    """:func:`estimate_sigma` from ``m2 = mean(y^2)`` (e.g. reduced from chunk sums).
+
+    Parameters
+    ----------
+    m2 : float
+        Mean of the squared labels.
+    activation : str, Activation or callable
+    floor : float
+        Relative floor of the variance estimate.
+
+    Returns
+    -------
+    float
+        The estimated sigma (> 0).
+    """
     act = get_activation(activation)
-    m2 = float(np.mean(y * y))
     eg2 = 1.0 if act.is_linear else float(gaussian_moments(act)[2, 0])
     var = max(m2 - eg2, floor * m2, 1e-12)
     return float(np.sqrt(var))
@@ -306,3 +325,119 @@ def apply_transforms(y: np.ndarray, coeffs: TransformCoefficients
     s2 = y2 + coeffs.gamma * y
     s3 = y * (y2 + coeffs.alpha * y + coeffs.beta)
     return s2, s3
+
+
+# -- the label-transform ablation -------------------------------------------------------------
+#: label transforms of tensor_em: the paper's S2, S3; the raw label (S2 = S3 = y, the
+#: score-function moments of mixtures of GLMs with constant weights, Sedghi, Janzamin and
+#: Anandkumar 2016); plain powers (S2 = y^2, S3 = y^3: the paper's without its correction terms)
+LABEL_TRANSFORMS = ("paper", "raw", "powers")
+
+
+@dataclass(frozen=True)
+class AblationCoefficients:
+    """Moment constants of an ablation label transform ("raw" or "powers").
+
+    Attributes
+    ----------
+    transform : str
+        "raw" (S2(y) = S3(y) = y) or "powers" (S2(y) = y^2, S3(y) = y^3).
+    c2 : float
+        E[h2''(Z)], h2(t) = E_eps[S2(g(t) + eps)]: T2 = c2 sum_i p_i a_i a_i^T at constant
+        mixing weights.
+    c3 : float
+        E[h3'''(Z)]: T3 = c3 sum_i p_i a_i^{⊗3} at constant mixing weights.
+    sigma : float
+        The noise level the constants were computed for ("raw" does not depend on it).
+    activation : str
+        Name of the activation.
+    """
+
+    transform: str
+    c2: float
+    c3: float
+    sigma: float
+    activation: str
+
+
+def ablation_coefficients(transform: str, activation: str | Activation | Callable,
+                          sigma: float = 0.0, tol: float = VANISHING_TOL
+                          ) -> AblationCoefficients:
+    """Constants c2, c3 of the ablation label transforms; refuse when they vanish.
+
+    With h_m(t) = E_eps[S_m(g(t) + eps)] and Gaussian x, Stein's identity gives, for
+    *constant* mixing weights p_i,
+
+        E[S2(y)(x x^T - I)] = E[h2''(Z)] sum_i p_i a_i a_i^T,
+        E[S3(y)(x^{⊗3} - sym(x ⊗ I))] = E[h3'''(Z)] sum_i p_i a_i^{⊗3}.
+
+    "raw" (S = y): h2 = h3 = g, so c2 = E[g''(Z)], c3 = E[g'''(Z)]. These vanish for a
+    linear g (g'' = 0), for sigmoid and tanh (g - g(0) odd, so E[g''] = 0) and for relu
+    and leaky_relu (g'' a point mass at 0, so E[g'''] = -phi'(0) = 0): the raw moments
+    identify none of the built-in activations, only a g with E[g''] != 0 and
+    E[g'''] != 0 (e.g. exp, a shifted sigmoid, a cubic polynomial).
+    "powers" (S2 = y^2, S3 = y^3): h2 = g^2 + sigma^2, h3 = g^3 + 3 sigma^2 g, so
+    c2 = E[(g^2)''], c3 = E[(g^3)'''] + 3 sigma^2 E[g''']; for linear g, c2 = 2, c3 = 6.
+    Without the paper's correction terms (E[h'] = E[h''] = 0) the cross terms of an
+    input-dependent gating, E[p'] E[h'] ..., are not cancelled: both ablations are only
+    unbiased at constant mixing weights.
+
+    Parameters
+    ----------
+    transform : {"raw", "powers"}
+    activation : str, Activation or callable
+    sigma : float
+        Noise standard deviation (>= 0; used by "powers").
+    tol : float
+        |c| below ``tol`` times its Cauchy-Schwarz scale sqrt(m! Var h(Z)) counts as 0.
+
+    Returns
+    -------
+    AblationCoefficients
+
+    Raises
+    ------
+    ValueError
+        An unknown transform, or c2 or c3 vanishes (the message names the transform,
+        the activation and the vanishing constant).
+    """
+    if transform not in ("raw", "powers"):
+        raise ValueError(f"unknown ablation label_transform {transform!r}; valid choices are "
+                         "'raw', 'powers'")
+    act = get_activation(activation)
+    sigma = float(sigma)
+    if not np.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"sigma must be a finite float >= 0; got {sigma!r}")
+    s2 = sigma * sigma
+    M = _checked_moments(act)
+    if transform == "raw":
+        c2, c3 = M[1, 2], M[1, 3]
+        var2 = var3 = _variance_of_polynomial_in_g(M, [1.0])
+        what2, what3 = "E[g''(Z)]", "E[g'''(Z)]"
+    else:
+        c2, c3 = M[2, 2], M[3, 3] + 3.0 * s2 * M[1, 3]
+        var2 = _variance_of_polynomial_in_g(M, [0.0, 1.0])
+        var3 = _variance_of_polynomial_in_g(M, [3.0 * s2, 0.0, 1.0])
+        what2, what3 = "E[(g^2)''(Z)]", "E[(g^3 + 3 sigma^2 g)'''(Z)]"
+    hint = ("the raw label identifies only a g with E[g''] != 0 and E[g'''] != 0 (not "
+            "linear, sigmoid, tanh, relu or leaky_relu); " if transform == "raw" else "")
+    spread = np.sqrt(max(M[2, 0], 1e-300))
+    for name, c, var, fact, expr in (("c2", c2, var2, 2.0, what2), ("c3", c3, var3, 6.0, what3)):
+        bound = float(np.sqrt(fact * max(var, 0.0)))
+        if not np.isfinite(c) or bound <= 1e-12 * spread or abs(c) <= tol * bound:
+            raise ValueError(
+                f"label_transform={transform!r} cannot identify the experts with activation "
+                f"{act.name!r}: {name} = {expr} = {c:.3g} vanishes (relative to its scale "
+                f"{bound:.3g}; tolerance {tol:g}); {hint}valid choices for this activation: "
+                "label_transform='paper'" + (" or 'powers'" if transform == "raw" else "")
+            )
+    return AblationCoefficients(transform, float(c2), float(c3), sigma, act.name)
+
+
+def ablation_labels(y: np.ndarray, transform: str) -> tuple[np.ndarray, np.ndarray]:
+    """(S2(y), S3(y)) of an ablation transform: (y, y) for "raw", (y^2, y^3) for "powers"."""
+    y = np.asarray(y, dtype=float)
+    if transform == "raw":
+        return y, y
+    y2 = y * y
+    return y2, y2 * y

@@ -1,0 +1,398 @@
+"""The tensor step on a Dask array: per-chunk partial sums on the workers, reduced here.
+
+The moments of :mod:`moebench.tensor.moments` are means over rows, so each block of
+rows of a Dask array ``X`` (n, d) contributes a partial sum: a task runs the in-memory
+kernel (:func:`~moebench.tensor.moments.second_moment`,
+:func:`~moebench.tensor.moments.whitened_third_moment`,
+:meth:`~moebench.tensor.moments.SecondMomentOperator.matmat`) on its block and returns
+``rows * mean``; the client adds the blocks' sums in block order and divides by ``n``.
+Only d×d (T2), d×m (operator products) or k×k×k (whitened T3) arrays travel back, so
+the rows never leave the workers. The result equals the in-memory one up to rounding
+(about 1e-15 relative).
+
+:func:`tensor_step` runs the paper's tensor step (steps 1-3 of
+:class:`moebench.tensor.estimator.TensorEM`) on Dask arrays ``X``, ``y`` with the same
+random stream as ``TensorEM(random_state=...)``, so the experts equal those of the
+in-memory fit. Passes over the data: one for the label and input statistics (mean y²
+for sigma, the rms of X), one for T2 (``2 + n_iter`` with the randomized whitening), one
+for the whitened T3.
+
+``dask`` is an optional dependency (``pip install 'moebench[dask]'``); the computations
+run on whatever scheduler is active: the ``dask.distributed.Client`` made last, or
+dask's local threads without one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from moebench.activations import Activation
+from moebench.generator import as_seed_sequence
+from moebench.tensor import moments
+from moebench.tensor.decomposition import DECOMPOSITIONS, TensorDecomposition
+from moebench.tensor.estimator import (
+    AUTO_EIGH_MAX_D,
+    DTYPES,
+    INPUT_RMS_TOL,
+    WHITENINGS,
+    TensorEM,
+    min_samples,
+    recover_experts,
+)
+from moebench.tensor.label_transforms import (
+    TransformCoefficients,
+    apply_transforms,
+    sigma_from_mean_square,
+    transform_coefficients,
+)
+from moebench.tensor.whitening import Whitening, whiten
+from moebench.validation import check_choice, check_positive_int
+
+
+def _dask() -> Any:
+    try:
+        import dask
+        import dask.array as da
+    except ImportError:  # pragma: no cover - the extra is installed in the dev environment
+        raise ImportError("moebench.tensor.distributed needs dask: pip install "
+                          "'moebench[dask]'") from None
+    return dask, da
+
+
+# --------------------------------------------------------------------------- blocks
+def _row_blocks(X: Any, **weights: Any) -> tuple[list[Any], list[list[Any]], int, int]:
+    """Delayed row blocks of ``X`` (every column in one block) and of each 1-d array of
+    ``weights`` (by name) aligned to them; returns (X blocks, their blocks, n, d)."""
+    _, da = _dask()
+    if not isinstance(X, da.Array):
+        raise ValueError(f"X must be a dask.array.Array of shape (n, d); got "
+                         f"{type(X).__name__} (use moebench.tensor.moments for in-memory "
+                         f"arrays)")
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-dimensional with shape (n_samples, n_features); got "
+                         f"shape {X.shape}")
+    if any(np.isnan(c) for c in X.chunks[0]):
+        raise ValueError("X has unknown chunk sizes (nan); call X.compute_chunk_sizes() first")
+    n, d = (int(s) for s in X.shape)
+    if n == 0 or d == 0:
+        raise ValueError(f"X is empty (shape {X.shape}); at least one sample is needed")
+    if len(X.chunks[1]) > 1:
+        X = X.rechunk({1: -1})  # a task needs whole rows
+    blocks = [b for (b,) in X.to_delayed()]
+    out = []
+    for name, w in weights.items():
+        if not isinstance(w, da.Array):
+            w = da.from_array(np.asarray(w), chunks=(X.chunks[0],))
+        if w.ndim != 1 or w.shape[0] != n:
+            raise ValueError(f"{name} must have shape (n,) = ({n},) like X's rows; got "
+                             f"{w.shape}")
+        if w.chunks[0] != X.chunks[0]:
+            w = w.rechunk((X.chunks[0],))
+        out.append(list(w.to_delayed()))
+    return blocks, out, n, d
+
+
+def _reduce(parts: list[Any]) -> Any:
+    """Compute the blocks' partial sums (on the workers) and add them here, in block order."""
+    dask, _ = _dask()
+    values = dask.compute(*parts)
+    total = values[0]
+    for v in values[1:]:
+        total = total + v
+    return total
+
+
+def _scaled(Xb: np.ndarray, x_scale: float) -> np.ndarray:
+    return Xb if x_scale == 1.0 else Xb / x_scale
+
+
+def _t2_sum(Xb: np.ndarray, s2b: np.ndarray, x_scale: float, chunk_size: int | None,
+            dtype: Any) -> np.ndarray:
+    """Partial sum of T2 over one block: rows * (the block's T2)."""
+    return Xb.shape[0] * moments.second_moment(_scaled(Xb, x_scale), s2b,
+                                               chunk_size=chunk_size, dtype=dtype)
+
+
+def _t3w_sum(Xb: np.ndarray, s3b: np.ndarray, W: np.ndarray, x_scale: float,
+             chunk_size: int | None, dtype: Any) -> np.ndarray:
+    """Partial sum of T3(W, W, W) over one block."""
+    return Xb.shape[0] * moments.whitened_third_moment(_scaled(Xb, x_scale), s3b, W,
+                                                       chunk_size=chunk_size, dtype=dtype)
+
+
+def _matmat_sum(Xb: np.ndarray, s2b: np.ndarray, Omega: np.ndarray, x_scale: float,
+                chunk_size: int | None, dtype: Any) -> np.ndarray:
+    """Partial sum of T2 @ Omega over one block."""
+    op = moments.SecondMomentOperator(_scaled(Xb, x_scale), s2b, chunk_size=chunk_size,
+                                      dtype=dtype)
+    return Xb.shape[0] * op.matmat(Omega)
+
+
+def _stats_sum(Xb: np.ndarray, yb: np.ndarray) -> np.ndarray:
+    """[sum y^2, max |x|, sum (x / max|x|)^2] of one block (rms without overflow)."""
+    yb = np.asarray(yb, dtype=float)
+    Xb = np.asarray(Xb, dtype=float)
+    if not (np.all(np.isfinite(yb)) and np.all(np.isfinite(Xb))):
+        raise ValueError("X or y contains NaN or infinite values; only finite values are valid")
+    top = float(np.max(np.abs(Xb))) if Xb.size else 0.0
+    ssq = float(np.sum(np.square(Xb / top))) if top > 0 else 0.0
+    return np.array([float(np.sum(yb * yb)), top, ssq])
+
+
+# --------------------------------------------------------------------------- moments
+def second_moment(X: Any, s2: Any, *, chunk_size: int | None = None,
+                  dtype: Any = np.float64) -> np.ndarray:
+    """``T2 = mean_n s2_n (x_n x_n^T - I)`` of a Dask array, reduced from per-block sums.
+
+    Parameters
+    ----------
+    X : dask.array.Array of shape (n, d)
+        Rows in blocks of any size (columns are merged into one block per task).
+    s2 : dask.array.Array or ndarray of shape (n,)
+        Transformed labels ``S2(y)``; rechunked to X's row blocks.
+    chunk_size, dtype
+        Passed to :func:`moebench.tensor.moments.second_moment` inside each task.
+
+    Returns
+    -------
+    ndarray of shape (d, d), float64, symmetric: the in-memory result up to rounding.
+    """
+    Xs, (s2s,), n, _ = _row_blocks(X, s2=s2)
+    dask, _ = _dask()
+    task = dask.delayed(_t2_sum, pure=True)
+    return _reduce([task(b, w, 1.0, chunk_size, dtype) for b, w in zip(Xs, s2s, strict=True)]
+                   ) / n
+
+
+def whitened_third_moment(X: Any, s3: Any, W: Any, *, chunk_size: int | None = None,
+                          dtype: Any = np.float64) -> np.ndarray:
+    """``T3(W, W, W)`` of a Dask array in one pass, reduced from per-block sums.
+
+    Parameters
+    ----------
+    X : dask.array.Array of shape (n, d)
+    s3 : dask.array.Array or ndarray of shape (n,)
+        Transformed labels ``S3(y)``.
+    W : ndarray of shape (d, k)
+        Whitening matrix (sent to every task).
+    chunk_size, dtype
+        Passed to :func:`moebench.tensor.moments.whitened_third_moment` inside each task.
+
+    Returns
+    -------
+    ndarray of shape (k, k, k), float64: the in-memory result up to rounding.
+    """
+    Xs, (s3s,), n, d = _row_blocks(X, s3=s3)
+    W = moments._check_matrix(W, "W", d)
+    dask, _ = _dask()
+    task = dask.delayed(_t3w_sum, pure=True)
+    return _reduce([task(b, w, W, 1.0, chunk_size, dtype)
+                    for b, w in zip(Xs, s3s, strict=True)]) / n
+
+
+class DaskSecondMomentOperator:
+    """``T2`` of a Dask array as an implicit operator (for ``whiten(method="randomized")``).
+
+    Each :meth:`matmat` is one pass: every task returns its block's ``T2 @ Omega``
+    partial sum (:class:`moebench.tensor.moments.SecondMomentOperator`).
+
+    Parameters
+    ----------
+    X, s2, chunk_size, dtype
+        As for :func:`second_moment`.
+    x_scale : float
+        Rows are divided by it inside each task (1: as given).
+
+    Attributes
+    ----------
+    shape : tuple of int
+        ``(d, d)``.
+    n_passes : int
+        Passes over the data made so far.
+    """
+
+    def __init__(self, X: Any, s2: Any, *, chunk_size: int | None = None,
+                 dtype: Any = np.float64, x_scale: float = 1.0) -> None:
+        self._X, (self._s2,), self.n, d = _row_blocks(X, s2=s2)
+        self.shape = (d, d)
+        self.chunk_size = chunk_size
+        self.dtype = moments._check_dtype(dtype)
+        self.x_scale = float(x_scale)
+        self.n_passes = 0
+
+    def matmat(self, Omega: Any) -> np.ndarray:
+        """Return ``T2 @ Omega`` (d, m) as float64."""
+        Om = moments._check_matrix(Omega, "Omega", self.shape[0])
+        dask, _ = _dask()
+        task = dask.delayed(_matmat_sum, pure=True)
+        out = _reduce([task(b, w, Om, self.x_scale, self.chunk_size, self.dtype)
+                       for b, w in zip(self._X, self._s2, strict=True)]) / self.n
+        self.n_passes += 1
+        return out
+
+    def __matmul__(self, Omega: Any) -> np.ndarray:
+        return self.matmat(Omega)
+
+    def to_dense(self) -> np.ndarray:
+        """The d×d matrix (one pass of per-block T2 sums)."""
+        dask, _ = _dask()
+        task = dask.delayed(_t2_sum, pure=True)
+        self.n_passes += 1
+        return _reduce([task(b, w, self.x_scale, self.chunk_size, self.dtype)
+                        for b, w in zip(self._X, self._s2, strict=True)]) / self.n
+
+
+# --------------------------------------------------------------------------- tensor step
+@dataclass(frozen=True)
+class TensorStep:
+    """What :func:`tensor_step` recovers.
+
+    Attributes
+    ----------
+    experts : ndarray of shape (k, d)
+        The experts in X's units (unit norm when X has unit rms).
+    sigma : float
+        The sigma used by the label transforms (given, or estimated from mean y²).
+    coefficients : TransformCoefficients
+    whitening : Whitening
+        The whitening of T2 (W, eigenvalues, eigen-gap).
+    T2 : ndarray of shape (d, d) or None
+        The second moment (None with the randomized whitening, which never forms it).
+    T3w : ndarray of shape (k, k, k)
+        The whitened third moment.
+    decomposition : TensorDecomposition
+    x_scale : float
+        The rms X was divided by before the moments (1.0: X used as given).
+    """
+
+    experts: np.ndarray
+    sigma: float
+    coefficients: TransformCoefficients
+    whitening: Whitening
+    T2: np.ndarray | None
+    T3w: np.ndarray
+    decomposition: TensorDecomposition
+    x_scale: float
+
+
+def tensor_step(X: Any, y: Any, k: int, activation: str | Activation = "linear",
+                sigma: float | None = None, *, random_state: Any = None,
+                decomposition: str = "power", n_starts: int = 30, n_power_iter: int = 50,
+                whitening: str = "auto", chunk_size: int | None = None,
+                dtype: str = "float64") -> TensorStep:
+    """The tensor step of :class:`~moebench.tensor.estimator.TensorEM` on Dask arrays.
+
+    Label transforms, T2 and its whitening, the whitened T3 and its decomposition,
+    as ``TensorEM(n_experts=k, activation=activation, sigma=sigma,
+    random_state=random_state, ...).fit(X, y)`` computes them, with every pass over
+    the rows done by per-block tasks (see the module docstring). The experts equal
+    the in-memory fit's (its ``experts_`` with ``gating_em_iter=0``) up to rounding.
+
+    Parameters
+    ----------
+    X : dask.array.Array of shape (n, d)
+        Inputs, ideally x ~ N(0, I); X whose rms is off 1 by more than
+        ``INPUT_RMS_TOL`` is divided by its rms inside the tasks, as the estimator does.
+    y : dask.array.Array or ndarray of shape (n,)
+        Labels (rechunked to X's row blocks).
+    k : int
+        Number of experts, 2 <= k <= d.
+    activation : str or Activation
+        Expert activation (its c2 and c3 must not vanish).
+    sigma : float or None
+        Noise level; None estimates it from mean(y²) (one pass over y).
+    random_state : int, SeedSequence or None
+        Seeds the randomized whitening and the decomposition's random starts.
+    decomposition : {"power", "jennrich"}
+    n_starts, n_power_iter : int
+        Random starts and iterations of the robust tensor power method.
+    whitening : {"auto", "eigh", "randomized"}
+        "auto": eigh up to d = 1000, the randomized range finder (implicit T2
+        products, the d×d matrix never formed) above.
+    chunk_size : int or None
+        Rows per chunk inside each task (None: automatic).
+    dtype : {"float64", "float32"}
+        Compute dtype of the moment kernels (sums in float64).
+
+    Returns
+    -------
+    TensorStep
+
+    Raises
+    ------
+    ValueError
+        X is not a 2-d Dask array; y's length differs from X's rows; k > d; fewer than
+        ``min_samples(d, k)`` rows; non-finite X or y; an unknown option (the message
+        lists the valid choices); T2 of rank < k.
+    ImportError
+        dask is not installed.
+    """
+    dask, _ = _dask()
+    check_choice(decomposition, "decomposition", DECOMPOSITIONS)
+    check_choice(whitening, "whitening", WHITENINGS)
+    check_choice(dtype, "dtype", tuple(DTYPES))
+    n_starts = check_positive_int(n_starts, "n_starts")
+    n_power_iter = check_positive_int(n_power_iter, "n_power_iter")
+    Xs, (ys,), n, d = _row_blocks(X, y=y)
+    k, act = TensorEM.check_setting(k, d, activation)
+    if n < min_samples(d, k):
+        raise ValueError(f"tensor_step needs at least max(10 d, 10 k^3) = {min_samples(d, k)} "
+                         f"rows (d = {d}, k = {k}); got n = {n}")
+    if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a finite number > 0 or None; got {sigma!r}")
+    dt = DTYPES[dtype]
+
+    # pass 1: mean y^2 (sigma) and the rms of X (the moments assume E[x x^T] = I)
+    stats = dask.compute(*[dask.delayed(_stats_sum, pure=True)(b, w)
+                           for b, w in zip(Xs, ys, strict=True)])
+    stats = np.array(stats)
+    top = float(stats[:, 1].max())
+    ssq = float(np.sum(stats[:, 2] * (stats[:, 1] / top) ** 2)) if top > 0 else 0.0
+    x_scale = top * float(np.sqrt(ssq / (n * d))) if top > 0 else 0.0
+    if abs(x_scale - 1.0) <= INPUT_RMS_TOL:
+        x_scale = 1.0
+    elif x_scale == 0.0:
+        raise ValueError("X is all zeros; the moments need inputs with E[x x^T] = I")
+    sigma0 = (sigma_from_mean_square(float(stats[:, 0].sum()) / n, act) if sigma is None
+              else float(sigma))
+    coef = transform_coefficients(act, sigma0)
+    transformed = [dask.delayed(apply_transforms, pure=True, nout=2)(w, coef) for w in ys]
+    s2s = [s2 for s2, _ in transformed]
+    s3s = [s3 for _, s3 in transformed]
+
+    # pass 2: T2 (dense, or implicit products for the randomized whitening)
+    rng = np.random.default_rng(as_seed_sequence(random_state))
+    method = whitening if whitening != "auto" else ("eigh" if d <= AUTO_EIGH_MAX_D
+                                                    else "randomized")
+    T2 = None
+    if method == "eigh":
+        T2 = _reduce([dask.delayed(_t2_sum, pure=True)(b, w, x_scale, chunk_size, dt)
+                      for b, w in zip(Xs, s2s, strict=True)]) / n
+        if not np.all(np.isfinite(T2)):
+            raise moments._nonfinite("second_moment")
+        target: Any = T2
+    else:
+        target = _DelayedOperator(Xs, s2s, n, d, x_scale, chunk_size, dt)
+    wh = whiten(target, k, method, n_extra=1, random_state=int(rng.integers(2**31)))
+
+    # pass 3: the whitened third moment, then the decomposition (on the client)
+    T3w = _reduce([dask.delayed(_t3w_sum, pure=True)(b, w, wh.W, x_scale, chunk_size, dt)
+                   for b, w in zip(Xs, s3s, strict=True)]) / n
+    experts, dec = recover_experts(T3w, wh, coef.c3, decomposition, rng, n_starts=n_starts,
+                                   n_iter=n_power_iter)
+    if x_scale != 1.0:
+        experts = experts / x_scale
+    return TensorStep(experts, sigma0, coef, wh, T2, T3w, dec, x_scale)
+
+
+class _DelayedOperator(DaskSecondMomentOperator):
+    """A :class:`DaskSecondMomentOperator` over already delayed blocks (s2 from y)."""
+
+    def __init__(self, Xs: list[Any], s2s: list[Any], n: int, d: int, x_scale: float,
+                 chunk_size: int | None, dtype: Any) -> None:
+        self._X, self._s2, self.n, self.shape = Xs, s2s, n, (d, d)
+        self.chunk_size, self.dtype, self.x_scale = chunk_size, np.dtype(dtype), x_scale
+        self.n_passes = 0
