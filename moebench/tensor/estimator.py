@@ -41,7 +41,7 @@ import numpy as np
 
 from moebench.activations import Activation
 from moebench.base import History, MoEEstimator
-from moebench.em import GATING_METHODS, gating_em_then_refine
+from moebench.em import STAGED_EM_CONSTRAINTS, gating_em_then_refine
 from moebench.model import MoEModel
 from moebench.registry import register
 from moebench.tensor.backend import BACKENDS
@@ -258,16 +258,7 @@ class TensorEM(MoEEstimator):
         "backend": [Options(BACKENDS)],
         "dtype": [Options(tuple(DTYPES))],
         "chunk_size": [Interval(int, 1, None), None],
-        "gating_em_iter": [Interval(int, 0, None)],
-        "gating_tol": [Interval(float, 0, None, closed="neither")],
-        "gating_newton_steps": [Interval(int, 1, None)],
-        "gating_method": [Options(GATING_METHODS)],
-        "ridge": [Interval(float, 0, None)],
-        "refine": ["boolean"],
-        "refine_max_iter": [Interval(int, 0, None)],
-        "refine_tol": [Interval(float, 0, None, closed="neither")],
-        "max_iter": [Interval(int, 1, None), None],
-        "max_time": [Interval(float, 0, None, closed="neither"), None],
+        **STAGED_EM_CONSTRAINTS,
         "label_transform": [Options(LABEL_TRANSFORMS)],
     }
 
