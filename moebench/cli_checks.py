@@ -64,11 +64,12 @@ def finite_float(minimum: float | None = None, strict: bool = False,
     return parse
 
 
-def _first_existing(path: Path) -> Path:
-    for candidate in (path, *path.parents):
-        if os.path.lexists(candidate):
-            return candidate
-    return Path(".")
+def _check_creatable(path: Path, start: Path, option: str) -> None:
+    """Refuse ``path`` when the first existing folder at or above ``start`` is a file."""
+    blocker = next((c for c in (start, *start.parents) if os.path.lexists(c)), Path("."))
+    if blocker != path and not blocker.is_dir():
+        raise ValueError(f"{option} {str(path)!r} cannot be created: {str(blocker)!r} is a "
+                         f"file, not a directory")
 
 
 def check_out_dir(path: str | os.PathLike, option: str = "--out") -> Path:
@@ -83,10 +84,7 @@ def check_out_dir(path: str | os.PathLike, option: str = "--out") -> Path:
     if path.exists() and not path.is_dir():
         raise ValueError(f"{option} {str(path)!r} is an existing file, not a directory; give a "
                          f"directory path (new or existing)")
-    blocker = _first_existing(path)
-    if blocker != path and not blocker.is_dir():
-        raise ValueError(f"{option} {str(path)!r} cannot be created: {str(blocker)!r} is a "
-                         f"file, not a directory")
+    _check_creatable(path, path, option)
     return path
 
 
@@ -101,10 +99,7 @@ def check_out_file(path: str | os.PathLike, option: str = "--out") -> Path:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{option} {str(path)!r} is an existing directory; give a file path")
-    blocker = _first_existing(path.parent)
-    if not blocker.is_dir():
-        raise ValueError(f"{option} {str(path)!r} cannot be created: {str(blocker)!r} is a "
-                         f"file, not a directory")
+    _check_creatable(path, path.parent, option)
     return path
 
 

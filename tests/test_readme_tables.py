@@ -170,10 +170,10 @@ def test_comparison_table_has_the_readme_columns_in_config_order():
     lines = comparison_table(_summary()).splitlines()
     assert lines[0] == ("| n | activation | algorithm | seeds | median expert error | "
                         "success rate | median time (s) |")
-    assert lines[2] == "| 10000 | linear | tensor_em | 3 | 0.2000 | 33% | 2.00 |"
-    assert lines[3] == "| 10000 | linear | joint_em | 3 | 0.0020 | 100% | 2.00 |"
+    assert lines[2] == "| 10000 | linear | tensor_em | 3 | 0.2000 | 33% [6%–79%] | 2.00 |"
+    assert lines[3] == "| 10000 | linear | joint_em | 3 | 0.0020 | 100% [44%–100%] | 2.00 |"
     # the failed run: inf in the median, a failure in the rate, no time
-    assert lines[5] == "| 10000 | relu | joint_em (1 failed) | 3 | 0.0060 | 67% | 2.50 |"
+    assert lines[5] == "| 10000 | relu | joint_em (1 failed) | 3 | 0.0060 | 67% [21%–94%] | 2.50 |"
     assert len(lines) == 2 + 8
 
 

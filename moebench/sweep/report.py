@@ -333,7 +333,8 @@ def accuracy_table(summary: pd.DataFrame, metric: str = "expert_error",
 
 def comparison_table(summary: pd.DataFrame, metric: str = "expert_error") -> str:
     """Markdown: per varying setting and variant, repetitions, median ``metric``, success
-    rate and median fit time (the README's "baselines next to tensor_em" table).
+    rate with its Wilson 95% interval and median fit time (the README's "baselines next to
+    tensor_em" table).
 
     A failed run counts as a failure with an infinite error. Settings and variants keep
     the config's order.
@@ -364,7 +365,8 @@ def comparison_table(summary: pd.DataFrame, metric: str = "expert_error") -> str
         med = np.median(_final_errors(g, metric))
         row.update({"algorithm": key[-1], "seeds": str(g["repetition"].nunique()),
                     f"median {metric.replace('_', ' ')}": f"{med:.4f}",
-                    "success rate": f"{g['success'].astype(bool).mean():.0%}",
+                    "success rate": rate_interval(int(g["success"].astype(bool).sum()),
+                                                  len(g)),
                     "median time (s)": _median(ok["fit_time"], ".2f")})
         failed = int((~g["status"].isin(OK_STATUSES)).sum())
         if failed:

@@ -228,22 +228,36 @@ def transform_coefficients(activation: str | Activation | Callable, sigma: float
     # Cauchy-Schwarz scales: |E[h He_m]| <= sqrt(m!) sd(h)
     var_h2 = _variance_of_polynomial_in_g(M, [gamma, 1.0])
     var_h3 = _variance_of_polynomial_in_g(M, [beta + 3.0 * s2, alpha, 1.0])
-    spread = np.sqrt(max(M[2, 0], 1e-300))  # sd-scale of g itself, to spot a constant g
-    for name, c, var, fact, expr, order in (
-        ("c2", c2, var_h2, 2.0, "E[h2''(Z)]", "second"),
-        ("c3", c3, var_h3, 6.0, "E[h3'''(Z)]", "third"),
-    ):
-        bound = float(np.sqrt(fact * max(var, 0.0)))
-        if not np.isfinite(c) or bound <= 1e-12 * spread or abs(c) <= tol * bound:
-            raise ValueError(
-                f"tensor_em cannot identify the experts with activation {act.name!r}: "
-                f"{name} = {expr} = {c:.3g} vanishes (relative to its scale "
-                f"sqrt({fact:g} Var h) = {bound:.3g}; tolerance {tol:g}), so the {order}-order "
-                "moment tensor carries no information about the experts (an even activation "
-                "has c3 = 0, a constant one c2 = c3 = 0)"
-            )
+    bad = _first_vanishing(M, (("c2", c2, var_h2, 2.0, "E[h2''(Z)]"),
+                               ("c3", c3, var_h3, 6.0, "E[h3'''(Z)]")), tol)
+    if bad is not None:
+        name, c, bound, fact, expr = bad
+        order = {"c2": "second", "c3": "third"}[name]
+        raise ValueError(
+            f"tensor_em cannot identify the experts with activation {act.name!r}: "
+            f"{name} = {expr} = {c:.3g} vanishes (relative to its scale "
+            f"sqrt({fact:g} Var h) = {bound:.3g}; tolerance {tol:g}), so the {order}-order "
+            "moment tensor carries no information about the experts (an even activation "
+            "has c3 = 0, a constant one c2 = c3 = 0)"
+        )
     return TransformCoefficients(float(alpha), float(beta), float(gamma), float(c2), float(c3),
                                  sigma, act.name)
+
+
+def _first_vanishing(M: np.ndarray, constants: tuple, tol: float
+                     ) -> tuple[str, float, float, float, str] | None:
+    """The first ``(name, c, bound, fact, expr)`` whose constant ``c`` vanishes, else None.
+
+    ``constants`` holds ``(name, c, var, fact, expr)``: ``c`` = E[h He_m] is compared with
+    its Cauchy-Schwarz scale ``bound = sqrt(fact Var h)`` (``fact`` = m!); a ``bound``
+    below 1e-12 of the sd-scale of g itself (a constant g) also counts as vanishing.
+    """
+    spread = np.sqrt(max(M[2, 0], 1e-300))
+    for name, c, var, fact, expr in constants:
+        bound = float(np.sqrt(fact * max(var, 0.0)))
+        if not np.isfinite(c) or bound <= 1e-12 * spread or abs(c) <= tol * bound:
+            return name, c, bound, fact, expr
+    return None
 
 
 def _variance_of_polynomial_in_g(M: np.ndarray, coefs: list[float]) -> float:
@@ -288,18 +302,8 @@ def sigma_from_mean_square(m2: float, activation: str | Activation | Callable,
                            floor: float = SIGMA2_FLOOR) -> float:
     """:func:`estimate_sigma` from ``m2 = mean(y^2)`` (e.g. reduced from chunk sums).
 
-    Parameters
-    ----------
-    m2 : float
-        Mean of the squared labels.
-    activation : str, Activation or callable
-    floor : float
-        Relative floor of the variance estimate.
-
-    Returns
-    -------
-    float
-        The estimated sigma (> 0).
+    The parameters and the result are those of :func:`estimate_sigma`, with the mean
+    of the squared labels ``m2`` in place of ``y``.
     """
     act = get_activation(activation)
     eg2 = 1.0 if act.is_linear else float(gaussian_moments(act)[2, 0])
@@ -421,16 +425,15 @@ def ablation_coefficients(transform: str, activation: str | Activation | Callabl
         what2, what3 = "E[(g^2)''(Z)]", "E[(g^3 + 3 sigma^2 g)'''(Z)]"
     hint = ("the raw label identifies only a g with E[g''] != 0 and E[g'''] != 0 (not "
             "linear, sigmoid, tanh, relu or leaky_relu); " if transform == "raw" else "")
-    spread = np.sqrt(max(M[2, 0], 1e-300))
-    for name, c, var, fact, expr in (("c2", c2, var2, 2.0, what2), ("c3", c3, var3, 6.0, what3)):
-        bound = float(np.sqrt(fact * max(var, 0.0)))
-        if not np.isfinite(c) or bound <= 1e-12 * spread or abs(c) <= tol * bound:
-            raise ValueError(
-                f"label_transform={transform!r} cannot identify the experts with activation "
-                f"{act.name!r}: {name} = {expr} = {c:.3g} vanishes (relative to its scale "
-                f"{bound:.3g}; tolerance {tol:g}); {hint}valid choices for this activation: "
-                "label_transform='paper'" + (" or 'powers'" if transform == "raw" else "")
-            )
+    bad = _first_vanishing(M, (("c2", c2, var2, 2.0, what2), ("c3", c3, var3, 6.0, what3)), tol)
+    if bad is not None:
+        name, c, bound, _, expr = bad
+        raise ValueError(
+            f"label_transform={transform!r} cannot identify the experts with activation "
+            f"{act.name!r}: {name} = {expr} = {c:.3g} vanishes (relative to its scale "
+            f"{bound:.3g}; tolerance {tol:g}); {hint}valid choices for this activation: "
+            "label_transform='paper'" + (" or 'powers'" if transform == "raw" else "")
+        )
     return AblationCoefficients(transform, float(c2), float(c3), sigma, act.name)
 
 
