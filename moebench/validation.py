@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 
 
 def check_array(a: Any, name: str, ndim: int, dtype: type = np.float64) -> np.ndarray:
@@ -518,12 +519,15 @@ def check_random_state(random_state: Any) -> None:
 
 
 def rms(a: np.ndarray) -> float:
-    """Root mean square of a finite array, without overflow or underflow of the squares."""
+    """Root mean square of a finite array, without overflow or underflow of the squares.
+
+    BLAS ``nrm2`` (through :func:`scipy.linalg.norm`) scales as it sums, in one pass and
+    without a temporary the size of ``a``: this runs on every ``fit``'s X.
+    """
     a = np.asarray(a, dtype=float)
-    top = float(np.max(np.abs(a))) if a.size else 0.0
-    if top == 0.0:
+    if a.size == 0:
         return 0.0
-    return top * float(np.sqrt(np.mean(np.square(a / top))))
+    return float(scipy.linalg.norm(a.ravel(), check_finite=False)) / float(np.sqrt(a.size))
 
 
 def power_of_two_scale(a: np.ndarray) -> int:
