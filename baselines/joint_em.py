@@ -27,6 +27,7 @@ from moebench.em import (
     run_em,
     sigma_m_step,
 )
+from moebench.em_torch import to_backend
 from moebench.registry import register
 from moebench.starts import (
     data_scale_start,
@@ -34,6 +35,7 @@ from moebench.starts import (
     random_unit_experts,
     search_in_subspace,
 )
+from moebench.tensor.backend import BACKENDS
 from moebench.validation import Interval, Options
 
 from ._spectral import spectral_subspace
@@ -80,6 +82,9 @@ class JointEM(RestartedEstimator):
         M-step (nonlinear g).
     max_time : float or None
         Wall-clock budget in seconds across all restarts.
+    backend : {"numpy", "torch"}
+        Array library of the EM iterations (torch: on CUDA when available, float64);
+        the data move to the device once per fit, the starts are drawn with numpy.
     """
 
     description = "joint EM (Jordan-Jacobs): Newton gating, LS/LM experts; n_init restarts"
@@ -95,6 +100,7 @@ class JointEM(RestartedEstimator):
         "ridge": [Interval(float, 0, None)],
         "gating_newton_steps": [Interval(int, 1, None)],
         "expert_max_iter": [Interval(int, 1, None)],
+        "backend": [Options(BACKENDS)],
     }
 
     def __init__(
@@ -113,6 +119,7 @@ class JointEM(RestartedEstimator):
         gating_newton_steps: int = 3,
         expert_max_iter: int = 3,
         max_time: float | None = None,
+        backend: str = "numpy",
     ) -> None:
         super().__init__(n_experts, activation, sigma, random_state)
         self.init = init
@@ -125,6 +132,7 @@ class JointEM(RestartedEstimator):
         self.gating_newton_steps = gating_newton_steps
         self.expert_max_iter = expert_max_iter
         self.max_time = max_time
+        self.backend = backend
 
     def _initial(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
                  sigma: float | None, rng: np.random.Generator
@@ -150,17 +158,24 @@ class JointEM(RestartedEstimator):
         s = sigma_m_step(X, y, resp, experts, activation) if sigma is None else sigma
         return experts, gating, s
 
+    def _restart_context(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+                         sigma: float | None, rng: np.random.Generator) -> tuple[Any, Any]:
+        """X and y on the backend's device, moved once for every restart."""
+        return to_backend(X, y, self.backend)
+
     def _fit_single(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
                     sigma: float | None, history: History, rng: np.random.Generator,
-                    deadline: float | None, context: None) -> EMResult:
+                    deadline: float | None, context: tuple[Any, Any]) -> EMResult:
         experts, gating, s0 = self._initial(X, y, k, activation, sigma, rng)
         one_step = self.mstep == "newton1"
+        Xb, yb = context
         return run_em(
-            X, y, experts, gating, s0, activation,
+            Xb, yb, experts, gating, s0, activation,
             update_experts=True, update_sigma=sigma is None,
             mstep="full" if one_step else self.mstep,
             max_iter=self.max_iter, tol=self.tol, ridge=self.ridge,
             gating_newton_steps=1 if one_step else self.gating_newton_steps,
             expert_max_iter=1 if one_step else self.expert_max_iter,
             step_size=self.step_size, max_time=deadline, history=history, phase="em",
+            backend=self.backend,
         )

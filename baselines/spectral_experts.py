@@ -209,7 +209,7 @@ class SpectralExperts(MoEEstimator):
         Decomposition of the whitened M3.
     n_starts, n_power_iter : int
         Random starts and iterations of the robust tensor power method.
-    gating_em_iter, gating_tol, gating_newton_steps, gating_method, ridge
+    gating_em_iter, gating_tol, gating_newton_steps, gating_method, gating_acceleration, ridge
         The gating EM with the experts fixed (as tensor_em).
     refine, refine_max_iter, refine_tol
         Joint EM from the spectral solution afterwards (as tensor_em's ``refine``).
@@ -272,6 +272,7 @@ class SpectralExperts(MoEEstimator):
         gating_tol: float = 1e-8,
         gating_newton_steps: int = 5,
         gating_method: str = "auto",
+        gating_acceleration: str = "quasi_newton",
         ridge: float = 0.0,
         refine: bool = False,
         refine_max_iter: int = 200,
@@ -290,6 +291,7 @@ class SpectralExperts(MoEEstimator):
         self.gating_tol = gating_tol
         self.gating_newton_steps = gating_newton_steps
         self.gating_method = gating_method
+        self.gating_acceleration = gating_acceleration
         self.ridge = ridge
         self.refine = refine
         self.refine_max_iter = refine_max_iter
@@ -372,7 +374,8 @@ class SpectralExperts(MoEEstimator):
             X, y, experts, float(np.sqrt(sigma2)), activation, history,
             update_sigma=sigma is None, gating_em_iter=self.gating_em_iter,
             gating_tol=self.gating_tol, gating_newton_steps=self.gating_newton_steps,
-            gating_method=self.gating_method, ridge=self.ridge, refine=self.refine,
+            gating_method=self.gating_method, gating_acceleration=self.gating_acceleration,
+            ridge=self.ridge, refine=self.refine,
             refine_max_iter=self.refine_max_iter, refine_tol=self.refine_tol,
             max_iter=self.max_iter, max_time=self.max_time)
         res = staged.result

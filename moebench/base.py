@@ -171,6 +171,11 @@ class MoEEstimator:
     #: whether this is a reference model (e.g. k = 1 least squares) rather than a mixture
     #: method: listed by ``available_algorithms(references=True)`` only
     reference: ClassVar[bool] = False
+    #: whether ``fit`` needs the true parameters (``fit(X, y, truth=...)``): an *oracle*
+    #: such as ``oracle_gating_em`` (the true experts fixed). Fit without a truth raises
+    #: ValueError; the sweep config checker refuses it on real (CSV) data; it is listed by
+    #: ``available_algorithms(oracles=True)`` only
+    needs_truth: ClassVar[bool] = False
     #: what the method assumes of the data to be consistent, as short tags ("Gaussian
     #: inputs", "gating orthogonal to experts", "constant mixing", "linear g", "k <= d", ...);
     #: shown by ``moebench list`` and the README's algorithm table

@@ -8,6 +8,8 @@ one-line message on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import io
 import json
 import os
@@ -29,7 +31,7 @@ from moebench.cli_checks import (
 )
 from moebench.generator import GATING_KINDS, make_moe
 from moebench.io import atomic_write_bytes
-from moebench.registry import algorithm_class, algorithm_descriptions
+from moebench.registry import algorithm_class, algorithm_descriptions, oracle_algorithms
 from moebench.sweep.cli import add_plot_parser, add_report_parser, add_run_parser
 from moebench.sweep.pack import add_pack_parser, add_unpack_parser
 
@@ -44,6 +46,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         if getattr(args, "assumes", False):
             tags = algorithm_class(name).assumes
             print(f"  {'':<16} assumes: {'; '.join(tags) if tags else '-'}")
+    oracles = oracle_algorithms()
+    if oracles:
+        print("oracles (fit with the true parameters: synthetic data only):")
+        for name in oracles:
+            print(f"  {name:<16} {algorithm_class(name).description}")
+            if getattr(args, "assumes", False):
+                print(f"  {'':<16} assumes: {'; '.join(algorithm_class(name).assumes)}")
     print("activations:")
     for name, act in ACTIVATIONS.items():
         print(f"  {name:<16} {act.description}")
@@ -130,6 +139,18 @@ PARSER_BUILDERS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+#: the docs page that explains each verb (named at the end of ``moebench VERB --help``)
+DOCS_PAGES: dict[str, str] = {
+    "list": "docs/algorithms.md",
+    "generate": "docs/model.md",
+    "run": "docs/sweeps.md",
+    "plot": "docs/plots_reports.md",
+    "report": "docs/plots_reports.md",
+    "pack": "docs/results_schema.md",
+    "unpack": "docs/results_schema.md",
+}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad arguments in one line and exits with status 2."""
 
@@ -140,14 +161,19 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per verb."""
     parser = _Parser(prog="moebench", description="Benchmark harness for mixture-of-experts "
-                     "learning: tensor-then-EM vs joint EM vs gradient descent.")
+                     "learning: tensor-then-EM vs joint EM vs gradient descent.",
+                     epilog="Documentation: README.md and the docs site, docs/index.md "
+                     "(getting started: docs/getting_started.md); each verb's --help names "
+                     "its page.")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     sub.required = True
     debug_help = f"show the traceback of an error (also: {DEBUG_ENV}=1)"
     parser.add_argument("--debug", action="store_true", help=debug_help)
     for builder in PARSER_BUILDERS:
         builder(sub)
-    for verb_parser in sub.choices.values():  # after the verb too; SUPPRESS keeps the top's
+    for verb, verb_parser in sub.choices.items():  # after the verb too; SUPPRESS keeps the top's
+        verb_parser.epilog = (f"Documentation: {DOCS_PAGES.get(verb, 'docs/index.md')} "
+                              f"(built site: docs/_build/html/).")
         verb_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                                  help=debug_help)
     return parser
@@ -177,6 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"moebench {args.verb}"
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID` prints where a command that hangs is
+        with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+            faulthandler.register(signal.SIGUSR1, all_threads=True)  # needs a real stderr
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:  # Ctrl-C; SIGTERM/SIGHUP during a sweep (Interrupted)

@@ -91,10 +91,7 @@ def check_out_dir(path: str | os.PathLike, option: str = "--out") -> Path:
 def check_out_file(path: str | os.PathLike, option: str = "--out") -> Path:
     """``path`` can be written as a file: not an existing directory, no file among its parents.
 
-    Raises
-    ------
-    ValueError
-        Naming ``option``, the path and what it is instead.
+    Raises a ValueError as :func:`check_out_dir` does.
     """
     path = Path(path)
     if path.is_dir():

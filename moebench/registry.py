@@ -18,7 +18,7 @@ from typing import Any
 from moebench.base import MoEEstimator
 
 ENTRY_POINT_GROUP = "moebench.algorithms"
-BUILTIN_MODULES = ("moebench.tensor.estimator", "moebench.reference")
+BUILTIN_MODULES = ("moebench.tensor.estimator", "moebench.reference", "moebench.oracle")
 
 _REGISTRY: dict[str, type[MoEEstimator]] = {}
 _loaded = False
@@ -86,17 +86,27 @@ def is_reference(algorithm: str | type) -> bool:
     return bool(cls.reference)
 
 
-def available_algorithms(references: bool = False) -> list[str]:
-    """Sorted names of every registered mixture algorithm (and references if asked).
+def available_algorithms(references: bool = False, oracles: bool = False) -> list[str]:
+    """Sorted names of every registered mixture algorithm (and references, oracles if asked).
 
     Parameters
     ----------
     references : bool
         Also list the reference models (see :func:`reference_algorithms`).
+    oracles : bool
+        Also list the oracles (``needs_truth = True``, e.g. ``oracle_gating_em``): they
+        fit only with the true parameters, so the checks over every algorithm that fit
+        without them (scikit-learn's, user activations) leave them out.
     """
     _load_all()
     return sorted(name for name, cls in _REGISTRY.items()
-                  if references or not cls.reference)
+                  if (references or not cls.reference) and (oracles or not cls.needs_truth))
+
+
+def oracle_algorithms() -> list[str]:
+    """Sorted names of the registered oracles (``needs_truth = True``)."""
+    _load_all()
+    return sorted(name for name, cls in _REGISTRY.items() if cls.needs_truth)
 
 
 def reference_algorithms() -> list[str]:

@@ -55,6 +55,12 @@ def _tiny(cls: type[MoEEstimator], seed: int):
     return make_moe(activation=_activation_for(cls), random_state=seed, **TINY)
 
 
+def _truth(cls: type[MoEEstimator], data: Any) -> Any:
+    """The truth that ``fit`` gets in the checks: the data's for an oracle
+    (``needs_truth = True``, which cannot fit without it), else None."""
+    return data.model if cls.needs_truth else None
+
+
 def _expect_value_error(what: str, func: Callable[[], Any]) -> None:
     try:
         func()
@@ -168,14 +174,14 @@ def check_budgets(cls: type[MoEEstimator], options: dict[str, Any]) -> None:
     if "max_time" in cls.budget_parameters:
         param = cls.budget_parameters["max_time"]
         est = _make(cls, options, n_experts=_k(cls), random_state=0, **{param: 1e-9})
-        est.fit(data.X, data.y)
+        est.fit(data.X, data.y, truth=_truth(cls, data))
         assert est.stop_reason_ == "max_time", (
             f"with {param}=1e-9 (the time budget) stop_reason_ is {est.stop_reason_!r}, "
             "expected 'max_time'")
     if "max_iter" in cls.budget_parameters:
         param = cls.budget_parameters["max_iter"]
         est = _make(cls, options, n_experts=_k(cls), random_state=0, **{param: 1})
-        est.fit(data.X, data.y)
+        est.fit(data.X, data.y, truth=_truth(cls, data))
         assert est.stop_reason_ in ("max_iter", "converged"), (
             f"with {param}=1 (the iteration budget) stop_reason_ is {est.stop_reason_!r}, "
             "expected 'max_iter' (or 'converged')")
@@ -228,12 +234,15 @@ def check_fit_contract(cls: type[MoEEstimator], options: dict[str, Any]) -> None
 def check_determinism(cls: type[MoEEstimator], options: dict[str, Any]) -> None:
     """The same random_state gives identical parameters; other data gives other ones."""
     data = _tiny(cls, 1)
-    a = _make(cls, options, n_experts=_k(cls), random_state=7).fit(data.X, data.y)
-    b = _make(cls, options, n_experts=_k(cls), random_state=7).fit(data.X, data.y)
+    a = _make(cls, options, n_experts=_k(cls), random_state=7).fit(
+        data.X, data.y, truth=_truth(cls, data))
+    b = _make(cls, options, n_experts=_k(cls), random_state=7).fit(
+        data.X, data.y, truth=_truth(cls, data))
     assert np.array_equal(a.experts_, b.experts_), "experts_ differ between two seeded fits"
     assert np.array_equal(a.gating_, b.gating_), "gating_ differs between two seeded fits"
     other = _tiny(cls, 2)
-    c = _make(cls, options, n_experts=_k(cls), random_state=7).fit(other.X, other.y)
+    c = _make(cls, options, n_experts=_k(cls), random_state=7).fit(
+        other.X, other.y, truth=_truth(cls, other))
     assert not np.allclose(a.experts_, c.experts_), (
         "experts_ do not depend on the data: a placeholder must not be registered"
     )
@@ -246,7 +255,8 @@ def check_tiny_problem(cls: type[MoEEstimator], options: dict[str, Any]) -> None
     rng = np.random.default_rng(99)
     X_test = rng.standard_normal((TINY["n"], TINY["d"]))
     y_test, _ = data.model.sample(X_test, rng)
-    est = _make(cls, options, n_experts=_k(cls), random_state=0).fit(data.X, data.y)
+    est = _make(cls, options, n_experts=_k(cls), random_state=0).fit(
+        data.X, data.y, truth=_truth(cls, data))
     coef, *_ = np.linalg.lstsq(data.X, data.y, rcond=None)
     resid = data.y - data.X @ coef
     s2 = float(np.mean(resid**2))
@@ -263,12 +273,16 @@ def check_tiny_problem(cls: type[MoEEstimator], options: dict[str, Any]) -> None
 
 
 def check_bad_input(cls: type[MoEEstimator], options: dict[str, Any]) -> None:
-    """NaN/inf, wrong shapes, length mismatch, k < 2, unknown activation raise ValueError."""
+    """NaN/inf, wrong shapes, length mismatch, k < 2, unknown activation raise ValueError
+    (and, for an oracle, a fit without the truth)."""
     data = _tiny(cls, 4)
     X, y = data.X[:500], data.y[:500]
 
-    def fit(X_, y_, **params):
-        return lambda: _make(cls, options, **{"n_experts": _k(cls), **params}).fit(X_, y_)
+    given = _truth(cls, data)
+
+    def fit(X_, y_, truth=given, **params):
+        return lambda: _make(cls, options, **{"n_experts": _k(cls), **params}).fit(
+            X_, y_, truth=truth)
 
     X_nan = X.copy()
     X_nan[3, 1] = np.nan
@@ -288,9 +302,13 @@ def check_bad_input(cls: type[MoEEstimator], options: dict[str, Any]) -> None:
         _expect_value_error("k > d", fit(X, y, n_experts=X.shape[1] + 1))
     unfitted = _make(cls, options, n_experts=_k(cls))
     _expect_value_error("predict before fit", lambda: unfitted.predict(X))
-    fitted = _make(cls, options, n_experts=_k(cls), random_state=0).fit(data.X, data.y)
+    fitted = _make(cls, options, n_experts=_k(cls), random_state=0).fit(
+        data.X, data.y, truth=_truth(cls, data))
     _expect_value_error("predict with the wrong number of features",
                         lambda: fitted.predict(X[:, :-1]))
+    if cls.needs_truth:
+        _expect_value_error("fit of an oracle (needs_truth) without truth",
+                            fit(data.X, data.y, truth=None))
 
 
 CHECKS: tuple[Callable[[type[MoEEstimator], dict[str, Any]], None], ...] = (

@@ -91,6 +91,21 @@ def start_sweep(tmp_path: Path, timeout: str = "") -> tuple[subprocess.Popen, li
     raise AssertionError(f"workers did not start: {workers}")
 
 
+def wait_or_dump(proc: subprocess.Popen, tmp_path: Path, seconds: float) -> int:
+    """The exit status of ``proc``; if it is still running after ``seconds``, fail with
+    the Python stacks of its threads (``moebench`` dumps them on SIGUSR1) and its stderr."""
+    try:
+        return proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGUSR1)
+        time.sleep(2.0)
+        proc.kill()
+        proc.wait(timeout=30)
+        stacks = (tmp_path / "stderr.txt").read_text()
+        raise AssertionError(f"main process still running {seconds:g} s after the signal; "
+                             f"its stderr and stacks:\n{stacks}") from None
+
+
 def wait_gone(procs: list[psutil.Process], seconds: float) -> list[psutil.Process]:
     deadline = time.monotonic() + seconds
     left = [p for p in procs if alive(p)]
@@ -111,7 +126,7 @@ def test_workers_end_with_the_main_process(tmp_path, sig, group, status):
     assert SERVER_NAME in started.values(), started
     try:
         (os.killpg if group else os.kill)(proc.pid, sig)
-        assert proc.wait(timeout=30) == status
+        assert wait_or_dump(proc, tmp_path, 30.0) == status
         left = wait_gone(children, 5.0)
         assert not left, f"still running 5 s after {sig.name}: {left}"
         assert not sweep_processes(proc.pid)

@@ -16,7 +16,13 @@ import pytest
 
 from moebench.cli import main
 from moebench.sweep.config import ConfigError, load_config, validate_config
-from moebench.sweep.report import accuracy_table, comparison_table, phase_times_table
+from moebench.sweep.report import (
+    accuracy_table,
+    comparison_table,
+    crossing_n,
+    phase_times_table,
+    threshold_n_table,
+)
 from moebench.sweep.runner import run_sweep
 from moebench.sweep.worker import fitted_scalars
 from moebench.tensor.estimator import TensorEM
@@ -208,3 +214,31 @@ def test_report_table_option_on_stored_results(tmp_path, capsys):
     assert main(["report", str(out), "--table", "comparison", "--out",
                  str(tmp_path / "t.md")]) == 0
     assert "| activation | algorithm | seeds |" in (tmp_path / "t.md").read_text()
+
+
+def test_crossing_n_interpolates_in_log_log_and_says_when_never_reached():
+    n = np.array([1e3, 1e4, 1e5])
+    # 4 -> 0.4 -> 0.04: 0.1 is crossed between 1e4 and 1e5, at 10**4.602 (log-log linear)
+    expected = 10 ** (4 + math.log10(4))
+    assert crossing_n(n, np.array([4.0, 0.4, 0.04]), 0.1) == pytest.approx(expected)
+    assert crossing_n(n, np.array([0.05, 0.01, 0.001]), 0.1) == 1e3  # already below
+    assert crossing_n(n, np.array([0.5, 0.3, 0.2]), 0.1) == math.inf
+    assert crossing_n(n[::-1], np.array([0.04, 0.4, 4.0]), 0.1) == pytest.approx(expected)
+    assert crossing_n(n, np.array([math.inf, 0.05, 0.01]), 0.1) == 1e4  # a failed size
+
+
+def test_threshold_n_table_reads_the_crossing_off_the_medians():
+    frame = _summary()
+    frame["success_threshold"] = 0.1
+    text = threshold_n_table(frame)
+    # tensor_em linear: median 0.2 at 1e4, 0.02 at 1e5 -> crossing at 10**4.301
+    row = next(line for line in text.splitlines() if line.startswith("| tensor_em | linear"))
+    assert "| 0.2 | 0.02 | 2e+04 | 3/3 100% [44%–100%] |" in row
+    # tensor_em relu: 0.4 -> 0.04, crossing at 10**4.602 = 40 000; all 3 at or below 0.1 at 1e5
+    relu = next(line for line in text.splitlines() if line.startswith("| tensor_em | relu"))
+    assert "| 4e+04 | 3/3" in relu
+    with pytest.raises(ValueError, match="needs results at several n"):
+        threshold_n_table(frame[frame["n"] == 10_000])
+    with pytest.raises(ValueError, match="threshold must be a positive number"):
+        threshold_n_table(frame, threshold=0.0)
+

@@ -241,3 +241,11 @@ def test_stop_reason_names_the_budget_that_ended_the_fit():
     assert runs["em_restarts"]["n_iter"] > 15
     assert reasons == {"adam": "max_epochs", "adam_tol": "converged", "em_short": "max_iter",
                        "em_restarts": "converged"}
+
+
+def test_numeric_filters_match_by_value(full_sweep):
+    cfg = full_sweep[0]
+    by_text = {c.run_id for c in select_cells(cfg.cells(), ["n=1200"])}
+    assert by_text and by_text == {c.run_id for c in select_cells(cfg.cells(), ["n=1200.0"])}
+    assert not select_cells(cfg.cells(), ["n=1200.5"])
+    assert not select_cells(cfg.cells(), ["label=1200"])

@@ -35,7 +35,7 @@ class HardEM(MoEEstimator):
         L2 penalty of the gating fit (hard labels can be separable).
     """
 
-    description = "classification (hard) EM: the README's worked example of a baseline"
+    description = "classification (hard) EM: the docs' worked example of a baseline"
     local_search = False  # it maximises the classification likelihood, not the likelihood
     _parameter_constraints = {"max_iter": [Interval(int, 1)], "ridge": [Interval(float, 0)]}
     budget_parameters = {"max_iter": "max_iter"}  # the sweep's iteration budget goes here

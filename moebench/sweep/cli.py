@@ -9,6 +9,7 @@ from pathlib import Path
 from moebench.cli_checks import check_out_dir, check_out_file, finite_float, int_at_least
 from moebench.io import atomic_write_bytes
 from moebench.sweep.gridlock import DEFAULT_TOL, STUCK_MIN, SUCCESS_MIN
+from moebench.sweep.report import TABLES
 from moebench.sweep.runner import EXECUTORS
 
 #: the gridlock rule as the help texts state it ("%%": argparse help is %-formatted)
@@ -192,13 +193,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
         for kind in plots.applicable_kinds(summary):
             name = f"{stem}_{kind}{suffix}" if stem else f"{kind}{suffix}"
             fig = plots.draw(kind, summary, checkpoints, args.x, args.metric, args.by, args.raw)
-            print(f"wrote {plots.save(fig, folder / name)}")
+            print(f"wrote {plots.save(fig, folder / name, compact=args.compact)}")
         return 0
     x = "time" if args.kind == "time" else args.x
     default = root / "figures" / (f"{args.kind}_{x}.png" if args.kind == "curves"
                                   else f"{args.kind}.png")
-    fig = plots.draw(args.kind, summary, checkpoints, args.x, args.metric, args.by, args.raw)
-    print(f"wrote {plots.save(fig, args.out or default)}")
+    if args.kind == "equal_footing":
+        fig = plots.plot_equal_footing(summary, checkpoints, args.metric, args.raw,
+                                       facet=args.axes, variants=args.variants)
+    else:
+        fig = plots.draw(args.kind, summary, checkpoints, args.x, args.metric, args.by, args.raw)
+    print(f"wrote {plots.save(fig, args.out or default, compact=args.compact)}")
     return 0
 
 
@@ -245,12 +250,21 @@ def add_plot_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", choices=(*KINDS, "phase", "gridlock"), default="curves",
                    help="curves (error vs --x), time (error vs wall time), sample_complexity "
                    "(error vs n), success (rate vs k or d), heldout (real data), diagnostics "
-                   "(error and fitted diagnostics vs --by), all; phase: "
+                   "(error and fitted diagnostics vs --by), equal_footing (expert error at equal "
+                   "steps and at equal estimator time, a panel pair per setting or per --axes "
+                   "value), all; phase: "
                    "stuck- and success-rate heatmaps per variant over --axes; gridlock: the "
                    f"cells of --axes where a local-search variant is {_GRIDLOCK_RULE}")
     p.add_argument("--axes", nargs="+", metavar="COLUMN", default=None,
                    help="phase maps: X Y [FACET] data-setting columns (e.g. k gating_scale "
-                   "sigma); gridlock: the columns that define a cell")
+                   "sigma); gridlock: the columns that define a cell; equal_footing: the "
+                   "columns with a panel pair per value (default: every varying setting; the "
+                   "others are pooled)")
+    p.add_argument("--variants", nargs="+", default=None, metavar="VARIANT",
+                   help="equal_footing: only these variant labels (default: all)")
+    p.add_argument("--compact", action="store_true",
+                   help="PNG: a 64-colour palette image, about a third of the size (for "
+                   "figures committed to a repository)")
     _add_gridlock_options(p)
     p.add_argument("--x", choices=X_AXES, default="iteration", help="x axis of curves")
     p.add_argument("--metric", choices=METRICS, default="expert_error",
@@ -272,9 +286,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.out:
         check_out_file(args.out)
-    summary, _ = load_results(args.results)
+    summary, checkpoints = load_results(args.results)
     table = getattr(args, "table", "summary")
-    if table != "summary":
+    if table == "theorem":
+        from moebench.sweep.theorem import theorem_report
+
+        text = theorem_report(summary)
+    elif table == "time_to_error":
+        from moebench.sweep.report import time_to_error_table
+
+        text = time_to_error_table(summary, checkpoints, args.target_error, args.metric,
+                                   args.variants, args.raw)
+    elif table != "summary":
         text = _readme_table(summary, table, args.metric)
     else:
         text = report_table(summary, tol=args.stuck_tol)
@@ -297,6 +320,8 @@ def _readme_table(summary, table: str, metric: str) -> str:
         return report.accuracy_table(summary, metric)
     if table == "comparison":
         return report.comparison_table(summary, metric)
+    if table == "threshold_n":
+        return report.threshold_n_table(summary, metric)
     return report.phase_times_table(summary)
 
 
@@ -313,15 +338,28 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stuck-tols", nargs="+", type=finite_float(0.0), default=None,
                    metavar="TOL", help="with --phase: also state the verdict under each of "
                    "these stuck tolerances (e.g. 1e-4 1e-3 1e-2)")
-    p.add_argument("--table", choices=("summary", "accuracy", "comparison", "phase_times"),
+    p.add_argument("--table", choices=TABLES,
                    default="summary",
                    help="summary (default): the table above; accuracy: median --metric by n, k "
                    "(rows) and activation (columns), one table per variant; comparison: "
                    "repetitions, median --metric, success rate and median fit time per varying "
                    "setting and variant; phase_times: per run, the estimator's recorded phase "
-                   "times (tensor_em)")
+                   "times (tensor_em); time_to_error: per variant and setting, the fraction of "
+                   "runs whose --metric ever reaches each --target-error (Wilson 95%% interval) "
+                   "and the median estimator time and step to first reach it; theorem: the "
+                   "oracle gating EM's random starts that reach the ML gating, per cell "
+                   "(results of the theorem config); threshold_n: median --metric at every n "
+                   "and the n at which it reaches the success threshold (consistency curves)")
     p.add_argument("--metric", default="expert_error",
-                   help="metric column of --table accuracy/comparison (default: expert_error; "
-                   "e.g. gating_error)")
+                   help="metric column of --table accuracy/comparison/time_to_error (default: "
+                   "expert_error; e.g. gating_error)")
+    p.add_argument("--target-error", nargs="+", type=finite_float(0.0, strict=True),
+                   default=[0.1], metavar="ERROR",
+                   help="--table time_to_error: the error level(s) to reach (default: 0.1)")
+    p.add_argument("--variants", nargs="+", default=None, metavar="VARIANT",
+                   help="--table time_to_error: only these variant labels (default: all)")
+    p.add_argument("--raw", action="store_true",
+                   help="--table time_to_error: each checkpoint's error as recorded, not the "
+                   "error at the best log-likelihood so far")
     p.add_argument("--out", "-o", default=None, help="write the table to this file")
     p.set_defaults(func=cmd_report)

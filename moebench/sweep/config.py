@@ -380,7 +380,7 @@ def _check_budget(table: dict[str, Any], where: str, base: dict[str, Any]) -> di
 def _check_algorithms(entries: Any, budget: dict[str, Any]) -> list[Variant]:
     if not isinstance(entries, list) or not entries:
         raise ConfigError("the config needs at least one [[algorithm]] table")
-    names = available_algorithms()
+    names = available_algorithms(oracles=True)
     variants: list[Variant] = []
     for i, entry in enumerate(entries):
         where = f"algorithm[{i}]."
@@ -489,6 +489,16 @@ def _reference_variants(variants: list[Variant], budget: dict[str, Any]) -> list
     return out
 
 
+def _refuse_oracles(variants: list[Variant]) -> None:
+    """An oracle (``needs_truth = True``) needs the true parameters: synthetic data only."""
+    for v in variants:
+        if algorithm_class(v.algorithm).needs_truth:
+            raise ConfigError(
+                f"algorithm {v.algorithm!r} (variant {v.label!r}) is an oracle: it needs the "
+                f"true parameters, which a CSV data source (data.source) does not have; run it "
+                f"on synthetic data ([data] without source), or remove it")
+
+
 def _check_name(name: Any, given: bool) -> str:
     """A config name is a plain name: it becomes the folder ``results/<name>``."""
     where = "name" if given else "name (from the file name; set name = \"...\" to choose one)"
@@ -520,6 +530,7 @@ def validate_config(raw: dict[str, Any], name: str = "sweep", source: str = "<di
     budget = _check_budget(budget_raw, "budget.", BUDGET_DEFAULTS)
     variants = _check_algorithms(raw.get("algorithm"), budget)
     if "source" in data:
+        _refuse_oracles(variants)
         variants += _reference_variants(variants, budget)
     for v in variants:
         cls = algorithm_class(v.algorithm)

@@ -16,6 +16,9 @@ Kinds
     models (the linear regression) as dashed lines.
 ``diagnostics``
     Final error and fitted diagnostics against a setting.
+``equal_footing`` (:func:`plot_equal_footing`)
+    Methods on equal footing: expert error at equal steps (iterations) and at equal
+    estimator time, median and IQR band per variant, two panels per setting.
 ``gridlock`` and ``phase`` (:func:`plot_gridlock`, :func:`plot_phase_maps`)
     Where local search is stuck while a reference variant succeeds, from the rates
     of :mod:`moebench.sweep.gridlock`.
@@ -32,6 +35,7 @@ fixed colours, any other label takes the next free colour in sorted order.
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,10 +46,24 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from moebench.io import atomic_save_figure
+from moebench.io import atomic_save_figure, atomic_write_bytes
 from moebench.metrics import wilson_interval
 from moebench.registry import reference_algorithms
-from moebench.sweep.columns import OK_STATUSES, format_value, is_real_data, varying_settings
+from moebench.sweep.columns import (
+    OK_STATUSES,
+    SETTING_COLUMNS,
+    format_value,
+    is_real_data,
+    varying_settings,
+)
+from moebench.sweep.equal_footing import (
+    ERROR_METRICS,
+    STEP_NOTE,
+    anytime_values,
+    check_inputs,
+    median_band,
+    trajectories,
+)
 from moebench.sweep.gridlock import (
     DEFAULT_TOL,
     STUCK_MIN,
@@ -57,7 +75,8 @@ from moebench.sweep.gridlock import (
     reference_pairs,
 )
 
-KINDS = ("curves", "time", "sample_complexity", "success", "heldout", "diagnostics", "all")
+KINDS = ("curves", "time", "sample_complexity", "success", "heldout", "diagnostics",
+         "equal_footing", "all")
 X_AXES = ("iteration", "time")
 METRICS = ("expert_error", "gating_error", "log_likelihood")
 SUFFIXES = (".png", ".pdf", ".svg")
@@ -66,7 +85,8 @@ _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#
             "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
             "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5"]
 PINNED_COLORS = {
-    "tensor_em": _PALETTE[0], "tensor_em_refine": _PALETTE[1], "joint_em": _PALETTE[2],
+    "tensor_em": _PALETTE[0], "tensor_em_refine": _PALETTE[1], "tensor_em+refine": _PALETTE[1],
+    "joint_em": _PALETTE[2],
     "sgd": _PALETTE[3], "alt_min": _PALETTE[4], "joint_em_restarts": _PALETTE[5],
     "gradient_em": _PALETTE[6], "sgd_plain": _PALETTE[8], "linear_regression": "#000000",
 }
@@ -144,12 +164,7 @@ def _best_so_far(run: pd.DataFrame, metric: str) -> np.ndarray:
     Restarts (joint EM's n_init, sgd's) start over from a poor point; an estimator
     returns its best restart, so the curve follows the best log-likelihood seen.
     """
-    ll = run["log_likelihood"].to_numpy(float)
-    ll = np.where(np.isfinite(ll), ll, -np.inf)
-    best = np.zeros(len(ll), dtype=int)
-    for i in range(1, len(ll)):
-        best[i] = i if ll[i] >= ll[best[i - 1]] else best[i - 1]
-    return run[metric].to_numpy(float)[best]
+    return anytime_values(run["log_likelihood"].to_numpy(float), run[metric].to_numpy(float))
 
 
 def _run_xy(run: pd.DataFrame, x: str, metric: str, raw: bool = False
@@ -424,6 +439,115 @@ def plot_diagnostics(summary: pd.DataFrame, by: str | None = None) -> Any:
     return fig
 
 
+# --------------------------------------------------------------------------- equal footing
+def plot_equal_footing(summary: pd.DataFrame, checkpoints: pd.DataFrame,
+                       metric: str = "expert_error", raw: bool = False,
+                       facet: Sequence[str] | None = None,
+                       variants: Sequence[str] | None = None) -> Any:
+    """Methods on equal footing: ``metric`` against steps and against estimator time.
+
+    Two panels per data setting: above, the error at equal steps (iterations; step 0
+    is a run's first estimate, tensor_em's tensor step; see
+    :mod:`moebench.sweep.equal_footing` for what one step is per algorithm); below,
+    the same runs at equal time on the estimator's own clock, every phase and restart
+    counted (log scale). Each line is a variant's median over its finished runs with
+    the interquartile band; each run is read off a common grid with its last value
+    carried forward (a run that ended keeps its final value, drawn step-wise), and a
+    variant's line ends where its longest run ended (dot). The error axis is
+    logarithmic.
+
+    Parameters
+    ----------
+    summary, checkpoints : DataFrame
+        Stored results (:func:`moebench.sweep.results.load_results`).
+    metric : str
+        ``expert_error`` (default) or ``gating_error``.
+    raw : bool
+        Each checkpoint's error as recorded instead of the anytime estimate (the error
+        at the best log-likelihood so far).
+    facet : sequence of str, optional
+        Setting columns with one panel pair per value (default: every varying setting;
+        runs of the settings left out are pooled).
+    variants : sequence of str, optional
+        The variant labels to draw (default: all).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        For a metric that is not an error, results without checkpoints, an unknown
+        variant or facet column, or no finished run with checkpoints.
+    """
+    labels = check_inputs(summary, checkpoints, metric, variants)
+    settings = [c for c in SETTING_COLUMNS if c in summary.columns]
+    if facet is not None:
+        bad = [c for c in facet if c not in settings]
+        if bad:
+            raise ValueError(f"unknown facet column(s) {', '.join(map(repr, bad))}; valid "
+                             f"choices: {', '.join(settings)}")
+    cols = list(dict.fromkeys(facet)) if facet is not None else varying_settings(summary)
+    runs = summary[summary["status"].isin(OK_STATUSES) & summary["label"].isin(labels)]
+    runs = runs[runs["run_id"].isin(set(checkpoints["run_id"]))]
+    if runs.empty:
+        raise ValueError(f"no finished run of {', '.join(labels)} has checkpoints to draw")
+    traj = trajectories(checkpoints[checkpoints["run_id"].isin(set(runs["run_id"]))],
+                        metric, raw)
+    colors = variant_colors(sorted(summary["label"].unique()))
+    panels = _groups(runs, cols)
+    ncols = max(1, min(len(panels), 3))
+    blocks = -(-len(panels) // ncols)
+    fig = Figure(figsize=(3.9 * ncols, 2 * 2.6 * blocks + 1.1), constrained_layout=True)
+    grid = fig.subplots(2 * blocks, ncols, squeeze=False)
+    for i in range(len(panels), blocks * ncols):
+        grid[2 * (i // ncols), i % ncols].set_visible(False)
+        grid[2 * (i // ncols) + 1, i % ncols].set_visible(False)
+    drawn: set[str] = set()
+    for i, (title, frame) in enumerate(panels):
+        ax_s, ax_t = grid[2 * (i // ncols), i % ncols], grid[2 * (i // ncols) + 1, i % ncols]
+        curves = {lab: [traj[r] for r in frame.loc[frame["label"] == lab, "run_id"]
+                        if len(traj[r][0])] for lab in sorted(frame["label"].unique())}
+        curves = {lab: c for lab, c in curves.items() if c}
+        if not curves:
+            continue
+        t_lo = min(float(c[1][0]) for cs in curves.values() for c in cs)
+        t_hi = max(float(c[1][-1]) for cs in curves.values() for c in cs)
+        t_lo = max(t_lo, 1e-4)
+        t_grid = np.geomspace(t_lo, max(t_hi, t_lo), 160)
+        for lab, cs in curves.items():
+            drawn.add(lab)
+            s_end = max(c[0][-1] for c in cs)
+            s_grid = np.arange(0.0, s_end + 1)
+            tg = t_grid[t_grid <= max(c[1][-1] for c in cs) * (1 + 1e-9)]
+            for ax, xg, pairs in ((ax_s, s_grid, [(c[0], c[2]) for c in cs]),
+                                  (ax_t, tg, [(np.maximum(c[1], 1e-4), c[2]) for c in cs])):
+                med, q1, q3 = median_band(pairs, xg)
+                ax.plot(xg, med, color=colors[lab], lw=1.6, drawstyle="steps-post")
+                ax.fill_between(xg, q1, q3, color=colors[lab], alpha=0.18, step="post", lw=0)
+                last = np.flatnonzero(np.isfinite(med))
+                if last.size:
+                    ax.plot(xg[last[-1]], med[last[-1]], "o", color=colors[lab], ms=3.5)
+        name = metric.replace("_", " ")
+        for ax, what in ((ax_s, "equal steps"), (ax_t, "equal time")):
+            ax.set_yscale("log")
+            ax.set_title(f"{title}: {what}" if title else what, fontsize="medium")
+            ax.set_ylabel(name)
+            ax.grid(True, which="major", alpha=0.3)
+        ax_s.set_xlabel("step (iteration / epoch; 0 = first estimate)")
+        ax_t.set_xscale("log")
+        ax_t.set_xlabel("estimator time (s), all phases")
+    shown = [lab for lab in sorted(summary["label"].unique()) if lab in drawn]
+    _legend(fig, colors, shown)
+    how = "as recorded" if raw else "anytime estimate: the error at the best log-likelihood so far"
+    fig.suptitle(f"{name} at equal steps and at equal estimator time ({how}; median and IQR "
+                 f"band over finished runs)\n{textwrap.fill(STEP_NOTE + '.', 150)}\nEach run "
+                 "keeps its last value after its last checkpoint (carried forward); a line ends "
+                 "(dot) where the variant's longest run ended.", fontsize="small")
+    return fig
+
+
 # --------------------------------------------------------------------------- gridlock
 def plot_gridlock(
     summary: pd.DataFrame,
@@ -604,6 +728,9 @@ def draw(kind: str, summary: pd.DataFrame, checkpoints: pd.DataFrame, x: str = "
         return plot_heldout(summary)
     if kind == "diagnostics":
         return plot_diagnostics(summary, by)
+    if kind == "equal_footing":
+        return plot_equal_footing(summary, checkpoints,
+                                  metric if metric in ERROR_METRICS else "expert_error", raw)
     raise ValueError(f"unknown --kind {kind!r}; valid choices: {', '.join(KINDS)}")
 
 
@@ -611,17 +738,50 @@ def applicable_kinds(summary: pd.DataFrame) -> list[str]:
     """The kinds that the results support (``all`` draws these)."""
     if is_real_data(summary):
         return ["heldout", "curves"]
-    kinds = ["curves", "time", "success"]
+    kinds = ["curves", "time", "success", "equal_footing"]
     if "n" in summary.columns and summary["n"].nunique() > 1:
         kinds.insert(2, "sample_complexity")
     return kinds
 
 
-def save(fig: Any, path: str | os.PathLike) -> Path:
-    """Save a figure (format from the suffix: .png, .pdf, .svg) and close it."""
+#: colours of a ``compact`` PNG (a palette image, about a third of the full-colour size)
+COMPACT_COLORS = 64
+
+
+def save(fig: Any, path: str | os.PathLike, compact: bool = False) -> Path:
+    """Save a figure (format from the suffix: .png, .pdf, .svg), atomically.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    path : path
+        The figure file; its suffix gives the format.
+    compact : bool
+        PNG only: store a palette image of :data:`COMPACT_COLORS` colours (for figures
+        committed to the repository; lines and bands stay distinct). Ignored for PDF
+        and SVG.
+
+    Returns
+    -------
+    Path
+    """
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
         raise ValueError(f"figure file must end in {', '.join(SUFFIXES)}; got {path.name!r}")
+    if compact and path.suffix.lower() == ".png":
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=130, format="png")
+        buf.seek(0)
+        image = Image.open(buf).convert("RGB").quantize(
+            colors=COMPACT_COLORS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        out = io.BytesIO()
+        image.save(out, format="png", optimize=True)
+        atomic_write_bytes(path, out.getvalue())
+        return path
     return atomic_save_figure(fig, path, dpi=130, format=path.suffix.lower()[1:])
 
 

@@ -10,6 +10,8 @@ a local optimum, not sampling error.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -87,6 +89,19 @@ def _stationarity_note(known: bool) -> str:
             "with their Wilson 95% intervals.")
 
 
+def _oracle_mark(runs: pd.DataFrame) -> str:
+    """" (oracle)" for the runs of an estimator that fits with the true parameters
+    (``needs_truth``, e.g. oracle_gating_em), else ""."""
+    if "algorithm" not in runs.columns or runs.empty:
+        return ""
+    from moebench.registry import algorithm_class
+
+    try:
+        return " (oracle)" if algorithm_class(str(runs["algorithm"].iloc[0])).needs_truth else ""
+    except ValueError:  # not registered here
+        return ""
+
+
 def _fixed_line(summary: pd.DataFrame, varying: list[str]) -> str:
     fixed = []
     for c in SETTING_COLUMNS:
@@ -116,7 +131,7 @@ def report_table(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> str:
         row = {c: format_value(v) for c, v in zip(by, key, strict=True)}
         if real and row["k"] == "1":  # a single linear model (the reference), no mixture
             row["k"] = "1 (linear)"
-        row = {"variant": row.pop("label"), **row}
+        row = {"variant": row.pop("label") + _oracle_mark(g), **row}
         ok = g[g["status"].isin(OK_STATUSES)]
         row["runs"] = str(len(g))
         row["failed"] = str(int((~g["status"].isin(OK_STATUSES)).sum()))
@@ -258,7 +273,8 @@ def verdict_by_tolerance(summary: pd.DataFrame, axes: list[str], tols: list[floa
 
 # --------------------------------------------------------------------------- README tables
 #: ``moebench report --table`` choices: the default report and the README tables
-TABLES = ("summary", "accuracy", "comparison", "phase_times")
+TABLES = ("summary", "accuracy", "comparison", "phase_times", "time_to_error", "theorem",
+          "threshold_n")
 _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
@@ -406,3 +422,238 @@ def phase_times_table(summary: pd.DataFrame) -> str:
         row["gating error"] = f"{r['gating_error']:.4f}"
         rows.append(row)
     return _markdown(rows)
+
+
+# --------------------------------------------------------------------------- equal footing
+def _check_targets(targets: object) -> list[float]:
+    """The error targets as floats; ValueError naming the bad one."""
+    values = [targets] if isinstance(targets, (int, float)) else list(targets or [])
+    if not values:
+        raise ValueError("--target-error needs at least one error target > 0 (e.g. 0.3 0.1)")
+    out = []
+    for v in values:
+        ok = isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+        if not ok or not np.isfinite(v) or v <= 0:
+            raise ValueError(f"--target-error must be finite numbers > 0; got {v!r} (valid: an "
+                             "error level such as 0.3, 0.1 or 0.01)")
+        out.append(float(v))
+    return list(dict.fromkeys(out))
+
+
+def time_to_error(summary: pd.DataFrame, checkpoints: pd.DataFrame, target: float,
+                  metric: str = "expert_error", raw: bool = False) -> pd.DataFrame:
+    """Per run of ``summary``: whether, when and at which step ``metric`` first reached
+    ``target``.
+
+    Every run is kept: a failed run, a run without checkpoints and a run whose error
+    never falls to ``target`` have ``reached`` False and NaN step and time. Steps and
+    the error read off each checkpoint are those of :mod:`moebench.sweep.equal_footing`
+    (the anytime estimate unless ``raw``); time is the estimator's clock at that
+    checkpoint, every phase and restart counted.
+
+    Parameters
+    ----------
+    summary, checkpoints : DataFrame
+        Stored results.
+    target : float
+        The error level, > 0.
+    metric : str
+        ``expert_error`` or ``gating_error``.
+    raw : bool
+        The error as recorded instead of the anytime estimate.
+
+    Returns
+    -------
+    DataFrame
+        ``run_id``, ``reached``, ``step``, ``time`` in the order of ``summary``.
+    """
+    from moebench.sweep.equal_footing import check_inputs, first_reach, trajectories
+
+    target = _check_targets([target])[0]
+    check_inputs(summary, checkpoints, metric, None)
+    ok = summary.loc[summary["status"].isin(OK_STATUSES), "run_id"]
+    traj = trajectories(checkpoints[checkpoints["run_id"].isin(set(ok))], metric, raw)
+    rows = []
+    for rid in summary["run_id"]:
+        hit = first_reach(*traj[rid], target) if rid in traj else None
+        rows.append({"run_id": rid, "reached": hit is not None,
+                     "step": hit[0] if hit else np.nan, "time": hit[1] if hit else np.nan})
+    return pd.DataFrame(rows, columns=["run_id", "reached", "step", "time"])
+
+
+def time_to_error_table(summary: pd.DataFrame, checkpoints: pd.DataFrame,
+                        targets: float | list[float] = (0.1,), metric: str = "expert_error",
+                        variants: list[str] | None = None, raw: bool = False) -> str:
+    """Markdown: per target, variant and setting, how often and how fast ``metric`` first
+    reached the target.
+
+    Columns: runs (every run of the variant and setting; failed runs and runs without
+    checkpoints count as not reached, never dropped), reached (the fraction with its
+    Wilson 95% interval), the median [IQR] estimator time and the median step over the
+    runs that reached it, and the median time over all runs with a run that never
+    reached it counting as infinite ("not reached" when half or more never did).
+    Settings and variants keep the config's order.
+
+    Parameters
+    ----------
+    summary, checkpoints : DataFrame
+        Stored results (:func:`moebench.sweep.results.load_results`).
+    targets : float or list of float
+        Error levels, each > 0 (e.g. ``[0.3, 0.1, 0.01]``).
+    metric : str
+        ``expert_error`` (default) or ``gating_error``.
+    variants : list of str, optional
+        The variant labels to tabulate (default: every variant with checkpoints; the
+        others are named in a note).
+    raw : bool
+        The error as recorded instead of the anytime estimate (error at the best
+        log-likelihood so far).
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        For a target that is not a finite number > 0, a metric that is not an error,
+        results without checkpoints, or an unknown variant (or one without checkpoints).
+    """
+    from moebench.sweep.equal_footing import STEP_NOTE, check_inputs
+
+    targets = _check_targets(targets)
+    labels = check_inputs(summary, checkpoints, metric, variants)
+    have = set(checkpoints["run_id"])
+    bare = [lab for lab in labels
+            if not summary.loc[summary["label"] == lab, "run_id"].isin(have).any()]
+    if variants is not None and bare:
+        with_ck = [lab for lab in dict.fromkeys(summary["label"])
+                   if summary.loc[summary["label"] == lab, "run_id"].isin(have).any()]
+        raise ValueError(f"variant(s) {', '.join(map(repr, bare))} have no checkpoints; "
+                         f"valid choices: {', '.join(with_ck)}")
+    labels = [lab for lab in labels if lab not in bare]
+    summary = summary[summary["label"].isin(labels)]
+    by = varying_settings(summary)
+    order = {c: {v: i for i, v in enumerate(_ordered(summary[c]))} for c in [*by, "label"]}
+    keys = summary[[*by, "label"]].drop_duplicates()
+    keys = keys.sort_values([*by, "label"], key=lambda s: s.map(order[s.name]))
+    name = metric.replace("_", " ")
+    how = "as recorded" if raw else "the anytime estimate (the error at the best log-likelihood " \
+        "so far)"
+    text = [f"## Time to reach {name} <= target\n",
+            f"Every run of a variant and setting counts: a run that never reaches the target "
+            f"(or failed, or has no checkpoints) is not reached, never dropped. Reached: the "
+            f"fraction with its Wilson 95% interval. Time: the estimator's own clock at the "
+            f"first checkpoint at or below the target (every phase and restart counted, metric "
+            f"evaluation excluded), median [IQR] over the runs that reached it; all runs: the "
+            f"median with a run never reaching it counted as infinite. Step: {STEP_NOTE}. "
+            f"Error: {how}.\n"]
+    if bare:
+        text.append(f"Not shown (no checkpoints): {', '.join(bare)}.\n")
+    fixed = _fixed_line(summary, by)
+    if fixed:
+        text.append(f"Fixed: {fixed}.\n")
+    for target in targets:
+        hits = time_to_error(summary, checkpoints, target, metric, raw).set_index("run_id")
+        rows = []
+        for key in keys.itertuples(index=False):
+            mask = np.ones(len(summary), bool)
+            for c, v in zip([*by, "label"], key, strict=True):
+                mask &= (summary[c] == v).to_numpy()
+            g = summary[mask]
+            h = hits.loc[g["run_id"]]
+            reached = h[h["reached"]]
+            row = {c: format_value(v) for c, v in zip(by, key[:-1], strict=True)}
+            failed = int((~g["status"].isin(OK_STATUSES)).sum())
+            row["variant"] = key[-1] + (f" ({failed} failed)" if failed else "")
+            row["runs"] = str(len(g))
+            row["reached"] = rate_interval(len(reached), len(g))
+            row["time (s), median [IQR] of reached"] = _median_iqr(reached["time"])
+            row["step, median of reached"] = _median(reached["step"], ".3g")
+            all_times = np.where(h["reached"], h["time"], np.inf).astype(float)
+            med = float(np.median(all_times)) if all_times.size else np.nan
+            row["time (s), median of all runs"] = f"{med:.3g}" if np.isfinite(med) \
+                else "not reached"
+            rows.append(row)
+        text.append(f"\n### {name} <= {target:g}\n\n" + _markdown(rows))
+    return "\n".join(text)
+
+
+def crossing_n(n: np.ndarray, error: np.ndarray, threshold: float) -> float:
+    """The sample size at which ``error`` (median error at each ``n``) first falls to
+    ``threshold``, interpolated linearly in log n and log error between the two sizes
+    around the crossing.
+
+    Returns ``n[0]`` when the error is already at or below the threshold at the smallest
+    size, and ``inf`` when it never gets there.
+    """
+    order = np.argsort(n)
+    n, error = np.asarray(n, float)[order], np.asarray(error, float)[order]
+    below = np.flatnonzero(error <= threshold)
+    if not below.size:
+        return math.inf
+    i = int(below[0])
+    if i == 0:
+        return float(n[0])
+    e0, e1 = error[i - 1], error[i]
+    if not np.isfinite(e0) or e1 <= 0:
+        return float(n[i])
+    t = (math.log(e0) - math.log(threshold)) / (math.log(e0) - math.log(e1))
+    return float(math.exp(math.log(n[i - 1]) + t * (math.log(n[i]) - math.log(n[i - 1]))))
+
+
+def threshold_n_table(summary: pd.DataFrame, metric: str = "expert_error",
+                      threshold: float | None = None) -> str:
+    """Markdown: for each variant and setting, the median ``metric`` at every n and the n
+    at which the median reaches ``threshold`` (:func:`crossing_n`), with the success rate
+    (Wilson 95% interval) at the largest n.
+
+    Parameters
+    ----------
+    summary : DataFrame
+        Stored results with an ``n`` column taking several values.
+    metric : str
+    threshold : float, optional
+        Default: the results' ``success_threshold``.
+
+    Returns
+    -------
+    str
+    """
+    for col in ("n", metric):
+        if col not in summary.columns:
+            raise ValueError(f"column {col!r} is not in the results; valid columns: "
+                             f"{', '.join(map(str, summary.columns))}")
+    sizes = _ordered(summary["n"])
+    if len(sizes) < 2:
+        raise ValueError(f"--table threshold_n needs results at several n; these have n = "
+                         f"{', '.join(map(str, sizes))}")
+    if threshold is None:
+        threshold = float(summary["success_threshold"].iloc[0])
+    if not (math.isfinite(threshold) and threshold > 0):
+        raise ValueError(f"threshold must be a positive number; got {threshold!r}")
+    by = [c for c in varying_settings(summary, exclude=("n",))]
+    rows = []
+    for key, g in summary.groupby(["label", *by], sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row = {"variant": key[0], **{c: format_value(v) for c, v in zip(by, key[1:],
+                                                                        strict=True)}}
+        medians = []
+        for n in sizes:
+            v = _final_errors(g[g["n"] == n], metric)
+            medians.append(float(np.median(v)) if v.size else math.nan)
+            row[f"n = {_power_of_ten(n)}"] = f"{medians[-1]:.3g}" if v.size else "–"
+        known = np.isfinite(medians)
+        cross = crossing_n(np.asarray(sizes, float)[known], np.asarray(medians)[known],
+                           threshold)
+        row[f"n at median ≤ {threshold:g}"] = (f"> {_power_of_ten(sizes[-1])}"
+                                               if math.isinf(cross) else f"{cross:.2g}")
+        last = g[g["n"] == sizes[-1]]
+        hits = int((_final_errors(last, metric) <= threshold).sum())
+        row[f"≤ {threshold:g} at n = {_power_of_ten(sizes[-1])}"] = (
+            f"{hits}/{len(last)} {rate_interval(hits, len(last))}")
+        rows.append(row)
+    return (f"Median {metric} over the repetitions at each n (a failed run counts as inf); "
+            f"the n at which the median reaches {threshold:g}, interpolated in log n and "
+            f"log error between the sizes around the crossing.\n\n" + _markdown(rows))
+

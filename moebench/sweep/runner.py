@@ -1,7 +1,7 @@
 """Run the cells of a sweep: skip finished ones, run the rest in parallel, record everything.
 
 Executors (``--executor``; not to be confused with tensor_em's array ``backend``)
---------------------------------------------------------------------------------
+---------------------------------------------------------------------------------
 ``local``
     One process per run, at most ``jobs`` at a time, started from a forkserver
     that has already imported moebench and every algorithm (cheap starts). A run
@@ -344,7 +344,14 @@ def select_cells(cells: list[Cell], filters: Iterable[str] = (), limit: int | No
     def matches(cell: Cell, key: str, value: str) -> bool:
         if key in cell.variant.setting:
             return True  # a variant that fixes this key (the reference: k = 1) matches any
-        return str(field_of(cell, key)) == value
+        field = field_of(cell, key)
+        if str(field) == value:
+            return True
+        try:  # numbers match by value: gating_scale=8 selects 8.0, k=3.0 selects 3
+            return (isinstance(field, (int, float)) and not isinstance(field, bool)
+                    and float(field) == float(value))
+        except ValueError:
+            return False
 
     chosen = [c for c in cells if all(matches(c, k, v) for k, v in parsed)]
     return chosen[:limit] if limit is not None else chosen

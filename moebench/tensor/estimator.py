@@ -158,7 +158,8 @@ class TensorEM(MoEEstimator):
         Eigendecomposition of T2: dense ``eigh`` (O(d^3)), a randomized range finder
         on the implicit T2 (never forms d×d), or ``auto`` (eigh for d <= 1000).
     backend : {"numpy", "torch"}
-        Array library of the moment kernels.
+        Array library of the moment kernels and of the gating EM and refine (torch: on
+        CUDA when available; the EM runs in float64 whatever ``dtype``).
     dtype : {"float64", "float32"}
         Compute dtype of the moment kernels (accumulation is float64).
     chunk_size : int or None
@@ -171,7 +172,12 @@ class TensorEM(MoEEstimator):
     gating_newton_steps : int
         Newton (or L-BFGS) steps of each gating M-step.
     gating_method : {"auto", "newton", "lbfgs"}
-        Solver of the gating M-step.
+        Solver of the gating M-step (of the plain gating EM, ``gating_acceleration="none"``).
+    gating_acceleration : {"quasi_newton", "none"}
+        ``"quasi_newton"``: the gating EM climbs the observed-data log-likelihood by L-BFGS
+        (:func:`moebench.acceleration.gating_em_quasi_newton`; the same fixed point in
+        about 5x fewer passes over X at d = 100, k = 10); ``"none"``: the plain EM (E-steps
+        and ``gating_newton_steps`` inner Newton or L-BFGS steps per M-step).
     ridge : float
         L2 penalty of the gating M-step.
     refine : bool
@@ -279,6 +285,7 @@ class TensorEM(MoEEstimator):
         gating_tol: float = 1e-8,
         gating_newton_steps: int = 5,
         gating_method: str = "auto",
+        gating_acceleration: str = "quasi_newton",
         ridge: float = 0.0,
         refine: bool = False,
         refine_max_iter: int = 200,
@@ -299,6 +306,7 @@ class TensorEM(MoEEstimator):
         self.gating_tol = gating_tol
         self.gating_newton_steps = gating_newton_steps
         self.gating_method = gating_method
+        self.gating_acceleration = gating_acceleration
         self.ridge = ridge
         self.refine = refine
         self.refine_max_iter = refine_max_iter
@@ -423,8 +431,10 @@ class TensorEM(MoEEstimator):
             X, y, experts, sigma0, activation, history, update_sigma=sigma is None,
             gating_em_iter=self.gating_em_iter, gating_tol=opts["gating_tol"],
             gating_newton_steps=opts["gating_newton_steps"], gating_method=self.gating_method,
-            ridge=opts["ridge"], refine=self.refine, refine_max_iter=self.refine_max_iter,
-            refine_tol=opts["refine_tol"], max_iter=self.max_iter, max_time=opts["max_time"])
+            gating_acceleration=self.gating_acceleration, ridge=opts["ridge"],
+            refine=self.refine, refine_max_iter=self.refine_max_iter,
+            refine_tol=opts["refine_tol"], max_iter=self.max_iter, max_time=opts["max_time"],
+            backend=self.backend)
         res = staged.result
         times.update(staged.times)
         self.gating_converged_ = staged.gating_converged

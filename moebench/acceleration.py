@@ -1,0 +1,276 @@
+"""Accelerated gating EM: quasi-Newton ascent of the observed-data log-likelihood.
+
+With the experts fixed (the EM stage of tensor_em and spectral_experts), the gating EM
+of :func:`moebench.em.run_em` maximises the mean log-likelihood
+
+    L(W, sigma) = mean_n log sum_i softmax(W x_n)_i N(y_n; g(a_i . x_n), sigma^2)
+                  - ridge / 2 ||W||^2
+
+over the gating W (last row 0) and, when it is not given, sigma. Its fixed points are the
+stationary points of L, and the gradient of L is available in closed form at the cost of
+one E-step plus one ``X^T R`` product (the EM gradient identity: at the current point the
+gradient of L equals the gradient of the M-step's objective Q):
+
+    dL/dW_i    = mean_n (r_ni - p_ni) x_n - ridge W_i         (r: responsibilities,
+    dL/dlog s  = mean_n sum_i r_ni (y_n - mu_ni)^2 / s^2 - 1    p: gate probabilities)
+
+:func:`gating_em_quasi_newton` climbs L by L-BFGS (scipy's L-BFGS-B, its line search
+accepts only points that increase L: the iterates' log-likelihoods are monotone) instead
+of alternating E-steps with inner Newton or L-BFGS M-steps, the quasi-Newton
+acceleration of EM (Jamshidian and Jennrich 1997). One iteration costs about one
+evaluation, i.e. two products with X (``X @ W.T`` and ``X.T @ R``) and a few passes over
+the (n, k) arrays; the plain EM at d = 100, k = 10 costs about 21 ``X @ A.T``-equivalents
+per iteration (an E-step and ~6 inner L-BFGS evaluations). It stops by the plain EM's
+rule (the relative change of the objective between iterations, checked against
+``tol / 10``: :data:`QN_TOL_FACTOR`), so it reaches the same fixed point (see
+``tests/test_gating_acceleration.py``).
+
+Guards: a non-finite log-likelihood raises :class:`FloatingPointError` (as
+:func:`~moebench.em.run_em`); when the line search fails (precision limits) the plain EM
+continues from the last iterate for the remaining iterations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize
+
+from moebench import em_torch
+from moebench.activations import Activation
+from moebench.base import History
+from moebench.model import LOG_2PI
+
+#: ``gating_acceleration`` choices of the EM stage: the quasi-Newton path of this module,
+#: or "none" (the plain gating EM of :func:`moebench.em.run_em`)
+GATING_ACCELERATIONS = ("quasi_newton", "none")
+#: L-BFGS memory (correction pairs)
+LBFGS_MEMORY = 10
+#: the L-BFGS stops when the objective's relative change is at most ``tol`` times this:
+#: stricter than the plain EM's ``tol``, so that it stops at least as close to the fixed
+#: point as the plain EM does (at d = 100, k = 10: 6e-5 vs 9e-5 in the gating, sigma
+#: given; 9e-5 vs 5e-4, sigma fitted); it costs one to four more iterations
+QN_TOL_FACTOR = 0.1
+#: the EM stage runs the quasi-Newton path only when its iteration limit is at least this;
+#: under a smaller budget (e.g. ``gating_em_iter = 1``) the plain EM's iterations, each a
+#: full M-step, are what the budget asks for
+QN_MIN_ITER = 10
+
+
+class _MarginalLikelihood:
+    """L(theta[, log sigma]) and its gradient with the experts fixed (numpy arrays).
+
+    ``evaluate(z)`` returns ``(-objective, -gradient)`` for scipy's minimiser and keeps
+    the last point's mean log-likelihood (without the ridge term) and sigma.
+    """
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, means_t: np.ndarray, sigma: float,
+                 ridge: float, update_sigma: bool) -> None:
+        # the (k, n) arrays are kept transposed: every row-wise log-sum-exp is then k
+        # contiguous passes over n, and both products with X are plain GEMMs
+        # (W @ X.T and R @ X)
+        self.X = X
+        self.n, self.d = X.shape
+        self.k = means_t.shape[0]
+        self.ridge = float(ridge)
+        self.update_sigma = bool(update_sigma)
+        resid2 = y[None, :] - means_t
+        resid2 **= 2
+        if self.update_sigma:
+            self.resid2 = resid2
+        else:  # the Gaussian log-densities are fixed: computed once
+            with np.errstate(over="ignore", divide="ignore"):  # -> non-finite ll below
+                resid2 *= -0.5 / np.float64(sigma) ** 2
+            resid2 -= np.log(sigma) + 0.5 * LOG_2PI
+            self.log_dens = resid2
+        self.sigma = float(sigma)
+        self.last_z: np.ndarray | None = None
+        self.last_ll = np.nan
+        self.last_sigma = float(sigma)
+        self.n_eval = 0
+
+    def sigma_step(self, z: np.ndarray) -> float:
+        """The plain EM's closed-form sigma update at ``z`` (gating and sigma fixed there):
+        sigma^2 = mean_n sum_i r_ni (y_n - mu_ni)^2, floored as :func:`sigma_m_step`."""
+        sigma = float(np.exp(z[-1]))
+        L = self.gating(z) @ self.X.T
+        L -= L.max(axis=0)
+        L -= np.log(np.exp(L).sum(axis=0))   # log gate probabilities
+        L -= self.resid2 * (0.5 / sigma**2)
+        L -= L.max(axis=0)
+        np.exp(L, out=L)
+        L /= L.sum(axis=0)                   # responsibilities
+        return float(np.vdot(L, self.resid2)) / self.n
+
+    def gating(self, z: np.ndarray) -> np.ndarray:
+        k, d = self.k, self.d
+        return np.vstack([z[: (k - 1) * d].reshape(k - 1, d), np.zeros((1, d))])
+
+    def evaluate(self, z: np.ndarray) -> tuple[float, np.ndarray]:
+        """``(-objective, -gradient)`` at ``z`` = (theta[, log sigma]); two products with X."""
+        self.n_eval += 1
+        k, d, n = self.k, self.d, self.n
+        m = (k - 1) * d
+        theta = z[:m]
+        L = self.gating(z) @ self.X.T        # logits (k, n)
+        m1 = L.max(axis=0)
+        L -= m1
+        P = np.exp(L)
+        s1 = P.sum(axis=0)                   # gate normaliser (times exp(-m1))
+        if self.update_sigma:
+            sigma = float(np.exp(z[-1]))
+            log_dens = self.resid2 * (-0.5 / sigma**2)
+            log_dens -= z[-1] + 0.5 * LOG_2PI
+            L += log_dens
+        else:
+            sigma = self.sigma
+            L += self.log_dens
+        with np.errstate(divide="ignore", invalid="ignore"):  # checked just below
+            m2 = L.max(axis=0)
+            L -= m2
+            np.exp(L, out=L)
+            s2 = L.sum(axis=0)
+            ll = float(np.mean(np.log(s2 / s1) + m2))
+        if not np.isfinite(ll):
+            raise FloatingPointError(
+                "gating EM (quasi-Newton) produced a non-finite log-likelihood "
+                f"(|gating| = {float(np.linalg.norm(theta)):.3g}, sigma = {sigma:.3g})")
+        L /= s2                              # responsibilities
+        P /= s1                              # gate probabilities
+        grad = np.empty_like(z)
+        if self.update_sigma:
+            grad[-1] = float(np.vdot(L, self.resid2)) / (n * sigma**2) - 1.0
+        L -= P
+        grad[:m] = ((L[: k - 1] @ self.X) / n).ravel()
+        value = ll
+        if self.ridge:
+            grad[:m] -= self.ridge * theta
+            value -= 0.5 * self.ridge * float(theta @ theta)
+        self.last_z = z.copy()
+        self.last_ll, self.last_sigma = ll, sigma
+        return -value, -grad
+
+
+def gating_em_quasi_newton(
+    X: np.ndarray,
+    y: np.ndarray,
+    experts: np.ndarray,
+    gating: np.ndarray,
+    sigma: float,
+    activation: Activation,
+    *,
+    update_sigma: bool = True,
+    max_iter: int = 200,
+    tol: float = 1e-8,
+    ridge: float = 0.0,
+    max_time: float | None = None,
+    history: History | None = None,
+    phase: str = "gating_em",
+    iteration_offset: int = 0,
+    fallback_options: dict | None = None,
+):
+    """The gating EM with the experts fixed, by L-BFGS on the observed-data log-likelihood.
+
+    Same inputs, fixed points and stopping rule as ``run_em(..., update_experts=False)``:
+    it stops when the objective (mean log-likelihood minus the ridge term) changes by at
+    most ``QN_TOL_FACTOR * tol * max(1, |objective|)`` between iterations, after
+    ``max_iter`` iterations, or once ``max_time`` seconds (``history``'s clock) are spent.
+
+    Parameters
+    ----------
+    X, y : ndarray (n, d) and (n,)
+        Validated numpy arrays, or torch tensors on one device (then the objective is
+        :class:`moebench.em_torch.MarginalLikelihood`).
+    experts, gating : ndarray (k, d)
+        The fixed experts and the starting gating.
+    sigma : float
+        Starting (``update_sigma``) or given noise level.
+    activation : Activation
+    update_sigma : bool
+        Whether sigma is fitted with the gating (as log sigma, bounded below by the plain
+        EM's floor ``sqrt(1e-12 var(y))``).
+    max_iter, tol, ridge, max_time, history, phase, iteration_offset
+        As in :func:`moebench.em.run_em`; ``history`` receives one record per L-BFGS
+        iteration (iteration 0 is the start).
+    fallback_options : dict, optional
+        Extra keyword arguments of :func:`~moebench.em.run_em` for the plain-EM fallback
+        (``gating_newton_steps``, ``gating_method``).
+
+    Returns
+    -------
+    moebench.em.EMResult
+        ``n_iter`` counts L-BFGS iterations (plus fallback EM iterations).
+
+    Raises
+    ------
+    FloatingPointError
+        If the log-likelihood becomes non-finite.
+    """
+    from moebench.em import EMResult, run_em
+
+    experts = np.array(experts, dtype=float)
+    gating = np.array(gating, dtype=float)
+    gating = gating - gating[-1]
+    k, d = experts.shape
+    sigma = float(sigma)
+    clock = history if history is not None else History()
+    if em_torch.is_tensor(X):  # X, y on a torch device: the twin in moebench.em_torch
+        f = em_torch.MarginalLikelihood(X, y, experts, activation, sigma, ridge, update_sigma)
+    else:
+        means_t = activation.func(experts @ X.T)
+        f = _MarginalLikelihood(X, y, means_t, sigma, ridge, update_sigma)
+    z0 = gating[: k - 1].ravel()
+    bounds = None
+    if update_sigma:
+        floor = 1e-12 * (em_torch.variance(y) + 1e-300)
+        log_floor = 0.5 * float(np.log(floor))
+        z0 = np.append(z0, max(np.log(sigma), log_floor))
+        bounds = [(None, None)] * (z0.size - 1) + [(log_floor, None)]
+        # sigma at the start from the plain EM's closed-form update (a conditional
+        # maximisation: L does not decrease), so that a poor starting sigma does not cost
+        # L-BFGS iterations (one product with X)
+        z0[-1] = max(0.5 * float(np.log(max(f.sigma_step(z0), floor))), log_floor)
+    f.evaluate(z0)
+    if history is not None:
+        history.record(phase, iteration_offset, f.last_ll, experts=experts,
+                       gating=f.gating(z0), sigma=f.last_sigma)
+    state = {"it": 0, "stop": None}
+
+    def callback(intermediate_result) -> None:
+        z = intermediate_result.x
+        if f.last_z is None or not np.array_equal(z, f.last_z):
+            f.evaluate(z)
+        state["it"] += 1
+        if history is not None:
+            history.record(phase, iteration_offset + state["it"], f.last_ll,
+                           experts=experts, gating=f.gating(z), sigma=f.last_sigma)
+        if max_time is not None and clock.elapsed() > max_time:
+            state["stop"] = "max_time"
+            raise StopIteration
+
+    if max_iter > 0:
+        res = minimize(f.evaluate, z0, jac=True, method="L-BFGS-B", bounds=bounds,
+                       callback=callback,
+                       options={"maxiter": int(max_iter), "maxfun": max(15000, 20 * max_iter),
+                                "ftol": float(tol) * QN_TOL_FACTOR, "gtol": 1e-10,
+                                "maxcor": LBFGS_MEMORY})
+        z, status = res.x, int(res.status)
+    else:
+        z, status = z0, 1
+    if f.last_z is None or not np.array_equal(z, f.last_z):
+        f.evaluate(z)
+    it = state["it"]
+    gating, sigma, ll = f.gating(z), f.last_sigma, f.last_ll
+    if state["stop"] == "max_time":
+        return EMResult(experts, gating, sigma, it, ll, False, "max_time")
+    if status == 0:
+        return EMResult(experts, gating, sigma, it, ll, True, "converged")
+    if status == 2 and it < max_iter:
+        # the line search failed (typically at the precision limit near the optimum): the
+        # plain EM takes over from the last iterate for the remaining iterations
+        res = run_em(X, y, experts, gating, sigma, activation, update_experts=False,
+                     update_sigma=update_sigma, max_iter=max_iter - it, tol=tol, ridge=ridge,
+                     max_time=max_time, history=history, phase=phase,
+                     iteration_offset=iteration_offset + it, **(fallback_options or {}))
+        res.n_iter += it
+        return res
+    return EMResult(experts, gating, sigma, it, ll, False, "max_iter")

@@ -1,0 +1,277 @@
+"""The paper's theorem as an estimator: the gating EM with the TRUE experts fixed.
+
+Makkuva et al. (arXiv:1802.07417) prove that, once the experts are known, the EM on
+the gating alone converges to the true gating from a random initialisation (their
+clean theorem is for k = 2, Gaussian inputs and a gating orthogonal to the experts;
+larger k is left open). :class:`OracleGatingEM` (registered as ``oracle_gating_em``)
+runs exactly that EM: the experts and sigma are the true ones, given to ``fit`` as
+``truth``, and only the gating moves, from
+
+- ``gating_init="random"``: a gating drawn at the scale of the data
+  (:func:`moebench.starts.data_scale_start`: logits of about unit variance);
+- ``gating_init="truth"``: the true gating, so that the EM finds the maximum-likelihood
+  gating next to it, the per-data reference the random starts are compared with
+  (:mod:`moebench.sweep.theorem`).
+
+It is an **oracle** (``needs_truth = True``): ``fit`` without ``truth`` raises
+ValueError, the sweep config checker refuses it on CSV data, it is left out of
+:func:`moebench.registry.available_algorithms` unless asked for (``oracles=True``), and
+the sweep report marks it. It is a local search of the *gating* log-likelihood, so its
+:meth:`OracleGatingEM.stationarity` reports the gradient and Hessian of that function
+of the gating alone (the experts and sigma are not parameters of this fit).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from moebench.activations import Activation
+from moebench.base import History, MoEEstimator
+from moebench.em import GATING_METHODS, run_em
+from moebench.fastmath import log_softmax_rows, normalize_log_rows
+from moebench.model import LOG_2PI
+from moebench.registry import register
+from moebench.starts import data_scale_start
+from moebench.stationarity import HESSIAN_CHUNK, HESSIAN_MAX_PARAMS
+from moebench.validation import Interval, Options, check_X_y
+
+#: registry name of the oracle gating EM
+ORACLE = "oracle_gating_em"
+#: valid values of ``gating_init``
+GATING_INITS = ("random", "truth")
+
+
+@register(ORACLE)
+class OracleGatingEM(MoEEstimator):
+    """Gating EM with the true experts and sigma fixed (an oracle: needs the truth).
+
+    Parameters
+    ----------
+    n_experts : int
+        Number of experts k >= 2 (the truth's).
+    activation : str, Activation or callable
+        Expert activation g (the truth's).
+    sigma : float or None
+        Noise level held fixed; None takes the truth's.
+    random_state : int or None
+        Seed of the random start (``gating_init="random"``).
+    gating_init : {"random", "truth"}
+        Start of the gating EM: a random gating at the data's scale, or the true gating.
+    max_iter : int
+        EM iterations (carries the sweep's ``max_iter`` budget).
+    tol : float
+        Stop when the mean log-likelihood changes by less than ``tol * max(1, |ll|)``.
+    gating_newton_steps : int
+        Newton (or L-BFGS) steps of each gating M-step.
+    gating_method : {"auto", "newton", "lbfgs"}
+        Solver of the gating M-step (see :func:`moebench.em.gating_m_step`).
+    ridge : float
+        L2 penalty of the gating M-step.
+    max_time : float or None
+        Wall-clock budget in seconds (carries the sweep's ``max_time`` budget).
+
+    Attributes
+    ----------
+    experts_, sigma_
+        The true experts and sigma (fixed).
+    gating_ : ndarray of shape (k, d), last row 0
+        The gating the EM ended at.
+    gating_free_ : dict
+        ``gating_[i, j]`` for the free rows i < k - 1, keyed ``"i_j"`` (the sweep stores
+        them as ``fitted_gating_free_i_j`` columns, so that the theorem check can compare
+        a random start's gating with the truth-started one on the same data).
+    gating_start_distance_ : float
+        Frobenius distance of the starting gating (free rows) from the true gating.
+    n_iter_, converged_, stop_reason_, log_likelihood_, history_
+        As every estimator (phase "gating_em").
+    """
+
+    description = "oracle: gating EM with the TRUE experts and sigma fixed (needs the truth)"
+    assumes = ("true experts and sigma given (oracle)", "synthetic data only")
+    needs_truth: ClassVar[bool] = True
+    local_search = True
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "gating_init": [Options(GATING_INITS)],
+        "max_iter": [Interval(int, 1, None)],
+        "tol": [Interval(float, 0, None, closed="neither")],
+        "gating_newton_steps": [Interval(int, 1, None)],
+        "gating_method": [Options(GATING_METHODS)],
+        "ridge": [Interval(float, 0, None)],
+        "max_time": [Interval(float, 0, None, closed="neither"), None],
+    }
+    budget_parameters: ClassVar[dict[str, str]] = {"max_iter": "max_iter",
+                                                    "max_time": "max_time"}
+
+    def __init__(
+        self,
+        n_experts: int = 2,
+        activation: str | Activation = "linear",
+        sigma: float | None = None,
+        random_state: int | None = None,
+        gating_init: str = "random",
+        max_iter: int = 1000,
+        tol: float = 1e-9,
+        gating_newton_steps: int = 5,
+        gating_method: str = "auto",
+        ridge: float = 0.0,
+        max_time: float | None = None,
+    ) -> None:
+        super().__init__(n_experts, activation, sigma, random_state)
+        self.gating_init = gating_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.gating_newton_steps = gating_newton_steps
+        self.gating_method = gating_method
+        self.ridge = ridge
+        self.max_time = max_time
+
+    def fit(self, X: np.ndarray, y: np.ndarray, truth: Any = None) -> OracleGatingEM:
+        """Fit the gating with the true experts and sigma fixed.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, d)
+        y : ndarray of shape (n,)
+        truth : MoEModel or MoEData
+            Required: the true parameters (its experts and sigma are used, and its gating
+            when ``gating_init="truth"``).
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            Without ``truth`` (after the options and data are checked), or when the
+            truth's activation differs from ``activation``.
+        """
+        super().fit(X, y, truth=truth)
+        k, d = self.gating_.shape
+        self.gating_free_ = {f"{i}_{j}": float(self.gating_[i, j])
+                             for i in range(k - 1) for j in range(d)}
+        return self
+
+    def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+             sigma: float | None, history: History) -> None:
+        truth = history.truth  # in the units of the X given here (MoEEstimator.fit)
+        if truth is None:
+            raise ValueError(
+                f"{ORACLE} is an oracle: it needs the true parameters, fit(X, y, truth=...) "
+                f"with truth a MoEModel or MoEData (synthetic data only); got truth=None")
+        if truth.activation.name != activation.name:
+            raise ValueError(f"truth has activation {truth.activation.name!r} but "
+                             f"activation = {activation.name!r}; valid: the truth's")
+        s = float(truth.sigma) if sigma is None else float(sigma)
+        if self.gating_init == "truth":
+            start = np.array(truth.gating, dtype=float)
+        else:
+            start = data_scale_start(self._rng(), X, y, k)[1]
+        start = start - start[-1]
+        true_free = truth.gating[:-1] - truth.gating[-1]
+        self.gating_start_distance_ = float(np.linalg.norm(start[:-1] - true_free))
+        res = run_em(X, y, truth.experts, start, s, activation, update_experts=False,
+                     update_sigma=False, max_iter=int(self.max_iter), tol=float(self.tol),
+                     ridge=float(self.ridge), gating_newton_steps=int(self.gating_newton_steps),
+                     gating_method=self.gating_method,
+                     max_time=None if self.max_time is None else float(self.max_time),
+                     history=history, phase="gating_em")
+        self._set_fit(np.array(truth.experts, dtype=float), res.gating, s, res.n_iter,
+                      res.log_likelihood, res.stop_reason, converged=res.converged)
+
+    def stationarity(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """Stationarity of the GATING log-likelihood (experts and sigma fixed) at ``gating_``.
+
+        The gradient and Hessian are those of the mean log-likelihood as a function of
+        the free gating rows alone, in the scaled coordinates of
+        :mod:`moebench.stationarity` (gating rows times rms(X)); see
+        :func:`gating_stationarity`.
+
+        Returns
+        -------
+        grad_norm_, hessian_min_eig_ : float
+            Also stored as the attributes of those names.
+        """
+        self._check_fitted()
+        self._check_features(X)
+        X, y = check_X_y(X, y)
+        with np.errstate(all="ignore"):
+            self.grad_norm_, self.hessian_min_eig_ = gating_stationarity(
+                X, y, self.experts_, self.gating_, self.sigma_, self._check_activation())
+        return self.grad_norm_, self.hessian_min_eig_
+
+
+def gating_gradient_hessian(X: np.ndarray, y: np.ndarray, experts: np.ndarray,
+                            gating: np.ndarray, sigma: float, activation: Activation,
+                            hessian: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Gradient and Hessian of the mean log-likelihood in the free gating rows alone.
+
+    With the experts and sigma fixed, r_ni the posterior and p_ni the gate probabilities,
+    the gradient in W_b (b < k - 1, last row fixed at 0) is mean_n (r_nb - p_nb) x_n and
+    the Hessian block (b, c) is mean_n [r_nb (delta_bc - r_nc) - p_nb (delta_bc - p_nc)]
+    x_n x_n^T (the gating block of :func:`moebench.stationarity.log_likelihood_hessian`).
+
+    Returns
+    -------
+    grad : ndarray of shape ((k - 1) d,)
+    hess : ndarray of shape ((k - 1) d, (k - 1) d) or None
+        None when ``hessian`` is False.
+    """
+    experts = np.asarray(experts, dtype=float)
+    gating = np.asarray(gating, dtype=float)
+    gating = gating - gating[-1]
+    n, d = X.shape
+    k = experts.shape[0]
+    m = k - 1
+    grad = np.zeros((m, d))
+    H = np.zeros((m * d, m * d)) if hessian else None
+    for lo in range(0, n, HESSIAN_CHUNK):
+        Xc, yc = X[lo:lo + HESSIAN_CHUNK], y[lo:lo + HESSIAN_CHUNK]
+        logp = log_softmax_rows(Xc @ gating.T)
+        lj = logp - 0.5 * ((yc[:, None] - activation.func(Xc @ experts.T)) / sigma) ** 2
+        lj -= math.log(sigma) + 0.5 * LOG_2PI
+        r, _ = normalize_log_rows(lj)
+        p = np.exp(logp)
+        grad += (r - p)[:, :m].T @ Xc
+        if H is not None:
+            rb, pb = r[:, :m], p[:, :m]
+            w = (pb[:, :, None] * pb[:, None, :] - rb[:, :, None] * rb[:, None, :])
+            idx = np.arange(m)
+            w[:, idx, idx] += rb - pb
+            xx = (Xc[:, :, None] * Xc[:, None, :]).reshape(Xc.shape[0], d * d)
+            blocks = (w.reshape(-1, m * m).T @ xx).reshape(m, m, d, d)
+            H += blocks.transpose(0, 2, 1, 3).reshape(m * d, m * d)
+    return grad.ravel() / n, (None if H is None else H / n)
+
+
+def gating_stationarity(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.ndarray,
+                        sigma: float, activation: Activation,
+                        hessian_max_params: int = HESSIAN_MAX_PARAMS) -> tuple[float, float]:
+    """Scaled gradient norm and smallest loss-Hessian eigenvalue of the gating likelihood.
+
+    Coordinates u = W s_x (s_x = rms(X)), as the gating part of
+    :func:`moebench.stationarity.stationarity`, so :data:`moebench.stationarity.STATIONARY_TOL`
+    applies unchanged.
+
+    Returns
+    -------
+    grad_norm : float
+    hessian_min_eig : float
+        Smallest eigenvalue of the Hessian of the negative mean log-likelihood in the
+        gating (> 0 at a strict local maximum, < 0 at a saddle); NaN above
+        ``hessian_max_params`` parameters.
+    """
+    k, d = np.shape(experts)
+    s_x = float(np.sqrt(np.mean(np.square(X)))) or 1.0
+    want_h = (k - 1) * d <= hessian_max_params
+    g, H = gating_gradient_hessian(X, y, experts, gating, sigma, activation, hessian=want_h)
+    grad_norm = float(np.linalg.norm(g)) / s_x
+    if H is None:
+        return grad_norm, math.nan
+    H = 0.5 * (H + H.T) / s_x**2
+    if not np.all(np.isfinite(H)):
+        return grad_norm, math.nan
+    return grad_norm, float(np.linalg.eigvalsh(-H)[0])

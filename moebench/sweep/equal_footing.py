@@ -1,0 +1,214 @@
+"""Methods on equal footing: per-run error trajectories against steps and estimator time.
+
+Every run of a sweep stores its checkpoints (one record per iteration, with the
+estimator's own clock, which excludes metric evaluation). This module turns them
+into what the ``equal_footing`` figure and the ``time_to_error`` table compare:
+
+*Steps.* A run's steps are its checkpoints in the order they were recorded,
+counted from its first estimate of the experts (the first checkpoint with a
+finite expert error) as step 0. Records before it (tensor_em's ``moments``
+phase) are setup, not steps, but their time counts. So one step is one recorded
+iteration of whatever the algorithm iterates: an EM iteration for joint_em (each
+start's initial point is a checkpoint too, and restarts follow one another), an
+epoch for sgd, an alternating round for alt_min (its final gating fit is one
+more), and for tensor_em the tensor step (moments and decomposition) is step 0,
+then one step per gating-EM iteration (the first is the start's evaluation) and,
+with ``refine``, per joint-EM iteration. Steps of different algorithms cost
+different amounts of work; the time axis is the common currency.
+
+*Time.* The estimator's clock at the checkpoint, from the start of ``fit``
+through every phase and restart.
+
+*Value.* By default the anytime estimate: the metric of the checkpoint with the
+highest log-likelihood so far, which is what a restarted estimator would return
+if stopped there (restarts start over from a poor point). With ``raw``, the
+metric as recorded.
+
+*On a common grid.* A run's value at a grid point is its value at its last
+checkpoint at or before that point (last value carried forward: a run that ended
+keeps its final value); before its first estimate a run has none, and the median
+over runs counts such a run as worse than any value (so the median is drawn only
+once at least half the runs have an estimate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+#: metrics the equal-footing figure and table accept (errors against the true parameters)
+ERROR_METRICS = ("expert_error", "gating_error")
+
+#: what one step is, per algorithm (figure notes and docs)
+STEP_NOTE = ("step 0 = a run's first estimate (tensor_em: the tensor step); then one step per "
+             "recorded iteration: EM iteration (joint_em; tensor_em's gating EM and refine), "
+             "sgd epoch, alt_min round; restarts count one after another")
+
+
+def anytime_values(log_likelihood: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` at the checkpoint with the highest log-likelihood so far.
+
+    A non-finite log-likelihood counts as the lowest, so a run whose records have
+    none (e.g. a tensor step alone) follows its latest record.
+
+    Parameters
+    ----------
+    log_likelihood, values : ndarray of shape (m,)
+        One entry per checkpoint, in recorded order.
+
+    Returns
+    -------
+    ndarray of shape (m,)
+    """
+    ll = np.asarray(log_likelihood, float)
+    ll = np.where(np.isfinite(ll), ll, -np.inf)
+    best = np.zeros(len(ll), dtype=int)
+    for i in range(1, len(ll)):
+        best[i] = i if ll[i] >= ll[best[i - 1]] else best[i - 1]
+    return np.asarray(values, float)[best]
+
+
+def run_trajectory(run: pd.DataFrame, metric: str = "expert_error", raw: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One run's (steps, times, values) from its first estimate on (see the module text).
+
+    Parameters
+    ----------
+    run : DataFrame
+        The checkpoints of one run (columns ``time``, ``log_likelihood``,
+        ``expert_error`` and ``metric``), in recorded order or any order of ``time``.
+    metric : str
+        ``expert_error`` or ``gating_error``.
+    raw : bool
+        The metric as recorded instead of the anytime estimate.
+
+    Returns
+    -------
+    steps, times, values : ndarray
+        Empty when the run has no estimate of the experts.
+    """
+    run = run.sort_values("time", kind="stable")
+    first = np.flatnonzero(np.isfinite(run["expert_error"].to_numpy(float)))
+    if first.size == 0:
+        return np.array([]), np.array([]), np.array([])
+    run = run.iloc[first[0]:]
+    values = run[metric].to_numpy(float)
+    if not raw:
+        values = anytime_values(run["log_likelihood"].to_numpy(float), values)
+    steps = np.arange(len(run), dtype=float)
+    times = np.maximum.accumulate(run["time"].to_numpy(float))
+    return steps, times, values
+
+
+def first_reach(steps: np.ndarray, times: np.ndarray, values: np.ndarray, target: float
+                ) -> tuple[float, float] | None:
+    """(step, time) of the first checkpoint with ``values <= target``; None if never."""
+    hit = np.flatnonzero(np.asarray(values, float) <= target)
+    if hit.size == 0:
+        return None
+    return float(steps[hit[0]]), float(times[hit[0]])
+
+
+def carry_forward(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The run's value at each grid point: its last checkpoint at or before it.
+
+    After the last checkpoint the final value stays; before the first there is none
+    (NaN). A NaN value recorded at a checkpoint stays NaN until the next one.
+
+    Parameters
+    ----------
+    x : ndarray
+        Checkpoint positions (steps or times), non-decreasing.
+    y : ndarray
+        Values at the checkpoints.
+    grid : ndarray
+        Where to read the run off.
+
+    Returns
+    -------
+    ndarray of the shape of ``grid``
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    idx = np.searchsorted(x, np.asarray(grid, float), side="right") - 1
+    if x.size == 0:
+        return np.full(np.shape(grid), np.nan)
+    return np.where(idx >= 0, y[np.clip(idx, 0, None)], np.nan)
+
+
+def median_band(curves: Sequence[tuple[np.ndarray, np.ndarray]], grid: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median and quartiles over runs on ``grid`` (runs carried forward; see the module).
+
+    A run without a value yet at a grid point counts as worse than every value: a
+    quantile that depends on such a run is undefined there (NaN; the upper quartile is
+    NaN too wherever the lower one is).
+
+    Parameters
+    ----------
+    curves : sequence of (x, y)
+        One (positions, values) pair per run.
+    grid : ndarray
+
+    Returns
+    -------
+    median, q1, q3 : ndarray of the shape of ``grid``
+    """
+    grid = np.asarray(grid, float)
+    if not curves:
+        nan = np.full(grid.shape, np.nan)
+        return nan, nan.copy(), nan.copy()
+    vals = np.vstack([carry_forward(x, y, grid) for x, y in curves])
+    finite = vals[np.isfinite(vals)]
+    worst = float(finite.max()) if finite.size else np.nan
+    big = np.finfo(float).max / 4  # "no value yet": above every value, still finite
+    q1, med, q3 = np.percentile(np.where(np.isfinite(vals), vals, big), [25, 50, 75], axis=0)
+    if not np.isfinite(worst):
+        nan = np.full(grid.shape, np.nan)
+        return nan, nan.copy(), nan.copy()
+    med = np.where(med > worst, np.nan, med)
+    q1 = np.where(q1 > worst, np.nan, q1)
+    q3 = np.where(np.isnan(q1) | (q3 > worst), np.nan, q3)
+    return med, q1, q3
+
+
+def trajectories(checkpoints: pd.DataFrame, metric: str = "expert_error", raw: bool = False
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`run_trajectory` of every run in ``checkpoints``, by run id."""
+    return {rid: run_trajectory(run, metric, raw)
+            for rid, run in checkpoints.groupby("run_id", sort=True)}
+
+
+def check_inputs(summary: pd.DataFrame, checkpoints: pd.DataFrame, metric: str,
+                 variants: Sequence[str] | None) -> list[str]:
+    """Validate the shared inputs of the figure and the table; the variants to show.
+
+    Raises
+    ------
+    ValueError
+        For a metric other than :data:`ERROR_METRICS`, results without checkpoints
+        holding that metric, or a variant that is not in the results.
+    """
+    if metric not in ERROR_METRICS:
+        raise ValueError(f"metric must be one of {', '.join(ERROR_METRICS)} (errors against "
+                         f"the true parameters); got {metric!r}")
+    if checkpoints is None or checkpoints.empty or "run_id" not in checkpoints.columns:
+        raise ValueError("these results have no checkpoints: the equal-footing figure and the "
+                         "time_to_error table need the per-iteration checkpoints "
+                         "(checkpoints.parquet)")
+    for col in ("time", "log_likelihood", "expert_error", metric):
+        if col not in checkpoints.columns:
+            raise ValueError(f"the checkpoints lack the column {col!r}; present: "
+                             f"{', '.join(map(str, checkpoints.columns))}")
+    if not np.isfinite(checkpoints[metric].to_numpy(float)).any():
+        raise ValueError(f"no checkpoint has a finite {metric}: the results hold no true "
+                         "parameters (real data?), so there is no error to reach")
+    present = list(dict.fromkeys(summary["label"]))
+    if variants is None:
+        return present
+    unknown = [v for v in variants if v not in present]
+    if unknown or not variants:
+        raise ValueError(f"unknown variant(s) {', '.join(map(repr, unknown)) or '(none)'}; "
+                         f"valid choices: {', '.join(present)}")
+    return list(dict.fromkeys(variants))
