@@ -54,15 +54,30 @@ def em_data(n: int, d: int, k: int, seed: int = 0):
     return X, y, model
 
 
-class EMStepsBackend:
+class _BackendSuite:
+    """The timing policy of the backend suites: one call a sample and no asv warm-up;
+    instead ``setup`` calls each timed method once on torch (:meth:`_warm_up`)."""
+
+    number = 1
+    warmup_time = 0.0
+
+    def _warm_up(self, *params) -> None:
+        """Call every ``time_*`` method once on a torch backend (the device's first-call
+        costs: kernel selection), then synchronise."""
+        if self.be is not None:
+            for name in dir(self):
+                if name.startswith("time_"):
+                    getattr(self, name)(*params)
+        _sync(self.be)
+
+
+class EMStepsBackend(_BackendSuite):
     """One E-step, one gating M-step iteration (Newton at d = 10, k = 3, L-BFGS at
     d = 100, k = 10) and one expert M-step of two Levenberg-Marquardt steps."""
 
     params = ([100_000, 1_000_000], EM_SHAPES, BACKENDS)
     param_names = ["n", "dk", "backend"]
-    number = 1
     repeat = (2, 5, 20.0)
-    warmup_time = 0.0
     timeout = 600
 
     def setup(self, n, dk, backend):
@@ -74,10 +89,7 @@ class EMStepsBackend:
         self.experts0 = self.model.experts + 0.1 * rng.standard_normal((k, d))
         self.X, self.y = em_torch.to_backend(X, y, self.be or "numpy")
         self.resp, _, self.logp = self._e_step()
-        if self.be is not None:  # first calls on a device pay for kernel selection
-            for name in ("time_e_step", "time_gating_m_step", "time_expert_m_step"):
-                getattr(self, name)(n, dk, backend)
-        _sync(self.be)
+        self._warm_up(n, dk, backend)
 
     def _e_step(self):
         return em._e_step_gate(self.X, self.y, self.experts0, self.start, 0.2,
@@ -98,15 +110,13 @@ class EMStepsBackend:
         _sync(self.be)
 
 
-class FitBackend:
+class FitBackend(_BackendSuite):
     """tensor_em (gating EM <= 30 iterations) and joint_em (one start, <= 10 iterations;
     3 at d = 100) end to end on each backend, relu experts, n = 10^5."""
 
     params = (["100000,10,3", "100000,100,10"], ["tensor_em", "joint_em"], BACKENDS)
     param_names = ["setting", "algorithm", "backend"]
-    number = 1
     repeat = (1, 3, 60.0)
-    warmup_time = 0.0
     timeout = 900
 
     def setup(self, setting, algorithm, backend):
@@ -117,8 +127,7 @@ class FitBackend:
                    {"n_init": 1, "max_iter": 3 if d >= 100 else 10, "init": "data_scale"})
         self.est = moebench.get_algorithm(algorithm, n_experts=k, activation="relu",
                                           random_state=0, backend=backend, **options)
-        if self.be is not None:  # warm-up fit (device kernels; asv --quick takes one sample)
-            self.time_fit(setting, algorithm, backend)
+        self._warm_up(setting, algorithm, backend)
 
     def time_fit(self, setting, algorithm, backend):
         self.est.fit(self.X, self.y)

@@ -35,10 +35,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
-from moebench import em_torch
 from moebench.activations import Activation
 from moebench.base import History
 from moebench.model import LOG_2PI
+from moebench.tensor.backend import array_backend
 
 #: ``gating_acceleration`` choices of the EM stage: the quasi-Newton path of this module,
 #: or "none" (the plain gating EM of :func:`moebench.em.run_em`)
@@ -56,11 +56,20 @@ QN_TOL_FACTOR = 0.1
 QN_MIN_ITER = 10
 
 
-class _MarginalLikelihood:
-    """L(theta[, log sigma]) and its gradient with the experts fixed (numpy arrays).
+def _expert_means_t(X, experts: np.ndarray, activation: Activation):
+    """g(A X^T), shape (k, n), on ``X``'s backend (the fixed experts' means, transposed)."""
+    xp = array_backend(X)
+    return xp.act_func(activation, xp.param(experts, X) @ X.T)
 
-    ``evaluate(z)`` returns ``(-objective, -gradient)`` for scipy's minimiser and keeps
-    the last point's mean log-likelihood (without the ridge term) and sigma.
+
+class _MarginalLikelihood:
+    """L(theta[, log sigma]) and its gradient with the experts fixed.
+
+    ``X``, ``y`` and ``means_t`` (g(A X^T), (k, n)) are numpy arrays or torch tensors on
+    one device (the operations run on their backend,
+    :func:`moebench.tensor.backend.array_backend`); ``z``, the value and the gradient are
+    numpy. ``evaluate(z)`` returns ``(-objective, -gradient)`` for scipy's minimiser and
+    keeps the last point's mean log-likelihood (without the ridge term) and sigma.
     """
 
     def __init__(self, X: np.ndarray, y: np.ndarray, means_t: np.ndarray, sigma: float,
@@ -68,6 +77,7 @@ class _MarginalLikelihood:
         # the (k, n) arrays are kept transposed: every row-wise log-sum-exp is then k
         # contiguous passes over n, and both products with X are plain GEMMs
         # (W @ X.T and R @ X)
+        self.xp = array_backend(X)
         self.X = X
         self.n, self.d = X.shape
         self.k = means_t.shape[0]
@@ -78,7 +88,7 @@ class _MarginalLikelihood:
         if self.update_sigma:
             self.resid2 = resid2
         else:  # the Gaussian log-densities are fixed: computed once
-            with np.errstate(over="ignore", divide="ignore"):  # -> non-finite ll below
+            with self.xp.errstate(over="ignore", divide="ignore"):  # -> non-finite ll below
                 resid2 *= -0.5 / np.float64(sigma) ** 2
             resid2 -= np.log(sigma) + 0.5 * LOG_2PI
             self.log_dens = resid2
@@ -91,45 +101,47 @@ class _MarginalLikelihood:
     def sigma_step(self, z: np.ndarray) -> float:
         """The plain EM's closed-form sigma update at ``z`` (gating and sigma fixed there):
         sigma^2 = mean_n sum_i r_ni (y_n - mu_ni)^2, floored as :func:`sigma_m_step`."""
+        xp = self.xp
         sigma = float(np.exp(z[-1]))
-        L = self.gating(z) @ self.X.T
-        L -= L.max(axis=0)
-        L -= np.log(np.exp(L).sum(axis=0))   # log gate probabilities
+        L = xp.param(self.gating(z), self.X) @ self.X.T
+        L -= xp.colmax(L)
+        L -= xp.log(xp.colsum(xp.exp(L)))    # log gate probabilities
         L -= self.resid2 * (0.5 / sigma**2)
-        L -= L.max(axis=0)
-        np.exp(L, out=L)
-        L /= L.sum(axis=0)                   # responsibilities
-        return float(np.vdot(L, self.resid2)) / self.n
+        L -= xp.colmax(L)
+        xp.exp_(L)
+        L /= xp.colsum(L)                    # responsibilities
+        return xp.vdot(L, self.resid2) / self.n
 
     def gating(self, z: np.ndarray) -> np.ndarray:
+        """The (k, d) gating of the parameter vector ``z`` (last row 0)."""
         k, d = self.k, self.d
         return np.vstack([z[: (k - 1) * d].reshape(k - 1, d), np.zeros((1, d))])
 
     def evaluate(self, z: np.ndarray) -> tuple[float, np.ndarray]:
         """``(-objective, -gradient)`` at ``z`` = (theta[, log sigma]); two products with X."""
+        xp = self.xp
         self.n_eval += 1
         k, d, n = self.k, self.d, self.n
         m = (k - 1) * d
         theta = z[:m]
-        L = self.gating(z) @ self.X.T        # logits (k, n)
-        m1 = L.max(axis=0)
-        L -= m1
-        P = np.exp(L)
-        s1 = P.sum(axis=0)                   # gate normaliser (times exp(-m1))
+        L = xp.param(self.gating(z), self.X) @ self.X.T   # logits (k, n)
+        L -= xp.colmax(L)
+        P = xp.exp(L)
+        s1 = xp.colsum(P)                    # gate normaliser (times exp(-max))
         if self.update_sigma:
             sigma = float(np.exp(z[-1]))
             log_dens = self.resid2 * (-0.5 / sigma**2)
-            log_dens -= z[-1] + 0.5 * LOG_2PI
+            log_dens -= float(z[-1]) + 0.5 * LOG_2PI
             L += log_dens
         else:
             sigma = self.sigma
             L += self.log_dens
-        with np.errstate(divide="ignore", invalid="ignore"):  # checked just below
-            m2 = L.max(axis=0)
+        with xp.errstate(divide="ignore", invalid="ignore"):  # checked just below
+            m2 = xp.colmax(L)
             L -= m2
-            np.exp(L, out=L)
-            s2 = L.sum(axis=0)
-            ll = float(np.mean(np.log(s2 / s1) + m2))
+            xp.exp_(L)
+            s2 = xp.colsum(L)
+            ll = float((xp.log(s2 / s1) + m2).mean())
         if not np.isfinite(ll):
             raise FloatingPointError(
                 "gating EM (quasi-Newton) produced a non-finite log-likelihood "
@@ -138,9 +150,9 @@ class _MarginalLikelihood:
         P /= s1                              # gate probabilities
         grad = np.empty_like(z)
         if self.update_sigma:
-            grad[-1] = float(np.vdot(L, self.resid2)) / (n * sigma**2) - 1.0
+            grad[-1] = xp.vdot(L, self.resid2) / (n * sigma**2) - 1.0
         L -= P
-        grad[:m] = ((L[: k - 1] @ self.X) / n).ravel()
+        grad[:m] = (xp.to_numpy(L[: k - 1] @ self.X) / n).ravel()
         value = ll
         if self.ridge:
             grad[:m] -= self.ridge * theta
@@ -178,8 +190,8 @@ def gating_em_quasi_newton(
     Parameters
     ----------
     X, y : ndarray (n, d) and (n,)
-        Validated numpy arrays, or torch tensors on one device (then the objective is
-        :class:`moebench.em_torch.MarginalLikelihood`).
+        Validated numpy arrays, or torch tensors on one device (then the objective's
+        passes over the data run in torch there).
     experts, gating : ndarray (k, d)
         The fixed experts and the starting gating.
     sigma : float
@@ -205,23 +217,17 @@ def gating_em_quasi_newton(
     FloatingPointError
         If the log-likelihood becomes non-finite.
     """
-    from moebench.em import EMResult, run_em
+    from moebench.em import EMResult, _start_point, run_em
 
-    experts = np.array(experts, dtype=float)
-    gating = np.array(gating, dtype=float)
-    gating = gating - gating[-1]
+    experts, gating, sigma, clock = _start_point(experts, gating, sigma, history)
     k, d = experts.shape
-    sigma = float(sigma)
-    clock = history if history is not None else History()
-    if em_torch.is_tensor(X):  # X, y on a torch device: the twin in moebench.em_torch
-        f = em_torch.MarginalLikelihood(X, y, experts, activation, sigma, ridge, update_sigma)
-    else:
-        means_t = activation.func(experts @ X.T)
-        f = _MarginalLikelihood(X, y, means_t, sigma, ridge, update_sigma)
+    xp = array_backend(X)
+    f = _MarginalLikelihood(X, y, _expert_means_t(X, experts, activation), sigma, ridge,
+                            update_sigma)
     z0 = gating[: k - 1].ravel()
     bounds = None
     if update_sigma:
-        floor = 1e-12 * (em_torch.variance(y) + 1e-300)
+        floor = 1e-12 * (xp.var(y) + 1e-300)
         log_floor = 0.5 * float(np.log(floor))
         z0 = np.append(z0, max(np.log(sigma), log_floor))
         bounds = [(None, None)] * (z0.size - 1) + [(log_floor, None)]

@@ -507,16 +507,25 @@ class MoEEstimator:
             negative mean log-likelihood (NaN above ``HESSIAN_MAX_PARAMS`` parameters); see
             :mod:`moebench.stationarity`. Also stored as the attributes of those names.
         """
-        from moebench.stationarity import stationarity
-
         self._check_fitted()
         self._check_features(X)
         X, y = check_X_y(X, y)
         with np.errstate(all="ignore"):
-            self.grad_norm_, self.hessian_min_eig_ = stationarity(
-                X, y, self.experts_, self.gating_, self.sigma_, self._check_activation(),
-                learn_sigma=self.sigma is None)
+            self.grad_norm_, self.hessian_min_eig_ = self._stationarity(
+                X, y, self._check_activation())
         return self.grad_norm_, self.hessian_min_eig_
+
+    def _stationarity(self, X: np.ndarray, y: np.ndarray,
+                      activation: Activation) -> tuple[float, float]:
+        """Gradient norm and smallest Hessian eigenvalue at the fit, on checked (X, y).
+
+        The likelihood of every fitted parameter (sigma too when it was learnt); a
+        subclass whose fit moves fewer parameters measures the function of those alone.
+        """
+        from moebench.stationarity import stationarity
+
+        return stationarity(X, y, self.experts_, self.gating_, self.sigma_, activation,
+                            learn_sigma=self.sigma is None)
 
     def _check_degenerate(self, X: np.ndarray, y: np.ndarray, act: Activation,
                           sigma: float | None) -> None:

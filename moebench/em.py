@@ -20,14 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import softmax
 
-from moebench import em_torch
 from moebench.acceleration import GATING_ACCELERATIONS, QN_MIN_ITER, gating_em_quasi_newton
 from moebench.activations import ACTIVATIONS, Activation, _sigmoid_deriv
 from moebench.base import History, StartFit
-from moebench.fastmath import log_softmax_rows, normalize_log_rows
 from moebench.model import LOG_2PI, MoEModel
+from moebench.tensor.backend import Backend, array_backend, to_backend
 from moebench.validation import Interval, Options, check_choice
 
 MSTEPS = ("full", "gradient")
@@ -59,38 +57,59 @@ def _e_step_gate(X, y, experts, gating, sigma, activation, means=None
 
     The gating M-step that follows starts from the same gating, so it reuses them
     (:func:`gating_m_step`'s ``log_proba``) instead of recomputing ``X @ W.T``.
-    Row-wise log-sum-exps use :mod:`moebench.fastmath` (column passes, not scipy's
-    per-row reductions). Torch tensors take :mod:`moebench.em_torch`'s version.
+    Row-wise log-sum-exps on numpy arrays use :mod:`moebench.fastmath` (column passes,
+    not scipy's per-row reductions); torch tensors use torch's
+    (:func:`moebench.tensor.backend.array_backend`).
     """
-    if em_torch.is_tensor(X):
-        return em_torch.e_step_gate(X, y, experts, gating, sigma, activation, means)
+    xp = array_backend(X)
     if means is None:
-        means = activation.func(X @ experts.T)
-    logp = log_softmax_rows(X @ gating.T)
+        means = _means(X, experts, activation)
+    logp = xp.log_softmax_rows(X @ xp.param(gating, X).T)
+    sigma = float(sigma)
     lj = y[:, None] - means
     lj /= sigma
     lj **= 2
     lj *= -0.5
     lj += logp
     lj -= np.log(sigma) + 0.5 * LOG_2PI
-    resp, norm = normalize_log_rows(lj)
-    return resp, float(np.mean(norm)), logp
+    resp, norm = xp.normalize_log_rows(lj)
+    return resp, float(norm.mean()), logp
 
 
 def _gating_objective(theta: np.ndarray, X: np.ndarray, resp: np.ndarray, ridge: float,
                       logp: np.ndarray | None = None):
     """Mean soft-label log-likelihood of the gating (last row 0), its gradient, probabilities.
 
-    ``logp``: the gate log-probabilities at ``theta`` when the caller has them.
+    ``logp``: the gate log-probabilities at ``theta`` when the caller has them. The value
+    and gradient are numpy; the probabilities are on ``X``'s backend.
     """
+    xp = array_backend(X)
     k = resp.shape[1]
+    n = X.shape[0]
     if logp is None:
         W = np.vstack([theta.reshape(k - 1, -1), np.zeros((1, X.shape[1]))])
-        logp = log_softmax_rows(X @ W.T)
-    value = float(np.sum(resp * logp)) / X.shape[0] - 0.5 * ridge * float(theta @ theta)
-    P = np.exp(logp)
-    grad = ((resp - P)[:, : k - 1].T @ X) / X.shape[0] - ridge * theta.reshape(k - 1, -1)
+        logp = xp.log_softmax_rows(X @ xp.param(W, X).T)
+    value = float((resp * logp).sum()) / n - 0.5 * ridge * float(theta @ theta)
+    P = xp.exp(logp)
+    grad = xp.to_numpy((resp - P)[:, : k - 1].T @ X) / n - ridge * theta.reshape(k - 1, -1)
     return value, grad.ravel(), P
+
+
+def _gating_hessian(xp: Backend, X, P, ridge: float) -> np.ndarray:
+    """The negative Hessian of the gating objective (numpy, ((k-1) d)^2): block (i, j) is
+    X^T diag(p_i (delta_ij - p_j)) X / n, plus ``ridge`` on the diagonal."""
+    n, d = X.shape
+    k1 = P.shape[1] - 1
+    m = k1 * d
+    H = np.empty((m, m))
+    for i in range(k1):
+        for j in range(i, k1):
+            w = P[:, i] * (float(i == j) - P[:, j])
+            block = xp.to_numpy((X * w[:, None]).T @ X) / n
+            H[i * d:(i + 1) * d, j * d:(j + 1) * d] = block
+            H[j * d:(j + 1) * d, i * d:(i + 1) * d] = block.T
+    H[np.diag_indices(m)] += ridge + 1e-10
+    return H
 
 
 def gating_m_step(
@@ -130,8 +149,6 @@ def gating_m_step(
     ndarray (k, d), last row 0
     """
     check_choice(method, "gating method", GATING_METHODS)
-    if em_torch.is_tensor(X):
-        return em_torch.gating_m_step(X, resp, gating, ridge, max_iter, tol, method, log_proba)
     n, d = X.shape
     k = resp.shape[1]
     theta = (gating[: k - 1] - gating[-1]).ravel().copy()
@@ -149,16 +166,7 @@ def gating_m_step(
         for _ in range(max_iter):
             if np.max(np.abs(grad)) < tol:
                 break
-            # negative Hessian, block (i, j) = X^T diag(p_i (delta_ij - p_j)) X / n + ridge
-            m = (k - 1) * d
-            H = np.empty((m, m))
-            for i in range(k - 1):
-                for j in range(i, k - 1):
-                    w = P[:, i] * ((i == j) - P[:, j])
-                    block = (X * w[:, None]).T @ X / n
-                    H[i * d:(i + 1) * d, j * d:(j + 1) * d] = block
-                    H[j * d:(j + 1) * d, i * d:(i + 1) * d] = block.T
-            H[np.diag_indices(m)] += ridge + 1e-10
+            H = _gating_hessian(array_backend(X), X, P, ridge)
             try:
                 step = np.linalg.solve(H, grad)
             except np.linalg.LinAlgError:
@@ -178,23 +186,23 @@ def gating_m_step(
 
 def _means(X, experts: np.ndarray, activation: Activation):
     """g(X A^T), shape (n, k), on X's backend."""
-    if em_torch.is_tensor(X):
-        return em_torch.means(X, experts, activation)
-    return activation.func(X @ experts.T)
+    xp = array_backend(X)
+    return xp.act_func(activation, X @ xp.param(experts, X).T)
 
 
-def _weighted_sse(X, y, r, a, activation) -> float:
-    return float(np.sum(r * (y - activation.func(X @ a)) ** 2))
+def _sse(r, y, f) -> float:
+    """sum_n r_n (y_n - f_n)^2 as a float."""
+    return float((r * (y - f) ** 2).sum())
 
 
-def _derivative_at(activation: Activation, t: np.ndarray, f: np.ndarray) -> np.ndarray:
+def _derivative_at(xp: Backend, activation: Activation, t, f):
     """g'(t) given f = g(t): the built-in sigmoid and tanh reuse f (the same floating-point
     operations as their ``derivative``, without a second exp/tanh pass)."""
     if activation.derivative is _sigmoid_deriv:
         return f * (1.0 - f)
     if activation.derivative is _TANH.derivative:
         return 1.0 - f**2
-    return activation.derivative(t)
+    return xp.act_derivative(activation, t)
 
 
 def expert_m_step(
@@ -210,35 +218,35 @@ def expert_m_step(
 
     Linear g: the weighted least-squares solution. Otherwise ``max_iter``
     Levenberg-Marquardt steps (Gauss-Newton with adaptive damping, each step
-    accepted only if it lowers the weighted squared error) from ``experts``.
+    accepted only if it lowers the weighted squared error) from ``experts``. The d x d
+    systems are solved on the host (numpy) whatever ``X``'s backend.
     """
-    if em_torch.is_tensor(X):
-        return em_torch.expert_m_step(X, y, resp, experts, activation, max_iter, damping)
+    xp = array_backend(X)
     k, d = experts.shape
-    new = experts.copy()
+    new = np.array(experts, dtype=np.float64)
     eye = np.eye(d)
     for i in range(k):
         r = resp[:, i]
         if activation.is_linear:
             Xr = X * r[:, None]
-            gram = Xr.T @ X
+            gram = xp.to_numpy(Xr.T @ X)
             A = gram + 1e-10 * (np.trace(gram) / d + 1.0) * eye
-            new[i] = np.linalg.solve(A, Xr.T @ y)
+            new[i] = np.linalg.solve(A, xp.to_numpy(Xr.T @ y))
             continue
         a = new[i]
         lam = damping
         # X @ a and g(X @ a) of the current point are kept from the accepted candidate's
         # error evaluation (the same numbers the next step would recompute)
-        t = X @ a
-        f = activation.func(t)
-        sse = float(np.sum(r * (y - f) ** 2))
+        t = X @ xp.param(a, X)
+        f = xp.act_func(activation, t)
+        sse = _sse(r, y, f)
         for _ in range(max_iter):
             # J^T diag(r) J and J^T diag(r) (y - f) with J = diag(g') X, as one scaled copy
             # of X and one GEMM (no J, no r * J)
-            gp = _derivative_at(activation, t, f)
+            gp = _derivative_at(xp, activation, t, f)
             rg = r * gp
-            A = (X * (rg * gp)[:, None]).T @ X
-            b = X.T @ (rg * (y - f))
+            A = xp.to_numpy((X * (rg * gp)[:, None]).T @ X)
+            b = xp.to_numpy(X.T @ (rg * (y - f)))
             diag = np.diag(A).copy() + 1e-12 * (np.trace(A) / d + 1e-12)
             improved = False
             for _ in range(10):
@@ -248,9 +256,9 @@ def expert_m_step(
                     lam *= 10.0
                     continue
                 cand = a + step
-                cand_t = X @ cand
-                cand_f = activation.func(cand_t)
-                cand_sse = float(np.sum(r * (y - cand_f) ** 2))
+                cand_t = X @ xp.param(cand, X)
+                cand_f = xp.act_func(activation, cand_t)
+                cand_sse = _sse(r, y, cand_f)
                 if cand_sse < sse:
                     a, sse, improved = cand, cand_sse, True
                     t, f = cand_t, cand_f
@@ -271,26 +279,23 @@ def sigma_m_step(
 
     ``means`` (g(X A^T)) may be passed to skip recomputing them.
     """
-    if em_torch.is_tensor(X):
-        return em_torch.sigma_m_step(X, y, resp, experts, activation, means)
     if means is None:
-        means = activation.func(X @ experts.T)
+        means = _means(X, experts, activation)
     resid2 = (y[:, None] - means) ** 2
-    var = float(np.sum(resp * resid2)) / X.shape[0]
-    floor = 1e-12 * (float(np.var(y)) + 1e-300)
+    var = float((resp * resid2).sum()) / X.shape[0]
+    floor = 1e-12 * (array_backend(y).var(y) + 1e-300)
     return float(np.sqrt(max(var, floor)))
 
 
 def _gradient_m_step(X, y, resp, experts, gating, activation, step_size):
     """One gradient-ascent step on the expected complete-data log-likelihood."""
-    if em_torch.is_tensor(X):
-        return em_torch.gradient_m_step(X, y, resp, experts, gating, activation, step_size)
+    xp = array_backend(X)
     n = X.shape[0]
-    t = X @ experts.T
-    err = (y[:, None] - activation.func(t)) * activation.derivative(t) * resp
-    new_experts = experts + step_size * (err.T @ X) / n
-    P = softmax(X @ gating.T, axis=1)
-    grad_W = ((resp - P).T @ X) / n
+    t = X @ xp.param(experts, X).T
+    err = (y[:, None] - xp.act_func(activation, t)) * xp.act_derivative(activation, t) * resp
+    new_experts = experts + step_size * xp.to_numpy(err.T @ X) / n
+    P = xp.softmax_rows(X @ xp.param(gating, X).T)
+    grad_W = xp.to_numpy((resp - P).T @ X) / n
     new_gating = gating + step_size * grad_W
     return new_experts, new_gating - new_gating[-1]
 
@@ -300,6 +305,16 @@ class EMResult(StartFit):
     """Outcome of :func:`run_em` (one start of a restarted fit: experts, gating, sigma,
     n_iter, log_likelihood, converged, and the stop_reason "converged", "max_iter" or
     "max_time")."""
+
+
+def _start_point(experts, gating, sigma: float, history: History | None
+                 ) -> tuple[np.ndarray, np.ndarray, float, History]:
+    """An EM loop's start: float copies of the experts and the gating (last row 0), sigma
+    as a float, and the clock (``history``, else a fresh :class:`History`)."""
+    experts = np.array(experts, dtype=float)
+    gating = np.array(gating, dtype=float)
+    gating = gating - gating[-1]
+    return experts, gating, float(sigma), history if history is not None else History()
 
 
 def run_em(
@@ -352,8 +367,8 @@ def run_em(
     phase : str
         Phase label of the records.
     backend : {"numpy", "torch"} or None
-        Array library of the E- and M-steps (:mod:`moebench.em_torch`; torch on CUDA when
-        available). ``X`` and ``y`` move to the device here unless they are tensors there
+        Array library of the E- and M-steps (:mod:`moebench.tensor.backend`; torch on CUDA
+        when available). ``X`` and ``y`` move to the device here unless they are tensors there
         already; the parameters stay numpy. None: the library of ``X`` as given.
 
     Returns
@@ -362,12 +377,8 @@ def run_em(
         With ``stop_reason`` "converged", "max_iter" or "max_time".
     """
     check_choice(mstep, "mstep", MSTEPS)
-    X, y = em_torch.to_backend(X, y, backend)
-    experts = np.array(experts, dtype=float)
-    gating = np.array(gating, dtype=float)
-    gating = gating - gating[-1]
-    sigma = float(sigma)
-    clock = history if history is not None else History()
+    X, y = to_backend(X, y, backend)
+    experts, gating, sigma, clock = _start_point(experts, gating, sigma, history)
     # with the experts fixed (tensor_em's gating EM) their means are computed once
     means = None if update_experts else _means(X, experts, activation)
     # the E-step's gate log-probabilities start the next gating M-step (same gating)
@@ -504,7 +515,7 @@ def gating_em_then_refine(
         about 5x fewer passes over X at d = 100, k = 10); ``"none"``: the plain gating EM
         (:func:`run_em`, E-steps and inner Newton/L-BFGS M-steps). An iteration limit
         below :data:`~moebench.acceleration.QN_MIN_ITER` always takes the plain EM. Both
-        run on torch tensors too (:mod:`moebench.em_torch`).
+        run on torch tensors too (:mod:`moebench.tensor.backend`).
     refine, refine_max_iter, refine_tol
         Whether and how long the joint EM runs.
     max_iter : int or None
@@ -521,7 +532,7 @@ def gating_em_then_refine(
     StagedEMResult
     """
     cap = max_iter if max_iter is not None else float("inf")
-    X, y = em_torch.to_backend(X, y, backend)  # once for both phases
+    X, y = to_backend(X, y, backend)  # once for both phases
     common = dict(update_sigma=update_sigma, ridge=float(ridge), backend=backend,
                   gating_newton_steps=int(gating_newton_steps), gating_method=gating_method,
                   max_time=None if max_time is None else float(max_time), history=history)

@@ -17,8 +17,9 @@ It is an **oracle** (``needs_truth = True``): ``fit`` without ``truth`` raises
 ValueError, the sweep config checker refuses it on CSV data, it is left out of
 :func:`moebench.registry.available_algorithms` unless asked for (``oracles=True``), and
 the sweep report marks it. It is a local search of the *gating* log-likelihood, so its
-:meth:`OracleGatingEM.stationarity` reports the gradient and Hessian of that function
-of the gating alone (the experts and sigma are not parameters of this fit).
+``stationarity`` (inherited from :meth:`moebench.base.MoEEstimator.stationarity`)
+reports the gradient and Hessian of that function of the gating alone, by
+:func:`gating_stationarity` (the experts and sigma are not parameters of this fit).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from moebench.model import LOG_2PI
 from moebench.registry import register
 from moebench.starts import data_scale_start
 from moebench.stationarity import HESSIAN_CHUNK, HESSIAN_MAX_PARAMS
-from moebench.validation import Interval, Options, check_X_y
+from moebench.validation import Interval, Options
 
 #: registry name of the oracle gating EM
 ORACLE = "oracle_gating_em"
@@ -182,26 +183,16 @@ class OracleGatingEM(MoEEstimator):
         self._set_fit(np.array(truth.experts, dtype=float), res.gating, s, res.n_iter,
                       res.log_likelihood, res.stop_reason, converged=res.converged)
 
-    def stationarity(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    def _stationarity(self, X: np.ndarray, y: np.ndarray,
+                      activation: Activation) -> tuple[float, float]:
         """Stationarity of the GATING log-likelihood (experts and sigma fixed) at ``gating_``.
 
         The gradient and Hessian are those of the mean log-likelihood as a function of
         the free gating rows alone, in the scaled coordinates of
         :mod:`moebench.stationarity` (gating rows times rms(X)); see
         :func:`gating_stationarity`.
-
-        Returns
-        -------
-        grad_norm_, hessian_min_eig_ : float
-            Also stored as the attributes of those names.
         """
-        self._check_fitted()
-        self._check_features(X)
-        X, y = check_X_y(X, y)
-        with np.errstate(all="ignore"):
-            self.grad_norm_, self.hessian_min_eig_ = gating_stationarity(
-                X, y, self.experts_, self.gating_, self.sigma_, self._check_activation())
-        return self.grad_norm_, self.hessian_min_eig_
+        return gating_stationarity(X, y, self.experts_, self.gating_, self.sigma_, activation)
 
 
 def gating_gradient_hessian(X: np.ndarray, y: np.ndarray, experts: np.ndarray,

@@ -145,41 +145,34 @@ def test_worker_runs_it_and_records_the_gating(tmp_path):
     assert s["expert_error"] == 0.0
 
 
+def _run(data_id: str, k: int, gating_init: str, ll: float, grad_norm: float, n_iter: int,
+         gating: tuple[float, float] | None = None, status: str = "ok", **extra) -> dict:
+    """One summary row (sigma 0.5) with, when given, its free gating row (g_00, g_01)."""
+    row = dict(data_id=data_id, k=k, sigma=0.5, param_gating_init=gating_init, status=status,
+               train_log_likelihood=ll, fitted_grad_norm=grad_norm, n_iter=n_iter, **extra)
+    if gating is not None:
+        row["fitted_gating_free_0_0"], row["fitted_gating_free_0_1"] = gating
+    return row
+
+
 def _summary() -> pd.DataFrame:
     """Two data sets; on A four random starts: one reaches, one stuck at a gap, one flat
     (the same likelihood, another gating), one unfinished (a gap, stopped by its budget at a
     tiny gradient norm); on B two starts, one reaches
     (above the truth-started run), one failed; C has no successful truth-started run."""
-    ref_a = {"fitted_gating_free_0_0": 1.0, "fitted_gating_free_0_1": 0.0}
-    ref_b = {"fitted_gating_free_0_0": 0.0, "fitted_gating_free_0_1": 2.0}
+    nan = math.nan
     rows = [
-        dict(data_id="A", k=2, sigma=0.5, param_gating_init="truth", status="ok",
-             train_log_likelihood=-1.0, fitted_grad_norm=1e-6, n_iter=5, **ref_a),
-        dict(data_id="A", k=2, sigma=0.5, param_gating_init="random", status="ok",
-             train_log_likelihood=-1.00001, fitted_grad_norm=1e-6, n_iter=10,
-             fitted_gating_free_0_0=1.001, fitted_gating_free_0_1=0.0),
-        dict(data_id="A", k=2, sigma=0.5, param_gating_init="random", status="ok",
-             train_log_likelihood=-1.01, fitted_grad_norm=1e-3, n_iter=20,
-             fitted_gating_free_0_0=-1.0, fitted_gating_free_0_1=0.0),
-        dict(data_id="A", k=2, sigma=0.5, param_gating_init="random", status="ok",
-             train_log_likelihood=-1.0, fitted_grad_norm=1e-6, n_iter=40,
-             fitted_gating_free_0_0=1.0, fitted_gating_free_0_1=0.5),
-        dict(data_id="A", k=2, sigma=0.5, param_gating_init="random", status="ok",
-             train_log_likelihood=-1.05, fitted_grad_norm=1e-5, n_iter=1000,
-             stop_reason="max_iter",  # a tiny gradient, but the budget ended it: unfinished
-             fitted_gating_free_0_0=0.5, fitted_gating_free_0_1=0.5),
-        dict(data_id="B", k=4, sigma=0.5, param_gating_init="truth", status="ok",
-             train_log_likelihood=-2.0, fitted_grad_norm=1e-6, n_iter=5, **ref_b),
-        dict(data_id="B", k=4, sigma=0.5, param_gating_init="random", status="ok",
-             train_log_likelihood=-1.9, fitted_grad_norm=1e-6, n_iter=30,
-             fitted_gating_free_0_0=0.0, fitted_gating_free_0_1=2.01),
-        dict(data_id="B", k=4, sigma=0.5, param_gating_init="random", status="error",
-             train_log_likelihood=math.nan, fitted_grad_norm=math.nan, n_iter=0,
-             fitted_gating_free_0_0=math.nan, fitted_gating_free_0_1=math.nan),
-        dict(data_id="C", k=4, sigma=0.5, param_gating_init="truth", status="error",
-             train_log_likelihood=math.nan, fitted_grad_norm=math.nan, n_iter=0),
-        dict(data_id="C", k=4, sigma=0.5, param_gating_init="random", status="ok",
-             train_log_likelihood=-3.0, fitted_grad_norm=1e-6, n_iter=3),
+        _run("A", 2, "truth", -1.0, 1e-6, 5, (1.0, 0.0)),
+        _run("A", 2, "random", -1.00001, 1e-6, 10, (1.001, 0.0)),
+        _run("A", 2, "random", -1.01, 1e-3, 20, (-1.0, 0.0)),
+        _run("A", 2, "random", -1.0, 1e-6, 40, (1.0, 0.5)),
+        # a tiny gradient, but the budget ended it: unfinished
+        _run("A", 2, "random", -1.05, 1e-5, 1000, (0.5, 0.5), stop_reason="max_iter"),
+        _run("B", 4, "truth", -2.0, 1e-6, 5, (0.0, 2.0)),
+        _run("B", 4, "random", -1.9, 1e-6, 30, (0.0, 2.01)),
+        _run("B", 4, "random", nan, nan, 0, (nan, nan), status="error"),
+        _run("C", 4, "truth", nan, nan, 0, status="error"),
+        _run("C", 4, "random", -3.0, 1e-6, 3),
     ]
     frame = pd.DataFrame(rows)
     frame["stop_reason"] = frame["stop_reason"].fillna("converged")

@@ -11,6 +11,7 @@ a local optimum, not sampling error.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -347,6 +348,23 @@ def accuracy_table(summary: pd.DataFrame, metric: str = "expert_error",
     return "\n".join(out)
 
 
+def _setting_variant_groups(summary: pd.DataFrame
+                            ) -> tuple[list[str], list[tuple[tuple[Any, ...], pd.DataFrame]]]:
+    """The varying settings ``by`` and, per setting and variant in the config's order, the
+    key (the values of ``by``, then the label) with the rows of ``summary`` it holds."""
+    by = varying_settings(summary)
+    order = {c: {v: i for i, v in enumerate(_ordered(summary[c]))} for c in [*by, "label"]}
+    keys = summary[[*by, "label"]].drop_duplicates()
+    keys = keys.sort_values([*by, "label"], key=lambda s: s.map(order[s.name]))
+    groups = []
+    for key in keys.itertuples(index=False):
+        mask = np.ones(len(summary), bool)
+        for c, v in zip([*by, "label"], key, strict=True):
+            mask &= (summary[c] == v).to_numpy()
+        groups.append((tuple(key), summary[mask]))
+    return by, groups
+
+
 def comparison_table(summary: pd.DataFrame, metric: str = "expert_error") -> str:
     """Markdown: per varying setting and variant, repetitions, median ``metric``, success
     rate with its Wilson 95% interval and median fit time (the README's "baselines next to
@@ -366,16 +384,9 @@ def comparison_table(summary: pd.DataFrame, metric: str = "expert_error") -> str
     """
     if summary.empty:
         return "(no runs)\n"
-    by = varying_settings(summary)
-    order = {c: {v: i for i, v in enumerate(_ordered(summary[c]))} for c in [*by, "label"]}
-    keys = summary[[*by, "label"]].drop_duplicates()
-    keys = keys.sort_values([*by, "label"], key=lambda s: s.map(order[s.name]))
+    by, groups = _setting_variant_groups(summary)
     rows = []
-    for key in keys.itertuples(index=False):
-        mask = np.ones(len(summary), bool)
-        for c, v in zip([*by, "label"], key, strict=True):
-            mask &= (summary[c] == v).to_numpy()
-        g = summary[mask]
+    for key, g in groups:
         row = {c: format_value(v) for c, v in zip(by, key[:-1], strict=True)}
         ok = g[g["status"].isin(OK_STATUSES)]
         med = np.median(_final_errors(g, metric))
@@ -533,10 +544,7 @@ def time_to_error_table(summary: pd.DataFrame, checkpoints: pd.DataFrame,
                          f"valid choices: {', '.join(with_ck)}")
     labels = [lab for lab in labels if lab not in bare]
     summary = summary[summary["label"].isin(labels)]
-    by = varying_settings(summary)
-    order = {c: {v: i for i, v in enumerate(_ordered(summary[c]))} for c in [*by, "label"]}
-    keys = summary[[*by, "label"]].drop_duplicates()
-    keys = keys.sort_values([*by, "label"], key=lambda s: s.map(order[s.name]))
+    by, groups = _setting_variant_groups(summary)
     name = metric.replace("_", " ")
     how = "as recorded" if raw else "the anytime estimate (the error at the best log-likelihood " \
         "so far)"
@@ -556,11 +564,7 @@ def time_to_error_table(summary: pd.DataFrame, checkpoints: pd.DataFrame,
     for target in targets:
         hits = time_to_error(summary, checkpoints, target, metric, raw).set_index("run_id")
         rows = []
-        for key in keys.itertuples(index=False):
-            mask = np.ones(len(summary), bool)
-            for c, v in zip([*by, "label"], key, strict=True):
-                mask &= (summary[c] == v).to_numpy()
-            g = summary[mask]
+        for key, g in groups:
             h = hits.loc[g["run_id"]]
             reached = h[h["reached"]]
             row = {c: format_value(v) for c, v in zip(by, key[:-1], strict=True)}

@@ -29,8 +29,9 @@ A start that does not reach it is
 * *flat*: the same likelihood (within ``ll_tol``) but a gating further than
   ``gating_tol`` away: a flat ridge of the likelihood or a second ML point, not a
   worse optimum;
-* *failed*: the run did not finish (error, timeout). Rates carry Wilson 95% intervals
-(:func:`moebench.metrics.wilson_interval`).
+* *failed*: the run did not finish (error, timeout).
+
+Rates carry Wilson 95% intervals (:func:`moebench.metrics.wilson_interval`).
 """
 
 from __future__ import annotations

@@ -1,18 +1,31 @@
-"""Array backends for the moment kernels (numpy or torch), chosen in one place.
+"""Array backends for the moment kernels and the EM steps (numpy or torch), in one place.
 
-The kernels in :mod:`moebench.tensor.moments` are written once against the small
+The kernels in :mod:`moebench.tensor.moments` and the E- and M-steps of
+:mod:`moebench.em` and :mod:`moebench.acceleration` are written once against the small
 :class:`Backend` interface below (tensorly-style); no kernel tests for torch
 itself. ``get_backend("torch")`` runs on CUDA when ``torch.cuda.is_available()``
 and on the CPU otherwise; CUDA is never required. Every backend returns results
 to the caller as numpy arrays.
+
+The EM steps pick the backend of their data array with :func:`array_backend` (torch
+tensors: torch on the tensor's device; anything else: numpy, whose row-wise
+log-sum-exps are the column-pass kernels of :mod:`moebench.fastmath`), and
+:func:`to_backend` moves ``X`` and ``y`` to a backend once per fit. Data-sized arrays
+(n rows) live on the backend; the parameters (experts, gating, sigma) and the small
+linear systems stay numpy on the host (:meth:`Backend.param` and
+:meth:`Backend.to_numpy` cross between the two).
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 
+from moebench.activations import ACTIVATIONS, LEAKY_SLOPE, Activation
+from moebench.fastmath import log_softmax_rows, normalize_log_rows
 from moebench.validation import check_choice
 
 BACKENDS = ("numpy", "torch")
@@ -60,6 +73,67 @@ class Backend:
         """Elementwise ``a * b`` (broadcasting) written into ``out``."""
         raise NotImplementedError
 
+    # -- the elementwise and reduction operations of the EM steps ------------------------
+
+    def param(self, a: Any, like: Any) -> Any:  # pragma: no cover - interface
+        """A small numpy parameter (experts, gating) as an array of ``like``'s kind."""
+        raise NotImplementedError
+
+    def exp(self, a: Any) -> Any:  # pragma: no cover - interface
+        """Elementwise exp (a new array)."""
+        raise NotImplementedError
+
+    def exp_(self, a: Any) -> Any:  # pragma: no cover - interface
+        """Elementwise exp in place; returns ``a``."""
+        raise NotImplementedError
+
+    def log(self, a: Any) -> Any:  # pragma: no cover - interface
+        """Elementwise natural logarithm (a new array)."""
+        raise NotImplementedError
+
+    def colmax(self, a: Any) -> Any:  # pragma: no cover - interface
+        """Maximum over the rows (axis 0)."""
+        raise NotImplementedError
+
+    def vdot(self, a: Any, b: Any) -> float:  # pragma: no cover - interface
+        """sum(a * b) over all entries, as a float."""
+        raise NotImplementedError
+
+    def var(self, a: Any) -> float:  # pragma: no cover - interface
+        """Population variance of all entries (as ``np.var``), as a float."""
+        raise NotImplementedError
+
+    def log_softmax_rows(self, a: Any) -> Any:  # pragma: no cover - interface
+        """log softmax of each row of a 2-d array."""
+        raise NotImplementedError
+
+    def softmax_rows(self, a: Any) -> Any:  # pragma: no cover - interface
+        """softmax of each row of a 2-d array."""
+        raise NotImplementedError
+
+    def normalize_log_rows(self, a: Any) -> tuple[Any, Any]:  # pragma: no cover
+        """``(exp(a - lse), lse)`` row-wise, ``lse`` the rows' log-sum-exp (``a`` may be
+        overwritten)."""
+        raise NotImplementedError
+
+    def act_func(self, activation: Activation, t: Any) -> Any:  # pragma: no cover
+        """g(t) of ``activation`` on this backend's array ``t``."""
+        raise NotImplementedError
+
+    def act_derivative(self, activation: Activation, t: Any) -> Any:  # pragma: no cover
+        """g'(t) of ``activation`` on this backend's array ``t``."""
+        raise NotImplementedError
+
+    def errstate(self, **kwargs: str) -> Any:
+        """A context manager for floating-point warnings (``np.errstate``; torch has none).
+
+        Parameters
+        ----------
+        **kwargs : str
+            As ``np.errstate`` (``over="ignore"`` ...).
+        """
+        return nullcontext()
+
 
 class NumpyBackend(Backend):
     """numpy (whatever BLAS numpy links)."""
@@ -87,6 +161,46 @@ class NumpyBackend(Backend):
 
     def multiply(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
         return np.multiply(a, b, out=out)
+
+    def param(self, a: Any, like: Any) -> np.ndarray:
+        return np.asarray(a, dtype=np.float64)
+
+    def exp(self, a: np.ndarray) -> np.ndarray:
+        return np.exp(a)
+
+    def exp_(self, a: np.ndarray) -> np.ndarray:
+        return np.exp(a, out=a)
+
+    def log(self, a: np.ndarray) -> np.ndarray:
+        return np.log(a)
+
+    def colmax(self, a: np.ndarray) -> np.ndarray:
+        return a.max(axis=0)
+
+    def vdot(self, a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.vdot(a, b))
+
+    def var(self, a: np.ndarray) -> float:
+        return float(np.var(a))
+
+    def log_softmax_rows(self, a: np.ndarray) -> np.ndarray:
+        return log_softmax_rows(a)
+
+    def softmax_rows(self, a: np.ndarray) -> np.ndarray:
+        return softmax(a, axis=1)
+
+    def normalize_log_rows(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return normalize_log_rows(a)
+
+    def act_func(self, activation: Activation, t: np.ndarray) -> np.ndarray:
+        return activation.func(t)
+
+    def act_derivative(self, activation: Activation, t: np.ndarray) -> np.ndarray:
+        return activation.derivative(t)
+
+    def errstate(self, **kwargs: str) -> Any:
+        return np.errstate(**kwargs)
+
 
 
 class TorchBackend(Backend):
@@ -143,6 +257,68 @@ class TorchBackend(Backend):
     def multiply(self, a: Any, b: Any, out: Any) -> Any:
         return self._torch.mul(a, b, out=out)
 
+    def param(self, a: Any, like: Any) -> Any:
+        return self._torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=like.dtype,
+                                     device=like.device)
+
+    def exp(self, a: Any) -> Any:
+        return self._torch.exp(a)
+
+    def exp_(self, a: Any) -> Any:
+        return a.exp_()
+
+    def log(self, a: Any) -> Any:
+        return self._torch.log(a)
+
+    def colmax(self, a: Any) -> Any:
+        return a.max(dim=0).values
+
+    def vdot(self, a: Any, b: Any) -> float:
+        return float(self._torch.sum(a * b))
+
+    def var(self, a: Any) -> float:
+        return float(self._torch.var(a, correction=0))
+
+    def log_softmax_rows(self, a: Any) -> Any:
+        return self._torch.log_softmax(a, dim=1)
+
+    def softmax_rows(self, a: Any) -> Any:
+        return self._torch.softmax(a, dim=1)
+
+    def normalize_log_rows(self, a: Any) -> tuple[Any, Any]:
+        norm = self._torch.logsumexp(a, dim=1)
+        a -= norm[:, None]
+        return a.exp_(), norm
+
+    def _via_numpy(self, fn: Any, t: Any) -> Any:
+        out = np.asarray(fn(self.to_numpy(t)), dtype=np.float64)
+        return self._torch.as_tensor(out, dtype=t.dtype, device=t.device)
+
+    def act_func(self, activation: Activation, t: Any) -> Any:
+        """g(t): the built-in torch function, else ``func`` through numpy on the host (a
+        device round trip per call: correct, not fast)."""
+        if _builtin(activation) is not None and activation.torch_func is not None:
+            return activation.torch_func(t)
+        return self._via_numpy(activation.func, t)
+
+    def act_derivative(self, activation: Activation, t: Any) -> Any:
+        """g'(t): closed forms for the built-ins, else ``derivative`` through numpy."""
+        torch = self._torch
+        name = _builtin(activation)
+        if name == "linear":
+            return torch.ones_like(t)
+        if name == "sigmoid":
+            s = torch.sigmoid(t)
+            return s * (1.0 - s)
+        if name == "relu":
+            return (t > 0).to(t.dtype)
+        if name == "tanh":
+            return 1.0 - torch.tanh(t) ** 2
+        if name == "leaky_relu":
+            return torch.where(t > 0, torch.ones_like(t), torch.full_like(t, LEAKY_SLOPE))
+        return self._via_numpy(activation.derivative, t)
+
+
 
 _CACHE: dict[str, Backend] = {}
 
@@ -170,3 +346,85 @@ def get_backend(backend: str | Backend = "numpy") -> Backend:
             except ImportError as exc:  # pragma: no cover - torch is a dependency
                 raise ValueError(f"backend 'torch' needs torch installed: {exc}") from None
     return _CACHE[backend]
+
+
+def _builtin(activation: Activation) -> str | None:
+    """The built-in name whose numpy functions ``activation`` carries, else None."""
+    ref = ACTIVATIONS.get(activation.name)
+    if ref is not None and ref.func is activation.func and ref.derivative is activation.derivative:
+        return activation.name
+    return None
+
+
+def is_tensor(a: Any) -> bool:
+    """Whether ``a`` is a torch tensor (without importing torch).
+
+    Parameters
+    ----------
+    a : object
+
+    Returns
+    -------
+    bool
+    """
+    return getattr(type(a), "__module__", "").split(".")[0] == "torch"
+
+
+_DEVICE_CACHE: dict[str, Backend] = {}
+
+
+def array_backend(a: Any) -> Backend:
+    """The backend that computes on ``a``: torch on ``a``'s device for a tensor, else numpy.
+
+    Parameters
+    ----------
+    a : ndarray or torch.Tensor
+
+    Returns
+    -------
+    Backend
+    """
+    if not is_tensor(a):
+        return get_backend("numpy")
+    device = str(a.device)
+    if device not in _DEVICE_CACHE:
+        _DEVICE_CACHE[device] = TorchBackend(device=device)
+    return _DEVICE_CACHE[device]
+
+
+def to_backend(X: Any, y: Any, backend: Any = "torch", dtype: Any = np.float64
+               ) -> tuple[Any, Any]:
+    """``X`` and ``y`` on ``backend`` (a name or a :class:`Backend`).
+
+    ``backend=None`` returns them as they are. The numpy backend returns numpy arrays
+    as they are (tensors come back as numpy); tensors already on the backend's device in
+    ``dtype`` are returned unchanged (no copy), so callers may convert once per fit and
+    pass the tensors down.
+
+    Parameters
+    ----------
+    X, y : array-like or torch.Tensor
+        The data, (n, d) and (n,).
+    backend : str, Backend or None
+        ``"numpy"``, ``"torch"``, a :class:`Backend`, or None (no conversion).
+    dtype : dtype
+        float64 or float32 (torch only).
+
+    Returns
+    -------
+    X, y
+        On the backend.
+
+    Raises
+    ------
+    ValueError
+        Unknown backend name (the message lists "numpy", "torch"), or torch missing.
+    """
+    if backend is None:
+        return X, y
+    be = get_backend(backend)
+    if be.name == "numpy":
+        if is_tensor(X) or is_tensor(y):
+            return be.to_numpy(X), be.to_numpy(y)
+        return X, y
+    return be.asarray(X, dtype), be.asarray(y, dtype)
