@@ -60,6 +60,7 @@ from moebench.sweep.equal_footing import (
     ERROR_METRICS,
     STEP_NOTE,
     anytime_values,
+    carry_forward,
     check_inputs,
     median_band,
     trajectories,
@@ -151,13 +152,6 @@ def _legend(fig: Any, colors: dict[str, str], labels: Sequence[str],
 
 
 # --------------------------------------------------------------------------- curves
-def _step_values(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Value of the run at each grid point: the last checkpoint at or before it."""
-    idx = np.searchsorted(x, grid, side="right") - 1
-    out = np.where(idx >= 0, y[np.clip(idx, 0, None)], np.nan)
-    return out
-
-
 def _best_so_far(run: pd.DataFrame, metric: str) -> np.ndarray:
     """``metric`` of the checkpoint with the highest log-likelihood so far (anytime estimate).
 
@@ -190,7 +184,7 @@ def _median_band(runs: list[tuple[np.ndarray, np.ndarray]], x: str
         grid = np.geomspace(lo, hi, 200) if hi > lo else np.array([lo])
     else:
         grid = np.unique(xs_all)
-    vals = np.vstack([_step_values(rx, ry, grid) for rx, ry in runs])
+    vals = np.vstack([carry_forward(rx, ry, grid) for rx, ry in runs])
     ok = np.sum(np.isfinite(vals), axis=0) >= max(1, (len(runs) + 1) // 2)
     with np.errstate(all="ignore"):
         q = np.nanpercentile(np.where(np.isfinite(vals), vals, np.nan), [25, 50, 75], axis=0)

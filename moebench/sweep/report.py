@@ -636,7 +636,7 @@ def threshold_n_table(summary: pd.DataFrame, metric: str = "expert_error",
         threshold = float(summary["success_threshold"].iloc[0])
     if not (math.isfinite(threshold) and threshold > 0):
         raise ValueError(f"threshold must be a positive number; got {threshold!r}")
-    by = [c for c in varying_settings(summary, exclude=("n",))]
+    by = varying_settings(summary, exclude=("n",))
     rows = []
     for key, g in summary.groupby(["label", *by], sort=False):
         key = key if isinstance(key, tuple) else (key,)
