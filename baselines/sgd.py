@@ -13,6 +13,7 @@ budget, float32 or float64, CPU or CUDA, and ``n_init`` restarts.
 from __future__ import annotations
 
 import math
+import warnings
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
@@ -20,9 +21,10 @@ import numpy as np
 
 from moebench.activations import Activation
 from moebench.base import History, RestartedEstimator, StartFit
+from moebench.chunked import is_out_of_core, row_blocks
 from moebench.registry import register
 from moebench.starts import data_scale_start, random_start, search_in_subspace
-from moebench.validation import Interval, Options
+from moebench.validation import Interval, Options, rms
 
 from ._spectral import spectral_subspace
 
@@ -221,11 +223,35 @@ class SGD(RestartedEstimator):
             log_norm = -0.5 * resid * resid - log_s - 0.5 * LOG_2PI
             return -torch.logsumexp(log_gate + log_norm, dim=1).mean()
 
+        if is_out_of_core(X):
+            # X on disk (moebench.chunked): the tensors share the memmap's pages (no copy);
+            # minibatches are gathered and cast per step, the full-data log-likelihood is
+            # summed over row blocks
+            with warnings.catch_warnings():  # read-only memmap: torch never writes to it
+                warnings.simplefilter("ignore", UserWarning)
+                Xt, yt = torch.from_numpy(X), torch.from_numpy(np.asarray(y))
+            x_scale = rms(X) or 1.0
+        else:
+            Xt = torch.as_tensor(X, dtype=tdtype, device=device)
+            yt = torch.as_tensor(y, dtype=tdtype, device=device)
+            x_scale = float(np.sqrt(np.mean(np.square(X)))) or 1.0
+
+        def rows(a, idx):
+            """Rows ``idx`` of a data tensor, in the fit's dtype on its device."""
+            return a[idx if isinstance(idx, slice) else idx.to(a.device)].to(dtype=tdtype,
+                                                                            device=device)
+
+        blocks = row_blocks(X, width=max(d, 16))
+
+        def full_ll(A, Wf, log_s) -> float:
+            """Mean log-likelihood on all rows (no gradient), summed over row blocks."""
+            with torch.no_grad():
+                return -sum(float(nll(A, Wf, log_s, rows(Xt, sl), rows(yt, sl)))
+                            * ((sl.stop - sl.start) / n) for sl in blocks)
+
         return SimpleNamespace(
             gen=gen, device=device, tdtype=tdtype, nll=nll, full=full, batch=batch,
-            x_scale=float(np.sqrt(np.mean(np.square(X)))) or 1.0,
-            Xt=torch.as_tensor(X, dtype=tdtype, device=device),
-            yt=torch.as_tensor(y, dtype=tdtype, device=device),
+            x_scale=x_scale, Xt=Xt, yt=yt, rows=rows, full_ll=full_ll,
             total_steps=self.max_epochs * (1 if full else math.ceil(n / batch)))
 
     def _fit_single(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
@@ -274,8 +300,7 @@ class SGD(RestartedEstimator):
                     loss = nll(A, Wf, log_s, Xt, yt)
                     ll = -float(loss.detach())
             else:
-                with torch.no_grad():
-                    ll = -float(nll(A, Wf, log_s, Xt, yt))
+                ll = c.full_ll(A, Wf, log_s)
             if not math.isfinite(ll):
                 diverged, stop_reason = True, "diverged"
                 break
@@ -313,7 +338,7 @@ class SGD(RestartedEstimator):
                     group["lr"] = self.lr * _schedule_factor(self.lr_schedule,
                                                              step / c.total_steps)
                 opt.zero_grad(set_to_none=True)
-                nll(A, Wf, log_s, Xt[idx], yt[idx]).backward()
+                nll(A, Wf, log_s, c.rows(Xt, idx), c.rows(yt, idx)).backward()
                 opt.step()
                 step += 1
         An, Wn, sn = _snapshot(A, Wf, log_s)

@@ -174,6 +174,22 @@ def _large_d(rows: list[dict]) -> list[dict]:
     return out
 
 
+def algorithm_ratios(rows: list[dict]) -> list[dict]:
+    """The ``AlgorithmsVsPlain`` ``track_`` values of an asv run: per (setting, algorithm,
+    activation), the ratio to the plain implementation, to the floor GEMM, and the error."""
+    out: dict[tuple, dict] = {}
+    for r in rows:
+        suite, _, func = r["benchmark"].rpartition(".")
+        if not suite.endswith("AlgorithmsVsPlain") or not func.startswith("track_"):
+            continue
+        setting, algorithm, activation = r["params"]
+        n, d, k = (int(v) for v in str(setting).split(","))
+        row = out.setdefault((n, d, k, algorithm, activation), {
+            "n": n, "d": d, "k": k, "algorithm": algorithm, "g": activation})
+        row[func.removeprefix("track_")] = r["value"]
+    return [out[key] for key in sorted(out)]
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         if math.isnan(v):
@@ -230,6 +246,16 @@ def write_report(results_dir: Path, machine: str | None, out: Path) -> None:
         "",
         _md_table(_large_d(rows), ["n", "d", "k", "benchmark", "dense-eigh_s", "randomized_s",
                                    "speedup"]),
+        "",
+        "## Algorithms end to end against the plain implementation (asv `track_` ratios)",
+        "",
+        f"`AlgorithmsVsPlain`: medians of three interleaved rounds in one process; goal "
+        f"moebench / plain <= {TARGET_VS_PLAIN}. `ratio_to_floor` is the fit's time over one "
+        "`X @ A.T` (A the true (k, d) experts). Skipped combinations (joint EM at d = 100) "
+        "show n/a.",
+        "",
+        _md_table(algorithm_ratios(rows), ["n", "d", "k", "algorithm", "g", "ratio_to_plain",
+                                           "ratio_to_floor", "expert_error"]),
         "",
         "## All benchmarks",
         "",

@@ -32,11 +32,14 @@ continues from the last iterate for the remaining iterations.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.optimize import minimize
 
 from moebench.activations import Activation
 from moebench.base import History
+from moebench.chunked import is_out_of_core, row_blocks
 from moebench.model import LOG_2PI
 from moebench.tensor.backend import array_backend
 
@@ -70,47 +73,75 @@ class _MarginalLikelihood:
     :func:`moebench.tensor.backend.array_backend`); ``z``, the value and the gradient are
     numpy. ``evaluate(z)`` returns ``(-objective, -gradient)`` for scipy's minimiser and
     keeps the last point's mean log-likelihood (without the ridge term) and sigma.
+
+    ``X`` on disk (a ``numpy.memmap``): ``means_t`` is a callable, ``means_t(rows)`` the
+    (k, rows) means of a row slice, and every evaluation sums over row blocks
+    (:mod:`moebench.chunked`), recomputing the fixed Gaussian terms per block instead of
+    keeping the (k, n) arrays.
     """
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, means_t: np.ndarray, sigma: float,
+    def __init__(self, X: np.ndarray, y: np.ndarray, means_t: Any, sigma: float,
                  ridge: float, update_sigma: bool) -> None:
         # the (k, n) arrays are kept transposed: every row-wise log-sum-exp is then k
         # contiguous passes over n, and both products with X are plain GEMMs
         # (W @ X.T and R @ X)
         self.xp = array_backend(X)
-        self.X = X
+        self.X, self.y = X, y
         self.n, self.d = X.shape
-        self.k = means_t.shape[0]
         self.ridge = float(ridge)
         self.update_sigma = bool(update_sigma)
-        resid2 = y[None, :] - means_t
-        resid2 **= 2
-        if self.update_sigma:
-            self.resid2 = resid2
-        else:  # the Gaussian log-densities are fixed: computed once
-            with self.xp.errstate(over="ignore", divide="ignore"):  # -> non-finite ll below
-                resid2 *= -0.5 / np.float64(sigma) ** 2
-            resid2 -= np.log(sigma) + 0.5 * LOG_2PI
-            self.log_dens = resid2
         self.sigma = float(sigma)
+        # X on disk (moebench.chunked): ``means_t`` is a callable giving the (k, rows)
+        # means of a row block, and the fixed terms are recomputed per block, not stored
+        self._block_means = means_t if callable(means_t) else None
+        if self._block_means is None:
+            self.k = means_t.shape[0]
+            term = self._fixed_terms(y, means_t)
+            if self.update_sigma:
+                self.resid2 = term
+            else:
+                self.log_dens = term
+        else:
+            self.k = self._block_means(slice(0, 1)).shape[0]
         self.last_z: np.ndarray | None = None
         self.last_ll = np.nan
         self.last_sigma = float(sigma)
         self.n_eval = 0
+
+    def _fixed_terms(self, y, means_t):
+        """(y - mu)^2 (sigma fitted) or the Gaussian log-densities (sigma given), (k, rows)."""
+        resid2 = y[None, :] - means_t
+        resid2 **= 2
+        if not self.update_sigma:  # the Gaussian log-densities are fixed: computed once
+            with self.xp.errstate(over="ignore", divide="ignore"):  # -> non-finite ll below
+                resid2 *= -0.5 / np.float64(self.sigma) ** 2
+            resid2 -= np.log(self.sigma) + 0.5 * LOG_2PI
+        return resid2
+
+    def _block(self, sl: slice):
+        """X and the fixed terms of the rows ``sl`` (in memory: one block, the stored arrays)."""
+        if self._block_means is None:
+            return self.X, (self.resid2 if self.update_sigma else self.log_dens)
+        return self.X[sl], self._fixed_terms(self.y[sl], self._block_means(sl))
 
     def sigma_step(self, z: np.ndarray) -> float:
         """The plain EM's closed-form sigma update at ``z`` (gating and sigma fixed there):
         sigma^2 = mean_n sum_i r_ni (y_n - mu_ni)^2, floored as :func:`sigma_m_step`."""
         xp = self.xp
         sigma = float(np.exp(z[-1]))
-        L = xp.param(self.gating(z), self.X) @ self.X.T
-        L -= xp.colmax(L)
-        L -= xp.log(xp.colsum(xp.exp(L)))    # log gate probabilities
-        L -= self.resid2 * (0.5 / sigma**2)
-        L -= xp.colmax(L)
-        xp.exp_(L)
-        L /= xp.colsum(L)                    # responsibilities
-        return xp.vdot(L, self.resid2) / self.n
+        W = xp.param(self.gating(z), self.X)
+        total = 0.0
+        for sl in row_blocks(self.X, max(self.d, 16)):  # one block unless X is on disk
+            X, resid2 = self._block(sl)
+            L = W @ X.T
+            L -= xp.colmax(L)
+            L -= xp.log(xp.colsum(xp.exp(L)))    # log gate probabilities
+            L -= resid2 * (0.5 / sigma**2)
+            L -= xp.colmax(L)
+            xp.exp_(L)
+            L /= xp.colsum(L)                    # responsibilities
+            total += xp.vdot(L, resid2)
+        return total / self.n
 
     def gating(self, z: np.ndarray) -> np.ndarray:
         """The (k, d) gating of the parameter vector ``z`` (last row 0)."""
@@ -124,35 +155,42 @@ class _MarginalLikelihood:
         k, d, n = self.k, self.d, self.n
         m = (k - 1) * d
         theta = z[:m]
-        L = xp.param(self.gating(z), self.X) @ self.X.T   # logits (k, n)
-        L -= xp.colmax(L)
-        P = xp.exp(L)
-        s1 = xp.colsum(P)                    # gate normaliser (times exp(-max))
-        if self.update_sigma:
-            sigma = float(np.exp(z[-1]))
-            log_dens = self.resid2 * (-0.5 / sigma**2)
-            log_dens -= float(z[-1]) + 0.5 * LOG_2PI
-            L += log_dens
-        else:
-            sigma = self.sigma
-            L += self.log_dens
-        with xp.errstate(divide="ignore", invalid="ignore"):  # checked just below
-            m2 = xp.colmax(L)
-            L -= m2
-            xp.exp_(L)
-            s2 = xp.colsum(L)
-            ll = float((xp.log(s2 / s1) + m2).mean())
+        W = xp.param(self.gating(z), self.X)
+        sigma = float(np.exp(z[-1])) if self.update_sigma else self.sigma
+        ll_sum, v_sum, G = 0.0, 0.0, None
+        for sl in row_blocks(self.X, max(self.d, 16)):  # one block unless X is on disk
+            X, term = self._block(sl)
+            L = W @ X.T                      # logits (k, rows)
+            L -= xp.colmax(L)
+            P = xp.exp(L)
+            s1 = xp.colsum(P)                # gate normaliser (times exp(-max))
+            if self.update_sigma:
+                log_dens = term * (-0.5 / sigma**2)
+                log_dens -= float(z[-1]) + 0.5 * LOG_2PI
+                L += log_dens
+            else:
+                L += term
+            with xp.errstate(divide="ignore", invalid="ignore"):  # checked below
+                m2 = xp.colmax(L)
+                L -= m2
+                xp.exp_(L)
+                s2 = xp.colsum(L)
+                ll_sum += float((xp.log(s2 / s1) + m2).sum())
+            L /= s2                          # responsibilities
+            P /= s1                          # gate probabilities
+            if self.update_sigma:
+                v_sum += xp.vdot(L, term)
+            L -= P
+            G = L[: k - 1] @ X if G is None else G + L[: k - 1] @ X
+        ll = ll_sum / n
         if not np.isfinite(ll):
             raise FloatingPointError(
                 "gating EM (quasi-Newton) produced a non-finite log-likelihood "
                 f"(|gating| = {float(np.linalg.norm(theta)):.3g}, sigma = {sigma:.3g})")
-        L /= s2                              # responsibilities
-        P /= s1                              # gate probabilities
         grad = np.empty_like(z)
         if self.update_sigma:
-            grad[-1] = xp.vdot(L, self.resid2) / (n * sigma**2) - 1.0
-        L -= P
-        grad[:m] = (xp.to_numpy(L[: k - 1] @ self.X) / n).ravel()
+            grad[-1] = v_sum / (n * sigma**2) - 1.0
+        grad[:m] = (xp.to_numpy(G) / n).ravel()
         value = ll
         if self.ridge:
             grad[:m] -= self.ridge * theta
@@ -222,8 +260,9 @@ def gating_em_quasi_newton(
     experts, gating, sigma, clock = _start_point(experts, gating, sigma, history)
     k, d = experts.shape
     xp = array_backend(X)
-    f = _MarginalLikelihood(X, y, _expert_means_t(X, experts, activation), sigma, ridge,
-                            update_sigma)
+    means_t = (_expert_means_t(X, experts, activation) if not is_out_of_core(X)
+               else lambda sl: _expert_means_t(X[sl], experts, activation))
+    f = _MarginalLikelihood(X, y, means_t, sigma, ridge, update_sigma)
     z0 = gating[: k - 1].ravel()
     bounds = None
     if update_sigma:

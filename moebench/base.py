@@ -16,6 +16,7 @@ from typing import Any, ClassVar, cast
 import numpy as np
 
 from moebench.activations import Activation, get_activation
+from moebench.chunked import is_out_of_core
 from moebench.generator import as_seed_sequence
 from moebench.metrics import parameter_errors
 from moebench.model import MoEModel
@@ -459,8 +460,9 @@ class MoEEstimator:
             raise ValueError(
                 f"truth has shape {truth.experts.shape}, expected ({k}, {X.shape[1]})"
             )
-        # fit on X / 2**e (exact; e = 0 for unit-scale X), parameters mapped back below
-        e = power_of_two_scale(X)
+        # fit on X / 2**e (exact; e = 0 for unit-scale X), parameters mapped back below;
+        # X on disk (a memmap) is fitted as it is: scaling it would copy it into memory
+        e = 0 if is_out_of_core(X) else power_of_two_scale(X)
         X_fit, truth = (np.ldexp(X, -e), scaled_truth(truth, e)) if e else (X, truth)
         history = History(truth)
         self._fit(X_fit, y, k, act, sigma, history)

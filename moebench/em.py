@@ -24,6 +24,7 @@ from scipy.optimize import minimize
 from moebench.acceleration import GATING_ACCELERATIONS, QN_MIN_ITER, gating_em_quasi_newton
 from moebench.activations import ACTIVATIONS, Activation, _sigmoid_deriv
 from moebench.base import History, StartFit
+from moebench.chunked import LazyRows, blocked_mean, blocked_sum, is_out_of_core
 from moebench.model import LOG_2PI, MoEModel
 from moebench.tensor.backend import Backend, array_backend, to_backend
 from moebench.validation import Interval, Options, check_choice
@@ -41,6 +42,8 @@ def e_step(model: MoEModel, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, f
     Returns
     -------
     resp : ndarray of shape (n, k)
+        For ``X`` on disk (a ``numpy.memmap``) a :class:`moebench.chunked.LazyRows`:
+        recomputed per row block when indexed with a row slice, never stored.
     mean_log_likelihood : float
     """
     return _e_step(X, y, model.experts, model.gating, model.sigma, model.activation)
@@ -51,20 +54,29 @@ def _e_step(X, y, experts, gating, sigma, activation, means=None) -> tuple[np.nd
     return resp, ll
 
 
-def _e_step_gate(X, y, experts, gating, sigma, activation, means=None
+def _e_step_gate(X, y, experts, gating, sigma, activation, means=None, log_proba=None
                  ) -> tuple[np.ndarray, float, np.ndarray]:
     """:func:`_e_step` that also returns the gate log-probabilities log softmax(X W^T).
 
     The gating M-step that follows starts from the same gating, so it reuses them
-    (:func:`gating_m_step`'s ``log_proba``) instead of recomputing ``X @ W.T``.
+    (:func:`gating_m_step`'s ``log_proba``) instead of recomputing ``X @ W.T``; and the
+    gating M-step's last evaluation leaves them for the next E-step (``log_proba``: the
+    gate log-probabilities at ``gating`` when the caller has them).
     Row-wise log-sum-exps on numpy arrays use :mod:`moebench.fastmath` (column passes,
     not scipy's per-row reductions); torch tensors use torch's
     (:func:`moebench.tensor.backend.array_backend`).
     """
+    if is_out_of_core(X):  # X on disk: the mean over row blocks; responsibilities lazily
+        def block(Xb, yb, mb):
+            return _e_step_gate(Xb, yb, experts, gating, sigma, activation, mb)
+
+        ll = blocked_mean(lambda *b: block(*b)[1], X, y, means)
+        return LazyRows(lambda *b: block(*b)[0], X, y, means, columns=len(experts)), ll, None
     xp = array_backend(X)
     if means is None:
         means = _means(X, experts, activation)
-    logp = xp.log_softmax_rows(X @ xp.param(gating, X).T)
+    logp = (log_proba if log_proba is not None
+            else xp.log_softmax_rows(X @ xp.param(gating, X).T))
     sigma = float(sigma)
     lj = y[:, None] - means
     lj /= sigma
@@ -78,34 +90,47 @@ def _e_step_gate(X, y, experts, gating, sigma, activation, means=None
 
 def _gating_objective(theta: np.ndarray, X: np.ndarray, resp: np.ndarray, ridge: float,
                       logp: np.ndarray | None = None):
-    """Mean soft-label log-likelihood of the gating (last row 0), its gradient, probabilities.
+    """Mean soft-label log-likelihood of the gating (last row 0), its gradient, the gate
+    probabilities and log-probabilities.
 
     ``logp``: the gate log-probabilities at ``theta`` when the caller has them. The value
-    and gradient are numpy; the probabilities are on ``X``'s backend.
+    and gradient are numpy; the (log-)probabilities are on ``X``'s backend.
     """
     xp = array_backend(X)
     k = resp.shape[1]
     n = X.shape[0]
+    if is_out_of_core(X):  # X on disk: the mean over row blocks; probabilities lazily
+        value, grad = blocked_mean(lambda Xb, rb: _gating_objective(theta, Xb, rb, ridge)[:2],
+                                   X, resp)
+        W = np.vstack([theta.reshape(k - 1, -1), np.zeros((1, X.shape[1]))])
+        return value, grad, LazyRows(lambda Xb: xp.softmax_rows(Xb @ W.T), X, columns=k), None
     if logp is None:
         W = np.vstack([theta.reshape(k - 1, -1), np.zeros((1, X.shape[1]))])
         logp = xp.log_softmax_rows(X @ xp.param(W, X).T)
-    value = float((resp * logp).sum()) / n - 0.5 * ridge * float(theta @ theta)
+    value = xp.vdot(resp, logp) / n - 0.5 * ridge * float(theta @ theta)
     P = xp.exp(logp)
-    grad = xp.to_numpy((resp - P)[:, : k - 1].T @ X) / n - ridge * theta.reshape(k - 1, -1)
-    return value, grad.ravel(), P
+    # all k rows of (R - P)^T X in one GEMM on the contiguous difference (no strided copy)
+    grad = xp.to_numpy((resp - P).T @ X)[: k - 1] / n - ridge * theta.reshape(k - 1, -1)
+    return value, grad.ravel(), P, logp
 
 
 def _gating_hessian(xp: Backend, X, P, ridge: float) -> np.ndarray:
     """The negative Hessian of the gating objective (numpy, ((k-1) d)^2): block (i, j) is
-    X^T diag(p_i (delta_ij - p_j)) X / n, plus ``ridge`` on the diagonal."""
+    X^T diag(p_i (delta_ij - p_j)) X / n, plus ``ridge`` on the diagonal. The weights have
+    one sign per block (p_i (1 - p_i) >= 0 on the diagonal, -p_i p_j off it), so each
+    block is one :meth:`~moebench.tensor.backend.Backend.weighted_gram` (a SYRK)."""
+    if is_out_of_core(X):  # X on disk: the mean over row blocks
+        return blocked_mean(lambda Xb, Pb: _gating_hessian(xp, Xb, Pb, ridge), X, P)
     n, d = X.shape
     k1 = P.shape[1] - 1
     m = k1 * d
     H = np.empty((m, m))
     for i in range(k1):
         for j in range(i, k1):
-            w = P[:, i] * (float(i == j) - P[:, j])
-            block = xp.to_numpy((X * w[:, None]).T @ X) / n
+            if i == j:
+                block = xp.weighted_gram(X, P[:, i] * (1.0 - P[:, i])) / n
+            else:
+                block = xp.weighted_gram(X, P[:, i] * P[:, j]) / -n
             H[i * d:(i + 1) * d, j * d:(j + 1) * d] = block
             H[j * d:(j + 1) * d, i * d:(i + 1) * d] = block.T
     H[np.diag_indices(m)] += ridge + 1e-10
@@ -148,6 +173,14 @@ def gating_m_step(
     -------
     ndarray (k, d), last row 0
     """
+    return _gating_m_step(X, resp, gating, ridge, max_iter, tol, method, log_proba)[0]
+
+
+def _gating_m_step(X, resp, gating, ridge=0.0, max_iter=10, tol=1e-8, method="auto",
+                   log_proba=None):
+    """:func:`gating_m_step`, also returning the gate log-probabilities at the new gating
+    when the Newton path has them (its last accepted evaluation; else None): the next
+    E-step's ``log_proba``."""
     check_choice(method, "gating method", GATING_METHODS)
     n, d = X.shape
     k = resp.shape[1]
@@ -160,9 +193,9 @@ def gating_m_step(
             theta, jac=True, method="L-BFGS-B",
             options={"maxiter": max(1, max_iter), "gtol": tol},
         )
-        theta = res.x
+        theta, logp = res.x, None
     else:
-        value, grad, P = _gating_objective(theta, X, resp, ridge, log_proba)
+        value, grad, P, logp = _gating_objective(theta, X, resp, ridge, log_proba)
         for _ in range(max_iter):
             if np.max(np.abs(grad)) < tol:
                 break
@@ -174,18 +207,20 @@ def gating_m_step(
             t = 1.0
             for _ in range(30):  # backtracking (Armijo) line search
                 cand = theta + t * step
-                new_value, new_grad, new_P = _gating_objective(cand, X, resp, ridge)
+                new_value, new_grad, new_P, new_logp = _gating_objective(cand, X, resp, ridge)
                 if new_value >= value + 1e-4 * t * float(grad @ step):
                     break
                 t *= 0.5
             else:
                 break
-            theta, value, grad, P = cand, new_value, new_grad, new_P
-    return np.vstack([theta.reshape(k - 1, d), np.zeros((1, d))])
+            theta, value, grad, P, logp = cand, new_value, new_grad, new_P, new_logp
+    return np.vstack([theta.reshape(k - 1, d), np.zeros((1, d))]), logp
 
 
 def _means(X, experts: np.ndarray, activation: Activation):
-    """g(X A^T), shape (n, k), on X's backend."""
+    """g(X A^T), shape (n, k), on X's backend (X on disk: computed per row block)."""
+    if is_out_of_core(X):
+        return LazyRows(lambda Xb: _means(Xb, experts, activation), X, columns=len(experts))
     xp = array_backend(X)
     return xp.act_func(activation, X @ xp.param(experts, X).T)
 
@@ -225,14 +260,20 @@ def expert_m_step(
     k, d = experts.shape
     new = np.array(experts, dtype=np.float64)
     eye = np.eye(d)
+    if is_out_of_core(X) and not activation.is_linear:
+        raise ValueError(
+            f"the expert M-step on X on disk (a numpy.memmap) supports activation 'linear' "
+            f"only; got {activation.name!r}: load X into memory (np.asarray(X)) for "
+            f"nonlinear experts")
+    # linear g: the normal equations of every expert (summed over row blocks on disk)
+    normal = blocked_sum(_normal_equations, X, y, resp) if activation.is_linear else None
     for i in range(k):
-        r = resp[:, i]
-        if activation.is_linear:
-            Xr = X * r[:, None]
-            gram = xp.to_numpy(Xr.T @ X)
+        if normal is not None:
+            gram = normal[0][i]
             A = gram + 1e-10 * (np.trace(gram) / d + 1.0) * eye
-            new[i] = np.linalg.solve(A, xp.to_numpy(Xr.T @ y))
+            new[i] = np.linalg.solve(A, normal[1][i])
             continue
+        r = resp[:, i]
         a = new[i]
         lam = damping
         # X @ a and g(X @ a) of the current point are kept from the accepted candidate's
@@ -245,7 +286,7 @@ def expert_m_step(
             # of X and one GEMM (no J, no r * J)
             gp = _derivative_at(xp, activation, t, f)
             rg = r * gp
-            A = xp.to_numpy((X * (rg * gp)[:, None]).T @ X)
+            A = xp.weighted_gram(X, rg * gp)
             b = xp.to_numpy(X.T @ (rg * (y - f)))
             diag = np.diag(A).copy() + 1e-12 * (np.trace(A) / d + 1e-12)
             improved = False
@@ -271,6 +312,19 @@ def expert_m_step(
     return new
 
 
+def _normal_equations(X, y, resp) -> tuple[np.ndarray, np.ndarray]:
+    """sum_n r_ni x_n x_n^T (k, d, d) and sum_n r_ni y_n x_n (k, d): the weighted
+    least-squares systems of the linear experts, as numpy."""
+    xp = array_backend(X)
+    k = resp.shape[1]
+    grams, rhs = [], []
+    for i in range(k):
+        r = resp[:, i]
+        grams.append(xp.weighted_gram(X, r))
+        rhs.append(xp.to_numpy(X.T @ (r * y)))
+    return np.stack(grams), np.stack(rhs)
+
+
 def sigma_m_step(
     X: np.ndarray, y: np.ndarray, resp: np.ndarray, experts: np.ndarray, activation: Activation,
     means: np.ndarray | None = None,
@@ -279,16 +333,23 @@ def sigma_m_step(
 
     ``means`` (g(X A^T)) may be passed to skip recomputing them.
     """
-    if means is None:
-        means = _means(X, experts, activation)
-    resid2 = (y[:, None] - means) ** 2
-    var = float((resp * resid2).sum()) / X.shape[0]
+    def mean_resid2(Xb, yb, rb, mb) -> float:
+        if mb is None:
+            mb = _means(Xb, experts, activation)
+        resid2 = (yb[:, None] - mb) ** 2
+        return float((rb * resid2).sum()) / Xb.shape[0]
+
+    var = blocked_mean(mean_resid2, X, y, resp, means)  # one block in memory
     floor = 1e-12 * (array_backend(y).var(y) + 1e-300)
     return float(np.sqrt(max(var, floor)))
 
 
 def _gradient_m_step(X, y, resp, experts, gating, activation, step_size):
-    """One gradient-ascent step on the expected complete-data log-likelihood."""
+    """One gradient-ascent step on the expected complete-data log-likelihood (affine in
+    means over rows: on disk, the weighted mean of its row blocks' steps)."""
+    if is_out_of_core(X):
+        return blocked_mean(lambda Xb, yb, rb: _gradient_m_step(
+            Xb, yb, rb, experts, gating, activation, step_size), X, y, resp)
     xp = array_backend(X)
     n = X.shape[0]
     t = X @ xp.param(experts, X).T
@@ -346,6 +407,9 @@ def run_em(
     Parameters
     ----------
     X, y : validated arrays (n, d) and (n,)
+        ``X`` may be a ``numpy.memmap`` (data on disk): every step then passes over it in
+        row blocks and recomputes the responsibilities per block instead of storing (n, k)
+        arrays (:mod:`moebench.chunked`; linear experts when they are updated).
     experts, gating, sigma : starting parameters
     activation : Activation
     update_experts : bool
@@ -390,21 +454,24 @@ def run_em(
     it = 0
     for it in range(1, max_iter + 1):
         if mstep == "full":
-            gating = gating_m_step(X, resp, gating, ridge=ridge, max_iter=gating_newton_steps,
-                                   method=gating_method, log_proba=log_proba)
+            gating, log_proba = _gating_m_step(X, resp, gating, ridge=ridge,
+                                               max_iter=gating_newton_steps,
+                                               method=gating_method, log_proba=log_proba)
             if update_experts:
                 experts = expert_m_step(X, y, resp, experts, activation, max_iter=expert_max_iter)
         else:
             new_experts, gating = _gradient_m_step(X, y, resp, experts, gating, activation,
                                                    step_size)
+            log_proba = None
             if update_experts:
                 experts = new_experts
         # the new experts' means, computed once for the sigma step and the E-step
         cur_means = means if means is not None else _means(X, experts, activation)
         if update_sigma:
             sigma = sigma_m_step(X, y, resp, experts, activation, cur_means)
+        # the gate log-probabilities of the gating M-step's last evaluation, when it has them
         resp, new_ll, log_proba = _e_step_gate(X, y, experts, gating, sigma, activation,
-                                               cur_means)
+                                               cur_means, log_proba)
         if not np.isfinite(new_ll):
             raise FloatingPointError(f"EM produced a non-finite log-likelihood at iteration {it}")
         if history is not None:

@@ -15,6 +15,10 @@ import scipy.linalg
 def check_array(a: Any, name: str, ndim: int, dtype: type = np.float64) -> np.ndarray:
     """Return ``a`` as a finite array of ``ndim`` dimensions.
 
+    A ``numpy.memmap`` of ``dtype`` is returned as it is (no copy: its data stay on disk)
+    and checked for NaN/inf row block by row block (:mod:`moebench.chunked`); the error
+    then also names the first row block holding one.
+
     Raises
     ------
     ValueError
@@ -23,10 +27,13 @@ def check_array(a: Any, name: str, ndim: int, dtype: type = np.float64) -> np.nd
         array (the mask is not honoured, so it is refused rather than ignored).
     """
     check_real_input(a, name)
-    try:
-        arr = np.asarray(a, dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric: {exc}") from None
+    if isinstance(a, np.memmap) and a.dtype == np.dtype(dtype):
+        arr = a  # data on disk: kept a memmap (no copy), visited in row blocks
+    else:
+        try:
+            arr = np.asarray(a, dtype=dtype)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must be numeric: {exc}") from None
     if arr.ndim != ndim:
         shape = "(n_samples, n_features)" if ndim == 2 else "(n_samples,)"
         raise ValueError(
@@ -34,7 +41,16 @@ def check_array(a: Any, name: str, ndim: int, dtype: type = np.float64) -> np.nd
         )
     if arr.size == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape}); at least one sample is needed")
-    if not np.all(np.isfinite(arr)):
+    if isinstance(arr, np.memmap):  # block by block: no full-size temporary
+        from moebench.chunked import count_nonfinite
+
+        bad, first = count_nonfinite(arr)
+        if bad:
+            raise ValueError(
+                f"{name} contains {bad} NaN or infinite value(s); only finite values are "
+                f"valid (the first in rows {first.start} to {first.stop - 1})"
+            )
+    elif not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise ValueError(
             f"{name} contains {bad} NaN or infinite value(s); only finite values are valid"

@@ -125,3 +125,24 @@ def test_report_from_asv_json(tmp_path):
 def test_report_without_results(tmp_path):
     with pytest.raises(SystemExit, match="no asv results"):
         report.write_report(tmp_path / "missing", None, tmp_path / "out")
+
+
+def test_report_algorithm_ratios_from_asv_json():
+    """The AlgorithmsVsPlain track_ values of an asv run become one row per (setting,
+    algorithm, activation); a skipped combination stays NaN."""
+    params = [["'100000,10,3'", "'100000,100,10'"], ["'tensor_em'", "'joint_em'"],
+              ["'linear'"]]
+    data = {"result_columns": ["result", "params"], "results": {
+        "bench_algorithms.AlgorithmsVsPlain.track_ratio_to_plain": [[0.4, 0.45, 0.3, None],
+                                                                    params],
+        "bench_algorithms.AlgorithmsVsPlain.track_ratio_to_floor": [[30.0, 300.0, 20.0, None],
+                                                                    params],
+        "bench_algorithms.AlgorithmsVsPlain.time_moebench": [[0.1, 0.2, 1.0, None], params],
+    }}
+    rows = report.algorithm_ratios(report.asv_rows(data))
+    assert [(r["d"], r["algorithm"]) for r in rows] == [
+        (10, "joint_em"), (10, "tensor_em"), (100, "joint_em"), (100, "tensor_em")]
+    assert rows[0]["ratio_to_plain"] == 0.45 and rows[0]["ratio_to_floor"] == 300.0
+    assert rows[1]["ratio_to_plain"] == 0.4 and rows[3]["ratio_to_plain"] == 0.3
+    assert math.isnan(rows[2]["ratio_to_plain"])
+    assert "time_moebench" not in rows[0] and "moebench" not in rows[0]

@@ -188,7 +188,8 @@ def check_inputs(summary: pd.DataFrame, checkpoints: pd.DataFrame, metric: str,
     ------
     ValueError
         For a metric other than :data:`ERROR_METRICS`, results without checkpoints
-        holding that metric, or a variant that is not in the results.
+        holding that metric, a variant that is not in the results, or runs whose
+        checkpoints were thinned (``checkpoints_thinned`` > 0 in the summary).
     """
     if metric not in ERROR_METRICS:
         raise ValueError(f"metric must be one of {', '.join(ERROR_METRICS)} (errors against "
@@ -205,10 +206,15 @@ def check_inputs(summary: pd.DataFrame, checkpoints: pd.DataFrame, metric: str,
         raise ValueError(f"no checkpoint has a finite {metric}: the results hold no true "
                          "parameters (real data?), so there is no error to reach")
     present = list(dict.fromkeys(summary["label"]))
-    if variants is None:
-        return present
-    unknown = [v for v in variants if v not in present]
-    if unknown or not variants:
+    chosen = present if variants is None else list(dict.fromkeys(variants))
+    unknown = [v for v in chosen if v not in present]
+    if unknown or (variants is not None and not chosen):
         raise ValueError(f"unknown variant(s) {', '.join(map(repr, unknown)) or '(none)'}; "
                          f"valid choices: {', '.join(present)}")
-    return list(dict.fromkeys(variants))
+    thinned = summary.get("checkpoints_thinned")  # moebench pack --thin-checkpoints
+    if thinned is not None and (thinned[summary["label"].isin(chosen)].fillna(0) > 0).any():
+        raise ValueError("the checkpoints of these results were thinned (moebench pack "
+                         "--thin-checkpoints), so a run's rows are no longer its steps: the "
+                         "equal-footing figure and the time_to_error table need every "
+                         "checkpoint (results packed without --thin-checkpoints)")
+    return chosen

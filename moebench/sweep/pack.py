@@ -5,6 +5,11 @@ A packed folder holds ``summary.parquet``, ``checkpoints.parquet`` and
 next to ``config.toml``, ``report.md`` and the figures. It resumes, plots and
 reports like an unpacked folder; ``unpack`` gives back the run files exactly (same
 summaries, same checkpoint rows). See :func:`moebench.sweep.results.pack`.
+
+``pack --thin-checkpoints N`` also thins long runs' checkpoints to the first and
+last of each phase (and restart) and about N log-spaced iterations in between
+(:func:`moebench.sweep.results.thin_checkpoint_rows`); summaries stay exact, and
+the thinning is recorded per run and in records.parquet's metadata.
 """
 
 from __future__ import annotations
@@ -19,13 +24,20 @@ def _mb(n: int) -> str:
 
 def cmd_pack(args: argparse.Namespace) -> int:
     """Pack each RESULTS folder into records.parquet + checkpoints.parquet + summary.parquet."""
-    from moebench.sweep.results import pack
+    from moebench.sweep.results import check_thin_checkpoints, pack
 
+    thin = args.thin_checkpoints
+    if thin is not None:
+        check_thin_checkpoints(thin)  # before any folder is touched
     for folder in args.results:
-        done = pack(folder)
+        done = pack(folder, thin_checkpoints=thin)
+        thinned = (f"; thinned the checkpoints of {done.thinned} run(s) to about {thin} per "
+                   f"segment ({done.checkpoint_rows_dropped} rows dropped)"
+                   if thin is not None else "")
         print(f"packed {done.out}: {done.runs} runs, {done.checkpoint_rows} checkpoint rows in "
               f"summary.parquet, checkpoints.parquet, records.parquet; removed "
-              f"{done.removed} run file(s); {_mb(done.bytes_before)} -> {_mb(done.bytes_after)}")
+              f"{done.removed} run file(s){thinned}; {_mb(done.bytes_before)} -> "
+              f"{_mb(done.bytes_after)}")
     return 0
 
 
@@ -49,6 +61,13 @@ def add_pack_parser(sub: argparse._SubParsersAction) -> None:
         "runs/ and the next pack merges them), plots and reports; `moebench unpack` restores "
         "the run files.")
     p.add_argument("results", nargs="+", metavar="RESULTS", help="results directory")
+    p.add_argument("--thin-checkpoints", type=int, default=None, metavar="N",
+                   help="keep, per run, the first and last checkpoint of every phase and "
+                   "restart and about N log-spaced iterations in between (an integer from 2 "
+                   "to 1000000; runs of at most N checkpoints per segment lose nothing); "
+                   "summaries are kept exactly and each thinned run records N and its full "
+                   "row count. The dropped rows are gone for good. Default: keep every "
+                   "checkpoint")
     p.set_defaults(func=cmd_pack)
 
 

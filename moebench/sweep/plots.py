@@ -22,6 +22,10 @@ Kinds
 ``gridlock`` and ``phase`` (:func:`plot_gridlock`, :func:`plot_phase_maps`)
     Where local search is stuck while a reference variant succeeds, from the rates
     of :mod:`moebench.sweep.gridlock`.
+``theorem`` (:func:`plot_theorem`)
+    The paper's theorem check (:mod:`moebench.sweep.theorem`): per cell of the map,
+    the fraction of random starts of the oracle gating EM that reach the
+    maximum-likelihood gating, with Wilson 95% intervals.
 
 Figures are :class:`matplotlib.figure.Figure` objects drawn on their own canvas:
 importing this module (or the report, which imports it) does not select or
@@ -77,7 +81,7 @@ from moebench.sweep.gridlock import (
 )
 
 KINDS = ("curves", "time", "sample_complexity", "success", "heldout", "diagnostics",
-         "equal_footing", "all")
+         "equal_footing", "theorem", "all")
 X_AXES = ("iteration", "time")
 METRICS = ("expert_error", "gating_error", "log_likelihood")
 SUFFIXES = (".png", ".pdf", ".svg")
@@ -705,6 +709,114 @@ def plot_phase_maps(
     return written
 
 
+# --------------------------------------------------------------------------- theorem check
+def plot_theorem(summary: pd.DataFrame, axes: Sequence[str] | None = None) -> Any:
+    """The theorem check: how many random starts of the oracle gating EM reach the ML gating.
+
+    One panel per activation and k (the first two of ``axes`` present in the
+    results, rows and columns), one point per cell of the remaining axes: the
+    fraction of random starts that reach the maximum-likelihood gating (the
+    likelihood and gating criteria of :mod:`moebench.sweep.theorem`) with its Wilson
+    95% interval as a bar, and as a hollow marker the fraction meeting the
+    likelihood criterion alone (the gap is "flat" starts: the same likelihood,
+    another gating). The counts under each point are the starts not reached: stuck
+    (s), unfinished (u), flat (f).
+
+    Parameters
+    ----------
+    summary : DataFrame
+        Summary of a sweep of ``oracle_gating_em`` with ``gating_init`` "truth" and
+        "random" variants (``moebench/configs/theorem.toml``).
+    axes : sequence of str, optional
+        Data-setting columns of a cell; default
+        :data:`moebench.sweep.theorem.DEFAULT_AXES`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        When the summary has no oracle runs from both starts (see
+        :func:`moebench.sweep.theorem.theorem_runs`).
+    """
+    from moebench.sweep.theorem import DEFAULT_AXES, GATING_TOL, LL_TOL, theorem_table
+
+    axes = [a for a in (DEFAULT_AXES if axes is None else axes) if a in summary.columns]
+    table = theorem_table(summary, axes)
+    panel_axes = [a for a in ("activation", "k") if a in axes]
+    cell_axes = [a for a in axes if a not in panel_axes]
+    row_key = panel_axes[0] if panel_axes else None
+    col_key = panel_axes[1] if len(panel_axes) > 1 else None
+    rows = sorted(table[row_key].unique(), key=_sort_key) if row_key else [None]
+    cols = sorted(table[col_key].unique(), key=_sort_key) if col_key else [None]
+    cells = table[cell_axes].drop_duplicates().sort_values(cell_axes) if cell_axes else None
+    n_cells = 1 if cells is None else len(cells)
+    fig = Figure(figsize=(max(3.2, 0.32 * n_cells + 1.2) * len(cols), 2.9 * len(rows)))
+    grid = fig.subplots(len(rows), len(cols), squeeze=False, sharey=True)
+    ticks = ["/".join(format_value(v) for v in r) for r in
+             cells.itertuples(index=False)] if cells is not None else [""]
+    for i, rv in enumerate(rows):
+        for j, cv in enumerate(cols):
+            ax = grid[i, j]
+            sub = table
+            if row_key:
+                sub = sub[sub[row_key] == rv]
+            if col_key:
+                sub = sub[sub[col_key] == cv]
+            if sub.empty:
+                ax.set_axis_off()
+                continue
+            if cells is not None:
+                pos = sub[cell_axes].merge(cells.reset_index(drop=True).reset_index(),
+                                           on=cell_axes, how="left")["index"].to_numpy()
+            else:
+                pos = np.zeros(len(sub), dtype=int)
+            rate = sub["rate"].to_numpy(float)
+            err = np.vstack([rate - sub["low"].to_numpy(float),
+                             sub["high"].to_numpy(float) - rate]).clip(0, None)
+            ax.axhline(1.0, color="0.85", lw=0.8, zorder=0)
+            ax.errorbar(pos, rate, yerr=err, fmt="o", ms=4, color="tab:blue", ecolor="tab:blue",
+                        elinewidth=1.0, capsize=2, label="reached the ML gating (95% CI)")
+            ax.plot(pos, sub["n_reached_ll"].to_numpy(float) / sub["starts"].to_numpy(float),
+                    "o", ms=7, mfc="none", mec="tab:orange", mew=1.0,
+                    label="likelihood criterion alone")
+            for x, r in zip(pos, sub.to_dict("records"), strict=True):
+                miss = [f"{r[c]}{t}" for c, t in (("n_stuck", "s"), ("n_unfinished", "u"),
+                                                   ("n_flat", "f")) if r[c]]
+                if miss:
+                    ax.text(x, -0.1, " ".join(miss), ha="center", va="top", fontsize=5.5,
+                            rotation=90, color="tab:red")
+            ax.set_ylim(-0.4, 1.08)
+            ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+            ax.set_xlim(-0.6, n_cells - 0.4)
+            ax.set_xticks(range(n_cells), ticks, rotation=90, fontsize=6)
+            ax.grid(axis="y", color="0.92", lw=0.6)
+            title = ", ".join(f"{key}={format_value(v)}" for key, v in
+                              ((row_key, rv), (col_key, cv)) if key)
+            ax.set_title(title or "all cells", fontsize=9)
+            if j == 0:
+                ax.set_ylabel("fraction of random starts")
+    for j in range(len(cols)):  # the lowest panel drawn in each column names the cell axes
+        shown = [grid[i, j] for i in range(len(rows)) if grid[i, j].axison]
+        if shown:
+            shown[-1].set_xlabel(" / ".join(cell_axes), fontsize=7)
+    handles, labels = next(a for a in grid.flat if a.axison).get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle("Gating EM with the true experts fixed: random starts reaching the ML gating "
+                 f"(log-likelihood within {LL_TOL:g}/sample and gating within {GATING_TOL:g} of "
+                 "the truth-started run); red: starts stuck (s), unfinished (u), flat (f)",
+                 fontsize=8.5)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    return fig
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    """Numbers before strings, each in natural order."""
+    return (0, float(value)) if isinstance(value, (int, float, np.number)) else (1, str(value))
+
+
 # --------------------------------------------------------------------------- entry points
 def draw(kind: str, summary: pd.DataFrame, checkpoints: pd.DataFrame, x: str = "iteration",
          metric: str = "expert_error", by: str | None = None, raw: bool = False) -> Any:
@@ -725,6 +837,8 @@ def draw(kind: str, summary: pd.DataFrame, checkpoints: pd.DataFrame, x: str = "
     if kind == "equal_footing":
         return plot_equal_footing(summary, checkpoints,
                                   metric if metric in ERROR_METRICS else "expert_error", raw)
+    if kind == "theorem":
+        return plot_theorem(summary)
     raise ValueError(f"unknown --kind {kind!r}; valid choices: {', '.join(KINDS)}")
 
 
@@ -733,6 +847,8 @@ def applicable_kinds(summary: pd.DataFrame) -> list[str]:
     if is_real_data(summary):
         return ["heldout", "curves"]
     kinds = ["curves", "time", "success", "equal_footing"]
+    if summary.get("checkpoints_thinned", pd.Series(dtype=float)).fillna(0).gt(0).any():
+        kinds.remove("equal_footing")  # steps are checkpoint rows: thinned runs lack them
     if "n" in summary.columns and summary["n"].nunique() > 1:
         kinds.insert(2, "sample_complexity")
     return kinds

@@ -25,6 +25,16 @@ A *packed* folder (:func:`pack`) holds every run in ``records.parquet`` and
 ``runs/`` as usual and merged by the next consolidation), plots and reports like
 an unpacked one, and :func:`unpack` gives back run files with the same summaries
 and checkpoint frames.
+
+Packing may *thin* the checkpoints of long runs (``pack(out, thin_checkpoints=N)``,
+``moebench pack --thin-checkpoints N``, see :func:`thin_checkpoint_rows`): each run
+keeps the first and last checkpoint of every segment (a phase, or a restart within
+it) and about ``N`` log-spaced iterations in between; its summary is untouched. A
+thinned run records ``{"thin_checkpoints": N, "checkpoint_rows_full": rows}``: in
+``records.parquet`` (columns of those names), in the metadata key
+``moebench_thinning`` of its unpacked run file (covered by the checksum), and as the
+summary-table column ``checkpoints_thinned`` (N, 0 for a complete run; the column
+exists only in folders with a thinned run).
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +62,14 @@ from moebench.io import TMP_PREFIX, atomic_write_bytes
 SUMMARY_KEY = b"moebench_summary"
 CHECKSUM_KEY = b"moebench_checksum"
 PACK_KEY = b"moebench_pack"
+THINNING_KEY = b"moebench_thinning"
+#: format of a packed folder (2: some runs' checkpoints are thinned)
 PACK_FORMAT = 1
+PACK_FORMAT_THINNED = 2
+#: valid range of ``thin_checkpoints`` (checkpoints kept per run segment, about)
+THIN_RANGE = (2, 1_000_000)
+#: summary-table column of a folder with thinned runs: the N of each run (0: complete)
+THINNED_COLUMN = "checkpoints_thinned"
 RUNS_DIR = "runs"
 QUARANTINE_DIR = ".quarantine"
 RECORDS_FILE = "records.parquet"
@@ -183,13 +200,21 @@ def _checkpoint_frame(checkpoints: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def run_checksum(summary_json: str | bytes, frame: pd.DataFrame) -> str:
+def _thinning_json(thinning: dict[str, int]) -> bytes:
+    return json.dumps({k: int(v) for k, v in thinning.items()}, sort_keys=True).encode()
+
+
+def run_checksum(summary_json: str | bytes, frame: pd.DataFrame,
+                 thinning: dict[str, int] | None = None) -> str:
     """``"sha256:<hex>"`` of a run's summary JSON and the canonical bytes of its checkpoints.
 
     The checkpoint part covers the row count and every column of
     ``CHECKPOINT_COLUMNS`` (phases as a JSON list, iterations as little-endian
     int64, the rest as little-endian float64), so it does not depend on how the
-    table was stored or compressed.
+    table was stored or compressed. A run whose checkpoints were thinned
+    (:func:`thin_checkpoint_rows`) passes its ``thinning`` record
+    (``thin_checkpoints``, ``checkpoint_rows_full``), which the checksum covers too;
+    a complete run's checksum is the same as before thinning existed.
 
     Raises
     ------
@@ -213,14 +238,19 @@ def run_checksum(summary_json: str | bytes, frame: pd.DataFrame) -> str:
             h.update(col.to_numpy(dtype="<f8").tobytes())
     h.update(b"\0summary\0")
     h.update(summary_json.encode() if isinstance(summary_json, str) else summary_json)
+    if thinning is not None:
+        h.update(b"\0thinning\0" + _thinning_json(thinning))
     return "sha256:" + h.hexdigest()
 
 
-def _run_file_bytes(summary_json: bytes, frame: pd.DataFrame) -> bytes:
+def _run_file_bytes(summary_json: bytes, frame: pd.DataFrame,
+                    thinning: dict[str, int] | None = None) -> bytes:
     table = pa.Table.from_pandas(frame, preserve_index=False)
     meta = dict(table.schema.metadata or {})
     meta[SUMMARY_KEY] = summary_json
-    meta[CHECKSUM_KEY] = run_checksum(summary_json, frame).encode()
+    if thinning is not None:
+        meta[THINNING_KEY] = _thinning_json(thinning)
+    meta[CHECKSUM_KEY] = run_checksum(summary_json, frame, thinning).encode()
     table = table.replace_schema_metadata(meta)
     buf = io.BytesIO()
     pq.write_table(table, buf)
@@ -239,13 +269,19 @@ def write_run(out: str | os.PathLike, summary: dict[str, Any],
 
 @dataclass
 class RunRecord:
-    """One verified run: its summary JSON exactly as stored, its checkpoints, its checksum."""
+    """One verified run: its summary JSON exactly as stored, its checkpoints, its checksum.
+
+    ``thinning`` is None for a run with every checkpoint, else its thinning record
+    ``{"thin_checkpoints": N, "checkpoint_rows_full": rows}`` (see
+    :func:`thin_checkpoint_rows`).
+    """
 
     run_id: str
     summary_json: str
     checkpoints: pd.DataFrame
     checksum: str
     source: str  # "file" or "packed"
+    thinning: dict[str, int] | None = None
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -298,16 +334,22 @@ def verify_run_file(path: str | os.PathLike) -> RunRecord:
     except UnicodeDecodeError:
         raise CorruptRunError(path, "its moebench summary is not UTF-8") from None
     _parse_summary(summary_json, run_id, path)
+    thinning = None
+    if THINNING_KEY in meta:
+        try:
+            thinning = _parse_thinning(json.loads(meta[THINNING_KEY]))
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise CorruptRunError(path, f"bad thinning record ({exc})") from None
     try:
         frame = table.to_pandas()
-        checksum = run_checksum(summary_json, frame)
+        checksum = run_checksum(summary_json, frame, thinning)
     except Exception as exc:  # noqa: BLE001 - a damaged table may raise anything
         raise CorruptRunError(path, f"bad checkpoint table ({exc})") from None
     stored = meta.get(CHECKSUM_KEY)
     if stored is not None and stored.decode(errors="replace") != checksum:
         raise CorruptRunError(path, "checksum mismatch: its content was altered after it "
                               "was written")
-    return RunRecord(run_id, summary_json, frame, checksum, "file")
+    return RunRecord(run_id, summary_json, frame, checksum, "file", thinning)
 
 
 def read_run_summary(path: str | os.PathLike) -> dict[str, Any]:
@@ -432,16 +474,22 @@ def _read_packed(out: Path, skip: Iterable[str] = ()) -> dict[str, RunRecord]:
     ck = ck[ck["run_id"].isin(set(records["run_id"]))]
     groups = ck.groupby("run_id", sort=False).indices
     empty = _checkpoint_frame([])
+    thinned = "thin_checkpoints" in records.columns
+    thin_n = records["thin_checkpoints"] if thinned else pd.Series(0, index=records.index)
+    full = records["checkpoint_rows_full"] if thinned else pd.Series(0, index=records.index)
     out_records: dict[str, RunRecord] = {}
-    for rid, summary_json, checksum in zip(records["run_id"], records["summary"],
-                                           records["checksum"], strict=True):
+    for rid, summary_json, checksum, n, rows in zip(records["run_id"], records["summary"],
+                                                    records["checksum"], thin_n, full,
+                                                    strict=True):
         idx = groups.get(rid)
         frame = empty.copy() if idx is None else \
             ck.iloc[idx][list(CHECKPOINT_COLUMNS)].reset_index(drop=True)
         where = Path(f"{rpath}[{rid}]")
         try:
             _parse_summary(summary_json, rid, where)
-            ok = run_checksum(summary_json, frame) == checksum
+            thinning = None if not n else _parse_thinning(
+                {"thin_checkpoints": int(n), "checkpoint_rows_full": int(rows)})
+            ok = run_checksum(summary_json, frame, thinning) == checksum
         except (ValueError, TypeError) as exc:
             warn(f"{where}: {exc}; excluded (its run counts as not run)")
             continue
@@ -449,7 +497,7 @@ def _read_packed(out: Path, skip: Iterable[str] = ()) -> dict[str, RunRecord]:
             warn(f"{where}: checksum mismatch between records.parquet and checkpoints.parquet; "
                  "excluded (its run counts as not run)")
             continue
-        out_records[rid] = RunRecord(rid, summary_json, frame, checksum, "packed")
+        out_records[rid] = RunRecord(rid, summary_json, frame, checksum, "packed", thinning)
     return out_records
 
 
@@ -528,14 +576,22 @@ def _uniform_types(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_tables(records: Iterable[RunRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(summary, checkpoints) tables of ``records``, in their order."""
-    summaries, frames = [], []
+    """(summary, checkpoints) tables of ``records``, in their order.
+
+    When a run's checkpoints are thinned, the summary table has the column
+    ``checkpoints_thinned`` (:data:`THINNED_COLUMN`: each run's N, 0 for a complete
+    run), joined onto the checkpoint rows like the other summary columns.
+    """
+    summaries, frames, thin = [], [], []
     for rec in records:
         summaries.append(rec.summary)
+        thin.append(rec.thinning["thin_checkpoints"] if rec.thinning else 0)
         ck = rec.checkpoints.copy()
         ck.insert(0, "run_id", rec.run_id)
         frames.append(ck)
     summary_df = _uniform_types(pd.DataFrame(summaries))
+    if any(thin):  # only folders with a thinned run get the column
+        summary_df[THINNED_COLUMN] = pd.Series(thin, index=summary_df.index, dtype="int64")
     if frames:
         ck_df = pd.concat(frames, ignore_index=True)
     else:
@@ -550,11 +606,18 @@ def build_tables(records: Iterable[RunRecord]) -> tuple[pd.DataFrame, pd.DataFra
 
 def _records_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
     recs = list(records)
-    return pd.DataFrame({"run_id": pd.Series([r.run_id for r in recs], dtype=object),
-                         "summary": pd.Series([r.summary_json for r in recs], dtype=object),
-                         "checksum": pd.Series([r.checksum for r in recs], dtype=object),
-                         "checkpoint_rows": pd.Series([len(r.checkpoints) for r in recs],
-                                                      dtype="int64")})
+    frame = pd.DataFrame({"run_id": pd.Series([r.run_id for r in recs], dtype=object),
+                          "summary": pd.Series([r.summary_json for r in recs], dtype=object),
+                          "checksum": pd.Series([r.checksum for r in recs], dtype=object),
+                          "checkpoint_rows": pd.Series([len(r.checkpoints) for r in recs],
+                                                       dtype="int64")})
+    if any(r.thinning for r in recs):  # complete folders keep the format-1 columns
+        frame["thin_checkpoints"] = pd.Series(
+            [r.thinning["thin_checkpoints"] if r.thinning else 0 for r in recs], dtype="int64")
+        frame["checkpoint_rows_full"] = pd.Series(
+            [r.thinning["checkpoint_rows_full"] if r.thinning else len(r.checkpoints)
+             for r in recs], dtype="int64")
+    return frame
 
 
 def _ordered(records: dict[str, RunRecord], run_ids: list[str] | None) -> list[RunRecord]:
@@ -580,14 +643,52 @@ def _existing_order(out: Path) -> list[str] | None:
     return None
 
 
+def _pack_metadata(records: list[RunRecord], checkpoint_rows: int) -> dict[str, Any]:
+    """The ``moebench_pack`` metadata of records.parquet (see :func:`pack_metadata`)."""
+    meta: dict[str, Any] = {"format": PACK_FORMAT, "runs": len(records),
+                            "checkpoint_rows": checkpoint_rows}
+    thinned = [r.thinning for r in records if r.thinning]
+    if thinned:
+        meta["format"] = PACK_FORMAT_THINNED
+        meta["thinned_runs"] = len(thinned)
+        meta["thin_checkpoints"] = sorted({t["thin_checkpoints"] for t in thinned})
+        meta["checkpoint_rows_full"] = checkpoint_rows + sum(
+            t["checkpoint_rows_full"] for t in thinned) - sum(
+            len(r.checkpoints) for r in records if r.thinning)
+    return meta
+
+
+def pack_metadata(out: str | os.PathLike) -> dict[str, Any]:
+    """The packing record of a packed folder (``{}`` when it is not packed).
+
+    Keys: ``format`` (1; 2 when some run's checkpoints are thinned), ``runs``,
+    ``checkpoint_rows``; and, for a folder with thinned runs, ``thinned_runs``,
+    ``thin_checkpoints`` (the sorted N values used) and ``checkpoint_rows_full`` (the
+    rows before thinning).
+
+    Raises
+    ------
+    ValueError
+        When records.parquet cannot be read.
+    """
+    path = Path(out) / RECORDS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(PACK_KEY)
+        return json.loads(raw) if raw else {}
+    except Exception as exc:  # noqa: BLE001 - a damaged table may raise anything
+        raise _damaged_pack(path, str(exc).strip().splitlines()[0] if str(exc) else
+                            type(exc).__name__) from None
+
+
 def _write_tables(out: Path, records: list[RunRecord], summary_df: pd.DataFrame,
                   ck_df: pd.DataFrame, csv: bool, packed: bool) -> None:
     # checkpoints first, records second: a crash in between leaves run files that
     # still override any record whose rows changed (run files go only after a pack)
     _write_frame(ck_df, out / "checkpoints.parquet")
     if packed:
-        meta = {PACK_KEY: json.dumps({"format": PACK_FORMAT, "runs": len(records),
-                                      "checkpoint_rows": len(ck_df)}).encode()}
+        meta = {PACK_KEY: json.dumps(_pack_metadata(records, len(ck_df))).encode()}
         _write_frame(_records_frame(records), out / RECORDS_FILE, meta)
     _write_frame(summary_df, out / "summary.parquet")
     if csv:
@@ -624,6 +725,122 @@ def consolidate(out: str | os.PathLike, run_ids: list[str] | None = None, csv: b
     return summary_df, ck_df
 
 
+# --------------------------------------------------------------------------- thinning
+def _parse_thinning(value: Any) -> dict[str, int]:
+    """A thinning record as stored (JSON object with two positive integers), checked."""
+    if not isinstance(value, dict) or set(value) != {"thin_checkpoints", "checkpoint_rows_full"}:
+        raise ValueError("expected an object with thin_checkpoints and checkpoint_rows_full")
+    out = {}
+    for key in ("checkpoint_rows_full", "thin_checkpoints"):
+        v = value[key]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{key} must be a non-negative integer; got {v!r}")
+        out[key] = int(v)
+    return out
+
+
+def check_thin_checkpoints(n: Any) -> int:
+    """``n`` as a valid ``thin_checkpoints`` value (an integer in :data:`THIN_RANGE`).
+
+    Raises
+    ------
+    ValueError
+        Naming the option (``thin_checkpoints``, ``--thin-checkpoints`` on the command
+        line), the bad value and the valid range.
+    """
+    low, high = THIN_RANGE
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not low <= n <= high:
+        raise ValueError(f"thin_checkpoints (--thin-checkpoints) must be an integer from {low} "
+                         f"to {high} (about how many checkpoints to keep per run segment); "
+                         f"got {n!r}")
+    return int(n)
+
+
+def checkpoint_segments(phase: Sequence[Any], iteration: Sequence[int]) -> np.ndarray:
+    """The segment of each checkpoint row: a new one where the phase changes or the
+    iteration goes down (a restart), so iterations never decrease within a segment.
+
+    Parameters
+    ----------
+    phase, iteration : sequence
+        One entry per checkpoint, in recorded order.
+
+    Returns
+    -------
+    ndarray of int64
+        0, 0, ..., 1, 1, ... (empty for no rows).
+    """
+    ph = np.asarray(phase, dtype=object)
+    it = np.asarray(iteration, dtype=np.int64)
+    if len(it) == 0:
+        return np.zeros(0, dtype=np.int64)
+    new = np.zeros(len(it), dtype=bool)
+    new[1:] = (ph[1:] != ph[:-1]) | (it[1:] < it[:-1])
+    return np.cumsum(new).astype(np.int64)
+
+
+def thin_checkpoint_rows(phase: Sequence[Any], iteration: Sequence[int], n: int) -> np.ndarray:
+    """Positions of the checkpoint rows a thinned run keeps (sorted, recorded order).
+
+    Within each segment (:func:`checkpoint_segments`: a phase, or one restart of it)
+    of more than ``n`` rows, with iterations from ``i0`` to ``i1``, the kept rows are
+    the segment's first and last row and, for each offset ``o`` of the geometric
+    grid ``round(geomspace(1, i1 - i0 + 1, n)) - 1``, the first row whose iteration
+    is at least ``i0 + o``. A segment of at most ``n`` rows is kept whole. So the
+    first and last checkpoint of the run and of every phase and restart are always
+    kept, early iterations densely and late ones about ``n`` per decade span, and
+    thinning a thinned run again with the same ``n`` keeps every row.
+
+    Parameters
+    ----------
+    phase, iteration : sequence
+        One entry per checkpoint, in recorded order.
+    n : int
+        About how many rows to keep per segment (see :func:`check_thin_checkpoints`).
+
+    Returns
+    -------
+    ndarray of int64
+    """
+    n = check_thin_checkpoints(n)
+    it = np.asarray(iteration, dtype=np.int64)
+    seg = checkpoint_segments(phase, it)
+    keep: list[np.ndarray] = []
+    bounds = np.flatnonzero(np.diff(seg, prepend=-1, append=seg[-1] + 1 if len(seg) else 0))
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        if b - a <= n:
+            keep.append(np.arange(a, b))
+            continue
+        its = it[a:b]
+        span = int(its[-1] - its[0]) + 1
+        offsets = np.unique(np.clip(np.rint(np.geomspace(1, span, n)), 1, span).astype(np.int64)
+                            ) - 1
+        pos = a + np.searchsorted(its, its[0] + offsets, side="left")
+        keep.append(np.unique(np.concatenate([[a, b - 1], pos[pos < b]])))
+    return np.concatenate(keep).astype(np.int64) if keep else np.zeros(0, dtype=np.int64)
+
+
+def thin_record(record: RunRecord, n: int) -> RunRecord:
+    """``record`` with its checkpoints thinned to :func:`thin_checkpoint_rows` (a new record).
+
+    The summary is kept byte-exact; the checksum is recomputed over the kept rows and
+    the thinning record. A run already thinned is returned as it is (whatever ``n``),
+    and so is a run that loses no row (it stays a complete run).
+    """
+    n = check_thin_checkpoints(n)
+    if record.thinning is not None:
+        return record
+    ck = record.checkpoints
+    rows = thin_checkpoint_rows(ck["phase"].to_numpy(), ck["iteration"].to_numpy(), n)
+    if len(rows) == len(ck):
+        return record
+    frame = ck.iloc[rows].reset_index(drop=True)
+    thinning = {"thin_checkpoints": n, "checkpoint_rows_full": len(ck)}
+    return RunRecord(record.run_id, record.summary_json, frame,
+                     run_checksum(record.summary_json, frame, thinning), record.source,
+                     thinning)
+
+
 # --------------------------------------------------------------------------- pack / unpack
 @dataclass
 class PackOutcome:
@@ -635,13 +852,15 @@ class PackOutcome:
     removed: int
     bytes_before: int
     bytes_after: int
+    thinned: int = 0
+    checkpoint_rows_dropped: int = 0
 
 
 def _tree_size(paths: Iterable[Path]) -> int:
     return sum(p.stat().st_size for p in paths if p.is_file())
 
 
-def pack(out: str | os.PathLike) -> PackOutcome:
+def pack(out: str | os.PathLike, thin_checkpoints: int | None = None) -> PackOutcome:
     """Pack a results folder: every run into ``records.parquet`` + ``checkpoints.parquet``.
 
     The run files are verified (damaged ones are quarantined), the tables are
@@ -651,13 +870,30 @@ def pack(out: str | os.PathLike) -> PackOutcome:
     Packing a packed folder merges the run files written since. The row order of the
     current summary.parquet is kept (reports list ties in row order).
 
+    Parameters
+    ----------
+    out : path
+        The results directory.
+    thin_checkpoints : int, optional
+        Thin each run's checkpoints to about this many per segment
+        (:func:`thin_checkpoint_rows`; an integer in :data:`THIN_RANGE`). Summaries
+        are kept exactly; each thinned run records its N and its full row count
+        (:class:`RunRecord`), and records.parquet's metadata says so
+        (:func:`pack_metadata`). Runs thinned before are left as they are. The
+        dropped rows are gone for good once the run files are deleted. Default: keep
+        every checkpoint.
+
     Raises
     ------
     FileNotFoundError
         When ``out`` is not a results directory or holds no runs.
     ValueError
-        When the written tables do not read back equal (nothing is deleted then).
+        When ``thin_checkpoints`` is out of range (checked before anything is
+        touched), or the written tables do not read back equal (nothing is deleted
+        then).
     """
+    if thin_checkpoints is not None:
+        thin_checkpoints = check_thin_checkpoints(thin_checkpoints)
     out = Path(out)
     if not out.is_dir():
         raise FileNotFoundError(f"no results directory {str(out)!r}")
@@ -670,12 +906,21 @@ def pack(out: str | os.PathLike) -> PackOutcome:
         raise FileNotFoundError(f"{out} holds no runs to pack (no runs/*.parquet and no "
                                 f"{RECORDS_FILE})")
     records = _ordered(store, _existing_order(out))
+    thinned = dropped = 0
+    if thin_checkpoints is not None:
+        thin = [thin_record(rec, thin_checkpoints) for rec in records]
+        for old, new in zip(records, thin, strict=True):
+            if new is not old:
+                thinned += 1
+                dropped += len(old.checkpoints) - len(new.checkpoints)
+        records = thin
     summary_df, ck_df = build_tables(records)
     _write_tables(out, records, summary_df, ck_df, csv=False, packed=True)
     back = _read_packed(out)
     for rec in records:
         got = back.get(rec.run_id)
         if got is None or got.summary_json != rec.summary_json or \
+                got.thinning != rec.thinning or \
                 not got.checkpoints.equals(rec.checkpoints.reset_index(drop=True)):
             raise ValueError(f"pack {out}: run {rec.run_id} did not read back equal from "
                              f"{out / RECORDS_FILE}; no run file was deleted")
@@ -692,14 +937,16 @@ def pack(out: str | os.PathLike) -> PackOutcome:
         d.rmdir()
     after = _tree_size([out / "summary.parquet", out / "checkpoints.parquet", out / RECORDS_FILE,
                         *_run_file_entries(out).values()])
-    return PackOutcome(out, len(records), len(ck_df), removed, before, after)
+    return PackOutcome(out, len(records), len(ck_df), removed, before, after, thinned, dropped)
 
 
 def unpack(out: str | os.PathLike, force: bool = False) -> int:
     """Write ``runs/<run_id>.parquet`` for every packed run and remove ``records.parquet``.
 
     Each run file gets the summary exactly as packed and the same checkpoint rows
-    (so :func:`read_run` gives back equal summaries and frames). An existing run
+    (so :func:`read_run` gives back equal summaries and frames); a thinned run's file
+    carries its thinning record (metadata key ``moebench_thinning``) and a checksum
+    computed over the rows it holds, so it verifies like any run file. An existing run
     file is kept unless ``force``. ``summary.parquet`` and ``checkpoints.parquet``
     stay (they are the consolidated tables of an unpacked folder too). Returns the
     number of run files written.
@@ -719,7 +966,7 @@ def unpack(out: str | os.PathLike, force: bool = False) -> int:
         if rid in existing:
             continue
         atomic_write_bytes(run_path(out, rid), _run_file_bytes(rec.summary_json.encode(),
-                                                               rec.checkpoints))
+                                                               rec.checkpoints, rec.thinning))
         written += 1
     (out / RECORDS_FILE).unlink()
     for name in ("summary.parquet", "checkpoints.parquet"):

@@ -1,0 +1,297 @@
+"""The large-n regime, measured: fits on data on disk, their memory, and time to accuracy.
+
+Issue 13 item 4. The data are the ``X.npy`` / ``y.npy`` memmaps and ``params.json`` of
+``moebench generate --out DIR`` (n = 10^7, d = 100, k = 10 in the committed run); each fit
+runs in its own process (``fit``), with one BLAS thread and one torch thread, and samples
+its own memory from ``/proc/self/status`` every 50 ms:
+
+* ``RssAnon``: resident anonymous memory (heap, numpy and torch buffers): what the fit
+  holds beyond the page cache. The memmapped X is file-backed (``RssFile``), so it is not
+  counted here; the peak of ``RssAnon`` is the figure checked against the 2 GB bound
+  (peak over the fit, and its rise above the value just before ``fit``);
+* ``RssFile`` and ``VmHWM`` are recorded too (the file pages of X mapped in, and the peak
+  resident set including them).
+
+Per history record the JSON holds the time, the expert error against the true experts
+(:func:`moebench.metrics.expert_error`, through the estimator's ``History``), and the
+passes over X so far: the blocked passes of :mod:`moebench.chunked` (EM steps, the
+quasi-Newton objective) plus the tensor step's two moment passes; for sgd its epochs (its
+per-epoch full-data likelihood, recorded for the history only, is not counted). The
+validation before ``fit`` starts its clock (finite check, scale checks: about four
+passes) is in ``wall_s`` but not in the records' times or passes. ``collect`` turns the
+per-fit JSON files into one compact table (``measurements.json``, ``curves.csv``) and the
+figure (expert error against wall time and against passes; a 64-colour palette PNG).
+
+Usage::
+
+    moebench generate --n 10000000 --d 100 --k 10 --seed 0 --out /tmp/large_n/data
+    nice -n 5 python benchmarks/large_n.py fit --data /tmp/large_n/data --fit tensor_em \\
+        --out /tmp/large_n/runs
+    ...                                              (--fit joint_em, sgd)
+    python benchmarks/large_n.py collect --runs /tmp/large_n/runs --out results/large_n
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: the fits of the measurement: algorithm name and options (k, activation and seed apart)
+FITS: dict[str, dict[str, Any]] = {
+    "tensor_em": {"algorithm": "tensor_em", "options": {}},
+    "tensor_em_refine": {"algorithm": "tensor_em",
+                         "options": {"refine": True, "refine_max_iter": 200}},
+    "joint_em": {"algorithm": "joint_em", "options": {"n_init": 1, "max_iter": 200}},
+    "sgd": {"algorithm": "sgd", "options": {"optimizer": "adam", "max_epochs": 40,
+                                            "device": "cpu"}},
+}
+#: passes over X that a fit makes outside the blocked EM passes of moebench.chunked
+MOMENT_PASSES = 2  # tensor step: T2 (one pass), whitened T3 (one pass)
+
+
+def _status_kb() -> dict[str, int]:
+    out = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key, _, rest = line.partition(":")
+            if key in ("RssAnon", "RssFile", "VmHWM", "VmRSS"):
+                out[key] = int(rest.split()[0])
+    return out
+
+
+class MemorySampler(threading.Thread):
+    """Samples /proc/self/status every ``period`` seconds; keeps the peaks (kB)."""
+
+    def __init__(self, period: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.period = period
+        self.peak: dict[str, int] = {}
+        self.samples = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.sample()
+            time.sleep(self.period)
+
+    def sample(self) -> None:
+        for key, value in _status_kb().items():
+            self.peak[key] = max(self.peak.get(key, 0), value)
+        self.samples += 1
+
+    def stop(self) -> dict[str, int]:
+        self._stop_event.set()
+        self.join()
+        self.sample()
+        return self.peak
+
+
+def load_truth(data: Path):
+    """The true model of ``params.json`` (written by ``moebench generate``)."""
+    from moebench.activations import get_activation
+    from moebench.model import MoEModel
+
+    meta = json.loads((data / "params.json").read_text())
+    p = meta["params"]
+    return MoEModel(np.asarray(meta["experts"], float), np.asarray(meta["gating"], float),
+                    float(meta["sigma"]), get_activation(p["activation"])), p
+
+
+def fit(args: argparse.Namespace) -> None:
+    """One fit on the memmaps of ``args.data``; writes ``<out>/<fit>.json``."""
+    import scipy.optimize  # noqa: F401 - every BLAS-linking library loaded before the limit
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import moebench
+    from moebench import chunked
+    from moebench.base import History
+
+    limits = threadpool_limits(1)  # undone at the end (the function may run in-process)
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    spec = FITS[args.fit]
+    data = Path(args.data)
+    truth, p = load_truth(data)
+    X = np.load(data / "X.npy", mmap_mode="r")
+    y = np.load(data / "y.npy", mmap_mode="r")
+    epoch_of_sgd = spec["algorithm"] == "sgd"
+    moments_done = {"passes": 0}
+
+    original = History.record
+
+    def record(self, phase, iteration, *a, **kw):  # noqa: ANN001 - wraps History.record
+        if phase == "moments":
+            moments_done["passes"] = MOMENT_PASSES
+        rec = original(self, phase, iteration, *a, **kw)
+        # sgd: its epochs (the per-epoch full-data likelihood is for the history only)
+        rec["passes"] = (int(iteration) if epoch_of_sgd
+                         else chunked.passes() - base_passes + moments_done["passes"])
+        rec["rss_anon_kb"] = _status_kb()["RssAnon"]
+        return rec
+
+    History.record = record  # type: ignore[method-assign]
+    options = dict(spec["options"])
+    if args.max_time is not None:
+        options["max_time"] = args.max_time
+    est = moebench.get_algorithm(spec["algorithm"], n_experts=int(p["k"]),
+                                 activation=p["activation"], random_state=args.seed, **options)
+    before = _status_kb()
+    sampler = MemorySampler()
+    sampler.start()
+    base_passes = chunked.passes()
+    tick = time.perf_counter()
+    error = None
+    try:
+        est.fit(X, y, truth=truth)
+    except Exception as exc:  # recorded, not hidden: the JSON says what failed
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        History.record = original  # type: ignore[method-assign]
+        blas = [{k: v for k, v in info.items() if k in
+                 ("internal_api", "version", "architecture", "num_threads")}
+                for info in threadpool_info()]
+        limits.restore_original_limits()
+        torch.set_num_threads(torch_threads)
+    wall = time.perf_counter() - tick
+    peak = sampler.stop()
+    records = getattr(est, "history_", [])
+    final = None
+    if error is None:
+        from moebench.metrics import expert_error
+
+        final = expert_error(est.experts_, truth.experts)
+    out = {
+        "fit": args.fit, "algorithm": spec["algorithm"], "options": options,
+        "n": int(X.shape[0]), "d": int(X.shape[1]), "k": int(p["k"]),
+        "activation": p["activation"], "seed": args.seed, "wall_s": wall, "error": error,
+        "final_expert_error": final,
+        "n_iter": int(getattr(est, "n_iter_", -1)) if error is None else None,
+        "stop_reason": getattr(est, "stop_reason_", None),
+        "phase_times": getattr(est, "phase_times_", None),
+        "passes": records[-1].get("passes") if records else None,
+        "memory_kb": {"rss_anon_before": before["RssAnon"],
+                      "rss_anon_peak": peak.get("RssAnon"),
+                      "rss_anon_rise": peak.get("RssAnon", 0) - before["RssAnon"],
+                      "rss_file_peak": peak.get("RssFile"), "vm_hwm": peak.get("VmHWM"),
+                      "samples": sampler.samples},
+        "load_average_before": os.getloadavg(),
+        "blas": blas, "torch_threads": 1,
+        "platform": platform.platform(), "python": sys.version.split()[0],
+        "records": [{k: (float(v) if isinstance(v, (float, np.floating)) else v)
+                     for k, v in r.items()
+                     if k in ("phase", "iteration", "time", "log_likelihood",
+                              "expert_error", "gating_error", "passes", "rss_anon_kb")}
+                    for r in records],
+    }
+    outdir = Path(args.out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    from moebench.io import atomic_write_bytes
+
+    atomic_write_bytes(outdir / f"{args.fit}.json", json.dumps(out, indent=1).encode())
+    print(f"{args.fit}: {wall:.1f} s, expert error {final}, passes {out['passes']}, "
+          f"peak RssAnon {peak.get('RssAnon', 0) / 1024:.0f} MiB "
+          f"(+{out['memory_kb']['rss_anon_rise'] / 1024:.0f} MiB), error={error}")
+
+
+def collect(args: argparse.Namespace) -> None:
+    """The per-fit JSON files of ``args.runs`` -> measurements.json, curves.csv, figure.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from moebench.io import atomic_write_bytes
+
+    runs = sorted(Path(args.runs).glob("*.json"))
+    fits = [json.loads(r.read_text()) for r in runs]
+    for f in fits:  # sgd: passes are its epochs (as ``fit`` records them)
+        if f["algorithm"] == "sgd":
+            for r in f["records"]:
+                r["passes"] = r["iteration"]
+            f["passes"] = f["records"][-1]["iteration"] if f["records"] else None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = [{k: f[k] for k in f if k != "records"} for f in fits]
+    atomic_write_bytes(out / "measurements.json", json.dumps(summary, indent=1).encode())
+    lines = ["fit,phase,iteration,time_s,passes,expert_error,log_likelihood,rss_anon_mib"]
+    for f in fits:
+        for r in f["records"]:
+            if r.get("expert_error") is None:
+                continue
+            lines.append(f"{f['fit']},{r['phase']},{r['iteration']},{r['time']:.3f},"
+                         f"{r['passes']},{r['expert_error']:.6g},{r['log_likelihood']:.8g},"
+                         f"{r['rss_anon_kb'] / 1024:.0f}")
+    atomic_write_bytes(out / "curves.csv", ("\n".join(lines) + "\n").encode())
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for f in fits:
+        recs = [r for r in f["records"] if r.get("expert_error") is not None]
+        if not recs:
+            continue
+        t = [r["time"] for r in recs]
+        e = [r["expert_error"] for r in recs]
+        passes = [r["passes"] for r in recs]
+        mem = f["memory_kb"]["rss_anon_peak"] / 1024**2
+        label = f"{f['fit']} (peak anon. {mem:.2f} GiB)"
+        # the refined fit runs on from the plain one's curve: dashed, so both stay visible
+        style = {"linestyle": "--", "linewidth": 1.2} if "refine" in f["fit"] else {
+            "linewidth": 3.0 if f["fit"] == "tensor_em" else 1.5}
+        line, = axes[0].plot(t, e, marker=".", label=label, **style)
+        axes[1].plot(passes, e, marker=".", color=line.get_color(), **style)
+    axes[0].set_xscale("log")
+    axes[1].set_xlim(left=0)
+    for ax, xl in zip(axes, ("wall time (s)", "passes over X (sgd: epochs)")):
+        ax.set_yscale("log")
+        ax.set_xlabel(xl)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("expert error (matched, Frobenius)")
+    n = fits[0]["n"] if fits else 0
+    fig.suptitle(f"X on disk (memmap), n = {n:.0e}, d = {fits[0]['d']}, k = {fits[0]['k']}, "
+                 "linear experts; one BLAS thread" if fits else "")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    tmp = out / ".figure_rgba.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    img = Image.open(tmp).convert("RGB").quantize(colors=64)
+    tmp.unlink()
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    atomic_write_bytes(out / "figure.png", buf.getvalue())
+    print(f"wrote {out}/measurements.json, curves.csv, figure.png")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``fit`` (one fit per process) and ``collect``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fit", help="one fit on the memmaps of --data")
+    f.add_argument("--data", required=True, help="folder of moebench generate --out DIR")
+    f.add_argument("--fit", required=True, choices=sorted(FITS))
+    f.add_argument("--out", required=True, help="folder for <fit>.json")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--max-time", type=float, default=None,
+                   help="wall-time cap (s) of the fit (the max_time option)")
+    c = sub.add_parser("collect", help="per-fit JSON files -> table and figure")
+    c.add_argument("--runs", required=True)
+    c.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    (fit if args.command == "fit" else collect)(args)
+
+
+if __name__ == "__main__":
+    main()
