@@ -66,6 +66,20 @@ def block_rows(width: int) -> int:
     return int(max(MIN_BLOCK_ROWS, BLOCK_BYTES // (8 * max(1, int(width)))))
 
 
+def slices(n: int, rows: int) -> list[slice]:
+    """Consecutive slices of ``rows`` rows (the last one shorter) covering ``range(n)``.
+
+    Parameters
+    ----------
+    n, rows : int
+
+    Returns
+    -------
+    list of slice
+    """
+    return [slice(i, min(n, i + rows)) for i in range(0, n, rows)]
+
+
 def row_blocks(X: Any, width: int | None = None) -> list[slice]:
     """The row blocks of a pass over ``X``: ``[slice(0, n)]`` unless ``X`` is on disk.
 
@@ -85,8 +99,7 @@ def row_blocks(X: Any, width: int | None = None) -> list[slice]:
     if not is_out_of_core(X):
         return [slice(0, n)]
     _PASSES[0] += 1
-    rows = block_rows(X.shape[1] if width is None else width)
-    return [slice(i, min(n, i + rows)) for i in range(0, n, rows)]
+    return slices(n, block_rows(X.shape[1] if width is None else width))
 
 
 def _rows(a: Any, sl: slice) -> Any:
@@ -219,11 +232,8 @@ def count_nonfinite(X: np.ndarray) -> tuple[int, slice | None]:
     first : slice or None
         The first row block that holds one (None when ``bad == 0``).
     """
-    n = X.shape[0]
-    rows = block_rows(X.shape[1] if X.ndim == 2 else 1)
-    sls = [slice(i, min(n, i + rows)) for i in range(0, n, rows)]
     bad, first = 0, None
-    for sl in sls:
+    for sl in slices(X.shape[0], block_rows(X.shape[1] if X.ndim == 2 else 1)):
         block = X[sl]
         ok = np.isfinite(block)
         nb = int(ok.size - np.count_nonzero(ok))

@@ -25,6 +25,7 @@ import numpy as np
 from scipy.special import softmax
 
 from moebench.activations import ACTIVATIONS, LEAKY_SLOPE, Activation
+from moebench.chunked import slices
 from moebench.fastmath import log_softmax_rows, normalize_log_rows
 from moebench.validation import check_choice
 
@@ -215,9 +216,8 @@ class NumpyBackend(Backend):
         root = np.sqrt(w)
         buf = np.empty((rows, d))
         gram = np.zeros((d, d))
-        for start in range(0, n, rows):
-            stop = min(n, start + rows)
-            Y = np.multiply(X[start:stop], root[start:stop, None], out=buf[: stop - start])
+        for sl in slices(n, rows):
+            Y = np.multiply(X[sl], root[sl, None], out=buf[: sl.stop - sl.start])
             gram += Y.T @ Y
         return gram
 
