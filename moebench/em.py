@@ -33,6 +33,12 @@ MSTEPS = ("full", "gradient")
 GATING_METHODS = ("auto", "newton", "lbfgs")
 #: (k - 1) * d above which "auto" uses L-BFGS: a Newton step costs O(n d^2 k^2)
 NEWTON_MAX_PARAMS = 400
+#: Levenberg-Marquardt stops when its model predicts a relative decrease of the weighted
+#: squared error below this (rounding of a sum over the rows; MINPACK's ``ftol``)
+LM_FTOL = 1e-12
+#: the gating Newton steps stop when the Newton decrement (with the last step's Hessian)
+#: predicts a relative increase of the objective below this
+NEWTON_FTOL = 1e-12
 _TANH = ACTIVATIONS["tanh"]
 
 
@@ -196,8 +202,14 @@ def _gating_m_step(X, resp, gating, ridge=0.0, max_iter=10, tol=1e-8, method="au
         theta, logp = res.x, None
     else:
         value, grad, P, logp = _gating_objective(theta, X, resp, ridge, log_proba)
+        H = None
         for _ in range(max_iter):
             if np.max(np.abs(grad)) < tol:
+                break
+            # the Newton decrement grad.H^-1.grad / 2, estimated with the last step's
+            # Hessian, below the objective's rounding: converged, no new Hessian needed
+            if H is not None and _newton_decrement(H, grad) <= NEWTON_FTOL * max(1.0,
+                                                                               abs(value)):
                 break
             H = _gating_hessian(array_backend(X), X, P, ridge)
             try:
@@ -215,6 +227,15 @@ def _gating_m_step(X, resp, gating, ridge=0.0, max_iter=10, tol=1e-8, method="au
                 break
             theta, value, grad, P, logp = cand, new_value, new_grad, new_P, new_logp
     return np.vstack([theta.reshape(k - 1, d), np.zeros((1, d))]), logp
+
+
+def _newton_decrement(H: np.ndarray, grad: np.ndarray) -> float:
+    """grad . H^-1 grad / 2: the objective's predicted increase of a Newton step (inf when
+    H is singular, so that the caller takes the step)."""
+    try:
+        return 0.5 * float(grad @ np.linalg.solve(H, grad))
+    except np.linalg.LinAlgError:
+        return float("inf")
 
 
 def _means(X, experts: np.ndarray, activation: Activation):
@@ -296,6 +317,10 @@ def expert_m_step(
                 except np.linalg.LinAlgError:
                     lam *= 10.0
                     continue
+                # the model's predicted decrease 2 s.b - s.A.s below the sum's rounding:
+                # converged (a candidate would only compare rounding noise)
+                if 2.0 * float(step @ b) - float(step @ A @ step) <= LM_FTOL * sse:
+                    break
                 cand = a + step
                 cand_t = X @ xp.param(cand, X)
                 cand_f = xp.act_func(activation, cand_t)
