@@ -6,6 +6,7 @@ Three modes::
     python benchmarks/report.py             # read .asv/results, write table + figure
     python benchmarks/report.py --measure   # time the issue-6 targets in one process
     python benchmarks/report.py --algorithms  # issue 13: moebench vs benchmarks/plain.py
+    python benchmarks/report.py --asv-algorithms  # an asv run of AlgorithmsVsPlain alone
 
 (asv saves no results from an existing environment such as ``--python=same``
 unless ``--set-commit-hash`` is given; ``--quick`` runs are for smoke tests only.)
@@ -44,6 +45,8 @@ TARGET_T3_OVER_PROJECTION = 2.5
 TARGET_T2T3_OVER_GRAM = 2.0
 TARGET_PEAK_MIB = 64.0
 TARGET_F32_SPEEDUP = 1.5
+#: asked-for ratio moebench / plain (issue 13 item 1)
+TARGET_VS_PLAIN = 0.5
 
 
 # --------------------------------------------------------------------------- asv results
@@ -207,10 +210,58 @@ def _md_table(dicts: list[dict], keys: list[str]) -> str:
     return "\n".join(lines)
 
 
+_ALGORITHMS_INTRO = (
+    "`AlgorithmsVsPlain`: medians of three interleaved rounds in one process; goal "
+    f"moebench / plain <= {TARGET_VS_PLAIN}. `ratio_to_floor` is the fit's time over one "
+    "`X @ A.T` (A the true (k, d) experts). Skipped combinations (joint EM at d = 100) "
+    "show n/a.")
+_ALGORITHM_KEYS = ["n", "d", "k", "algorithm", "g", "ratio_to_plain", "ratio_to_floor",
+                   "expert_error"]
+
+
+def _source_line(data: dict, path: Path) -> str:
+    env = data.get("env_vars", {})
+    return (f"Source: `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}` "
+            f"(commit {data.get('commit_hash', '?')[:10]}, python {data.get('python', '?')}, "
+            f"env vars {env or 'none'}).")
+
+
+def write_algorithms_report(results_dir: Path, machine: str | None, out: Path) -> Path:
+    """``algorithms_asv.md``: the ``AlgorithmsVsPlain`` ratios of the latest asv run
+    (e.g. ``asv run ... --bench AlgorithmsVsPlain``), leaving ``table.md`` as it is.
+
+    Raises
+    ------
+    SystemExit
+        When there are no asv results, or the latest run has no AlgorithmsVsPlain results.
+    """
+    data, path = _latest_results(results_dir, machine)
+    rows = algorithm_ratios(asv_rows(data))
+    if not rows:
+        raise SystemExit(f"{path} has no AlgorithmsVsPlain results; run `asv run "
+                         "--python=same --set-commit-hash $(git rev-parse HEAD) --bench "
+                         "AlgorithmsVsPlain` first")
+    out.mkdir(parents=True, exist_ok=True)
+    text = "\n".join([
+        "# Algorithms end to end against the plain implementation (asv `track_` ratios)", "",
+        _source_line(data, path) + " Regenerate with `python benchmarks/report.py "
+        "--asv-algorithms`.", "", _ALGORITHMS_INTRO, "", _md_table(rows, _ALGORITHM_KEYS), ""])
+    from moebench.io import atomic_write_bytes
+
+    atomic_write_bytes(out / "algorithms_asv.md", text.encode())
+    print(f"wrote {out / 'algorithms_asv.md'}")
+    return out / "algorithms_asv.md"
+
+
 def write_report(results_dir: Path, machine: str | None, out: Path) -> None:
     data, path = _latest_results(results_dir, machine)
     rows = asv_rows(data)
     derived = derived_tables(rows)
+    if not derived:
+        raise SystemExit(
+            f"{path} has no moment-kernel results (a partial asv run, e.g. --bench): "
+            "table.md is left as it is; for an AlgorithmsVsPlain run use "
+            "`python benchmarks/report.py --asv-algorithms`")
     out.mkdir(parents=True, exist_ok=True)
 
     import csv
@@ -224,13 +275,10 @@ def write_report(results_dir: Path, machine: str | None, out: Path) -> None:
     keys = ["n", "d", "k", "t3/projection", "t3/projection_T", "(t2+t3)/gram",
             "moment_step/gram", "f32_speedup_t3", "f32_speedup_t2", "torch64/numpy64",
             "peak_t3_MiB", "peak_t2_MiB", "speedup_vs_dense"]
-    env = data.get("env_vars", {})
     parts = [
         "# Performance of the moment kernels (asv)",
         "",
-        f"Source: `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}` "
-        f"(commit {data.get('commit_hash', '?')[:10]}, python {data.get('python', '?')}, "
-        f"env vars {env or 'none'}). Regenerate with `python benchmarks/report.py`.",
+        _source_line(data, path) + " Regenerate with `python benchmarks/report.py`.",
         "",
         "Ratios are kernel time over the floor kernel's time in the same asv run: "
         "`projection` = `X @ W`, `projection_T` = `W^T X^T` (the layout the kernel uses), "
@@ -249,13 +297,9 @@ def write_report(results_dir: Path, machine: str | None, out: Path) -> None:
         "",
         "## Algorithms end to end against the plain implementation (asv `track_` ratios)",
         "",
-        f"`AlgorithmsVsPlain`: medians of three interleaved rounds in one process; goal "
-        f"moebench / plain <= {TARGET_VS_PLAIN}. `ratio_to_floor` is the fit's time over one "
-        "`X @ A.T` (A the true (k, d) experts). Skipped combinations (joint EM at d = 100) "
-        "show n/a.",
+        _ALGORITHMS_INTRO,
         "",
-        _md_table(algorithm_ratios(rows), ["n", "d", "k", "algorithm", "g", "ratio_to_plain",
-                                           "ratio_to_floor", "expert_error"]),
+        _md_table(algorithm_ratios(rows), _ALGORITHM_KEYS),
         "",
         "## All benchmarks",
         "",
@@ -471,8 +515,6 @@ ALGORITHM_ROWS = {
     "tensor_em_refine": ("tensor_em", {"refine": True}),
     "joint_em": ("joint_em", {"n_init": 1}),
 }
-#: asked-for ratio moebench / plain (issue 13 item 1)
-TARGET_VS_PLAIN = 0.5
 
 
 def _median(values: list[float]) -> float:
@@ -618,6 +660,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--threads", type=int, default=1, help="BLAS threads (0: library default)")
     p.add_argument("--tag", default="default", help="suffix of the measure_<tag> files")
+    p.add_argument("--asv-algorithms", action="store_true",
+                   help="write algorithms_asv.md from the latest asv run's AlgorithmsVsPlain "
+                        "results (table.md untouched)")
     p.add_argument("--algorithms", action="store_true",
                    help="issue 13's table: moebench against benchmarks/plain.py, one process "
                         "(defaults n = 10^5, d = 10, k = 3 unless --n/--d/--k are given)")
@@ -634,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
         rounds = args.rounds if "--rounds" in given else 3
         measure_algorithms(n, d, k, args.seeds, rounds, args.threads, args.only,
                            args.activations, args.tag, Path(args.out))
+    elif args.asv_algorithms:
+        write_algorithms_report(Path(args.results_dir), args.machine, Path(args.out))
     elif args.measure:
         measure(args.n, args.d, args.k, args.rounds, args.threads, args.tag, Path(args.out))
     else:

@@ -146,3 +146,30 @@ def test_report_algorithm_ratios_from_asv_json():
     assert rows[1]["ratio_to_plain"] == 0.4 and rows[3]["ratio_to_plain"] == 0.3
     assert math.isnan(rows[2]["ratio_to_plain"])
     assert "time_moebench" not in rows[0] and "moebench" not in rows[0]
+
+
+def test_partial_asv_run_writes_algorithms_only(tmp_path):
+    """An asv run of AlgorithmsVsPlain alone (``--bench``) never overwrites table.md with
+    empty kernel tables; ``--asv-algorithms`` writes its ratios to algorithms_asv.md."""
+    params = [["'100000,10,3'"], ["'joint_em'"], ["'linear'", "'relu'"]]
+    res = {"bench_algorithms.AlgorithmsVsPlain.track_ratio_to_plain": [[0.43, 0.44], params],
+           "bench_algorithms.AlgorithmsVsPlain.track_ratio_to_floor": [[645.0, 1549.0], params]}
+    mdir = tmp_path / "results" / "m"
+    mdir.mkdir(parents=True)
+    (mdir / "machine.json").write_text("{}")
+    (mdir / "abc-e.json").write_text(json.dumps(
+        {"commit_hash": "abc", "env_name": "e", "date": 1, "python": "3.11",
+         "result_columns": ["result", "params"], "results": res, "version": 2}))
+    out = tmp_path / "perf"
+    with pytest.raises(SystemExit, match="no moment-kernel results.*--asv-algorithms"):
+        report.write_report(tmp_path / "results", None, out)
+    assert not (out / "table.md").exists()
+    written = report.write_algorithms_report(tmp_path / "results", None, out)
+    text = written.read_text()
+    assert written.name == "algorithms_asv.md"
+    assert "| 100000 | 10 | 3 | joint_em | relu | 0.44 | 1.55e+03 |" in text
+    (mdir / "abc-e.json").write_text(json.dumps(
+        {"commit_hash": "abc", "env_name": "e", "date": 1, "python": "3.11",
+         "result_columns": ["result", "params"], "results": {}, "version": 2}))
+    with pytest.raises(SystemExit, match="no AlgorithmsVsPlain results"):
+        report.write_algorithms_report(tmp_path / "results", None, out)
