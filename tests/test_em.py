@@ -67,3 +67,63 @@ def test_joint_em_likelihood_is_monotone(data, mstep):
 def test_bad_mstep_name(data):
     with pytest.raises(ValueError, match="valid choices are 'full', 'gradient'"):
         run_em(data.X, data.y, data.experts, data.gating, 0.1, data.activation, mstep="newton")
+
+
+def _count_calls(monkeypatch, module, name):
+    """Wrap ``module.name`` so that its calls are counted; returns the counter list."""
+    calls = []
+    original = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_lm_expert_step_stops_at_rounding_level(monkeypatch):
+    """From a converged expert, Levenberg-Marquardt evaluates no candidate whose predicted
+    decrease is below LM_FTOL (before: up to ten evaluations of rounding noise), and the
+    rule leaves the converged error where the rule-free iteration puts it."""
+    from moebench import em
+
+    relu = moebench.make_moe(20000, 6, 3, activation="relu", sigma=0.1, random_state=1)
+    resp = np.eye(3)[relu.z]
+    start = relu.experts + 0.2 * np.random.default_rng(0).standard_normal((3, 6))
+    converged = expert_m_step(relu.X, relu.y, resp, start, relu.activation, max_iter=50)
+    calls = _count_calls(monkeypatch, em, "_sse")
+    again = expert_m_step(relu.X, relu.y, resp, converged, relu.activation, max_iter=5)
+    assert len(calls) == 3  # one error evaluation of the start per expert, no candidate
+    np.testing.assert_array_equal(again, converged)
+    monkeypatch.setattr(em, "LM_FTOL", 0.0)
+    calls.clear()
+    free = expert_m_step(relu.X, relu.y, resp, converged, relu.activation, max_iter=5)
+    assert len(calls) > 3
+    for i in range(3):
+        r = resp[:, i]
+        sse = [em._sse(r, relu.y, relu.activation.func(relu.X @ a[i])) for a in (again, free)]
+        assert sse[0] == pytest.approx(sse[1], rel=1e-11)
+
+
+def test_gating_newton_stops_on_the_newton_decrement(monkeypatch):
+    """The gating Newton steps stop when the decrement (last step's Hessian) predicts a
+    relative increase below NEWTON_FTOL: fewer Hessians than iterating to the gradient
+    tolerance, and the same objective to 1e-12."""
+    from moebench import em
+
+    data = moebench.make_moe(20000, 6, 3, activation="linear", sigma=0.5, random_state=2)
+    resp = data.model.responsibilities(data.X, data.y)
+    start = np.zeros((3, 6))
+    hessians = _count_calls(monkeypatch, em, "_gating_hessian")
+    W = gating_m_step(data.X, resp, start, max_iter=20, method="newton", tol=1e-14)
+    with_rule = len(hessians)
+    monkeypatch.setattr(em, "NEWTON_FTOL", 0.0)
+    hessians.clear()
+    W_free = gating_m_step(data.X, resp, start, max_iter=20, method="newton", tol=1e-14)
+    assert 1 <= with_rule < len(hessians)
+
+    def objective(W):
+        return em._gating_objective((W[:2] - W[2]).ravel(), data.X, resp, 0.0)[0]
+
+    assert objective(W) == pytest.approx(objective(W_free), rel=1e-12, abs=0)
