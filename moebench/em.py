@@ -168,7 +168,9 @@ def gating_m_step(
         Newton (or L-BFGS) iterations: inside EM a few suffice (a generalised
         M-step that still increases the expected log-likelihood).
     tol : float
-        Stop when the gradient's max-norm falls below ``tol``.
+        Stop when the gradient's max-norm falls below ``tol`` (Newton also stops when
+        the Newton decrement, computed with the last Hessian, predicts a relative
+        increase below :data:`NEWTON_FTOL`).
     method : {"auto", "newton", "lbfgs"}
         ``"auto"``: Newton while (k - 1) d <= :data:`NEWTON_MAX_PARAMS`.
     log_proba : ndarray (n, k), optional
@@ -272,9 +274,10 @@ def expert_m_step(
 ) -> np.ndarray:
     """Minimise sum_n r_ni (y_n - g(a_i . x_n))^2 for each expert i.
 
-    Linear g: the weighted least-squares solution. Otherwise ``max_iter``
+    Linear g: the weighted least-squares solution. Otherwise up to ``max_iter``
     Levenberg-Marquardt steps (Gauss-Newton with adaptive damping, each step
-    accepted only if it lowers the weighted squared error) from ``experts``. The d x d
+    accepted only if it lowers the weighted squared error) from ``experts``, stopping
+    early when a step's predicted decrease is below :data:`LM_FTOL` relative. The d x d
     systems are solved on the host (numpy) whatever ``X``'s backend.
     """
     xp = array_backend(X)
