@@ -147,3 +147,39 @@ def test_assumption_violation_keys_and_stable_ids():
         validate_config(base(data={"n": 500, "d": 5, "k": 2, "input_distribution": "cauchy"}))
     with pytest.raises(ConfigError, match="gating_angle"):
         validate_config(base(data={"n": 500, "d": 5, "k": 2, "gating_angle": 120.0}))
+
+
+def test_data_cells_run_the_union_of_their_grids_once():
+    """``cells`` lists explicit cells, each a grid over the other [data] values; an
+    overlapping cell runs once, and a cell's runs (ids, data, seeds) are those of the same
+    setting in a product grid with the same seed."""
+    data = {"n": 500, "d": 5, "k": 2, "activation": ["linear", "relu"],
+            "cells": [{"activation": "relu", "sigma": [0.05, 0.5]},
+                      {"activation": "linear", "k": 3},
+                      {"activation": "relu", "sigma": 0.5}]}
+    cfg = validate_config(base(data=data))
+    assert [(s["activation"], s["k"], s["sigma"]) for s in cfg.data_grid] == [
+        ("relu", 2, 0.05), ("relu", 2, 0.5), ("linear", 3, 0.1)]
+    product = validate_config(base(data={"n": 500, "d": 5, "k": [2, 3],
+                                         "activation": ["linear", "relu"],
+                                         "sigma": [0.05, 0.1, 0.5]}))
+    ids = {c.run_id: c for c in product.cells()}
+    for cell in cfg.cells():
+        twin = ids[cell.run_id]
+        assert cell.data_id == twin.data_id
+        assert cell.algorithm_seed() == twin.algorithm_seed()
+        assert (cell.data_seed().generate_state(2) == twin.data_seed().generate_state(2)).all()
+
+
+@pytest.mark.parametrize("cells, needle", [
+    ([], "data.cells must be a non-empty list of tables"),
+    ({"k": 2}, "data.cells must be a non-empty list of tables"),
+    ([{"k": 2}, 3], "data.cells must be a non-empty list of tables"),
+    ([{"kk": 2}], "unknown key data.cells[0].'kk'; valid keys: n, d, k"),
+    ([{"k": 9}], "exceeds the input dimension d = 5"),
+    ([{"sigma": -1.0}], "data.sigma"),
+])
+def test_data_cells_errors(cells, needle):
+    with pytest.raises(ConfigError) as err:
+        validate_config(base(data={"n": 500, "d": 5, "k": 2, "cells": cells}))
+    assert needle in str(err.value)

@@ -255,6 +255,9 @@ KEY_DOCS: dict[str, str] = {
                          "(0: orthogonal, 90: inside the span)",
     "data.input_distribution": "law of the (standardised) inputs",
     "data.n_test": "held-out rows drawn from the same true model (an integer >= 2)",
+    "data.cells": "explicit cells instead of one product grid: a list of tables of data "
+                  "keys (e.g. `[{k = 2, sigma = 0.05}, {k = 4, sigma = 0.5}]`), each a grid "
+                  "over the other `[data]` values; the sweep runs their union once",
     # CSV [data]
     "csv.source": "`{csv = \"path\", target = \"column\", ...}`: read a CSV/TSV file "
                   "(keys below)",
@@ -306,7 +309,8 @@ def config_schema() -> dict[str, dict[str, Any]]:
     defaults_budget = dict(c.BUDGET_DEFAULTS)
     return {
         "top": {key: top[key] for key in c.TOP_KEYS},
-        "data": {key: c.DATA_DEFAULTS.get(key) for key in c.SYNTHETIC_DATA_KEYS},
+        "data": {**{key: c.DATA_DEFAULTS.get(key) for key in c.SYNTHETIC_DATA_KEYS},
+                 c.CELLS_KEY: None},
         "csv": {key: c.CSV_DEFAULTS.get(key) for key in c.CSV_DATA_KEYS},
         "source": {key: {"sep": "auto"}.get(key) for key in c.SOURCE_KEYS},
         "budget": {key: defaults_budget.get(key) for key in c.BUDGET_KEYS},

@@ -69,6 +69,9 @@ else:  # pragma: no cover
 TOP_KEYS = ("name", "description", "seed", "repetitions", "success_threshold", "data", "budget",
             "algorithm")
 SYNTHETIC_DATA_KEYS = SYNTHETIC_SETTING_COLUMNS
+#: synthetic ``[data]`` key with explicit cells: a list of tables of data keys, each a grid
+#: of its own over the other ``[data]`` values; the sweep runs their union
+CELLS_KEY = "cells"
 CSV_DATA_KEYS = ("source", "k", "activation", "folds")
 SOURCE_KEYS = ("csv", "target", "features", "sep")
 BUDGET_KEYS = ("max_iter", "max_time", "timeout")
@@ -301,7 +304,29 @@ def _choice(value: Any, where: str, choices: list[str] | tuple[str, ...]) -> str
 
 
 def _check_synthetic(data: dict[str, Any]) -> list[dict[str, Any]]:
-    _unknown(data, SYNTHETIC_DATA_KEYS, "data.")
+    _unknown(data, (*SYNTHETIC_DATA_KEYS, CELLS_KEY), "data.")
+    if CELLS_KEY not in data:
+        return _synthetic_grid(data)
+    cells = data[CELLS_KEY]
+    if not isinstance(cells, list) or not cells or not all(isinstance(c, dict) for c in cells):
+        raise ConfigError(
+            "data.cells must be a non-empty list of tables of data keys, e.g. "
+            "cells = [{k = 2, sigma = 0.05}, {k = 4, sigma = [0.05, 0.5]}]; got "
+            f"{cells!r}")
+    base = {key: value for key, value in data.items() if key != CELLS_KEY}
+    grid: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, cell in enumerate(cells):
+        _unknown(cell, SYNTHETIC_DATA_KEYS, f"data.cells[{i}].")
+        for setting in _synthetic_grid({**base, **cell}):
+            if _canonical(setting) not in seen:  # overlapping cells run once
+                seen.add(_canonical(setting))
+                grid.append(setting)
+    return grid
+
+
+def _synthetic_grid(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The product grid of one table of synthetic data keys, every setting checked."""
     axes = {key: _as_list(data.get(key, default)) for key, default in DATA_DEFAULTS.items()}
     for key, values in axes.items():
         if not values:
