@@ -46,8 +46,11 @@ from moebench.tensor.backend import array_backend
 #: ``gating_acceleration`` choices of the EM stage: the quasi-Newton path of this module,
 #: or "none" (the plain gating EM of :func:`moebench.em.run_em`)
 GATING_ACCELERATIONS = ("quasi_newton", "none")
-#: L-BFGS memory (correction pairs)
-LBFGS_MEMORY = 10
+#: L-BFGS memory (correction pairs). 40 rather than scipy's 10: with sigma fitted the
+#: landscape is ill-conditioned and the longer memory saved 23% of the evaluations (657 ->
+#: 503 over 15 problems, d = 10 to 100; 30% at d = 100, k = 10) at the same optimum, and
+#: never cost one; a pair is two vectors of k d + 1 numbers
+LBFGS_MEMORY = 40
 #: the L-BFGS stops when the objective's relative change is at most ``tol`` times this:
 #: stricter than the plain EM's ``tol``, so that it stops at least as close to the fixed
 #: point as the plain EM does (at d = 100, k = 10: 6e-5 vs 9e-5 in the gating, sigma
