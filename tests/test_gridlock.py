@@ -168,3 +168,29 @@ def test_phase_report_shows_both_references_by_default():
                                                      run_id=lambda d: d.run_id + "p")
     text = phase_report(pd.concat([s, paper], ignore_index=True), ["k"])
     assert "while tensor_em_refine succeeds" in text and "while tensor_em succeeds" in text
+
+
+def test_candidate_cells_and_their_config_entry():
+    """A cell is a candidate when a local-search baseline is stuck in >= 20% of its seeds;
+    the report lists them and gives a ``cells = [...]`` entry that a config accepts."""
+    import tomllib
+
+    from moebench.sweep.config import validate_config
+    from moebench.sweep.gridlock import candidate_cells, cells_toml
+    from moebench.sweep.report import phase_report
+
+    s = _summary()
+    s["sigma"] = np.where(s.k == 4, 0.5, 0.05)
+    table = phase_table(s, ["k", "sigma"])
+    cells = candidate_cells(table, ["k", "sigma"], baselines=["em", "bad"])
+    assert cells[["k", "sigma"]].values.tolist() == [[4, 0.5]]
+    assert cells.variants.tolist() == ["em"] and cells.stuck_rate.tolist() == [1.0]
+    assert candidate_cells(table, ["k", "sigma"], baselines=["ref"]).empty
+    entry = cells_toml(cells, ["k", "sigma"])
+    assert entry == "cells = [\n    {k = 4, sigma = 0.5},\n]"
+    data = tomllib.loads("[data]\nn = 500\nd = 5\n" + entry)["data"]
+    cfg = validate_config({"data": data, "algorithm": [{"name": "joint_em"}]}, name="re")
+    assert [(g["k"], g["sigma"]) for g in cfg.data_grid] == [(4, 0.5)]
+    text = phase_report(s, ["k", "sigma"], reference="ref")
+    assert "## Candidate cells: a local method stuck in >= 20% of seeds (1 of 2)" in text
+    assert "{k = 4, sigma = 0.5}," in text

@@ -26,6 +26,7 @@ the gap alone: stuck = gap, never unfinished (``run_class`` says "stuck (gap onl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,6 +51,9 @@ DEFAULT_REFERENCES = ("tensor_em_refine", "tensor_em")
 #: reference succeeds in at least SUCCESS_MIN
 STUCK_MIN = 0.3
 SUCCESS_MIN = 0.9
+#: a candidate cell, to be re-run with more seeds: a local-search variant stuck in at least
+#: this fraction of the cell's seeds
+CANDIDATE_MIN = 0.2
 
 
 def mark_stuck(summary: pd.DataFrame, tol: float = DEFAULT_TOL,
@@ -217,6 +221,42 @@ def gridlock_regions(
     ``reference`` (e.g. tensor_em with refine) succeeds in >= ``success_min``."""
     pairs = reference_pairs(table, axes, baselines, reference)
     return pairs[in_gridlock(pairs, reference, stuck_min, success_min)].reset_index(drop=True)
+
+
+def candidate_cells(table: pd.DataFrame, axes: Sequence[str], baselines: Sequence[str],
+                    candidate_min: float = CANDIDATE_MIN) -> pd.DataFrame:
+    """Cells of ``axes`` where some baseline is stuck in >= ``candidate_min`` of its runs.
+
+    Parameters
+    ----------
+    table : DataFrame
+        :func:`phase_table` over ``axes``.
+    baselines : sequence of str
+        The local-search variant labels that count.
+
+    Returns
+    -------
+    DataFrame
+        One row per cell, in the table's order: ``*axes``, ``variants`` (the stuck
+        labels, comma-separated) and ``stuck_rate`` (the largest of their stuck rates).
+    """
+    hits = table[table["label"].isin(list(baselines)) & (table["stuck_rate"] >= candidate_min)]
+    if hits.empty:
+        return pd.DataFrame(columns=[*axes, "variants", "stuck_rate"])
+    return hits.groupby(list(axes), sort=False, dropna=False).agg(
+        variants=("label", ", ".join), stuck_rate=("stuck_rate", "max")).reset_index()
+
+
+def cells_toml(cells: pd.DataFrame, axes: Sequence[str]) -> str:
+    """The ``cells = [...]`` entry of a config's ``[data]`` table that re-runs ``cells``
+    (see :func:`candidate_cells`)."""
+    def value(v: object) -> str:
+        v = v.item() if hasattr(v, "item") else v
+        return json.dumps(v) if isinstance(v, (str, bool)) else repr(v)
+
+    items = ["{" + ", ".join(f"{a} = {value(r[a])}" for a in axes) + "}"
+             for r in cells.to_dict("records")]
+    return "cells = [\n" + "".join(f"    {item},\n" for item in items) + "]"
 
 
 def local_search_labels(summary: pd.DataFrame, reference: str) -> list[str]:

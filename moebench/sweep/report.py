@@ -25,10 +25,13 @@ from moebench.sweep.columns import (
     varying_settings,
 )
 from moebench.sweep.gridlock import (
+    CANDIDATE_MIN,
     DEFAULT_TOL,
     GROSS_ERROR,
     STUCK_MIN,
     SUCCESS_MIN,
+    candidate_cells,
+    cells_toml,
     gridlock_regions,
     has_stationarity,
     local_search_labels,
@@ -211,6 +214,7 @@ def phase_report(summary: pd.DataFrame, axes: list[str],
                     f"gross (> {GROSS_ERROR:g})": rate_interval(r["n_gross"], r["runs"])})
         rows.append(row)
     text = [f"## Phase map over {', '.join(axes)}\n", _markdown(rows)]
+    text.append(_candidates_section(summary, table, axes, reference))
     for ref in references_in(summary, reference):
         regions = gridlock_regions(table, axes, local_search_labels(summary, ref), ref,
                                    stuck_min, success_min)
@@ -236,6 +240,24 @@ def phase_report(summary: pd.DataFrame, axes: list[str],
         text.append(verdict_by_tolerance(summary, axes, stuck_tols, reference, stuck_min,
                                          success_min))
     return "\n".join(text)
+
+
+def _candidates_section(summary: pd.DataFrame, table: pd.DataFrame, axes: list[str],
+                        reference: str | list[str] | None) -> str:
+    """Markdown: the candidate cells (a local method stuck in >= CANDIDATE_MIN of seeds),
+    with the ``cells = [...]`` entry of a config that re-runs them."""
+    refs = references_in(summary, reference)
+    baselines = [lab for lab in local_search_labels(summary, refs[0]) if lab not in refs]
+    cells = candidate_cells(table, axes, baselines)
+    head = (f"\n## Candidate cells: a local method stuck in >= {CANDIDATE_MIN:.0%} of seeds "
+            f"({len(cells)} of {len(table.drop_duplicates(list(axes)))})\n")
+    if cells.empty:
+        return head + "\nNone.\n"
+    rows = [{**{a: format_value(r[a]) for a in axes}, "stuck variants": r["variants"],
+             "largest stuck rate": f"{r['stuck_rate']:.0%}"} for r in cells.to_dict("records")]
+    return (head + "\n" + _markdown(rows) + "\nTo re-run them with more seeds, put this "
+            "in the `[data]` table of a config (with a new `seed` and `repetitions`):\n\n"
+            "```toml\n" + cells_toml(cells, axes) + "\n```\n")
 
 
 def verdict_by_tolerance(summary: pd.DataFrame, axes: list[str], tols: list[float],
