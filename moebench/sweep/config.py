@@ -319,8 +319,9 @@ def _check_synthetic(data: dict[str, Any]) -> list[dict[str, Any]]:
     for i, cell in enumerate(cells):
         _unknown(cell, SYNTHETIC_DATA_KEYS, f"data.cells[{i}].")
         for setting in _synthetic_grid({**base, **cell}):
-            if _canonical(setting) not in seen:  # overlapping cells run once
-                seen.add(_canonical(setting))
+            key = _canonical(setting)
+            if key not in seen:  # overlapping cells run once
+                seen.add(key)
                 grid.append(setting)
     return grid
 
