@@ -205,7 +205,8 @@ def fit(args: argparse.Namespace) -> None:
 
 
 def collect(args: argparse.Namespace) -> None:
-    """The per-fit JSON files of ``args.runs`` -> measurements.json, curves.csv, figure.png."""
+    """The per-fit JSON files of the ``args.runs`` folders -> measurements.json, curves.csv,
+    figure.png (one colour per fit, one marker and line weight per seed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -214,8 +215,9 @@ def collect(args: argparse.Namespace) -> None:
 
     from moebench.io import atomic_write_bytes
 
-    runs = sorted(Path(args.runs).glob("*.json"))
-    fits = [json.loads(r.read_text()) for r in runs]
+    runs = [r for folder in args.runs for r in sorted(Path(folder).glob("*.json"))]
+    fits = sorted((json.loads(r.read_text()) for r in runs),
+                  key=lambda f: (list(FITS).index(f["fit"]), f["seed"]))
     for f in fits:  # sgd: passes are its epochs (as ``fit`` records them)
         if f["algorithm"] == "sgd":
             for r in f["records"]:
@@ -225,17 +227,19 @@ def collect(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     summary = [{k: f[k] for k in f if k != "records"} for f in fits]
     atomic_write_bytes(out / "measurements.json", json.dumps(summary, indent=1).encode())
-    lines = ["fit,phase,iteration,time_s,passes,expert_error,log_likelihood,rss_anon_mib"]
+    lines = ["fit,seed,phase,iteration,time_s,passes,expert_error,log_likelihood,rss_anon_mib"]
     for f in fits:
         for r in f["records"]:
             if r.get("expert_error") is None:
                 continue
-            lines.append(f"{f['fit']},{r['phase']},{r['iteration']},{r['time']:.3f},"
+            lines.append(f"{f['fit']},{f['seed']},{r['phase']},{r['iteration']},{r['time']:.3f},"
                          f"{r['passes']},{r['expert_error']:.6g},{r['log_likelihood']:.8g},"
                          f"{r['rss_anon_kb'] / 1024:.0f}")
     atomic_write_bytes(out / "curves.csv", ("\n".join(lines) + "\n").encode())
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    seeds = sorted({f["seed"] for f in fits})
+    colours = {name: f"C{i}" for i, name in enumerate(FITS)}
     for f in fits:
         recs = [r for r in f["records"] if r.get("expert_error") is not None]
         if not recs:
@@ -243,13 +247,17 @@ def collect(args: argparse.Namespace) -> None:
         t = [r["time"] for r in recs]
         e = [r["expert_error"] for r in recs]
         passes = [r["passes"] for r in recs]
-        mem = f["memory_kb"]["rss_anon_peak"] / 1024**2
-        label = f"{f['fit']} (peak anon. {mem:.2f} GiB)"
+        same = [g for g in fits if g["fit"] == f["fit"]]
+        mem = max(g["memory_kb"]["rss_anon_peak"] for g in same) / 1024**2
+        label = (f"{f['fit']} (peak anon. {mem:.2f} GiB)" if f is same[0] else None)
         # the refined fit runs on from the plain one's curve: dashed, so both stay visible
         style = {"linestyle": "--", "linewidth": 1.2} if "refine" in f["fit"] else {
             "linewidth": 3.0 if f["fit"] == "tensor_em" else 1.5}
-        line, = axes[0].plot(t, e, marker=".", label=label, **style)
-        axes[1].plot(passes, e, marker=".", color=line.get_color(), **style)
+        if seeds.index(f["seed"]) > 0:  # later seeds: thinner, another marker
+            style["linewidth"] *= 0.6
+        style.update(color=colours[f["fit"]], marker=".x+1"[seeds.index(f["seed"]) % 4])
+        axes[0].plot(t, e, label=label, **style)
+        axes[1].plot(passes, e, **style)
     axes[0].set_xscale("log")
     axes[1].set_xlim(left=0)
     for ax, xl in zip(axes, ("wall time (s)", "passes over X (sgd: epochs)")):
@@ -258,8 +266,11 @@ def collect(args: argparse.Namespace) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("expert error (matched, Frobenius)")
     n = fits[0]["n"] if fits else 0
+    markers = " ".join(".x+1"[i % 4] for i in range(len(seeds)))
+    seed_note = (f"seeds {', '.join(map(str, seeds))} (markers {markers})" if len(seeds) > 1
+                 else f"seed {seeds[0]}" if seeds else "")
     fig.suptitle(f"X on disk (memmap), n = {n:.0e}, d = {fits[0]['d']}, k = {fits[0]['k']}, "
-                 "linear experts; one BLAS thread" if fits else "")
+                 f"linear experts, {seed_note}; one BLAS thread" if fits else "")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     tmp = out / ".figure_rgba.png"
@@ -287,7 +298,8 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--max-time", type=float, default=None,
                    help="wall-time cap (s) of the fit (the max_time option)")
     c = sub.add_parser("collect", help="per-fit JSON files -> table and figure")
-    c.add_argument("--runs", required=True)
+    c.add_argument("--runs", required=True, nargs="+",
+                   help="folders of per-fit JSON files (one per seed)")
     c.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     (fit if args.command == "fit" else collect)(args)

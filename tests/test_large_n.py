@@ -219,8 +219,15 @@ def test_benchmark_script_fit_and_collect(tmp_path, capsys):
     assert out["memory_kb"]["rss_anon_peak"] >= out["memory_kb"]["rss_anon_before"] > 0
     assert [r["passes"] for r in out["records"]][:2] == [2, 2]  # the two moment passes
     assert out["passes"] > 2  # the gating EM's blocked passes are counted
-    large_n.main(["collect", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "res")])
+    large_n.main(["fit", "--data", str(data), "--fit", "tensor_em", "--seed", "2",
+                  "--out", str(tmp_path / "runs2"), "--max-time", "60"])
+    large_n.main(["collect", "--runs", str(tmp_path / "runs"), str(tmp_path / "runs2"),
+                  "--out", str(tmp_path / "res")])
     assert Image.open(tmp_path / "res" / "figure.png").mode == "P"
     rows = (tmp_path / "res" / "curves.csv").read_text().splitlines()
-    assert rows[0].startswith("fit,phase,iteration,time_s,passes,expert_error")
-    assert {r.split(",")[0] for r in rows[1:]} == {"tensor_em", "sgd"}
+    assert rows[0].startswith("fit,seed,phase,iteration,time_s,passes,expert_error")
+    assert {tuple(r.split(",")[:2]) for r in rows[1:]} == {
+        ("tensor_em", "0"), ("tensor_em", "2"), ("sgd", "0")}
+    summary = json.loads((tmp_path / "res" / "measurements.json").read_text())
+    assert [(f["fit"], f["seed"]) for f in summary] == [
+        ("tensor_em", 0), ("tensor_em", 2), ("sgd", 0)]  # FITS order, then seed
