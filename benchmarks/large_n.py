@@ -239,7 +239,13 @@ def collect(args: argparse.Namespace) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     seeds = sorted({f["seed"] for f in fits})
+    marker = {seed: ".x+1"[i % 4] for i, seed in enumerate(seeds)}  # later seeds: thinner too
     colours = {name: f"C{i}" for i, name in enumerate(FITS)}
+    peak_gib: dict[str, float] = {}  # per fit, over its seeds: the legend's memory
+    for f in fits:
+        peak_gib[f["fit"]] = max(peak_gib.get(f["fit"], 0.0),
+                                 f["memory_kb"]["rss_anon_peak"] / 1024**2)
+    labelled: set[str] = set()
     for f in fits:
         recs = [r for r in f["records"] if r.get("expert_error") is not None]
         if not recs:
@@ -247,15 +253,15 @@ def collect(args: argparse.Namespace) -> None:
         t = [r["time"] for r in recs]
         e = [r["expert_error"] for r in recs]
         passes = [r["passes"] for r in recs]
-        same = [g for g in fits if g["fit"] == f["fit"]]
-        mem = max(g["memory_kb"]["rss_anon_peak"] for g in same) / 1024**2
-        label = (f"{f['fit']} (peak anon. {mem:.2f} GiB)" if f is same[0] else None)
+        label = None if f["fit"] in labelled else (
+            f"{f['fit']} (peak anon. {peak_gib[f['fit']]:.2f} GiB)")
+        labelled.add(f["fit"])
         # the refined fit runs on from the plain one's curve: dashed, so both stay visible
         style = {"linestyle": "--", "linewidth": 1.2} if "refine" in f["fit"] else {
             "linewidth": 3.0 if f["fit"] == "tensor_em" else 1.5}
-        if seeds.index(f["seed"]) > 0:  # later seeds: thinner, another marker
+        if f["seed"] != seeds[0]:
             style["linewidth"] *= 0.6
-        style.update(color=colours[f["fit"]], marker=".x+1"[seeds.index(f["seed"]) % 4])
+        style.update(color=colours[f["fit"]], marker=marker[f["seed"]])
         axes[0].plot(t, e, label=label, **style)
         axes[1].plot(passes, e, **style)
     axes[0].set_xscale("log")
@@ -266,9 +272,8 @@ def collect(args: argparse.Namespace) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("expert error (matched, Frobenius)")
     n = fits[0]["n"] if fits else 0
-    markers = " ".join(".x+1"[i % 4] for i in range(len(seeds)))
-    seed_note = (f"seeds {', '.join(map(str, seeds))} (markers {markers})" if len(seeds) > 1
-                 else f"seed {seeds[0]}" if seeds else "")
+    seed_note = f"seed {seeds[0]}" if len(seeds) == 1 else (
+        f"seeds {', '.join(map(str, seeds))} (markers {' '.join(marker.values())})")
     fig.suptitle(f"X on disk (memmap), n = {n:.0e}, d = {fits[0]['d']}, k = {fits[0]['k']}, "
                  f"linear experts, {seed_note}; one BLAS thread" if fits else "")
     axes[0].legend(fontsize=8)
