@@ -20,7 +20,7 @@ per-epoch full-data likelihood, recorded for the history only, is not counted). 
 validation before ``fit`` starts its clock (finite check, scale checks: about four
 passes) is in ``wall_s`` but not in the records' times or passes. ``collect`` turns the
 per-fit JSON files into one compact table (``measurements.json``, ``curves.csv``) and the
-figure (expert error against wall time and against passes; a 64-colour palette PNG).
+figure (expert error against wall time and against passes; a 128-colour palette PNG).
 
 Usage::
 
@@ -28,6 +28,7 @@ Usage::
     nice -n 5 python benchmarks/large_n.py fit --data /tmp/large_n/data --fit tensor_em \\
         --out /tmp/large_n/runs
     ...                                              (--fit joint_em, sgd)
+    ... --fit sgd --max-epochs 5                     (a shorter sgd schedule: sgd_5ep.json)
     python benchmarks/large_n.py collect --runs /tmp/large_n/runs --out results/large_n
 """
 
@@ -56,6 +57,18 @@ FITS: dict[str, dict[str, Any]] = {
 }
 #: passes over X that a fit makes outside the blocked EM passes of moebench.chunked
 MOMENT_PASSES = 2  # tensor step: T2 (one pass), whitened T3 (one pass)
+
+
+def fit_name(fit: str, max_epochs: int | None = None) -> str:
+    """A curve's name: the fit, and for sgd the length of its schedule (``sgd_40ep``).
+
+    The learning-rate schedule of sgd decays over ``max_epochs``, so each schedule length
+    is its own curve, not an earlier stop of a longer one.
+    """
+    if FITS[fit]["algorithm"] != "sgd":
+        return fit
+    epochs = FITS[fit]["options"]["max_epochs"] if max_epochs is None else max_epochs
+    return f"{fit}_{epochs}ep"
 
 
 def _status_kb() -> dict[str, int]:
@@ -121,6 +134,7 @@ def fit(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
 
     spec = FITS[args.fit]
+    name = fit_name(args.fit, args.max_epochs)
     data = Path(args.data)
     truth, p = load_truth(data)
     X = np.load(data / "X.npy", mmap_mode="r")
@@ -144,6 +158,8 @@ def fit(args: argparse.Namespace) -> None:
     options = dict(spec["options"])
     if args.max_time is not None:
         options["max_time"] = args.max_time
+    if args.max_epochs is not None:
+        options["max_epochs"] = args.max_epochs
     est = moebench.get_algorithm(spec["algorithm"], n_experts=int(p["k"]),
                                  activation=p["activation"], random_state=args.seed, **options)
     before = _status_kb()
@@ -172,7 +188,7 @@ def fit(args: argparse.Namespace) -> None:
 
         final = expert_error(est.experts_, truth.experts)
     out = {
-        "fit": args.fit, "algorithm": spec["algorithm"], "options": options,
+        "fit": args.fit, "name": name, "algorithm": spec["algorithm"], "options": options,
         "n": int(X.shape[0]), "d": int(X.shape[1]), "k": int(p["k"]),
         "activation": p["activation"], "seed": args.seed, "wall_s": wall, "error": error,
         "final_expert_error": final,
@@ -198,8 +214,8 @@ def fit(args: argparse.Namespace) -> None:
     outdir.mkdir(parents=True, exist_ok=True)
     from moebench.io import atomic_write_bytes
 
-    atomic_write_bytes(outdir / f"{args.fit}.json", json.dumps(out, indent=1).encode())
-    print(f"{args.fit}: {wall:.1f} s, expert error {final}, passes {out['passes']}, "
+    atomic_write_bytes(outdir / f"{name}.json", json.dumps(out, indent=1).encode())
+    print(f"{name}: {wall:.1f} s, expert error {final}, passes {out['passes']}, "
           f"peak RssAnon {peak.get('RssAnon', 0) / 1024:.0f} MiB "
           f"(+{out['memory_kb']['rss_anon_rise'] / 1024:.0f} MiB), error={error}")
 
@@ -216,8 +232,12 @@ def collect(args: argparse.Namespace) -> None:
     from moebench.io import atomic_write_bytes
 
     runs = [r for folder in args.runs for r in sorted(Path(folder).glob("*.json"))]
-    fits = sorted((json.loads(r.read_text()) for r in runs),
-                  key=lambda f: (list(FITS).index(f["fit"]), f["seed"]))
+    fits = [json.loads(r.read_text()) for r in runs]
+    for f in fits:  # files written before sgd's schedule length was a choice have no name
+        f.setdefault("name", fit_name(f["fit"], f["options"].get("max_epochs")))
+    # FITS order; sgd's schedules longest first; then seed
+    fits.sort(key=lambda f: (list(FITS).index(f["fit"]), -f["options"].get("max_epochs", 0),
+                             f["seed"]))
     for f in fits:  # sgd: passes are its epochs (as ``fit`` records them)
         if f["algorithm"] == "sgd":
             for r in f["records"]:
@@ -232,19 +252,24 @@ def collect(args: argparse.Namespace) -> None:
         for r in f["records"]:
             if r.get("expert_error") is None:
                 continue
-            lines.append(f"{f['fit']},{f['seed']},{r['phase']},{r['iteration']},{r['time']:.3f},"
+            lines.append(f"{f['name']},{f['seed']},{r['phase']},{r['iteration']},{r['time']:.3f},"
                          f"{r['passes']},{r['expert_error']:.6g},{r['log_likelihood']:.8g},"
                          f"{r['rss_anon_kb'] / 1024:.0f}")
     atomic_write_bytes(out / "curves.csv", ("\n".join(lines) + "\n").encode())
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), sharey=True)
     seeds = sorted({f["seed"] for f in fits})
     marker = {seed: ".x+1"[i % 4] for i, seed in enumerate(seeds)}  # later seeds: thinner too
-    colours = {name: f"C{i}" for i, name in enumerate(FITS)}
-    peak_gib: dict[str, float] = {}  # per fit, over its seeds: the legend's memory
+    names = list(dict.fromkeys(f["name"] for f in fits))
+    # the other fits: tab10 in FITS order; sgd's schedules: shades of one hue, longest darkest
+    colours: dict[str, Any] = {f["name"]: f"C{list(FITS).index(f['fit'])}"
+                               for f in fits if f["algorithm"] != "sgd"}
+    schedules = [name for name in names if name not in colours]
+    colours.update(zip(schedules, plt.cm.RdPu(np.linspace(0.95, 0.45, len(schedules)))))
+    peak_gib: dict[str, float] = {}  # per curve, over its seeds: the legend's memory
     for f in fits:
-        peak_gib[f["fit"]] = max(peak_gib.get(f["fit"], 0.0),
-                                 f["memory_kb"]["rss_anon_peak"] / 1024**2)
+        peak_gib[f["name"]] = max(peak_gib.get(f["name"], 0.0),
+                                  f["memory_kb"]["rss_anon_peak"] / 1024**2)
     labelled: set[str] = set()
     for f in fits:
         recs = [r for r in f["records"] if r.get("expert_error") is not None]
@@ -253,15 +278,19 @@ def collect(args: argparse.Namespace) -> None:
         t = [r["time"] for r in recs]
         e = [r["expert_error"] for r in recs]
         passes = [r["passes"] for r in recs]
-        label = None if f["fit"] in labelled else (
-            f"{f['fit']} (peak anon. {peak_gib[f['fit']]:.2f} GiB)")
-        labelled.add(f["fit"])
+        label = None
+        if f["name"] not in labelled:
+            epochs = f["options"].get("max_epochs", 0)
+            what = (f"sgd, Adam, cosine over {epochs} epoch{'s' if epochs > 1 else ''}"
+                    if f["algorithm"] == "sgd" else f["name"])
+            label = f"{what} (peak anon. {peak_gib[f['name']]:.2f} GiB)"
+            labelled.add(f["name"])
         # the refined fit runs on from the plain one's curve: dashed, so both stay visible
         style = {"linestyle": "--", "linewidth": 1.2} if "refine" in f["fit"] else {
             "linewidth": 3.0 if f["fit"] == "tensor_em" else 1.5}
         if f["seed"] != seeds[0]:
             style["linewidth"] *= 0.6
-        style.update(color=colours[f["fit"]], marker=marker[f["seed"]])
+        style.update(color=colours[f["name"]], marker=marker[f["seed"]])
         axes[0].plot(t, e, label=label, **style)
         axes[1].plot(passes, e, **style)
     axes[0].set_xscale("log")
@@ -276,12 +305,13 @@ def collect(args: argparse.Namespace) -> None:
         f"seeds {', '.join(map(str, seeds))} (markers {' '.join(marker.values())})")
     fig.suptitle(f"X on disk (memmap), n = {n:.0e}, d = {fits[0]['d']}, k = {fits[0]['k']}, "
                  f"linear experts, {seed_note}; one BLAS thread" if fits else "")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()  # below the axes: no curve hidden
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.02 + 0.03 * -(-len(labels) // 3), 1, 1))
     tmp = out / ".figure_rgba.png"
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    img = Image.open(tmp).convert("RGB").quantize(colors=64)
+    img = Image.open(tmp).convert("RGB").quantize(colors=128)
     tmp.unlink()
     import io
 
@@ -293,6 +323,8 @@ def collect(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: ``fit`` (one fit per process) and ``collect``."""
+    from moebench.cli_checks import int_at_least
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fit", help="one fit on the memmaps of --data")
@@ -302,11 +334,17 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--max-time", type=float, default=None,
                    help="wall-time cap (s) of the fit (the max_time option)")
+    f.add_argument("--max-epochs", type=int_at_least(1), default=None,
+                   help="sgd only: epochs of its schedule (default "
+                        f"{FITS['sgd']['options']['max_epochs']}); writes sgd_<N>ep.json")
     c = sub.add_parser("collect", help="per-fit JSON files -> table and figure")
     c.add_argument("--runs", required=True, nargs="+",
                    help="folders of per-fit JSON files (one per seed)")
     c.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.command == "fit" and args.max_epochs is not None and \
+            FITS[args.fit]["algorithm"] != "sgd":
+        parser.error(f"--max-epochs applies to --fit sgd only, not --fit {args.fit}")
     (fit if args.command == "fit" else collect)(args)
 
 

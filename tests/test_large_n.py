@@ -221,13 +221,25 @@ def test_benchmark_script_fit_and_collect(tmp_path, capsys):
     assert out["passes"] > 2  # the gating EM's blocked passes are counted
     large_n.main(["fit", "--data", str(data), "--fit", "tensor_em", "--seed", "2",
                   "--out", str(tmp_path / "runs2"), "--max-time", "60"])
+    # a shorter sgd schedule is its own curve (the learning rate decays over max_epochs)
+    large_n.main(["fit", "--data", str(data), "--fit", "sgd", "--max-epochs", "3",
+                  "--out", str(tmp_path / "runs2"), "--max-time", "60"])
+    short = json.loads((tmp_path / "runs2" / "sgd_3ep.json").read_text())
+    assert short["name"] == "sgd_3ep" and short["options"]["max_epochs"] == 3
+    assert [r["passes"] for r in short["records"]] == [0, 1, 2, 3]
+    with pytest.raises(SystemExit):  # --max-epochs belongs to sgd only
+        large_n.main(["fit", "--data", str(data), "--fit", "joint_em", "--max-epochs", "3",
+                      "--out", str(tmp_path / "runs3")])
+    assert not (tmp_path / "runs3").exists()
+    assert "--max-epochs applies to --fit sgd only" in capsys.readouterr().err
     large_n.main(["collect", "--runs", str(tmp_path / "runs"), str(tmp_path / "runs2"),
                   "--out", str(tmp_path / "res")])
     assert Image.open(tmp_path / "res" / "figure.png").mode == "P"
     rows = (tmp_path / "res" / "curves.csv").read_text().splitlines()
     assert rows[0].startswith("fit,seed,phase,iteration,time_s,passes,expert_error")
     assert {tuple(r.split(",")[:2]) for r in rows[1:]} == {
-        ("tensor_em", "0"), ("tensor_em", "2"), ("sgd", "0")}
+        ("tensor_em", "0"), ("tensor_em", "2"), ("sgd_40ep", "0"), ("sgd_3ep", "0")}
     summary = json.loads((tmp_path / "res" / "measurements.json").read_text())
-    assert [(f["fit"], f["seed"]) for f in summary] == [
-        ("tensor_em", 0), ("tensor_em", 2), ("sgd", 0)]  # FITS order, then seed
+    # FITS order, sgd's longest schedule first, then seed
+    assert [(f["name"], f["seed"]) for f in summary] == [
+        ("tensor_em", 0), ("tensor_em", 2), ("sgd_40ep", 0), ("sgd_3ep", 0)]
