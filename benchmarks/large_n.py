@@ -259,7 +259,7 @@ def collect(args: argparse.Namespace) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), sharey=True)
     seeds = sorted({f["seed"] for f in fits})
-    marker = {seed: ".x+1"[i % 4] for i, seed in enumerate(seeds)}  # later seeds: thinner too
+    marker = {seed: ".x+1*^v"[i % 7] for i, seed in enumerate(seeds)}  # later seeds: thinner too
     names = list(dict.fromkeys(f["name"] for f in fits))
     # the other fits: tab10 in FITS order; sgd's schedules: shades of one hue, longest darkest
     colours: dict[str, Any] = {f["name"]: f"C{list(FITS).index(f['fit'])}"
