@@ -260,11 +260,10 @@ def collect(args: argparse.Namespace) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), sharey=True)
     seeds = sorted({f["seed"] for f in fits})
     marker = {seed: ".x+1*^v"[i % 7] for i, seed in enumerate(seeds)}  # later seeds: thinner too
-    names = list(dict.fromkeys(f["name"] for f in fits))
     # the other fits: tab10 in FITS order; sgd's schedules: shades of one hue, longest darkest
     colours: dict[str, Any] = {f["name"]: f"C{list(FITS).index(f['fit'])}"
                                for f in fits if f["algorithm"] != "sgd"}
-    schedules = [name for name in names if name not in colours]
+    schedules = list(dict.fromkeys(f["name"] for f in fits if f["algorithm"] == "sgd"))
     colours.update(zip(schedules, plt.cm.RdPu(np.linspace(0.95, 0.45, len(schedules)))))
     peak_gib: dict[str, float] = {}  # per curve, over its seeds: the legend's memory
     for f in fits:
