@@ -22,6 +22,7 @@ from moebench.base import History, RestartedEstimator
 from moebench.em import (
     MSTEPS,
     EMResult,
+    check_expert_step_out_of_core,
     expert_m_step,
     gating_m_step,
     run_em,
@@ -133,6 +134,18 @@ class JointEM(RestartedEstimator):
         self.expert_max_iter = expert_max_iter
         self.max_time = max_time
         self.backend = backend
+
+    @classmethod
+    def check_out_of_core(cls, activation: Activation, params: dict[str, Any]) -> None:
+        """On X on disk, the expert M-step (mstep="full", and the first M-step of
+        init="responsibilities") needs linear experts."""
+        asks = [f"{key}={params.get(key, default)!r}" for key, default, value in
+                (("mstep", "full", "full"), ("init", "random", "responsibilities"))
+                if params.get(key, default) == value]
+        if asks:
+            check_expert_step_out_of_core(
+                activation, f"joint_em with {' and '.join(asks)} (valid on disk for "
+                "nonlinear experts: mstep='gradient' and an init other than 'responsibilities')")
 
     def _initial(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
                  sigma: float | None, rng: np.random.Generator

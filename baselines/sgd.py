@@ -38,6 +38,11 @@ LOG_2PI = math.log(2.0 * math.pi)
 AUTO_STEPS_PER_EPOCH, AUTO_BATCH_MIN, AUTO_BATCH_MAX = 32, 64, 4096
 
 
+def auto_batch_size(n: int) -> int:
+    """The minibatch rows of ``batch_size="auto"`` for n samples."""
+    return min(max(n // AUTO_STEPS_PER_EPOCH, AUTO_BATCH_MIN), AUTO_BATCH_MAX)
+
+
 def _schedule_factor(schedule: str, progress: float) -> float:
     """Learning-rate multiplier at ``progress`` in [0, 1] of the epoch budget."""
     if schedule == "cosine":
@@ -207,7 +212,7 @@ class SGD(RestartedEstimator):
         n, d = X.shape
         batch = self.batch_size
         if batch == "auto":
-            batch = min(max(n // AUTO_STEPS_PER_EPOCH, AUTO_BATCH_MIN), AUTO_BATCH_MAX)
+            batch = auto_batch_size(n)
         full = self.optimizer == "gd" or batch is None or batch >= n
         batch = n if full else int(batch)
         if self.grad_tol > 0 and not full:

@@ -29,6 +29,7 @@ Usage::
         --out /tmp/large_n/runs
     ...                                              (--fit joint_em, sgd)
     ... --fit sgd --max-epochs 5                     (a shorter sgd schedule: sgd_5ep.json)
+    ... --fit sgd --max-epochs 1 --lr 0.1 --batch-size 16384   (sgd_1ep_lr0.1_b16384.json)
     python benchmarks/large_n.py collect --runs /tmp/large_n/runs --out results/large_n
 """
 
@@ -59,8 +60,11 @@ FITS: dict[str, dict[str, Any]] = {
 MOMENT_PASSES = 2  # tensor step: T2 (one pass), whitened T3 (one pass)
 
 
-def fit_name(fit: str, max_epochs: int | None = None) -> str:
-    """A curve's name: the fit, and for sgd the length of its schedule (``sgd_40ep``).
+def fit_name(fit: str, max_epochs: int | None = None, lr: float | None = None,
+             batch_size: int | None = None) -> str:
+    """A curve's name: the fit, and for sgd the length of its schedule (``sgd_40ep``), then
+    its learning rate and batch size where they are not sgd's defaults
+    (``sgd_1ep_lr0.1_b16384``).
 
     The learning-rate schedule of sgd decays over ``max_epochs``, so each schedule length
     is its own curve, not an earlier stop of a longer one.
@@ -68,7 +72,29 @@ def fit_name(fit: str, max_epochs: int | None = None) -> str:
     if FITS[fit]["algorithm"] != "sgd":
         return fit
     epochs = FITS[fit]["options"]["max_epochs"] if max_epochs is None else max_epochs
-    return f"{fit}_{epochs}ep"
+    return (f"{fit}_{epochs}ep" + (f"_lr{lr:g}" if lr is not None else "")
+            + (f"_b{batch_size}" if batch_size is not None else ""))
+
+
+def sgd_label(options: dict[str, Any]) -> str:
+    """The legend's words for an sgd curve: its schedule, and lr / batch where given."""
+    epochs = options.get("max_epochs", 0)
+    return (f"sgd, Adam, cosine over {epochs} epoch{'s' if epochs > 1 else ''}"
+            + (f", lr {options['lr']:g}" if "lr" in options else "")
+            + (f", batch {options['batch_size']}" if "batch_size" in options else ""))
+
+
+def resolved_sgd_settings(options: dict[str, Any], n: int) -> dict[str, Any]:
+    """sgd's learning rate and minibatch rows for ``options`` at n samples (its defaults
+    where not given; ``batch_size="auto"`` resolved)."""
+    from moebench.baselines.sgd import auto_batch_size
+
+    import moebench
+
+    est = moebench.get_algorithm("sgd", **{k: v for k, v in options.items()
+                                           if k in ("lr", "batch_size")})
+    batch = auto_batch_size(n) if est.batch_size == "auto" else est.batch_size
+    return {"lr": est.lr, "batch_size": batch}
 
 
 def _status_kb() -> dict[str, int]:
@@ -134,7 +160,7 @@ def fit(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
 
     spec = FITS[args.fit]
-    name = fit_name(args.fit, args.max_epochs)
+    name = fit_name(args.fit, args.max_epochs, args.lr, args.batch_size)
     data = Path(args.data)
     truth, p = load_truth(data)
     X = np.load(data / "X.npy", mmap_mode="r")
@@ -158,8 +184,9 @@ def fit(args: argparse.Namespace) -> None:
     options = dict(spec["options"])
     if args.max_time is not None:
         options["max_time"] = args.max_time
-    if args.max_epochs is not None:
-        options["max_epochs"] = args.max_epochs
+    for option in ("max_epochs", "lr", "batch_size"):  # sgd only (checked in main)
+        if getattr(args, option) is not None:
+            options[option] = getattr(args, option)
     est = moebench.get_algorithm(spec["algorithm"], n_experts=int(p["k"]),
                                  activation=p["activation"], random_state=args.seed, **options)
     before = _status_kb()
@@ -182,6 +209,8 @@ def fit(args: argparse.Namespace) -> None:
     wall = time.perf_counter() - tick
     peak = sampler.stop()
     records = getattr(est, "history_", [])
+    settings = (resolved_sgd_settings(options, X.shape[0])
+                if spec["algorithm"] == "sgd" else None)
     final = None
     if error is None:
         from moebench.metrics import expert_error
@@ -189,6 +218,7 @@ def fit(args: argparse.Namespace) -> None:
         final = expert_error(est.experts_, truth.experts)
     out = {
         "fit": args.fit, "name": name, "algorithm": spec["algorithm"], "options": options,
+        "sgd_settings": settings,
         "n": int(X.shape[0]), "d": int(X.shape[1]), "k": int(p["k"]),
         "activation": p["activation"], "seed": args.seed, "wall_s": wall, "error": error,
         "final_expert_error": final,
@@ -226,23 +256,29 @@ def collect(args: argparse.Namespace) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from PIL import Image
 
     from moebench.io import atomic_write_bytes
 
     runs = [r for folder in args.runs for r in sorted(Path(folder).glob("*.json"))]
     fits = [json.loads(r.read_text()) for r in runs]
     for f in fits:  # files written before sgd's schedule length was a choice have no name
-        f.setdefault("name", fit_name(f["fit"], f["options"].get("max_epochs")))
-    # FITS order; sgd's schedules longest first; then seed
+        f.setdefault("name", fit_name(f["fit"], f["options"].get("max_epochs"),
+                                      f["options"].get("lr"), f["options"].get("batch_size")))
+    for f in fits:  # files written before the settings were recorded: sgd's defaults
+        if f["algorithm"] == "sgd" and not f.get("sgd_settings"):
+            f["sgd_settings"] = resolved_sgd_settings(f["options"], f["n"])
+    # FITS order; sgd's schedules longest first, then by learning rate and batch; then seed
     fits.sort(key=lambda f: (list(FITS).index(f["fit"]), -f["options"].get("max_epochs", 0),
+                             f["options"].get("lr", 0.0), f["options"].get("batch_size", 0),
                              f["seed"]))
     for f in fits:  # sgd: passes are its epochs (as ``fit`` records them)
         if f["algorithm"] == "sgd":
             for r in f["records"]:
                 r["passes"] = r["iteration"]
             f["passes"] = f["records"][-1]["iteration"] if f["records"] else None
+    if args.figures == "grid" and not sgd_grid_schedules(fits):  # before anything is written
+        raise ValueError("--figures grid: no sgd schedule in --runs was run with more than "
+                         "one (learning rate, batch) pair; valid here: all, curves")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = [{k: f[k] for k in f if k != "records"} for f in fits]
@@ -256,6 +292,21 @@ def collect(args: argparse.Namespace) -> None:
                          f"{r['passes']},{r['expert_error']:.6g},{r['log_likelihood']:.8g},"
                          f"{r['rss_anon_kb'] / 1024:.0f}")
     atomic_write_bytes(out / "curves.csv", ("\n".join(lines) + "\n").encode())
+
+    written = ["measurements.json", "curves.csv"]
+    if args.figures in ("all", "curves"):
+        curves_figure(fits, out / "figure.png")
+        written.append("figure.png")
+    if args.figures in ("all", "grid"):
+        if sgd_grid_figure(fits, out / "sgd_grid.png"):
+            written.append("sgd_grid.png")
+    print(f"wrote {out}/{', '.join(written)}")
+
+
+def curves_figure(fits: list[dict[str, Any]], path: Path) -> None:
+    """Expert error against wall time and against passes: one colour per curve (sgd's
+    schedules in shades of one hue), one marker and line weight per seed."""
+    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), sharey=True)
     seeds = sorted({f["seed"] for f in fits})
@@ -279,9 +330,7 @@ def collect(args: argparse.Namespace) -> None:
         passes = [r["passes"] for r in recs]
         label = None
         if f["name"] not in labelled:
-            epochs = f["options"].get("max_epochs", 0)
-            what = (f"sgd, Adam, cosine over {epochs} epoch{'s' if epochs > 1 else ''}"
-                    if f["algorithm"] == "sgd" else f["name"])
+            what = sgd_label(f["options"]) if f["algorithm"] == "sgd" else f["name"]
             label = f"{what} (peak anon. {peak_gib[f['name']]:.2f} GiB)"
             labelled.add(f["name"])
         # the refined fit runs on from the plain one's curve: dashed, so both stay visible
@@ -303,26 +352,89 @@ def collect(args: argparse.Namespace) -> None:
     seed_note = f"seed {seeds[0]}" if len(seeds) == 1 else (
         f"seeds {', '.join(map(str, seeds))} (markers {' '.join(marker.values())})")
     fig.suptitle(f"X on disk (memmap), n = {n:.0e}, d = {fits[0]['d']}, k = {fits[0]['k']}, "
-                 f"linear experts, {seed_note}; one BLAS thread" if fits else "")
+                 f"{fits[0]['activation']} experts, {seed_note}; one BLAS thread" if fits else "")
     handles, labels = axes[0].get_legend_handles_labels()  # below the axes: no curve hidden
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.02 + 0.03 * -(-len(labels) // 3), 1, 1))
-    tmp = out / ".figure_rgba.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    img = Image.open(tmp).convert("RGB").quantize(colors=128)
-    tmp.unlink()
+    ncol = 3 if max(map(len, labels), default=0) <= 48 else 2  # long sgd labels: 2
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.02 + 0.03 * -(-len(labels) // ncol), 1, 1))
+    save_palette_png(fig, path)
+
+
+def save_palette_png(fig: Any, path: Path) -> None:
+    """Write ``fig`` as a 128-colour palette PNG (a tenth of the RGBA size), atomically."""
     import io
 
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from moebench.io import atomic_write_bytes
+
+    rgba = io.BytesIO()
+    fig.savefig(rgba, format="png", dpi=110)
+    plt.close(fig)
+    img = Image.open(rgba).convert("RGB").quantize(colors=128)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
-    atomic_write_bytes(out / "figure.png", buf.getvalue())
-    print(f"wrote {out}/measurements.json, curves.csv, figure.png")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _finished_sgd(fits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [f for f in fits if f["algorithm"] == "sgd" and f["final_expert_error"] is not None]
+
+
+def sgd_grid_schedules(fits: list[dict[str, Any]]) -> list[int]:
+    """sgd's schedule lengths (epochs) run with more than one (learning rate, batch) pair."""
+    done = _finished_sgd(fits)
+    return [e for e in sorted({f["options"]["max_epochs"] for f in done})
+            if len({tuple(f["sgd_settings"].values()) for f in done
+                    if f["options"]["max_epochs"] == e}) > 1]
+
+
+def sgd_grid_figure(fits: list[dict[str, Any]], path: Path) -> bool:
+    """Final expert error against sgd's learning rate, one line per batch size, for every
+    schedule length run with more than one (learning rate, batch) pair; the tensor step's
+    error (tensor_em's first record) as a dashed line. Returns False (nothing written)
+    when there is no such grid."""
+    import matplotlib.pyplot as plt
+
+    done = _finished_sgd(fits)
+    grids = sgd_grid_schedules(fits)
+    if not grids:
+        return False
+    fig, axes = plt.subplots(1, len(grids), figsize=(5.5 * len(grids), 4.4), squeeze=False)
+    tensor_steps = [next((r["expert_error"], r["time"]) for r in f["records"]
+                         if "expert_error" in r)
+                    for f in fits if f["fit"] == "tensor_em" and f["records"]]
+    for ax, e in zip(axes[0], grids):
+        runs = [f for f in done if f["options"]["max_epochs"] == e]
+        for i, batch in enumerate(sorted({f["sgd_settings"]["batch_size"] for f in runs})):
+            pts = sorted((f["sgd_settings"]["lr"], f["final_expert_error"], f["wall_s"])
+                         for f in runs if f["sgd_settings"]["batch_size"] == batch)
+            times = [t for _, _, t in pts]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="os^vD<>"[i % 7],
+                    color=f"C{i}", label=f"batch {batch} ({min(times):.0f}–{max(times):.0f} s)")
+        for j, (err, t) in enumerate(tensor_steps):
+            ax.axhline(err, color="k", linestyle="--", linewidth=1,
+                       label=f"tensor step (2 passes, {t:.1f} s)" if j == 0 else None)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("Adam learning rate (cosine decay to 0)")
+        ax.set_title(f"sgd, a {e}-epoch schedule: final expert error", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("expert error (matched, Frobenius)")
+    n, seeds = fits[0]["n"], sorted({f["seed"] for f in done})
+    fig.suptitle(f"n = {n:.0e}, d = {fits[0]['d']}, k = {fits[0]['k']}, "
+                 f"{fits[0]['activation']} experts, seed{'s' if len(seeds) > 1 else ''} "
+                 f"{', '.join(map(str, seeds))}\nwall time per fit in brackets", fontsize=10)
+    fig.tight_layout()
+    save_palette_png(fig, path)
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: ``fit`` (one fit per process) and ``collect``."""
-    from moebench.cli_checks import int_at_least
+    from moebench.cli_checks import finite_float, int_at_least
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -336,15 +448,32 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--max-epochs", type=int_at_least(1), default=None,
                    help="sgd only: epochs of its schedule (default "
                         f"{FITS['sgd']['options']['max_epochs']}); writes sgd_<N>ep.json")
+    f.add_argument("--lr", type=finite_float(0.0, strict=True), default=None,
+                   help="sgd only: learning rate (default: sgd's 0.05); adds _lr<LR> to the name")
+    f.add_argument("--batch-size", type=int_at_least(1), default=None,
+                   help="sgd only: minibatch rows (default: sgd's auto, 4096 at this n); "
+                        "adds _b<B> to the name")
     c = sub.add_parser("collect", help="per-fit JSON files -> table and figure")
     c.add_argument("--runs", required=True, nargs="+",
                    help="folders of per-fit JSON files (one per seed)")
     c.add_argument("--out", required=True)
+    c.add_argument("--figures", choices=("all", "curves", "grid"), default="all",
+                   help="curves: figure.png (error against time and passes); grid: "
+                        "sgd_grid.png (final error against sgd's learning rate per batch, "
+                        "where a schedule was run with several); all (default): both")
     args = parser.parse_args(argv)
-    if args.command == "fit" and args.max_epochs is not None and \
-            FITS[args.fit]["algorithm"] != "sgd":
-        parser.error(f"--max-epochs applies to --fit sgd only, not --fit {args.fit}")
-    (fit if args.command == "fit" else collect)(args)
+    if args.command == "fit" and FITS[args.fit]["algorithm"] != "sgd":
+        for flag in ("max_epochs", "lr", "batch_size"):
+            if getattr(args, flag) is not None:
+                parser.error(f"--{flag.replace('_', '-')} applies to --fit sgd only, "
+                             f"not --fit {args.fit}")
+    if args.command == "fit":
+        fit(args)
+        return
+    try:
+        collect(args)
+    except ValueError as exc:  # a choice the runs cannot serve: say so, as argparse does
+        parser.error(str(exc))
 
 
 if __name__ == "__main__":

@@ -393,6 +393,16 @@ class MoEEstimator:
             )
         return k, act
 
+    @classmethod
+    def check_out_of_core(cls, activation: Activation, params: dict[str, Any]) -> None:
+        """Whether this class, with these options, can fit X on disk (a numpy.memmap).
+
+        ``fit`` calls it before any work when X is a memmap, so a setting whose steps need
+        X in memory fails at once, not after the stages before that step. The base accepts
+        every setting; a subclass raises ValueError naming the option and the valid choices
+        (e.g. :func:`moebench.em.check_expert_step_out_of_core`).
+        """
+
     # -- fitting ----------------------------------------------------------
     def _check_activation(self) -> Activation:
         return self.check_setting(2, None, self.activation)[1]
@@ -452,6 +462,8 @@ class MoEEstimator:
         X, y = check_X_y(X, y)
         k, act = self.check_setting(self.n_experts, X.shape[1], self.activation,
                                     params=self.get_params(deep=False))
+        if is_out_of_core(X):
+            self.check_out_of_core(act, self.get_params(deep=False))
         sigma = check_sigma(self.sigma)
         check_scales(X, y)
         check_min_samples(*X.shape, k, sigma is None, self.name or type(self).__name__)

@@ -263,6 +263,21 @@ def _derivative_at(xp: Backend, activation: Activation, t, f):
     return xp.act_derivative(activation, t)
 
 
+def check_expert_step_out_of_core(activation: Activation, fit: str = "") -> None:
+    """Raise ValueError unless :func:`expert_m_step` can run on X on disk (a memmap).
+
+    Its blocked path sums the normal equations of linear experts; the damped Gauss-Newton
+    steps of nonlinear ones need X in memory. Estimators call it before any work
+    (:meth:`moebench.base.MoEEstimator.check_out_of_core`); ``fit`` names the fit and the
+    option that asks for the step.
+    """
+    if not activation.is_linear:
+        raise ValueError(
+            f"{fit + ': ' if fit else ''}the expert M-step on X on disk (a numpy.memmap) "
+            f"supports activation 'linear' only; got {activation.name!r}: load X into "
+            f"memory (np.asarray(X)) for nonlinear experts")
+
+
 def expert_m_step(
     X: np.ndarray,
     y: np.ndarray,
@@ -284,11 +299,8 @@ def expert_m_step(
     k, d = experts.shape
     new = np.array(experts, dtype=np.float64)
     eye = np.eye(d)
-    if is_out_of_core(X) and not activation.is_linear:
-        raise ValueError(
-            f"the expert M-step on X on disk (a numpy.memmap) supports activation 'linear' "
-            f"only; got {activation.name!r}: load X into memory (np.asarray(X)) for "
-            f"nonlinear experts")
+    if is_out_of_core(X):
+        check_expert_step_out_of_core(activation)
     # linear g: the normal equations of every expert (summed over row blocks on disk)
     normal = blocked_sum(_normal_equations, X, y, resp) if activation.is_linear else None
     for i in range(k):

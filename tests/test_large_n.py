@@ -8,6 +8,7 @@ computation, the memory a blocked fit holds, and the row-block NaN check.
 
 from __future__ import annotations
 
+import re
 import tracemalloc
 
 import numpy as np
@@ -156,6 +157,32 @@ def test_nonlinear_expert_step_on_disk_is_refused(tmp_path):
         em.expert_m_step(X, y, resp, data.experts, act)
 
 
+@pytest.mark.parametrize(("name", "options", "asks"), [
+    pytest.param("tensor_em", {"refine": True}, "tensor_em with refine=True", id="tensor_em"),
+    pytest.param("joint_em", {}, "joint_em with mstep='full'", id="joint_em"),
+    pytest.param("joint_em", {"mstep": "gradient", "init": "responsibilities"},
+                 "joint_em with init='responsibilities'", id="joint_em-responsibilities"),
+])
+@pytest.mark.filterwarnings("ignore:tensor_em.*eigenvalues of T2:RuntimeWarning")
+def test_nonlinear_expert_step_on_disk_fails_before_any_work(tmp_path, name, options, asks):
+    """A fit whose expert step would need X in memory says so at once, naming the option
+    and the valid choices, before the stages that precede that step (the moments, the
+    gating EM) have read X."""
+    _, X, y = _data(tmp_path, n=3000, activation="relu")
+    est = moebench.get_algorithm(name, n_experts=3, activation="relu", random_state=0,
+                                 **options)
+    before = chunked.passes()
+    with pytest.raises(ValueError, match=re.escape(asks) + r" \(valid on disk for "
+                       r"nonlinear experts: .*supports activation 'linear' only; got 'relu'"):
+        est.fit(X, y)
+    assert chunked.passes() == before and not hasattr(est, "history_")
+    # the settings it names as valid run on disk
+    valid = {"refine": False} if name == "tensor_em" else {"mstep": "gradient",
+                                                            "init": "random", "max_iter": 3}
+    moebench.get_algorithm(name, n_experts=3, activation="relu", random_state=0,
+                           **{**options, **valid}).fit(X, y)
+
+
 def _peak_traced(fn) -> int:
     tracemalloc.start()
     try:
@@ -232,14 +259,50 @@ def test_benchmark_script_fit_and_collect(tmp_path, capsys):
                       "--out", str(tmp_path / "runs3")])
     assert not (tmp_path / "runs3").exists()
     assert "--max-epochs applies to --fit sgd only" in capsys.readouterr().err
+    for flag, value in (("--lr", "0.1"), ("--batch-size", "64")):
+        with pytest.raises(SystemExit):  # so do sgd's learning rate and batch size
+            large_n.main(["fit", "--data", str(data), "--fit", "tensor_em", flag, value,
+                          "--out", str(tmp_path / "runs3")])
+        assert f"{flag} applies to --fit sgd only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        large_n.main(["fit", "--data", str(data), "--fit", "sgd", "--lr", "-1",
+                      "--out", str(tmp_path / "runs3")])
+    assert "a finite number > 0" in capsys.readouterr().err
+    assert not (tmp_path / "runs3").exists()
+    # sgd's learning rate and batch size, where given, name the curve
+    large_n.main(["fit", "--data", str(data), "--fit", "sgd", "--max-epochs", "3",
+                  "--lr", "0.1", "--batch-size", "256", "--out", str(tmp_path / "runs2"),
+                  "--max-time", "60"])
+    tuned = json.loads((tmp_path / "runs2" / "sgd_3ep_lr0.1_b256.json").read_text())
+    assert tuned["options"] == {**short["options"], "lr": 0.1, "batch_size": 256}
+    assert tuned["final_expert_error"] != short["final_expert_error"]
+    assert tuned["sgd_settings"] == {"lr": 0.1, "batch_size": 256}
+    assert short["sgd_settings"] == {"lr": 0.05, "batch_size": 3000 // 32}  # "auto"
     large_n.main(["collect", "--runs", str(tmp_path / "runs"), str(tmp_path / "runs2"),
                   "--out", str(tmp_path / "res")])
     assert Image.open(tmp_path / "res" / "figure.png").mode == "P"
+    # two (learning rate, batch) pairs of the 3-epoch schedule: the grid figure
+    assert Image.open(tmp_path / "res" / "sgd_grid.png").mode == "P"
     rows = (tmp_path / "res" / "curves.csv").read_text().splitlines()
     assert rows[0].startswith("fit,seed,phase,iteration,time_s,passes,expert_error")
     assert {tuple(r.split(",")[:2]) for r in rows[1:]} == {
-        ("tensor_em", "0"), ("tensor_em", "2"), ("sgd_40ep", "0"), ("sgd_3ep", "0")}
+        ("tensor_em", "0"), ("tensor_em", "2"), ("sgd_40ep", "0"), ("sgd_3ep", "0"),
+        ("sgd_3ep_lr0.1_b256", "0")}
     summary = json.loads((tmp_path / "res" / "measurements.json").read_text())
-    # FITS order, sgd's longest schedule first, then seed
+    # FITS order, sgd's longest schedule first (then learning rate and batch), then seed
     assert [(f["name"], f["seed"]) for f in summary] == [
-        ("tensor_em", 0), ("tensor_em", 2), ("sgd_40ep", 0), ("sgd_3ep", 0)]
+        ("tensor_em", 0), ("tensor_em", 2), ("sgd_40ep", 0), ("sgd_3ep", 0),
+        ("sgd_3ep_lr0.1_b256", 0)]
+    large_n.main(["collect", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "res1")])
+    assert not (tmp_path / "res1" / "sgd_grid.png").exists()  # one pair only: no grid
+    with pytest.raises(SystemExit):  # asked for the grid anyway: a clear error, nothing written
+        large_n.main(["collect", "--runs", str(tmp_path / "runs"), "--out",
+                      str(tmp_path / "res2"), "--figures", "grid"])
+    assert "no sgd schedule in --runs was run with more than one" in capsys.readouterr().err
+    assert not (tmp_path / "res2").exists()
+    large_n.main(["collect", "--runs", str(tmp_path / "runs2"), "--out", str(tmp_path / "res3"),
+                  "--figures", "grid"])
+    assert sorted(p.name for p in (tmp_path / "res3").iterdir()) == [
+        "curves.csv", "measurements.json", "sgd_grid.png"]
+    assert large_n.sgd_label(tuned["options"]) == "sgd, Adam, cosine over 3 epochs, lr 0.1, " \
+        "batch 256"

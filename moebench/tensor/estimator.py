@@ -41,7 +41,11 @@ import numpy as np
 
 from moebench.activations import Activation
 from moebench.base import History, MoEEstimator
-from moebench.em import STAGED_EM_CONSTRAINTS, gating_em_then_refine
+from moebench.em import (
+    STAGED_EM_CONSTRAINTS,
+    check_expert_step_out_of_core,
+    gating_em_then_refine,
+)
 from moebench.model import MoEModel
 from moebench.registry import register
 from moebench.tensor.backend import BACKENDS
@@ -328,6 +332,14 @@ class TensorEM(MoEEstimator):
         if transform in ("raw", "powers"):
             ablation_coefficients(transform, act, 0.0)  # ValueError when c2 or c3 vanishes
         return k, act
+
+    @classmethod
+    def check_out_of_core(cls, activation: Activation, params: dict[str, Any]) -> None:
+        """On X on disk, ``refine=True`` needs linear experts (the joint EM's expert step)."""
+        if params.get("refine"):
+            check_expert_step_out_of_core(
+                activation, "tensor_em with refine=True (valid on disk for nonlinear "
+                "experts: refine=False)")
 
     def _check_options(self) -> dict[str, Any]:
         """Options as plain Python values (``fit`` has checked them against the declaration)."""
