@@ -139,9 +139,11 @@ class JointEM(RestartedEstimator):
     def check_out_of_core(cls, activation: Activation, params: dict[str, Any]) -> None:
         """On X on disk, the expert M-step (mstep="full", and the first M-step of
         init="responsibilities") needs linear experts."""
-        asks = [f"{key}={params.get(key, default)!r}" for key, default, value in
-                (("mstep", "full", "full"), ("init", "random", "responsibilities"))
-                if params.get(key, default) == value]
+        asks = []
+        if params.get("mstep", "full") == "full":
+            asks.append("mstep='full'")
+        if params.get("init", "random") == "responsibilities":
+            asks.append("init='responsibilities'")
         if asks:
             check_expert_step_out_of_core(
                 activation, f"joint_em with {' and '.join(asks)} (valid on disk for "

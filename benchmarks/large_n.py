@@ -354,7 +354,7 @@ def curves_figure(fits: list[dict[str, Any]], path: Path) -> None:
     fig.suptitle(f"X on disk (memmap), n = {n:.0e}, d = {fits[0]['d']}, k = {fits[0]['k']}, "
                  f"{fits[0]['activation']} experts, {seed_note}; one BLAS thread" if fits else "")
     handles, labels = axes[0].get_legend_handles_labels()  # below the axes: no curve hidden
-    ncol = 3 if max(map(len, labels), default=0) <= 48 else 2  # long sgd labels: 2
+    ncol = 3 if max(map(len, labels), default=0) <= 64 else 2  # tuned sgd labels: 2
     fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.02 + 0.03 * -(-len(labels) // ncol), 1, 1))
     save_palette_png(fig, path)
