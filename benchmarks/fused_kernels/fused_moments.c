@@ -1,0 +1,181 @@
+// An experiment, not part of the package: the two moment passes of the tensor step as
+// hand-written AVX2/FMA kernels, to measure how close they come to issue 13's goal
+// (T2 + whitened T3 <= 1.5x one X^T X in float64). Built and timed by
+// benchmarks/fused_kernels.py (gcc, x86-64 with AVX2); the package never loads it.
+//
+// wsyrk: T2's sum_n s_n x_n x_n^T as a weighted SYRK that scales the rows while packing
+//   them (BLIS-style 6x8 microkernel; upper-triangle tiles only; any sign of s).
+// wt3: whitened T3's pieces for k <= 10 in one pass: u_n = W^T x_n (4 rows at a time,
+//   12 lanes), then G[p][c] += s_n u_a u_b u_c over the pairs p = (a <= b) sorted by b,
+//   only for the 4-lane chunks that hold a c >= b, and v[c] += s_n u_c.
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+static double* alloc64(size_t count) {  // 64-byte aligned, size rounded up as C11 asks
+    size_t bytes = (count * sizeof(double) + 63) / 64 * 64;
+    return aligned_alloc(64, bytes);
+}
+#define MR 6
+#define NR 8
+
+static void kernel_6x8(long kc, const double* restrict a, const double* restrict b,
+                       double* restrict c, long ldc) {
+    __m256d c00 = _mm256_setzero_pd(), c01 = _mm256_setzero_pd();
+    __m256d c10 = _mm256_setzero_pd(), c11 = _mm256_setzero_pd();
+    __m256d c20 = _mm256_setzero_pd(), c21 = _mm256_setzero_pd();
+    __m256d c30 = _mm256_setzero_pd(), c31 = _mm256_setzero_pd();
+    __m256d c40 = _mm256_setzero_pd(), c41 = _mm256_setzero_pd();
+    __m256d c50 = _mm256_setzero_pd(), c51 = _mm256_setzero_pd();
+    for (long k = 0; k < kc; k++) {
+        __m256d b0 = _mm256_load_pd(b), b1 = _mm256_load_pd(b + 4);
+        __m256d a0 = _mm256_broadcast_sd(a + 0);
+        c00 = _mm256_fmadd_pd(a0, b0, c00); c01 = _mm256_fmadd_pd(a0, b1, c01);
+        a0 = _mm256_broadcast_sd(a + 1);
+        c10 = _mm256_fmadd_pd(a0, b0, c10); c11 = _mm256_fmadd_pd(a0, b1, c11);
+        a0 = _mm256_broadcast_sd(a + 2);
+        c20 = _mm256_fmadd_pd(a0, b0, c20); c21 = _mm256_fmadd_pd(a0, b1, c21);
+        a0 = _mm256_broadcast_sd(a + 3);
+        c30 = _mm256_fmadd_pd(a0, b0, c30); c31 = _mm256_fmadd_pd(a0, b1, c31);
+        a0 = _mm256_broadcast_sd(a + 4);
+        c40 = _mm256_fmadd_pd(a0, b0, c40); c41 = _mm256_fmadd_pd(a0, b1, c41);
+        a0 = _mm256_broadcast_sd(a + 5);
+        c50 = _mm256_fmadd_pd(a0, b0, c50); c51 = _mm256_fmadd_pd(a0, b1, c51);
+        a += MR; b += NR;
+    }
+#define UPD(r, lo, hi) \
+    _mm256_storeu_pd(c + r * ldc, _mm256_add_pd(_mm256_loadu_pd(c + r * ldc), lo)); \
+    _mm256_storeu_pd(c + r * ldc + 4, _mm256_add_pd(_mm256_loadu_pd(c + r * ldc + 4), hi));
+    UPD(0, c00, c01) UPD(1, c10, c11) UPD(2, c20, c21)
+    UPD(3, c30, c31) UPD(4, c40, c41) UPD(5, c50, c51)
+}
+
+// C: (dA x dB) padded accumulator, row-major, zeroed by the caller; upper tiles only.
+void wsyrk(const double* X, const double* s, long n, long d, double* Cp, long KC) {
+    long nA = (d + MR - 1) / MR, nB = (d + NR - 1) / NR;
+    long dB = nB * NR;
+    double* Ap = alloc64(KC * nA * MR);
+    double* Bp = alloc64(KC * nB * NR);
+    memset(Ap, 0, sizeof(double) * KC * nA * MR);
+    memset(Bp, 0, sizeof(double) * KC * nB * NR);
+    for (long k0 = 0; k0 < n; k0 += KC) {
+        long kc = (n - k0 < KC) ? n - k0 : KC;
+        for (long kk = 0; kk < kc; kk++) {
+            const double* x = X + (k0 + kk) * d;
+            double w = s[k0 + kk];
+            for (long ip = 0; ip < nA; ip++) {
+                double* dst = Ap + (ip * kc + kk) * MR;
+                long i0 = ip * MR, m = (d - i0 < MR) ? d - i0 : MR;
+                for (long ii = 0; ii < m; ii++) dst[ii] = w * x[i0 + ii];
+            }
+            for (long jp = 0; jp < nB; jp++) {
+                double* dst = Bp + (jp * kc + kk) * NR;
+                long j0 = jp * NR;
+                if (d - j0 >= NR) {
+                    _mm256_store_pd(dst, _mm256_loadu_pd(x + j0));
+                    _mm256_store_pd(dst + 4, _mm256_loadu_pd(x + j0 + 4));
+                } else {
+                    for (long jj = 0; jj < d - j0; jj++) dst[jj] = x[j0 + jj];
+                }
+            }
+        }
+        for (long ip = 0; ip < nA; ip++) {
+            long i0 = ip * MR;
+            for (long jp = i0 / NR; jp < nB; jp++)
+                kernel_6x8(kc, Ap + ip * kc * MR, Bp + jp * kc * NR, Cp + i0 * dB + jp * NR, dB);
+        }
+    }
+    free(Ap); free(Bp);
+}
+
+#define K 10
+#define KP 12
+#define NP 55
+#define NPG 14  /* groups of 4 pairs (56) */
+
+// Wp: (d x 12) row-major, padded with zeros. G: (56 x 12) accumulated. v: (12) accumulated.
+void wt3(const double* X, const double* s, long n, long d, const double* Wp,
+         double* G, double* v, long MB) {
+    double* Us = alloc64(MB * KP);
+    double* U = alloc64(MB * KP);
+    int pa[56], pb[56];
+    int p = 0;
+    for (int b = 0; b < K; b++) for (int a = 0; a <= b; a++) { pa[p] = a; pb[p] = b; p++; }
+    pa[55] = 0; pb[55] = K - 1;  // padding pair: its row of G is discarded
+    __m256d v0 = _mm256_setzero_pd(), v1 = _mm256_setzero_pd(), v2 = _mm256_setzero_pd();
+    for (long r0 = 0; r0 < n; r0 += MB) {
+        long mb = (n - r0 < MB) ? n - r0 : MB;
+        long r = 0;
+        for (; r + 4 <= mb; r += 4) {  // projection, 4 rows at a time
+            const double* x0 = X + (r0 + r) * d;
+            const double* x1 = x0 + d; const double* x2 = x1 + d; const double* x3 = x2 + d;
+            __m256d a00 = _mm256_setzero_pd(), a01 = _mm256_setzero_pd(), a02 = _mm256_setzero_pd();
+            __m256d a10 = _mm256_setzero_pd(), a11 = _mm256_setzero_pd(), a12 = _mm256_setzero_pd();
+            __m256d a20 = _mm256_setzero_pd(), a21 = _mm256_setzero_pd(), a22 = _mm256_setzero_pd();
+            __m256d a30 = _mm256_setzero_pd(), a31 = _mm256_setzero_pd(), a32 = _mm256_setzero_pd();
+            const double* w = Wp;
+            for (long j = 0; j < d; j++, w += KP) {
+                __m256d w0 = _mm256_loadu_pd(w), w1 = _mm256_loadu_pd(w + 4), w2 = _mm256_loadu_pd(w + 8);
+                __m256d xb = _mm256_broadcast_sd(x0 + j);
+                a00 = _mm256_fmadd_pd(xb, w0, a00); a01 = _mm256_fmadd_pd(xb, w1, a01); a02 = _mm256_fmadd_pd(xb, w2, a02);
+                xb = _mm256_broadcast_sd(x1 + j);
+                a10 = _mm256_fmadd_pd(xb, w0, a10); a11 = _mm256_fmadd_pd(xb, w1, a11); a12 = _mm256_fmadd_pd(xb, w2, a12);
+                xb = _mm256_broadcast_sd(x2 + j);
+                a20 = _mm256_fmadd_pd(xb, w0, a20); a21 = _mm256_fmadd_pd(xb, w1, a21); a22 = _mm256_fmadd_pd(xb, w2, a22);
+                xb = _mm256_broadcast_sd(x3 + j);
+                a30 = _mm256_fmadd_pd(xb, w0, a30); a31 = _mm256_fmadd_pd(xb, w1, a31); a32 = _mm256_fmadd_pd(xb, w2, a32);
+            }
+#define STORE(q, c0, c1, c2) { double* u = U + (r + q) * KP; double* us = Us + (r + q) * KP; \
+            __m256d sw = _mm256_set1_pd(s[r0 + r + q]); \
+            _mm256_store_pd(u, c0); _mm256_store_pd(u + 4, c1); _mm256_store_pd(u + 8, c2); \
+            __m256d t0 = _mm256_mul_pd(sw, c0), t1 = _mm256_mul_pd(sw, c1), t2 = _mm256_mul_pd(sw, c2); \
+            _mm256_store_pd(us, t0); _mm256_store_pd(us + 4, t1); _mm256_store_pd(us + 8, t2); \
+            v0 = _mm256_add_pd(v0, t0); v1 = _mm256_add_pd(v1, t1); v2 = _mm256_add_pd(v2, t2); }
+            STORE(0, a00, a01, a02) STORE(1, a10, a11, a12) STORE(2, a20, a21, a22) STORE(3, a30, a31, a32)
+        }
+        for (; r < mb; r++) {  // leftover rows, one at a time
+            const double* x = X + (r0 + r) * d;
+            __m256d c0 = _mm256_setzero_pd(), c1 = _mm256_setzero_pd(), c2 = _mm256_setzero_pd();
+            const double* w = Wp;
+            for (long j = 0; j < d; j++, w += KP) {
+                __m256d xb = _mm256_broadcast_sd(x + j);
+                c0 = _mm256_fmadd_pd(xb, _mm256_loadu_pd(w), c0);
+                c1 = _mm256_fmadd_pd(xb, _mm256_loadu_pd(w + 4), c1);
+                c2 = _mm256_fmadd_pd(xb, _mm256_loadu_pd(w + 8), c2);
+            }
+            STORE(0, c0, c1, c2)
+        }
+        // cubic: 4 pairs x 12 lanes in 12 accumulators, over the block's rows
+        for (int g = 0; g < NPG; g++) {
+            int p0 = 4 * g;
+            int a0 = pa[p0], b0 = pb[p0], a1 = pa[p0+1], b1 = pb[p0+1];
+            int a2 = pa[p0+2], b2 = pb[p0+2], a3 = pa[p0+3], b3 = pb[p0+3];
+            int cs = b0 / 4;  /* b ascending: b0 is the group's smallest; lanes c < b unused */
+            __m256d g0[3], g1[3], g2[3], g3[3];
+            for (int c = 0; c < 3; c++) g0[c] = g1[c] = g2[c] = g3[c] = _mm256_setzero_pd();
+#define CUBIC(CS) \
+            for (long q = 0; q < mb; q++) { \
+                const double* u = U + q * KP; const double* us = Us + q * KP; \
+                __m256d t0 = _mm256_set1_pd(u[a0] * u[b0]), t1 = _mm256_set1_pd(u[a1] * u[b1]); \
+                __m256d t2 = _mm256_set1_pd(u[a2] * u[b2]), t3 = _mm256_set1_pd(u[a3] * u[b3]); \
+                for (int c = CS; c < 3; c++) { \
+                    __m256d sc = _mm256_load_pd(us + 4 * c); \
+                    g0[c] = _mm256_fmadd_pd(t0, sc, g0[c]); g1[c] = _mm256_fmadd_pd(t1, sc, g1[c]); \
+                    g2[c] = _mm256_fmadd_pd(t2, sc, g2[c]); g3[c] = _mm256_fmadd_pd(t3, sc, g3[c]); \
+                } \
+            }
+            if (cs == 0) { CUBIC(0) } else if (cs == 1) { CUBIC(1) } else { CUBIC(2) }
+            for (int c = cs; c < 3; c++) {
+                double* gg;
+                gg = G + (p0 + 0) * KP + 4 * c; _mm256_storeu_pd(gg, _mm256_add_pd(_mm256_loadu_pd(gg), g0[c]));
+                gg = G + (p0 + 1) * KP + 4 * c; _mm256_storeu_pd(gg, _mm256_add_pd(_mm256_loadu_pd(gg), g1[c]));
+                gg = G + (p0 + 2) * KP + 4 * c; _mm256_storeu_pd(gg, _mm256_add_pd(_mm256_loadu_pd(gg), g2[c]));
+                gg = G + (p0 + 3) * KP + 4 * c; _mm256_storeu_pd(gg, _mm256_add_pd(_mm256_loadu_pd(gg), g3[c]));
+            }
+        }
+    }
+    double tmp[12];
+    _mm256_storeu_pd(tmp, v0); _mm256_storeu_pd(tmp + 4, v1); _mm256_storeu_pd(tmp + 8, v2);
+    for (int c = 0; c < KP; c++) v[c] += tmp[c];
+    free(Us); free(U);
+}
