@@ -25,12 +25,19 @@ per pass (``2 + n_iter`` passes for the whitening, one for ``T3``).
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Any
 
 import numpy as np
 
 from moebench.tensor.backend import Backend, get_backend
 from moebench.validation import check_positive_int
+
+try:  # the optional C extension (setup.py); absent where it could not be compiled
+    from moebench.tensor import _fused
+except ImportError:  # pragma: no cover - depends on the build
+    _fused = None
 
 #: Bytes of one chunk (in the compute dtype) when ``chunk_size`` is None: the chunk and
 #: its packed Khatri-Rao block stay in a 2 MiB L2 cache.
@@ -43,6 +50,14 @@ MAX_CHUNK_ROWS = 1 << 15
 DENSE_MAX_D = 100
 
 _DTYPES = (np.float64, np.float32)
+
+#: Whether the fused AVX2 kernels (``moebench/tensor/_fused.c``) compute float64 T2 and
+#: the whitened T3 on the numpy backend: the extension was built, this CPU has AVX2 and
+#: FMA, and ``MOEBENCH_FUSED_KERNELS`` is not ``0``. Otherwise numpy's BLAS does.
+FUSED_KERNELS = (_fused is not None and _fused.available()
+                 and os.environ.get("MOEBENCH_FUSED_KERNELS", "1") != "0")
+#: Largest k of the fused whitened-T3 kernel (12 lanes).
+FUSED_MAX_K = 12
 
 
 # --------------------------------------------------------------------------- checks
@@ -151,6 +166,29 @@ def _triu_pairs(k: int) -> tuple[np.ndarray, np.ndarray]:
     return offsets, index
 
 
+def _fused_input(X: np.ndarray, be: Backend, dt: np.dtype) -> np.ndarray | None:
+    """X for the fused kernels (a C-contiguous float64 array or memmap, numpy backend,
+    float64 compute), or None: the BLAS path runs (float32 compute included: a float32
+    version of the kernels measured no faster than the float64 one)."""
+    if (FUSED_KERNELS and be.name == "numpy" and dt == np.float64
+            and X.dtype == np.float64 and X.flags.c_contiguous and X.shape[0] > 0):
+        return X
+    return None
+
+
+@functools.cache
+def _fused_triples(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where entry (a, b, c) of the whitened T3 sits in the fused kernel's G: the row of
+    the pair (i, j) and the lane l of its sorted triple i <= j <= l (pairs sorted by j)."""
+    pair = {}
+    for b in range(k):
+        for a in range(b + 1):
+            pair[(a, b)] = len(pair)
+    triples = np.sort(np.indices((k, k, k)).reshape(3, -1).T, axis=1)
+    rows = np.array([pair[(i, j)] for i, j, _ in triples]).reshape(k, k, k)
+    return rows, triples[:, 2].reshape(k, k, k)
+
+
 # --------------------------------------------------------------------------- T2
 def second_moment(
     X: Any,
@@ -185,16 +223,28 @@ def second_moment(
     subtracted: twice ``Y_-^T Y_-`` when they are at most
     :data:`NEG_SUBTRACT_FRACTION` of the chunk, otherwise the chunk is gathered
     positive rows first and two SYRKs are taken. Memory: one chunk buffer.
+
+    With :data:`FUSED_KERNELS` (float64, numpy backend, C-contiguous X) a fused kernel
+    scales the rows while it packs them for its SYRK tiles, in one pass whatever the signs
+    (``chunk_size`` is then unused).
     """
     X = _check_X(X)
     n, d = X.shape
     s2 = _check_weights(s2, "s2", n)
     dt = _check_dtype(dtype)
     be = get_backend(backend)
-    rows = chunk_size if chunk_size is not None else default_chunk_size(d, dt)
+    rows = (check_positive_int(chunk_size, "chunk_size") if chunk_size is not None
+            else default_chunk_size(d, dt))  # checked on the fused path too
     acc = np.zeros((d, d))
     buf = None
-    for i, j in _chunk_bounds(n, d, rows, dt):
+    fused = _fused_input(X, be, dt)
+    if fused is not None:
+        tiles = np.zeros((-(-d // 6) * 6, -(-d // 8) * 8))  # the kernel's 6 x 8 tiles
+        weights = np.ascontiguousarray(s2)
+        _fused.wsyrk(fused.ctypes.data, weights.ctypes.data, n, d, tiles.ctypes.data)
+        upper = np.triu(tiles[:d, :d])
+        acc = upper + np.triu(upper, 1).T
+    for i, j in _chunk_bounds(n, d, rows, dt) if fused is None else ():
         m = j - i
         if buf is None:
             buf = be.empty((min(rows, n), d), dt)
@@ -328,7 +378,10 @@ def whitened_third_moment(
     symmetric Khatri–Rao rows ``u_a u_b`` for ``a <= b`` (k(k+1)/2, m), and one GEMM
     with ``(s3 * U)`` giving the k(k+1)/2 × k distinct entries. The ``sym(u⊗B)``
     term only needs ``sum_n s3_n u_n``. Work ``O(n d k + n k^3)``, memory
-    ``O(k^3 + m k^2)`` beyond the chunk; d×d×d is never built.
+    ``O(k^3 + m k^2)`` beyond the chunk; d×d×d is never built. With
+    :data:`FUSED_KERNELS` and ``k <= FUSED_MAX_K`` (float64, numpy backend, C-contiguous
+    X) one fused kernel does the projection 4 rows at a time and the packed cubic sums
+    for the entries with ``c >= b`` only (``chunk_size`` is then unused).
     """
     X = _check_X(X)
     n, d = X.shape
@@ -339,10 +392,24 @@ def whitened_third_moment(
     be = get_backend(backend)
     offsets, index = _triu_pairs(k)
     p = int(offsets[-1])
+    rows = (check_positive_int(chunk_size, "chunk_size") if chunk_size is not None
+            else default_chunk_size(d, dt, p + k))  # checked on the fused path too
+    fused = _fused_input(X, be, dt) if k <= FUSED_MAX_K else None
+    if fused is not None:  # one pass: projection and cubic sums in registers
+        lanes = np.zeros((d, FUSED_MAX_K))
+        lanes[:, :k] = W
+        Gf = np.zeros((-(-p // 4) * 4, FUSED_MAX_K))
+        vf = np.zeros(FUSED_MAX_K)
+        weights = np.ascontiguousarray(s3)
+        _fused.wt3(fused.ctypes.data, weights.ctypes.data, n, d, k, lanes.ctypes.data,
+                   Gf.ctypes.data, vf.ctypes.data)
+        M, v = Gf[_fused_triples(k)], vf[:k]
+        if not (np.all(np.isfinite(M)) and np.all(np.isfinite(v))):
+            raise _nonfinite("whitened_third_moment")
+        return (M - _sym_outer(v, W.T @ W)) / n
     Wt = be.asarray(W.T, dt)  # (k, d)
     G = np.zeros((p, k))
     v = np.zeros(k)
-    rows = chunk_size if chunk_size is not None else default_chunk_size(d, dt, p + k)
     buf = None
     for i, j in _chunk_bounds(n, d, rows, dt):
         m = j - i

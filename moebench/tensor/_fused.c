@@ -1,25 +1,36 @@
-// An experiment, not part of the package: the two moment passes of the tensor step as
-// hand-written AVX2/FMA kernels, to measure how close they come to issue 13's goal
-// (T2 + whitened T3 <= 1.5x one X^T X in float64). Built and timed by
-// benchmarks/fused_kernels.py (gcc, x86-64 with AVX2); the package never loads it.
+// Fused float64 moment kernels of the tensor step (AVX2/FMA), used by
+// moebench.tensor.moments when this CPU has AVX2 and FMA (``available()``); numpy's BLAS
+// path otherwise. Issue 13: T2 + whitened T3 in 1.48x one XᵀX (docs/performance.md).
 //
 // wsyrk: T2's sum_n s_n x_n x_n^T as a weighted SYRK that scales the rows while packing
-//   them (BLIS-style 6x8 microkernel; upper-triangle tiles only; any sign of s).
-// wt3: whitened T3's pieces for k <= 10 in one pass: u_n = W^T x_n (4 rows at a time,
+//   them (BLIS-style 6x8 microkernel, upper-triangle tiles only, any sign of s).
+// wt3: the whitened T3's sums for k <= 12 in one pass: u_n = W^T x_n (4 rows at a time,
 //   12 lanes), then G[p][c] += s_n u_a u_b u_c over the pairs p = (a <= b) sorted by b,
-//   only for the 4-lane chunks that hold a c >= b, and v[c] += s_n u_c.
-#include <immintrin.h>
+//   for the 4-lane chunks holding a c >= b only, and v[c] += s_n u_c.
+// Both take C-contiguous float64 arrays by address (the Python side checks them) and run
+// without the GIL. Compiled without global -m flags: only these functions use AVX2.
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
 #include <stdlib.h>
 #include <string.h>
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define HAVE_KERNELS 1
+#include <immintrin.h>
+#define TARGET __attribute__((target("avx2,fma")))
+#define MR 6
+#define NR 8
+#define KP 12
+#define MAX_PAIRS 80  /* 12 * 13 / 2 = 78, padded to a multiple of 4 */
+#define KC_ROWS 128   /* rows per packed block of wsyrk */
+#define MB_ROWS 256   /* rows per projected block of wt3 */
 
 static double* alloc64(size_t count) {  // 64-byte aligned, size rounded up as C11 asks
     size_t bytes = (count * sizeof(double) + 63) / 64 * 64;
     return aligned_alloc(64, bytes);
 }
-#define MR 6
-#define NR 8
 
-static void kernel_6x8(long kc, const double* restrict a, const double* restrict b,
+TARGET static void kernel_6x8(long kc, const double* restrict a, const double* restrict b,
                        double* restrict c, long ldc) {
     __m256d c00 = _mm256_setzero_pd(), c01 = _mm256_setzero_pd();
     __m256d c10 = _mm256_setzero_pd(), c11 = _mm256_setzero_pd();
@@ -50,12 +61,13 @@ static void kernel_6x8(long kc, const double* restrict a, const double* restrict
     UPD(3, c30, c31) UPD(4, c40, c41) UPD(5, c50, c51)
 }
 
-// C: (dA x dB) padded accumulator, row-major, zeroed by the caller; upper tiles only.
-void wsyrk(const double* X, const double* s, long n, long d, double* Cp, long KC) {
+// Cp: (ceil(d/6)*6 x ceil(d/8)*8) accumulator, row-major; only its upper tiles are added to.
+TARGET static int wsyrk(const double* X, const double* s, long n, long d, double* Cp, long KC) {
     long nA = (d + MR - 1) / MR, nB = (d + NR - 1) / NR;
     long dB = nB * NR;
     double* Ap = alloc64(KC * nA * MR);
     double* Bp = alloc64(KC * nB * NR);
+    if (Ap == NULL || Bp == NULL) { free(Ap); free(Bp); return -1; }
     memset(Ap, 0, sizeof(double) * KC * nA * MR);
     memset(Bp, 0, sizeof(double) * KC * nB * NR);
     for (long k0 = 0; k0 < n; k0 += KC) {
@@ -86,22 +98,21 @@ void wsyrk(const double* X, const double* s, long n, long d, double* Cp, long KC
         }
     }
     free(Ap); free(Bp);
+    return 0;
 }
 
-#define K 10
-#define KP 12
-#define NP 55
-#define NPG 14  /* groups of 4 pairs (56) */
-
-// Wp: (d x 12) row-major, padded with zeros. G: (56 x 12) accumulated. v: (12) accumulated.
-void wt3(const double* X, const double* s, long n, long d, const double* Wp,
-         double* G, double* v, long MB) {
+// Wp: (d x 12) row-major, columns k..11 zero. G: (ceil(k(k+1)/2 / 4)*4 x 12) and v (12)
+// are added to; G's rows are the pairs (a <= b < k) sorted by b, then a.
+TARGET static int wt3(const double* X, const double* s, long n, long d, int k,
+                      const double* Wp, double* G, double* v, long MB) {
     double* Us = alloc64(MB * KP);
     double* U = alloc64(MB * KP);
-    int pa[56], pb[56];
+    if (Us == NULL || U == NULL) { free(Us); free(U); return -1; }
+    int pa[MAX_PAIRS], pb[MAX_PAIRS];  /* the pairs (a <= b), sorted by b */
     int p = 0;
-    for (int b = 0; b < K; b++) for (int a = 0; a <= b; a++) { pa[p] = a; pb[p] = b; p++; }
-    pa[55] = 0; pb[55] = K - 1;  // padding pair: its row of G is discarded
+    for (int b = 0; b < k; b++) for (int a = 0; a <= b; a++) { pa[p] = a; pb[p] = b; p++; }
+    int npg = (p + 3) / 4;
+    for (; p < 4 * npg; p++) { pa[p] = 0; pb[p] = k - 1; }  // padding pairs: rows unused
     __m256d v0 = _mm256_setzero_pd(), v1 = _mm256_setzero_pd(), v2 = _mm256_setzero_pd();
     for (long r0 = 0; r0 < n; r0 += MB) {
         long mb = (n - r0 < MB) ? n - r0 : MB;
@@ -146,7 +157,7 @@ void wt3(const double* X, const double* s, long n, long d, const double* Wp,
             STORE(0, c0, c1, c2)
         }
         // cubic: 4 pairs x 12 lanes in 12 accumulators, over the block's rows
-        for (int g = 0; g < NPG; g++) {
+        for (int g = 0; g < npg; g++) {
             int p0 = 4 * g;
             int a0 = pa[p0], b0 = pb[p0], a1 = pa[p0+1], b1 = pb[p0+1];
             int a2 = pa[p0+2], b2 = pb[p0+2], a3 = pa[p0+3], b3 = pb[p0+3];
@@ -178,4 +189,68 @@ void wt3(const double* X, const double* s, long n, long d, const double* Wp,
     _mm256_storeu_pd(tmp, v0); _mm256_storeu_pd(tmp + 4, v1); _mm256_storeu_pd(tmp + 8, v2);
     for (int c = 0; c < KP; c++) v[c] += tmp[c];
     free(Us); free(U);
+    return 0;
 }
+
+#else
+#define HAVE_KERNELS 0
+#endif
+
+static PyObject* fused_available(PyObject* self, PyObject* args) {
+#if HAVE_KERNELS
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) Py_RETURN_TRUE;
+#endif
+    Py_RETURN_FALSE;
+}
+
+static PyObject* fused_wsyrk(PyObject* self, PyObject* args) {
+    Py_ssize_t x, s, n, d, c;
+    if (!PyArg_ParseTuple(args, "nnnnn", &x, &s, &n, &d, &c)) return NULL;
+#if HAVE_KERNELS
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = wsyrk((const double*)x, (const double*)s, (long)n, (long)d, (double*)c, KC_ROWS);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+#else
+    PyErr_SetString(PyExc_RuntimeError, "the fused kernels were not compiled for this platform");
+    return NULL;
+#endif
+}
+
+static PyObject* fused_wt3(PyObject* self, PyObject* args) {
+    Py_ssize_t x, s, n, d, k, w, g, v;
+    if (!PyArg_ParseTuple(args, "nnnnnnnn", &x, &s, &n, &d, &k, &w, &g, &v)) return NULL;
+#if HAVE_KERNELS
+    if (k < 1 || k > KP) {
+        PyErr_Format(PyExc_ValueError, "wt3 handles 1 <= k <= %d; got k = %zd", KP, k);
+        return NULL;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = wt3((const double*)x, (const double*)s, (long)n, (long)d, (int)k, (const double*)w,
+             (double*)g, (double*)v, MB_ROWS);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+#else
+    PyErr_SetString(PyExc_RuntimeError, "the fused kernels were not compiled for this platform");
+    return NULL;
+#endif
+}
+
+static PyMethodDef methods[] = {
+    {"available", fused_available, METH_NOARGS, "Whether this CPU runs the kernels (AVX2, FMA)."},
+    {"wsyrk", fused_wsyrk, METH_VARARGS,
+     "wsyrk(x, s, n, d, c): add sum_n s_n x_n x_n^T to c's upper 6x8 tiles (addresses)."},
+    {"wt3", fused_wt3, METH_VARARGS,
+     "wt3(x, s, n, d, k, w, g, v): add the whitened third moment's sums to g and v."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused", NULL, -1, methods,
+                                    NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__fused(void) { return PyModule_Create(&module); }
