@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -104,3 +105,28 @@ def test_environment_variable_turns_the_fused_kernels_off():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_without_the_extension_the_blas_path_runs():
+    """An install without a C compiler has no moebench.tensor._fused: the moments still
+    work (the BLAS path), equal to the fused ones."""
+    code = (
+        "import sys; sys.modules['moebench.tensor._fused'] = None\n"  # import fails
+        "import numpy as np\n"
+        "from moebench.tensor import moments\n"
+        "assert moments._fused is None and moments.FUSED_KERNELS is False\n"
+        "rng = np.random.default_rng(0)\n"
+        "X = rng.standard_normal((700, 9)); y = rng.standard_normal(700)\n"
+        "np.save(sys.argv[1], np.concatenate([moments.second_moment(X, y - 0.5).ravel(),\n"
+        "        moments.whitened_third_moment(X, y, np.eye(9)[:, :3]).ravel()]))\n")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "blas.npy")
+        subprocess.run([sys.executable, "-c", code, out], check=True)
+        blas = np.load(out)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((700, 9))
+    y = rng.standard_normal(700)
+    here = np.concatenate([second_moment(X, y - 0.5).ravel(),
+                           whitened_third_moment(X, y, np.eye(9)[:, :3]).ravel()])
+    np.testing.assert_allclose(here, blas, rtol=1e-12, atol=1e-13)
