@@ -1,6 +1,6 @@
 // Fused float64 moment kernels of the tensor step (AVX2/FMA), used by
 // moebench.tensor.moments when this CPU has AVX2 and FMA (``available()``); numpy's BLAS
-// path otherwise. Issue 13: T2 + whitened T3 in 1.48x one XᵀX (docs/performance.md).
+// path otherwise. Issue 13: T2 + whitened T3 in 1.49x one X^T X (docs/performance.md).
 //
 // wsyrk: T2's sum_n s_n x_n x_n^T as a weighted SYRK that scales the rows while packing
 //   them (BLIS-style 6x8 microkernel, upper-triangle tiles only, any sign of s).
@@ -9,12 +9,14 @@
 //   for the 4-lane chunks holding a c >= b only, and v[c] += s_n u_c.
 // Both take C-contiguous float64 arrays by address (the Python side checks them) and run
 // without the GIL. Compiled without global -m flags: only these functions use AVX2.
+// Elsewhere (not x86-64 with GCC or Clang, or built with -DMOEBENCH_NO_KERNELS) the module
+// only reports available() == False.
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdlib.h>
 #include <string.h>
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(MOEBENCH_NO_KERNELS)
 #define HAVE_KERNELS 1
 #include <immintrin.h>
 #define TARGET __attribute__((target("avx2,fma")))
@@ -196,6 +198,18 @@ TARGET static int wt3(const double* X, const double* s, long n, long d, int k,
 #define HAVE_KERNELS 0
 #endif
 
+#if HAVE_KERNELS
+static PyObject* kernel_result(int rc) {  // rc: 0, or -1 when a buffer could not be allocated
+    if (rc != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+#else
+static PyObject* not_compiled(void) {
+    PyErr_SetString(PyExc_RuntimeError, "the fused kernels were not compiled for this platform");
+    return NULL;
+}
+#endif
+
 static PyObject* fused_available(PyObject* self, PyObject* args) {
 #if HAVE_KERNELS
     __builtin_cpu_init();
@@ -212,11 +226,9 @@ static PyObject* fused_wsyrk(PyObject* self, PyObject* args) {
     Py_BEGIN_ALLOW_THREADS
     rc = wsyrk((const double*)x, (const double*)s, (long)n, (long)d, (double*)c, KC_ROWS);
     Py_END_ALLOW_THREADS
-    if (rc != 0) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    return kernel_result(rc);
 #else
-    PyErr_SetString(PyExc_RuntimeError, "the fused kernels were not compiled for this platform");
-    return NULL;
+    return not_compiled();
 #endif
 }
 
@@ -233,11 +245,9 @@ static PyObject* fused_wt3(PyObject* self, PyObject* args) {
     rc = wt3((const double*)x, (const double*)s, (long)n, (long)d, (int)k, (const double*)w,
              (double*)g, (double*)v, MB_ROWS);
     Py_END_ALLOW_THREADS
-    if (rc != 0) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    return kernel_result(rc);
 #else
-    PyErr_SetString(PyExc_RuntimeError, "the fused kernels were not compiled for this platform");
-    return NULL;
+    return not_compiled();
 #endif
 }
 

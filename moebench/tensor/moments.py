@@ -168,8 +168,7 @@ def _triu_pairs(k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _fused_input(X: np.ndarray, be: Backend, dt: np.dtype) -> np.ndarray | None:
     """X for the fused kernels (a C-contiguous float64 array or memmap, numpy backend,
-    float64 compute), or None: the BLAS path runs (float32 compute included: a float32
-    version of the kernels measured no faster than the float64 one)."""
+    float64 compute), or None: the BLAS path runs (float32 compute included)."""
     if (FUSED_KERNELS and be.name == "numpy" and dt == np.float64
             and X.dtype == np.float64 and X.flags.c_contiguous and X.shape[0] > 0):
         return X
@@ -244,7 +243,8 @@ def second_moment(
         _fused.wsyrk(fused.ctypes.data, weights.ctypes.data, n, d, tiles.ctypes.data)
         upper = np.triu(tiles[:d, :d])
         acc = upper + np.triu(upper, 1).T
-    for i, j in _chunk_bounds(n, d, rows, dt) if fused is None else ():
+    chunks = _chunk_bounds(n, d, rows, dt) if fused is None else ()  # the BLAS path
+    for i, j in chunks:
         m = j - i
         if buf is None:
             buf = be.empty((min(rows, n), d), dt)
