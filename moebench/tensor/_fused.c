@@ -4,7 +4,7 @@
 //
 // wsyrk: T2's sum_n s_n x_n x_n^T as a weighted SYRK that scales the rows while packing
 //   them (BLIS-style 6x8 microkernel, upper-triangle tiles only, any sign of s).
-// wt3: the whitened T3's sums for k <= 12 in one pass: u_n = W^T x_n (4 rows at a time,
+// wt3 (and wt3f_f32, its float32 twin): the whitened T3's sums for k <= 12 in one pass: u_n = W^T x_n (4 rows at a time,
 //   12 lanes), then G[p][c] += s_n u_a u_b u_c over the pairs p = (a <= b) sorted by b,
 //   for the 4-lane chunks holding a c >= b only, and v[c] += s_n u_c.
 // Both take C-contiguous float64 arrays by address (the Python side checks them) and run
@@ -25,7 +25,7 @@
 #define KP 12
 #define MAX_PAIRS 80  /* 12 * 13 / 2 = 78, padded to a multiple of 4 */
 #define KC_ROWS 128   /* rows per packed block of wsyrk */
-#define MB_ROWS 256   /* rows per projected block of wt3 */
+#define MB_ROWS 1024  /* rows per projected block of wt3 and wt3f */
 
 static double* alloc64(size_t count) {  // 64-byte aligned, size rounded up as C11 asks
     size_t bytes = (count * sizeof(double) + 63) / 64 * 64;
@@ -194,6 +194,114 @@ TARGET static int wt3(const double* X, const double* s, long n, long d, int k,
     return 0;
 }
 
+// wt3f: wt3 in float32 for X stored as float32 (dtype=float32): 8 lanes per register, 16
+// lanes for k <= 12, 6 rows per projection block (12 accumulators: enough independent
+// FMA chains to hide their latency). Sums over a block of MB rows are float32; the blocks
+// are added to G and v in float64.
+#define KPF 16
+TARGET static int wt3f_f32(const float* X, const double* s, long n, long d, int k,
+                           const float* Wp, double* G, double* v, long MB) {
+    float* U = (float*)alloc64((MB * KPF + 1) / 2);
+    float* Us = (float*)alloc64((MB * KPF + 1) / 2);
+    if (U == NULL || Us == NULL) { free(U); free(Us); return -1; }
+    int pa[MAX_PAIRS], pb[MAX_PAIRS];
+    int p = 0;
+    for (int b = 0; b < k; b++) for (int a = 0; a <= b; a++) { pa[p] = a; pb[p] = b; p++; }
+    int npg = (p + 3) / 4;
+    for (; p < 4 * npg; p++) { pa[p] = 0; pb[p] = k - 1; }
+    for (long r0 = 0; r0 < n; r0 += MB) {
+        long mb = (n - r0 < MB) ? n - r0 : MB;
+        __m256 v0 = _mm256_setzero_ps(), v1 = _mm256_setzero_ps();
+        long r = 0;
+#define STOREF(q, c0, c1) { float* u = U + (r + q) * KPF; float* us = Us + (r + q) * KPF; \
+    __m256 sw = _mm256_set1_ps((float)s[r0 + r + q]); \
+    __m256 t0 = _mm256_mul_ps(sw, c0), t1 = _mm256_mul_ps(sw, c1); \
+    _mm256_store_ps(u, c0); _mm256_store_ps(u + 8, c1); \
+    _mm256_store_ps(us, t0); _mm256_store_ps(us + 8, t1); \
+    v0 = _mm256_add_ps(v0, t0); v1 = _mm256_add_ps(v1, t1); }
+        for (; r + 6 <= mb; r += 6) {  /* 6 rows per block */
+            const float* x0 = X + (r0 + r) * d;
+            const float* x1 = x0 + d; const float* x2 = x1 + d; const float* x3 = x2 + d;
+            const float* x4 = x3 + d; const float* x5 = x4 + d;
+            __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps();
+            __m256 a10 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps();
+            __m256 a20 = _mm256_setzero_ps(), a21 = _mm256_setzero_ps();
+            __m256 a30 = _mm256_setzero_ps(), a31 = _mm256_setzero_ps();
+            __m256 a40 = _mm256_setzero_ps(), a41 = _mm256_setzero_ps();
+            __m256 a50 = _mm256_setzero_ps(), a51 = _mm256_setzero_ps();
+            const float* w = Wp;
+            for (long j = 0; j < d; j++, w += KPF) {
+                __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
+                __m256 xb = _mm256_broadcast_ss(x0 + j);
+                a00 = _mm256_fmadd_ps(xb, w0, a00); a01 = _mm256_fmadd_ps(xb, w1, a01);
+                xb = _mm256_broadcast_ss(x1 + j);
+                a10 = _mm256_fmadd_ps(xb, w0, a10); a11 = _mm256_fmadd_ps(xb, w1, a11);
+                xb = _mm256_broadcast_ss(x2 + j);
+                a20 = _mm256_fmadd_ps(xb, w0, a20); a21 = _mm256_fmadd_ps(xb, w1, a21);
+                xb = _mm256_broadcast_ss(x3 + j);
+                a30 = _mm256_fmadd_ps(xb, w0, a30); a31 = _mm256_fmadd_ps(xb, w1, a31);
+                xb = _mm256_broadcast_ss(x4 + j);
+                a40 = _mm256_fmadd_ps(xb, w0, a40); a41 = _mm256_fmadd_ps(xb, w1, a41);
+                xb = _mm256_broadcast_ss(x5 + j);
+                a50 = _mm256_fmadd_ps(xb, w0, a50); a51 = _mm256_fmadd_ps(xb, w1, a51);
+            }
+            STOREF(0, a00, a01) STOREF(1, a10, a11) STOREF(2, a20, a21)
+            STOREF(3, a30, a31) STOREF(4, a40, a41) STOREF(5, a50, a51)
+        }
+        for (; r < mb; r++) {
+            const float* x0 = X + (r0 + r) * d;
+            __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps();
+            const float* w = Wp;
+            for (long j = 0; j < d; j++, w += KPF) {
+                __m256 xb = _mm256_broadcast_ss(x0 + j);
+                a00 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w), a00);
+                a01 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w + 8), a01);
+            }
+            STOREF(0, a00, a01)
+        }
+        float vb[KPF];
+        _mm256_storeu_ps(vb, v0); _mm256_storeu_ps(vb + 8, v1);
+        for (int c = 0; c < KPF; c++) v[c] += vb[c];
+        for (int g = 0; g < npg; g++) {
+            int p0 = 4 * g;
+            int a0 = pa[p0], b0 = pb[p0], a1 = pa[p0+1], b1 = pb[p0+1];
+            int a2 = pa[p0+2], b2 = pb[p0+2], a3 = pa[p0+3], b3 = pb[p0+3];
+            __m256 g00 = _mm256_setzero_ps(), g01 = _mm256_setzero_ps();
+            __m256 g10 = _mm256_setzero_ps(), g11 = _mm256_setzero_ps();
+            __m256 g20 = _mm256_setzero_ps(), g21 = _mm256_setzero_ps();
+            __m256 g30 = _mm256_setzero_ps(), g31 = _mm256_setzero_ps();
+            if (b0 < 8) {
+                for (long q = 0; q < mb; q++) {
+                    const float* u = U + q * KPF; const float* us = Us + q * KPF;
+                    __m256 s0 = _mm256_load_ps(us), s1 = _mm256_load_ps(us + 8);
+                    __m256 t = _mm256_set1_ps(u[a0] * u[b0]);
+                    g00 = _mm256_fmadd_ps(t, s0, g00); g01 = _mm256_fmadd_ps(t, s1, g01);
+                    t = _mm256_set1_ps(u[a1] * u[b1]);
+                    g10 = _mm256_fmadd_ps(t, s0, g10); g11 = _mm256_fmadd_ps(t, s1, g11);
+                    t = _mm256_set1_ps(u[a2] * u[b2]);
+                    g20 = _mm256_fmadd_ps(t, s0, g20); g21 = _mm256_fmadd_ps(t, s1, g21);
+                    t = _mm256_set1_ps(u[a3] * u[b3]);
+                    g30 = _mm256_fmadd_ps(t, s0, g30); g31 = _mm256_fmadd_ps(t, s1, g31);
+                }
+            } else {
+                for (long q = 0; q < mb; q++) {
+                    const float* u = U + q * KPF; const float* us = Us + q * KPF;
+                    __m256 s1 = _mm256_load_ps(us + 8);
+                    g01 = _mm256_fmadd_ps(_mm256_set1_ps(u[a0] * u[b0]), s1, g01);
+                    g11 = _mm256_fmadd_ps(_mm256_set1_ps(u[a1] * u[b1]), s1, g11);
+                    g21 = _mm256_fmadd_ps(_mm256_set1_ps(u[a2] * u[b2]), s1, g21);
+                    g31 = _mm256_fmadd_ps(_mm256_set1_ps(u[a3] * u[b3]), s1, g31);
+                }
+            }
+#define GADDF(q, c0, c1) { float gb[KPF]; double* gg = G + (p0 + q) * KPF; \
+    _mm256_storeu_ps(gb, c0); _mm256_storeu_ps(gb + 8, c1); \
+    for (int c = 0; c < KPF; c++) gg[c] += gb[c]; }
+            GADDF(0, g00, g01) GADDF(1, g10, g11) GADDF(2, g20, g21) GADDF(3, g30, g31)
+        }
+    }
+    free(U); free(Us);
+    return 0;
+}
 #else
 #define HAVE_KERNELS 0
 #endif
@@ -233,8 +341,9 @@ static PyObject* fused_wsyrk(PyObject* self, PyObject* args) {
 }
 
 static PyObject* fused_wt3(PyObject* self, PyObject* args) {
-    Py_ssize_t x, s, n, d, k, w, g, v;
-    if (!PyArg_ParseTuple(args, "nnnnnnnn", &x, &s, &n, &d, &k, &w, &g, &v)) return NULL;
+    Py_ssize_t x, s, n, d, k, w, g, v, single = 0;
+    if (!PyArg_ParseTuple(args, "nnnnnnnn|n", &x, &s, &n, &d, &k, &w, &g, &v, &single))
+        return NULL;
 #if HAVE_KERNELS
     if (k < 1 || k > KP) {
         PyErr_Format(PyExc_ValueError, "wt3 handles 1 <= k <= %d; got k = %zd", KP, k);
@@ -242,8 +351,12 @@ static PyObject* fused_wt3(PyObject* self, PyObject* args) {
     }
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = wt3((const double*)x, (const double*)s, (long)n, (long)d, (int)k, (const double*)w,
-             (double*)g, (double*)v, MB_ROWS);
+    if (single)
+        rc = wt3f_f32((const float*)x, (const double*)s, (long)n, (long)d, (int)k,
+                      (const float*)w, (double*)g, (double*)v, MB_ROWS);
+    else
+        rc = wt3((const double*)x, (const double*)s, (long)n, (long)d, (int)k,
+                 (const double*)w, (double*)g, (double*)v, MB_ROWS);
     Py_END_ALLOW_THREADS
     return kernel_result(rc);
 #else
@@ -256,7 +369,8 @@ static PyMethodDef methods[] = {
     {"wsyrk", fused_wsyrk, METH_VARARGS,
      "wsyrk(x, s, n, d, c): add sum_n s_n x_n x_n^T to c's upper 6x8 tiles (addresses)."},
     {"wt3", fused_wt3, METH_VARARGS,
-     "wt3(x, s, n, d, k, w, g, v): add the whitened third moment's sums to g and v."},
+     "wt3(x, s, n, d, k, w, g, v, single=0): add the whitened third moment's sums to g "
+     "and v; single: x and w float32 (w with 16 lanes), sums in float32 per block."},
     {NULL, NULL, 0, NULL},
 };
 

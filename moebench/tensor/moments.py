@@ -52,8 +52,9 @@ DENSE_MAX_D = 100
 _DTYPES = (np.float64, np.float32)
 
 #: Whether the fused AVX2 kernels (``moebench/tensor/_fused.c``) compute float64 T2 and
-#: the whitened T3 on the numpy backend: the extension was built, this CPU has AVX2 and
-#: FMA, and ``MOEBENCH_FUSED_KERNELS`` is not ``0``. Otherwise numpy's BLAS does.
+#: the whitened T3 (float64, or float32 with X stored as float32) on the numpy backend:
+#: the extension was built, this CPU has AVX2 and FMA, and ``MOEBENCH_FUSED_KERNELS`` is
+#: not ``0``. Otherwise numpy's BLAS does.
 FUSED_KERNELS = (_fused is not None and _fused.available()
                  and os.environ.get("MOEBENCH_FUSED_KERNELS", "1") != "0")
 #: Largest k of the fused whitened-T3 kernel (12 lanes).
@@ -167,10 +168,13 @@ def _triu_pairs(k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fused_input(X: np.ndarray, be: Backend, dt: np.dtype) -> np.ndarray | None:
-    """X for the fused kernels (a C-contiguous float64 array or memmap, numpy backend,
-    float64 compute), or None: the BLAS path runs (float32 compute included)."""
-    if (FUSED_KERNELS and be.name == "numpy" and dt == np.float64
-            and X.dtype == np.float64 and X.flags.c_contiguous and X.shape[0] > 0):
+    """X for the fused kernels, or None: the BLAS path runs.
+
+    They take a C-contiguous array or memmap on the numpy backend whose dtype is the
+    compute dtype (float64; float32 for the whitened T3 only, X stored as float32).
+    """
+    if (FUSED_KERNELS and be.name == "numpy" and X.dtype == dt
+            and X.flags.c_contiguous and X.shape[0] > 0):
         return X
     return None
 
@@ -236,7 +240,7 @@ def second_moment(
             else default_chunk_size(d, dt))  # checked on the fused path too
     acc = np.zeros((d, d))
     buf = None
-    fused = _fused_input(X, be, dt)
+    fused = _fused_input(X, be, dt) if dt == np.float64 else None
     if fused is not None:
         tiles = np.zeros((-(-d // 6) * 6, -(-d // 8) * 8))  # the kernel's 6 x 8 tiles
         weights = np.ascontiguousarray(s2)
@@ -379,9 +383,10 @@ def whitened_third_moment(
     with ``(s3 * U)`` giving the k(k+1)/2 × k distinct entries. The ``sym(u⊗B)``
     term only needs ``sum_n s3_n u_n``. Work ``O(n d k + n k^3)``, memory
     ``O(k^3 + m k^2)`` beyond the chunk; d×d×d is never built. With
-    :data:`FUSED_KERNELS` and ``k <= FUSED_MAX_K`` (float64, numpy backend, C-contiguous
-    X) one fused kernel does the projection 4 rows at a time and the packed cubic sums
-    for the entries with ``c >= b`` only (``chunk_size`` is then unused).
+    :data:`FUSED_KERNELS` and ``k <= FUSED_MAX_K`` (numpy backend, C-contiguous X of the
+    compute dtype) one fused kernel does the projection 4 rows at a time (6 in float32)
+    and the packed cubic sums for the entries with ``c >= b`` only (``chunk_size`` is
+    then unused); in float32 its sums over 1024-row blocks are float32.
     """
     X = _check_X(X)
     n, d = X.shape
@@ -396,13 +401,14 @@ def whitened_third_moment(
             else default_chunk_size(d, dt, p + k))  # checked on the fused path too
     fused = _fused_input(X, be, dt) if k <= FUSED_MAX_K else None
     if fused is not None:  # one pass: projection and cubic sums in registers
-        lanes = np.zeros((d, FUSED_MAX_K))
+        width = FUSED_MAX_K if dt == np.float64 else 16  # 3 or 2 registers of lanes
+        lanes = np.zeros((d, width), dtype=dt)
         lanes[:, :k] = W
-        Gf = np.zeros((-(-p // 4) * 4, FUSED_MAX_K))
-        vf = np.zeros(FUSED_MAX_K)
+        Gf = np.zeros((-(-p // 4) * 4, width))
+        vf = np.zeros(width)
         weights = np.ascontiguousarray(s3)
         _fused.wt3(fused.ctypes.data, weights.ctypes.data, n, d, k, lanes.ctypes.data,
-                   Gf.ctypes.data, vf.ctypes.data)
+                   Gf.ctypes.data, vf.ctypes.data, int(dt == np.float32))  # float32 sums
         M, v = Gf[_fused_triples(k)], vf[:k]
         if not (np.all(np.isfinite(M)) and np.all(np.isfinite(v))):
             raise _nonfinite("whitened_third_moment")
