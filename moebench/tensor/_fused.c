@@ -1,9 +1,10 @@
 // Fused float64 moment kernels of the tensor step (AVX2/FMA), used by
 // moebench.tensor.moments when this CPU has AVX2 and FMA (``available()``); numpy's BLAS
-// path otherwise. Issue 13: T2 + whitened T3 in 1.49x one X^T X (docs/performance.md).
+// path otherwise. Issue 13: T2 + whitened T3 in 1.42-1.47x one X^T X (docs/performance.md).
 //
 // wsyrk: T2's sum_n s_n x_n x_n^T as a weighted SYRK that scales the rows while packing
-//   them (BLIS-style 6x8 microkernel, upper-triangle tiles only, any sign of s).
+//   them (BLIS-style 6x8 microkernel, upper-triangle tiles only, 6x4 for half tiles,
+//   any sign of s).
 // wt3 (and wt3f_f32, its float32 twin): the whitened T3's sums for k <= 12 in one pass: u_n = W^T x_n (4 rows at a time,
 //   12 lanes), then G[p][c] += s_n u_a u_b u_c over the pairs p = (a <= b) sorted by b,
 //   for the 4-lane chunks holding a c >= b only, and v[c] += s_n u_c.
@@ -63,6 +64,26 @@ TARGET static void kernel_6x8(long kc, const double* restrict a, const double* r
     UPD(3, c30, c31) UPD(4, c40, c41) UPD(5, c50, c51)
 }
 
+// Half a tile: 6 rows x 4 columns (b still packed 8 wide), for the tiles whose other half
+// lies wholly below the diagonal or in the padding past d.
+TARGET static void kernel_6x4(long kc, const double* restrict a, const double* restrict b,
+                              double* restrict c, long ldc) {
+    __m256d c0 = _mm256_setzero_pd(), c1 = _mm256_setzero_pd(), c2 = _mm256_setzero_pd();
+    __m256d c3 = _mm256_setzero_pd(), c4 = _mm256_setzero_pd(), c5 = _mm256_setzero_pd();
+    for (long k = 0; k < kc; k++) {
+        __m256d b0 = _mm256_load_pd(b);
+        c0 = _mm256_fmadd_pd(_mm256_broadcast_sd(a + 0), b0, c0);
+        c1 = _mm256_fmadd_pd(_mm256_broadcast_sd(a + 1), b0, c1);
+        c2 = _mm256_fmadd_pd(_mm256_broadcast_sd(a + 2), b0, c2);
+        c3 = _mm256_fmadd_pd(_mm256_broadcast_sd(a + 3), b0, c3);
+        c4 = _mm256_fmadd_pd(_mm256_broadcast_sd(a + 4), b0, c4);
+        c5 = _mm256_fmadd_pd(_mm256_broadcast_sd(a + 5), b0, c5);
+        a += MR; b += NR;
+    }
+#define UPD4(r, v) _mm256_storeu_pd(c + r * ldc, _mm256_add_pd(_mm256_loadu_pd(c + r * ldc), v));
+    UPD4(0, c0) UPD4(1, c1) UPD4(2, c2) UPD4(3, c3) UPD4(4, c4) UPD4(5, c5)
+}
+
 // Cp: (ceil(d/6)*6 x ceil(d/8)*8) accumulator, row-major; only its upper tiles are added to.
 TARGET static int wsyrk(const double* X, const double* s, long n, long d, double* Cp, long KC) {
     long nA = (d + MR - 1) / MR, nB = (d + NR - 1) / NR;
@@ -95,8 +116,16 @@ TARGET static int wsyrk(const double* X, const double* s, long n, long d, double
         }
         for (long ip = 0; ip < nA; ip++) {
             long i0 = ip * MR;
-            for (long jp = i0 / NR; jp < nB; jp++)
-                kernel_6x8(kc, Ap + ip * kc * MR, Bp + jp * kc * NR, Cp + i0 * dB + jp * NR, dB);
+            for (long jp = i0 / NR; jp < nB; jp++) {
+                long j0 = jp * NR;
+                long lo = (i0 - j0 >= 4) ? 4 : 0;  /* columns j0..j0+3 all below row i0 */
+                long hi = (d - j0 <= 4) ? 4 : NR;  /* columns j0+4.. all past d */
+                const double* a = Ap + ip * kc * MR;
+                const double* b = Bp + jp * kc * NR + lo;
+                double* c = Cp + i0 * dB + j0 + lo;
+                if (hi - lo == NR) kernel_6x8(kc, a, b, c, dB);
+                else if (hi > lo) kernel_6x4(kc, a, b, c, dB);
+            }
         }
     }
     free(Ap); free(Bp);
