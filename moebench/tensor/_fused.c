@@ -5,10 +5,11 @@
 // wsyrk: T2's sum_n s_n x_n x_n^T as a weighted SYRK that scales the rows while packing
 //   them (BLIS-style 6x8 microkernel, upper-triangle tiles only, 6x4 for half tiles,
 //   any sign of s).
-// wt3 (and wt3f_f32, its float32 twin): the whitened T3's sums for k <= 12 in one pass: u_n = W^T x_n (4 rows at a time,
+// wt3: the whitened T3's sums for k <= 12 in one pass: u_n = W^T x_n (4 rows at a time,
 //   12 lanes), then G[p][c] += s_n u_a u_b u_c over the pairs p = (a <= b) sorted by b,
 //   for the 4-lane chunks holding a c >= b only, and v[c] += s_n u_c.
-// Both take C-contiguous float64 arrays by address (the Python side checks them) and run
+// wt3f_f32: the same for float32 X (6 rows at a time, 16 lanes, float32 block sums).
+// They take C-contiguous arrays by address (the Python side checks them) and run
 // without the GIL. Compiled without global -m flags: only these functions use AVX2.
 // Elsewhere (not x86-64 with GCC or Clang, or built with -DMOEBENCH_NO_KERNELS) the module
 // only reports available() == False.
@@ -27,6 +28,16 @@
 #define MAX_PAIRS 80  /* 12 * 13 / 2 = 78, padded to a multiple of 4 */
 #define KC_ROWS 128   /* rows per packed block of wsyrk */
 #define MB_ROWS 1024  /* rows per projected block of wt3 and wt3f */
+
+// The pairs (a <= b < k) sorted by b, padded with (0, k-1) to a multiple of 4 (their rows
+// of G are unused); returns the number of groups of 4.
+static int sorted_pairs(int k, int* pa, int* pb) {
+    int p = 0;
+    for (int b = 0; b < k; b++) for (int a = 0; a <= b; a++) { pa[p] = a; pb[p] = b; p++; }
+    int npg = (p + 3) / 4;
+    for (; p < 4 * npg; p++) { pa[p] = 0; pb[p] = k - 1; }
+    return npg;
+}
 
 static double* alloc64(size_t count) {  // 64-byte aligned, size rounded up as C11 asks
     size_t bytes = (count * sizeof(double) + 63) / 64 * 64;
@@ -139,11 +150,8 @@ TARGET static int wt3(const double* X, const double* s, long n, long d, int k,
     double* Us = alloc64(MB * KP);
     double* U = alloc64(MB * KP);
     if (Us == NULL || U == NULL) { free(Us); free(U); return -1; }
-    int pa[MAX_PAIRS], pb[MAX_PAIRS];  /* the pairs (a <= b), sorted by b */
-    int p = 0;
-    for (int b = 0; b < k; b++) for (int a = 0; a <= b; a++) { pa[p] = a; pb[p] = b; p++; }
-    int npg = (p + 3) / 4;
-    for (; p < 4 * npg; p++) { pa[p] = 0; pb[p] = k - 1; }  // padding pairs: rows unused
+    int pa[MAX_PAIRS], pb[MAX_PAIRS];
+    int npg = sorted_pairs(k, pa, pb);
     __m256d v0 = _mm256_setzero_pd(), v1 = _mm256_setzero_pd(), v2 = _mm256_setzero_pd();
     for (long r0 = 0; r0 < n; r0 += MB) {
         long mb = (n - r0 < MB) ? n - r0 : MB;
@@ -234,10 +242,7 @@ TARGET static int wt3f_f32(const float* X, const double* s, long n, long d, int 
     float* Us = (float*)alloc64((MB * KPF + 1) / 2);
     if (U == NULL || Us == NULL) { free(U); free(Us); return -1; }
     int pa[MAX_PAIRS], pb[MAX_PAIRS];
-    int p = 0;
-    for (int b = 0; b < k; b++) for (int a = 0; a <= b; a++) { pa[p] = a; pb[p] = b; p++; }
-    int npg = (p + 3) / 4;
-    for (; p < 4 * npg; p++) { pa[p] = 0; pb[p] = k - 1; }
+    int npg = sorted_pairs(k, pa, pb);
     for (long r0 = 0; r0 < n; r0 += MB) {
         long mb = (n - r0 < MB) ? n - r0 : MB;
         __m256 v0 = _mm256_setzero_ps(), v1 = _mm256_setzero_ps();

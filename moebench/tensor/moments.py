@@ -404,36 +404,33 @@ def whitened_third_moment(
         width = FUSED_MAX_K if dt == np.float64 else 16  # 3 or 2 registers of lanes
         lanes = np.zeros((d, width), dtype=dt)
         lanes[:, :k] = W
-        Gf = np.zeros((-(-p // 4) * 4, width))
-        vf = np.zeros(width)
+        G = np.zeros((-(-p // 4) * 4, width))
+        v = np.zeros(width)
         weights = np.ascontiguousarray(s3)
         _fused.wt3(fused.ctypes.data, weights.ctypes.data, n, d, k, lanes.ctypes.data,
-                   Gf.ctypes.data, vf.ctypes.data, int(dt == np.float32))  # float32 sums
-        M, v = Gf[_fused_triples(k)], vf[:k]
-        if not (np.all(np.isfinite(M)) and np.all(np.isfinite(v))):
-            raise _nonfinite("whitened_third_moment")
-        return (M - _sym_outer(v, W.T @ W)) / n
-    Wt = be.asarray(W.T, dt)  # (k, d)
-    G = np.zeros((p, k))
-    v = np.zeros(k)
-    buf = None
-    for i, j in _chunk_bounds(n, d, rows, dt):
-        m = j - i
-        if buf is None or buf.shape[1] != m:
-            buf = be.empty((p, m), dt)
-        Xc = be.asarray(X[i:j], dt)
-        Ut = Wt @ Xc.T  # (k, m): the projection
-        for a in range(k):  # packed symmetric Khatri-Rao rows u_a * u_b, b >= a
-            be.multiply(Ut[a : a + 1], Ut[a:], out=buf[offsets[a] : offsets[a + 1]])
-        Us = Ut * be.asarray(s3[i:j], dt)[None, :]
-        G += be.to_numpy(buf @ Us.T)  # the one GEMM: (p, m) @ (m, k)
-        v += be.to_numpy(be.rowsum(Us))
-    # NaN/inf in X reach G or v (NaN * 0 is NaN), so one check at the end suffices.
-    if not (np.all(np.isfinite(G)) and np.all(np.isfinite(v))):
+                   G.ctypes.data, v.ctypes.data, int(dt == np.float32))  # float32 sums
+        M, v = G[_fused_triples(k)], v[:k]
+    else:
+        Wt = be.asarray(W.T, dt)  # (k, d)
+        G = np.zeros((p, k))
+        v = np.zeros(k)
+        buf = None
+        for i, j in _chunk_bounds(n, d, rows, dt):
+            m = j - i
+            if buf is None or buf.shape[1] != m:
+                buf = be.empty((p, m), dt)
+            Xc = be.asarray(X[i:j], dt)
+            Ut = Wt @ Xc.T  # (k, m): the projection
+            for a in range(k):  # packed symmetric Khatri-Rao rows u_a * u_b, b >= a
+                be.multiply(Ut[a : a + 1], Ut[a:], out=buf[offsets[a] : offsets[a + 1]])
+            Us = Ut * be.asarray(s3[i:j], dt)[None, :]
+            G += be.to_numpy(buf @ Us.T)  # the one GEMM: (p, m) @ (m, k)
+            v += be.to_numpy(be.rowsum(Us))
+        M = G[index]
+    # NaN/inf in X reach M or v (NaN * 0 is NaN), so one check at the end suffices.
+    if not (np.all(np.isfinite(M)) and np.all(np.isfinite(v))):
         raise _nonfinite("whitened_third_moment")
-    B = W.T @ W
-    M = (G[index] - _sym_outer(v, B)) / n
-    return M
+    return (M - _sym_outer(v, W.T @ W)) / n
 
 
 # --------------------------------------------------------------------------- T3(I, v, v)
