@@ -30,6 +30,7 @@ from moebench.registry import algorithm_class, available_algorithms, get_algorit
 from moebench.sweep.columns import METRIC_COLUMNS
 from moebench.sweep.config import Cell
 from moebench.sweep.data_sources import CellData, load_cell_data
+from moebench.sweep.rerun import PARAMETERS_KEY, parameters_json
 from moebench.sweep.results import provenance, write_run
 from moebench.validation import DegenerateFitError, absurd_log_likelihood, rms
 
@@ -180,7 +181,8 @@ def evaluate(est: Any, data: CellData, success_threshold: float) -> dict[str, An
     Scores use the estimator's own ``score`` (mean log-likelihood) and ``predict``;
     parameter errors and the truth's scores need a truth (synthetic data).
     """
-    out: dict[str, Any] = {"sigma_hat": float(est.sigma_)}
+    out: dict[str, Any] = {"sigma_hat": float(est.sigma_),
+                           PARAMETERS_KEY: parameters_json(est)}
     if est.local_search:  # stuck or unfinished: is the final point stationary?
         est.stationarity(data.X, data.y)
     out.update(fitted_scalars(est))
