@@ -74,7 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{args.executor}) -> {out}", file=sys.stderr)
     outcome = run_sweep(config, out, jobs=args.jobs, force=args.force, executor=args.executor,
                         scheduler=args.scheduler, filters=args.filter, limit=args.limit,
-                        progress=not args.quiet, retry_failed=args.retry_failed)
+                        progress=not args.quiet, retry_failed=args.retry_failed,
+                        rerun_stale=getattr(args, "rerun_stale", False))
     summary, checkpoints = consolidate(out, [c.run_id for c in cells], csv=args.csv)
     rate = outcome.ran / outcome.wall_time * 60 if outcome.wall_time > 0 and outcome.ran else 0
     # --strict counts every failed run of the config in the folder, stored or new
@@ -84,6 +85,9 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"skipped {outcome.skipped} finished, {outcome.failures} failed"
           + (f"; {earlier} stored run(s) had failed before (--retry-failed re-runs them)"
              if earlier else ""))
+    stale = outcome.stale_message()
+    if stale:
+        print(stale)
     print(report_table(summary))
     print(f"results: {out / 'summary.parquet'} ({len(summary)} runs), "
           f"{out / 'checkpoints.parquet'} ({len(checkpoints)} rows)")
@@ -130,6 +134,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="re-run finished runs")
     p.add_argument("--retry-failed", action="store_true",
                    help="re-run runs recorded as error, nan, timeout or degenerate")
+    _add_rerun_stale_option(p)
     p.add_argument("--csv", action="store_true", help="also write summary.csv, checkpoints.csv")
     p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="where the runs execute: local processes (default) or a "
@@ -363,3 +368,57 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
                    "error at the best log-likelihood so far")
     p.add_argument("--out", "-o", default=None, help="write the table to this file")
     p.set_defaults(func=cmd_report)
+
+
+def _add_rerun_stale_option(p: argparse.ArgumentParser) -> None:
+    """``moebench run --rerun-stale``."""
+    from moebench.version import NUMERICS_VERSION
+
+    p.add_argument("--rerun-stale", action="store_true",
+                   help="re-run the stored runs made by older code (their code_version, 1 "
+                   f"when absent, is not the current {NUMERICS_VERSION}); each new run file "
+                   "replaces the old record atomically, packed folders included. Without it "
+                   "`run` says how many there are")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Re-run stored runs at HEAD and compare every stored metric; 1 when any differs."""
+    from moebench.sweep.verify import verify
+
+    print(f"moebench verify: re-running runs of {args.results} in this process (one thread)",
+          file=sys.stderr)
+    outcome = verify(args.results, sample=args.sample, seed=args.seed, run_ids=args.run_id,
+                     max_run_time=args.max_run_time,
+                     on_check=lambda check: print(check.line(), flush=True))
+    print(outcome.summary_line())
+    return 1 if outcome.differing else 0
+
+
+def add_verify_parser(sub: argparse._SubParsersAction) -> None:
+    """The ``verify`` verb."""
+    from moebench.sweep.verify import ATOL, DEFAULT_SAMPLE, RTOL
+
+    p = sub.add_parser(
+        "verify", help="re-run stored runs at HEAD and compare every stored metric",
+        description="Re-run a seeded sample of the stored runs of RESULTS (packed or not; its "
+        "config.toml rebuilds each run's cell) in this process with one thread, and compare "
+        "every numeric column of each summary, status, stop_reason and fitted_parameters: "
+        "bit-equal when the run was made on the same path (kernel_path, blas, one thread), "
+        f"within rtol {RTOL:g} (atol {ATOL:g}) across paths. Times, provenance and threads "
+        "are not compared; runs ended by max_time are checked for their status only. One "
+        "line per run, then a count; exit status 0 when every run agrees, 1 when one "
+        "differs. Needs runs made by the current code version (moebench run --rerun-stale). "
+        "MOEBENCH_FUSED_KERNELS=0 verifies on the BLAS kernel path.")
+    p.add_argument("results", metavar="RESULTS", help="results directory of `moebench run`")
+    p.add_argument("--sample", "-n", type=int_at_least(1), default=None, metavar="N",
+                   help=f"how many runs to re-run, a seeded random sample (default: "
+                   f"{DEFAULT_SAMPLE}, or every run of a smaller folder)")
+    p.add_argument("--seed", type=int_at_least(0), default=0,
+                   help="seed of the sample (default: 0)")
+    p.add_argument("--run-id", action="append", default=[], metavar="RUN_ID",
+                   help="verify this run instead of a sample (repeatable)")
+    p.add_argument("--max-run-time", type=finite_float(0.0, strict=True), default=None,
+                   metavar="SECONDS",
+                   help="sample only among runs whose stored wall_time is at most SECONDS "
+                   "(fast runs, e.g. for CI)")
+    p.set_defaults(func=cmd_verify)

@@ -110,13 +110,55 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+#: provenance column: the version of the numbers the code computes (see moebench.version)
+CODE_VERSION_COLUMN = "code_version"
+#: provenance column: which moment kernels the numpy backend uses ("fused" or "blas")
+KERNEL_PATH_COLUMN = "kernel_path"
+
+
+def kernel_path() -> str:
+    """``"fused"`` when the fused C moment kernels compute T2 and the whitened T3 in this
+    process (:data:`moebench.tensor.moments.FUSED_KERNELS`: built, AVX2 + FMA, and
+    ``MOEBENCH_FUSED_KERNELS`` not ``0``), else ``"blas"`` (numpy's BLAS does)."""
+    from moebench.tensor import moments
+
+    return "fused" if getattr(moments, "FUSED_KERNELS", False) else "blas"
+
+
+def code_version_of(summary: Any) -> int:
+    """The code version that made a stored run (its ``code_version``; 1 when absent).
+
+    Parameters
+    ----------
+    summary : mapping
+        A run's summary (or a summary-table row); records made before the column
+        existed have none, or a missing value in a consolidated table, and count as
+        :data:`moebench.version.UNVERSIONED`.
+    """
+    from moebench.version import UNVERSIONED
+
+    value = summary.get(CODE_VERSION_COLUMN) if hasattr(summary, "get") else None
+    if value is None or isinstance(value, bool) or (isinstance(value, float)
+                                                    and not np.isfinite(value)):
+        return UNVERSIONED
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return UNVERSIONED
+
+
 @functools.lru_cache(maxsize=1)
-def provenance() -> dict[str, str]:
-    """Versions, BLAS, CPU and platform of this process, as string columns."""
+def provenance() -> dict[str, Any]:
+    """Code version, kernel path, versions, BLAS, CPU and platform of this process.
+
+    ``code_version`` (:data:`moebench.version.NUMERICS_VERSION`) is an integer; the
+    other columns are strings. ``kernel_path`` is :func:`kernel_path`.
+    """
     import scipy
     from threadpoolctl import threadpool_info
 
     import moebench
+    from moebench.version import NUMERICS_VERSION
 
     try:
         import torch
@@ -127,6 +169,8 @@ def provenance() -> dict[str, str]:
     blas = sorted({f"{p.get('internal_api')} {p.get('version')}" for p in threadpool_info()
                    if p.get("user_api") == "blas"})
     return {
+        CODE_VERSION_COLUMN: NUMERICS_VERSION,
+        KERNEL_PATH_COLUMN: kernel_path(),
         "moebench_version": moebench.__version__,
         "git_commit": git_commit(),
         "python_version": platform.python_version(),

@@ -37,12 +37,14 @@ from moebench.sweep.config import Cell, SweepConfig
 from moebench.sweep.lifeline import interrupt_on_signals
 from moebench.sweep.results import (
     clean_temporaries,
+    code_version_of,
     read_run_summary,
     run_path,
     stored_summaries,
     write_run,
 )
 from moebench.sweep.worker import failure_summary
+from moebench.version import NUMERICS_VERSION
 
 #: where the runs execute (``--executor``)
 EXECUTORS = ("local", "dask")
@@ -119,10 +121,30 @@ def _mp_context() -> mp.context.BaseContext:
     return mp.get_context("spawn")  # pragma: no cover - Windows
 
 
-def _finish(out: str, cell: Cell, exitcode: int | None, config: str, started: float
-            ) -> dict[str, Any]:
+def file_identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(inode, mtime in ns) of a file, or None when there is none.
+
+    A re-run (``--force``, ``--rerun-stale``) replaces a run file with
+    :func:`os.replace` (a new inode), so comparing identities taken before and after a
+    run tells the new record from the old one it replaces.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _written(path: Path, before: tuple[int, int] | None) -> bool:
+    """Whether ``path`` holds a run file written since ``before`` was taken."""
+    now = file_identity(path)
+    return now is not None and now != before and path.is_file()
+
+
+def _finish(out: str, cell: Cell, exitcode: int | None, config: str, started: float,
+            before: tuple[int, int] | None = None) -> dict[str, Any]:
     path = run_path(out, cell.run_id)
-    if path.is_file():
+    if _written(path, before):
         return read_run_summary(path)
     summary = failure_summary(cell, "error", f"worker process exited with code {exitcode} "
                               f"before writing a result", config, time.perf_counter() - started)
@@ -144,10 +166,14 @@ def run_local(cells: list[Cell], out: str, jobs: int, config: str,
     threads = threads_per_job(jobs)
     queue = deque(cells)
     running: dict[int, tuple[Any, Cell, float]] = {}
+    # the run file a re-run replaces (--force, --rerun-stale), so that it is not taken for
+    # the new result
+    before: dict[str, tuple[int, int] | None] = {}
     try:
         while queue or running:
             while queue and len(running) < jobs:
                 cell = queue.popleft()
+                before[cell.run_id] = file_identity(run_path(out, cell.run_id))
                 proc = ctx.Process(target=process_main,
                                    args=(cell, out, threads, config, owner),
                                    name=f"moebench-{cell.run_id}", daemon=True)
@@ -159,7 +185,7 @@ def run_local(cells: list[Cell], out: str, jobs: int, config: str,
             for sentinel in ready:
                 proc, cell, t0 = running.pop(sentinel)
                 proc.join()
-                on_done(_finish(out, cell, proc.exitcode, config, t0))
+                on_done(_finish(out, cell, proc.exitcode, config, t0, before[cell.run_id]))
             now = time.perf_counter()
             for sentinel, (proc, cell, t0) in list(running.items()):
                 if now - t0 > cell.variant.timeout:
@@ -167,7 +193,7 @@ def run_local(cells: list[Cell], out: str, jobs: int, config: str,
                     proc.join()
                     del running[sentinel]
                     path = run_path(out, cell.run_id)
-                    if path.is_file():  # finished just in time
+                    if _written(path, before[cell.run_id]):  # finished just in time
                         on_done(read_run_summary(path))
                         continue
                     summary = failure_summary(
@@ -220,19 +246,22 @@ def check_scheduler(address: str, timeout: float = 5.0) -> None:
                          f"or give the address it prints") from None
 
 
-def run_cell_dask(cell: Cell, out: str, threads: int, config: str) -> dict[str, Any]:
+def run_cell_dask(cell: Cell, out: str, threads: int, config: str,
+                  replaces: tuple[int, int] | None = None) -> dict[str, Any]:
     """The dask task: run one cell in the worker process, under a hard timeout.
 
     A run over its timeout is recorded as ``"timeout"`` and the worker process is
     ended (``os._exit``; the dask nanny starts a fresh one), the only way to stop
-    code stuck in a C routine. A retried task finds the record and returns it.
+    code stuck in a C routine. A retried task finds the record and returns it;
+    ``replaces`` is the :func:`file_identity` of the run file a re-run replaces
+    (``--force``, ``--rerun-stale``), which does not count as the record.
     """
     import threading
 
     from moebench.sweep.worker import run_cell
 
     path = run_path(out, cell.run_id)
-    if path.is_file():
+    if _written(path, replaces):
         return read_run_summary(path)
     done = threading.Event()
     started = time.perf_counter()
@@ -283,8 +312,10 @@ def run_dask(cells: list[Cell], out: str, jobs: int, config: str,
         threads = threads_per_job(jobs)
     cells_by_key = {f"moebench-{cell.run_id}": cell for cell in cells}
     try:
+        before = {cell.run_id: file_identity(run_path(out, cell.run_id)) for cell in cells}
         futures = [client.submit(run_cell_dask, cell, str(Path(out).resolve()), threads,
-                                 config, key=f"moebench-{cell.run_id}", pure=False)
+                                 config, before[cell.run_id], key=f"moebench-{cell.run_id}",
+                                 pure=False)
                    for cell in cells]
         for future in as_completed(futures):
             cell = cells_by_key[future.key]
@@ -292,7 +323,7 @@ def run_dask(cells: list[Cell], out: str, jobs: int, config: str,
                 summary = future.result()
             except Exception as exc:  # noqa: BLE001 - a lost worker must not end the sweep
                 path = run_path(out, cell.run_id)
-                if path.is_file():
+                if _written(path, before[cell.run_id]):
                     summary = read_run_summary(path)
                 else:
                     summary = failure_summary(cell, "error", f"dask task failed: "
@@ -317,6 +348,25 @@ class SweepOutcome:
     failures: int
     wall_time: float
     summaries: list[dict[str, Any]]
+    #: selected cells with a stored run (before this sweep)
+    stored: int = 0
+    #: run id -> code version of the selected stored runs made by other code (all of
+    #: them, re-run or not)
+    stale: dict[str, int] = field(default_factory=dict)
+    #: whether the stale runs were re-run (``rerun_stale``)
+    reran_stale: bool = False
+
+    def stale_message(self) -> str | None:
+        """One line on the stored runs made by other code, or None when there are none."""
+        if not self.stale:
+            return None
+        versions = ", ".join(str(v) for v in sorted(set(self.stale.values())))
+        word = "versions" if len(set(self.stale.values())) > 1 else "version"
+        what = (f"{len(self.stale)} of {self.stored} stored runs were made by code {word} "
+                f"{versions} (now {NUMERICS_VERSION})")
+        if self.reran_stale:
+            return f"{what}; re-ran them (--rerun-stale)"
+        return f"{what}; re-run them with --rerun-stale"
 
 
 def select_cells(cells: list[Cell], filters: Iterable[str] = (), limit: int | None = None
@@ -360,7 +410,8 @@ def select_cells(cells: list[Cell], filters: Iterable[str] = (), limit: int | No
 def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force: bool = False,
               executor: str = "local", scheduler: str | None = None,
               filters: Iterable[str] = (), limit: int | None = None, progress: bool = True,
-              retry_failed: bool = False, *, backend: str | None = None) -> SweepOutcome:
+              retry_failed: bool = False, *, backend: str | None = None,
+              rerun_stale: bool = False) -> SweepOutcome:
     """Run every cell of ``config`` not yet finished in ``out``.
 
     Parameters
@@ -377,6 +428,12 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force:
         Run only the cells matching every ``key=value`` filter, at most ``limit``.
     retry_failed : bool
         Re-run runs whose status is error, nan, timeout or degenerate.
+    rerun_stale : bool
+        Re-run runs made by another code version (their ``code_version``, 1 when
+        absent, is not :data:`moebench.version.NUMERICS_VERSION`). Either way the
+        outcome lists them (:attr:`SweepOutcome.stale`). A re-run replaces the old run
+        file atomically; in a packed folder the new run file overrides the packed record
+        and the next consolidation rewrites ``records.parquet`` with it (as ``force``).
     backend : {"local", "dask"}, optional
         Deprecated name of ``executor`` (warns).
     """
@@ -401,6 +458,11 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force:
     done = set(stored)
     if retry_failed and done:
         done = {rid for rid, s in stored.items() if s.get("status") not in FAILED}
+    selected = {c.run_id for c in cells}
+    stale = {rid: code_version_of(s) for rid, s in stored.items()
+             if rid in selected and code_version_of(s) != NUMERICS_VERSION}
+    if rerun_stale:
+        done -= set(stale)
     todo = [c for c in cells if c.run_id not in done]
     summaries: list[dict[str, Any]] = []
     bar = Progress(total=len(cells), initial=len(cells) - len(todo), enabled=progress)
@@ -421,4 +483,6 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force:
     finally:
         bar.close()
     return SweepOutcome(out, cells, len(cells) - len(todo), len(todo), bar.failures,
-                        time.perf_counter() - start, summaries)
+                        time.perf_counter() - start, summaries,
+                        stored=len(selected & set(stored)), stale=stale,
+                        reran_stale=rerun_stale)
