@@ -385,11 +385,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Re-run stored runs at HEAD and compare every stored metric; 1 when any differs."""
     from moebench.sweep.verify import verify
 
-    print(f"moebench verify: re-running runs of {args.results} in this process (one thread)",
-          file=sys.stderr)
+    def start(chosen: list[str]) -> None:
+        print(f"moebench verify: re-running {len(chosen)} run(s) of {args.results} in this "
+              f"process (one thread)", file=sys.stderr, flush=True)
+
     outcome = verify(args.results, sample=args.sample, seed=args.seed, run_ids=args.run_id,
                      max_run_time=args.max_run_time,
-                     on_check=lambda check: print(check.line(), flush=True))
+                     on_check=lambda check: print(check.line(), flush=True), on_start=start)
     print(outcome.summary_line())
     return 1 if outcome.differing else 0
 

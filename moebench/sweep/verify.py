@@ -94,7 +94,8 @@ class RunCheck:
     ``verdict`` is ``"OK"``, ``"DIFFERS"``, ``"PARTIAL"`` (ended by ``max_time``: only the
     status was checked, and it agrees) or ``"SKIPPED"`` (not re-run: stored status
     ``timeout``). ``exact`` says whether bit-equality was required (same path).
-    ``differences`` lists ``(column, stored, now)`` in column order.
+    ``differences`` lists ``(column, stored, now)`` in column order; ``bit_equal`` says
+    whether every compared value was equal to the bit (also across paths).
     """
 
     run_id: str
@@ -103,6 +104,7 @@ class RunCheck:
     exact: bool
     differences: list[tuple[str, Any, Any]] = field(default_factory=list)
     note: str = ""
+    bit_equal: bool = False
 
     @property
     def agrees(self) -> bool:
@@ -120,8 +122,10 @@ class RunCheck:
             return (f"{head}DIFFERS ({rule}) {shown}"
                     + (f" (+{more} more column(s))" if more > 0 else ""))
         if self.verdict == "OK":
-            return head + ("OK (bit-equal)" if self.exact else
-                           f"OK (within rtol {RTOL:g}, atol {ATOL:g}: {self.note})")
+            if self.exact:
+                return head + "OK (bit-equal)"
+            how = "bit-equal" if self.bit_equal else f"within rtol {RTOL:g}, atol {ATOL:g}"
+            return head + f"OK ({how}; {self.note})"
         return f"{head}OK, {self.note}" if self.verdict == "PARTIAL" else \
             f"{head}SKIPPED, {self.note}"
 
@@ -142,7 +146,7 @@ class VerifyOutcome:
         """The final count."""
         count = {v: sum(c.verdict == v for c in self.checks)
                  for v in ("OK", "PARTIAL", "SKIPPED", "DIFFERS")}
-        exact = sum(c.verdict == "OK" and c.exact for c in self.checks)
+        exact = sum(c.verdict == "OK" and c.bit_equal for c in self.checks)
         parts = [f"{count['OK'] + count['PARTIAL']} of {len(self.checks)} run(s) agree "
                  f"({exact} bit-equal, {count['OK'] - exact} within rtol {RTOL:g}, "
                  f"{count['PARTIAL']} ended by max_time: status only)",
@@ -290,8 +294,9 @@ def check_run(cell: Any, record: RunRecord, folder: str | os.PathLike) -> RunChe
                         note=f"partially checked: the {which} ended by max_time, so only its "
                         f"status ({now.get('status')}) was compared")
     diffs = compare_summaries(stored, now, exact)
+    bit_equal = not diffs and (exact or not compare_summaries(stored, now, True))
     return RunCheck(record.run_id, label, "DIFFERS" if diffs else "OK", exact, diffs,
-                    note="" if exact else _path_note(stored))
+                    note="" if exact else _path_note(stored), bit_equal=bit_equal)
 
 
 def choose_runs(records: Mapping[str, RunRecord], sample: int | None, seed: int,
@@ -336,7 +341,8 @@ def _wall_time(record: RunRecord) -> float:
 
 def verify(results: str | os.PathLike, sample: int | None = None, seed: int = 0,
            run_ids: Iterable[str] = (), max_run_time: float | None = None,
-           on_check: Callable[[RunCheck], None] | None = None) -> VerifyOutcome:
+           on_check: Callable[[RunCheck], None] | None = None,
+           on_start: Callable[[list[str]], None] | None = None) -> VerifyOutcome:
     """Re-run stored runs of a results folder at HEAD and compare them (see the module).
 
     Parameters
@@ -354,6 +360,8 @@ def verify(results: str | os.PathLike, sample: int | None = None, seed: int = 0,
         Sample only among runs stored with ``wall_time`` at most this (seconds).
     on_check : callable, optional
         Called with each :class:`RunCheck` as soon as it is done (the command prints it).
+    on_start : callable, optional
+        Called with the chosen run ids once they are checked, before the first re-run.
 
     Raises
     ------
@@ -388,6 +396,8 @@ def verify(results: str | os.PathLike, sample: int | None = None, seed: int = 0,
         raise ValueError(f"{folder}: run {missing[0]} is not a run of its config.toml (the "
                          f"config was changed after the sweep?); it cannot be rebuilt")
     limit_threads(THREADS)
+    if on_start is not None:
+        on_start(chosen)
     checks = []
     for rid in chosen:
         check = check_run(cells[rid], records[rid], folder)
