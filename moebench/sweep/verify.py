@@ -53,7 +53,6 @@ import numpy as np
 
 from moebench.sweep.rerun import PARAMETERS_KEY, stored_cells
 from moebench.sweep.results import (
-    CODE_VERSION_COLUMN,
     KERNEL_PATH_COLUMN,
     RunRecord,
     _jsonable,
@@ -406,7 +405,3 @@ def verify(results: str | os.PathLike, sample: int | None = None, seed: int = 0,
             on_check(check)
     return VerifyOutcome(folder, checks)
 
-
-__all__ = ["ATOL", "CODE_VERSION_COLUMN", "DEFAULT_SAMPLE", "RTOL", "RunCheck", "VerifyOutcome",
-           "check_run", "choose_runs", "compare_summaries", "excluded_column", "same_path",
-           "verify"]
