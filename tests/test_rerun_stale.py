@@ -207,3 +207,35 @@ def test_rerun_stale_in_a_packed_folder(tiny, tmp_path, capsys):
         assert rec.source == "packed"
         assert rec.summary["expert_error"] == fresh[rid]["expert_error"]
         assert np.isfinite(rec.summary["test_log_likelihood"])
+
+
+def test_rerun_that_times_out_replaces_the_old_record(tmp_path):
+    """A re-run killed at its hard timeout is recorded as a timeout: the old run file it
+    was to replace is not taken for its result."""
+    import sweep_algos  # registers sweeptest_em (imported by the workers too)
+
+    from moebench.sweep.config import validate_config
+    from moebench.sweep.runner import run_sweep
+    from moebench.sweep.worker import failure_summary
+
+    try:
+        cfg = validate_config({
+            "name": "stale_timeout", "seed": 2, "repetitions": 1,
+            "data": {"n": 300, "d": 3, "k": 2, "activation": "linear", "n_test": 100},
+            "budget": {"max_iter": 5, "max_time": 5.0},
+            "algorithm": [{"name": "sweeptest_em", "label": "sleepy",
+                           "params": {"sleep_after": 60.0}, "timeout": 1.5}]})
+        (cell,) = cfg.cells()
+        old = failure_summary(cell, "ok", "", cfg.name)  # an "ok" record of older code
+        old.pop("code_version")
+        write_run(tmp_path, old, [])
+        outcome = run_sweep(cfg, tmp_path, jobs=1, progress=False)
+        assert outcome.ran == 0 and outcome.stale == {cell.run_id: 1}
+        outcome = run_sweep(cfg, tmp_path, jobs=1, progress=False, rerun_stale=True)
+        assert outcome.ran == 1 and outcome.reran_stale
+        (summary,) = outcome.summaries
+        assert summary["status"] == "timeout" and summary["code_version"] == NUMERICS_VERSION
+        stored = read_run(run_path(tmp_path, cell.run_id))[0]
+        assert stored["status"] == "timeout" and stored["code_version"] == NUMERICS_VERSION
+    finally:
+        sweep_algos.unregister()
