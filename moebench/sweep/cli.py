@@ -386,8 +386,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from moebench.sweep.verify import verify
 
     def start(chosen: list[str]) -> None:
+        from moebench.sweep.results import kernel_path, provenance
+
         print(f"moebench verify: re-running {len(chosen)} run(s) of {args.results} in this "
-              f"process (one thread)", file=sys.stderr, flush=True)
+              f"process (one thread, kernel path {kernel_path()}, BLAS "
+              f"{provenance()['blas'] or 'unknown'}, code version "
+              f"{provenance()['code_version']})", file=sys.stderr, flush=True)
 
     outcome = verify(args.results, sample=args.sample, seed=args.seed, run_ids=args.run_id,
                      max_run_time=args.max_run_time,
