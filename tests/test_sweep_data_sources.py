@@ -26,6 +26,15 @@ SYNTHETIC = {"n": 300, "d": 4, "k": 2, "activation": "relu", "sigma": 0.2, "gati
 #: sha256 (first 16 hex digits) of the cell's arrays as the worker built them before the
 #: data-source interface (commit 0b9b69a: worker.synthetic_data / worker.csv_data)
 DIGESTS = {"synthetic": "fcc8117db210cac4", "csv": "8713411301cc96e1"}
+#: the csv rows are whitened with a BLAS product, whose last bits depend on the OpenBLAS
+#: kernel that runs (OPENBLAS_CORETYPE): the csv digest per kernel, both from 0b9b69a's code
+CSV_DIGESTS = {"Haswell": "8713411301cc96e1", "SkylakeX": "a44e5a37f827ad3b"}
+
+
+def _blas_kernel() -> str:
+    from threadpoolctl import threadpool_info
+    return next((str(i.get("architecture")) for i in threadpool_info()
+                 if i.get("internal_api") == "openblas"), "unknown")
 
 
 def _write_csv(path: Path) -> None:
@@ -63,7 +72,14 @@ def in_tmp(tmp_path, monkeypatch):
 def test_rows_are_bit_identical_to_the_previous_worker(in_tmp, kind):
     data = SYNTHETIC if kind == "synthetic" else _csv_data()
     got = load_cell_data(Cell(data, VARIANT, 1, 7, 0.1))
-    assert _digest(got) == DIGESTS[kind]
+    expected = DIGESTS[kind]
+    if kind == "csv":
+        kernel = _blas_kernel()
+        if kernel not in CSV_DIGESTS:
+            pytest.skip(f"no pinned csv digest for the BLAS kernel {kernel!r} "
+                        f"(pinned: {', '.join(CSV_DIGESTS)})")
+        expected = CSV_DIGESTS[kernel]
+    assert _digest(got) == expected
 
 
 def test_the_source_is_chosen_by_the_data_setting(in_tmp):
