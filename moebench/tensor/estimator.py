@@ -59,7 +59,7 @@ from moebench.tensor.label_transforms import (
     transform_coefficients,
 )
 from moebench.tensor.moments import SecondMomentOperator, second_moment, whitened_third_moment
-from moebench.tensor.whitening import WHITENING_METHODS, Whitening, whiten
+from moebench.tensor.whitening import WHITENING_METHODS, Whitening, t2_noise_level, whiten
 from moebench.validation import DegenerateFitError, Interval, Options, rms
 
 WHITENINGS = ("auto", *WHITENING_METHODS)
@@ -359,7 +359,9 @@ class TensorEM(MoEEstimator):
 
     # -- the tensor part ----------------------------------------------------------------
     def _whiten(self, X: np.ndarray, s2: np.ndarray, k: int, opts: dict[str, Any],
-                rng: np.random.Generator) -> Whitening:
+                rng: np.random.Generator, c2: float | None = None) -> Whitening:
+        """Whiten T2 by its k eigenpairs with the sign of ``c2`` and set the T2 diagnostics
+        (eigenvalues, eigengap, noise level, signal directions, below_sample_complexity_)."""
         d = X.shape[1]
         method = self.whitening
         if method == "auto":
@@ -368,10 +370,16 @@ class TensorEM(MoEEstimator):
         T2: Any = (second_moment(X, s2, **kw) if method == "eigh"
                    else SecondMomentOperator(X, s2, **kw))
         seed = int(rng.integers(2**31))
-        # one extra eigenpair for the eigen-gap diagnostic
-        wh = whiten(T2, k, method, n_extra=1, random_state=seed)
+        # one extra eigenpair for the eigen-gap diagnostic; the k kept have c2's sign (the
+        # population T2 = c2 sum_i p_i a_i a_i^T), noise from mean(s2^2) (an O(n) pass on s2)
+        sign = None if c2 is None or c2 == 0 else float(np.sign(c2))
+        wh = whiten(T2, k, method, n_extra=1, random_state=seed, sign=sign,
+                    noise_level=t2_noise_level(s2, d))
         self.t2_eigenvalues_ = wh.leading_eigvals.copy()
         self.t2_eigengap_ = wh.eigengap
+        self.t2_noise_level_ = wh.noise_level
+        self.t2_signal_directions_ = wh.n_signal
+        self.below_sample_complexity_ = wh.below_sample_complexity
         return wh
 
     def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
@@ -410,11 +418,12 @@ class TensorEM(MoEEstimator):
             coef = ablation_coefficients(self.label_transform, activation, sigma0)
             s2, s3 = ablation_labels(y, self.label_transform)
         self.coefficients_ = coef
-        wh = self._whiten(X, s2, k, opts, rng)
-        if np.any(np.sign(wh.eigvals) != np.sign(coef.c2)):
+        wh = self._whiten(X, s2, k, opts, rng, coef.c2)
+        if self.below_sample_complexity_:
             warnings.warn(
-                "tensor_em: some of the k leading eigenvalues of T2 have the opposite sign of "
-                f"c2 = {coef.c2:.3g}; the moment estimates are noisy (more samples help)",
+                f"tensor_em: only {wh.n_signal} of the k = {k} eigenvalues of T2 kept (sign "
+                f"of c2 = {coef.c2:.3g}) clear its noise level {wh.noise_level:.3g}; the "
+                "tensor step is below its sample complexity (below_sample_complexity_)",
                 RuntimeWarning, stacklevel=3,
             )
         T3w = whitened_third_moment(X, s3, wh.W, chunk_size=opts["chunk_size"],
@@ -429,6 +438,9 @@ class TensorEM(MoEEstimator):
         lam = dec.eigenvalues
         self.tensor_eigenvalues_ = lam.copy()
         self.decomposition_residual_ = dec.residual
+        self.tensor_residual_ = dec.residual
+        self.tensor_eigengap_ = dec.eigengap
+        self.tensor_ill_conditioned_ = dec.ill_conditioned
         with np.errstate(divide="ignore"):
             p = coef.c3**2 / (abs(coef.c2) ** 3 * np.maximum(lam, 1e-300) ** 2)
         self.mixing_weights_ = p / p.sum()
