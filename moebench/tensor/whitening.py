@@ -116,14 +116,16 @@ def _order(evals: np.ndarray, k: int, sign: float | None) -> np.ndarray:
     """Indices of the kept eigenvalues, then of the others.
 
     Kept: the k of largest ``|evals|`` when sign is None; else those with
-    ``sign * evals > 0`` by decreasing ``sign * evals`` (at most k), topped up to k by the
-    largest ``|evals|`` of the other sign. The others follow by decreasing ``|evals|``.
+    ``sign * evals > RANK_RTOL * max|evals|`` (of the sign and not zero to rounding) by
+    decreasing ``sign * evals`` (at most k), topped up to k by the largest ``|evals|``
+    among the rest. The others follow by decreasing ``|evals|``.
     """
     by_modulus = np.argsort(-np.abs(evals), kind="stable")
     if sign is None:
         return by_modulus
     right = np.argsort(-sign * evals, kind="stable")
-    first = right[sign * evals[right] > 0][:k]
+    floor = RANK_RTOL * float(np.max(np.abs(evals), initial=0.0))
+    first = right[sign * evals[right] > floor][:k]
     if first.size < k:
         first = np.concatenate([first, by_modulus[~np.isin(by_modulus, first)][: k - first.size]])
     return np.concatenate([first, by_modulus[~np.isin(by_modulus, first)]])
