@@ -167,7 +167,8 @@ class TensorEM(MoEEstimator):
     n_starts : int
         L, random starts per component (power) or slices tried (jennrich).
     n_power_iter : int
-        N, power iterations per start and for the refinement.
+        N, power iterations per start; a start still moving after them is finished by
+        Newton's method (:func:`moebench.tensor.decomposition.robust_power_method`).
     whitening : {"auto", "eigh", "randomized"}
         Eigendecomposition of T2: dense ``eigh`` (O(d^3)), a randomized range finder
         on the implicit T2 (never forms d×d), or ``auto`` (eigh for d <= 1000).
