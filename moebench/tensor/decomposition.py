@@ -169,11 +169,11 @@ def _power_iterate(T: np.ndarray, V: np.ndarray, max_iter: int, tol: float
             break
         Va = V[:, active]
         U = apply_vv(T, Va)
-        norms = np.linalg.norm(U, axis=0)
+        norms = np.sqrt(np.einsum("ij,ij->j", U, U))
         alive = norms > 0.0
-        U[:, alive] /= norms[alive]
-        U[:, ~alive] = Va[:, ~alive]
-        step = np.linalg.norm(U - Va, axis=0)
+        U = np.where(alive, U / np.where(alive, norms, 1.0), Va)
+        D = U - Va
+        step = np.sqrt(np.einsum("ij,ij->j", D, D))
         V[:, active] = U
         done = alive & (step < tol)
         converged[active[done]] = True
@@ -221,40 +221,32 @@ def _newton_polish(T: np.ndarray, V: np.ndarray, max_iter: int, tol: float
     return V, converged
 
 
-def _local_maxima(T: np.ndarray, V: np.ndarray) -> np.ndarray:
-    """Whether each column is a strict local maximum of T(v, v, v) on the sphere (its
-    Riemannian Hessian ``P (6 T(I, I, v) - 3 f(v) I) P`` is negative definite on the
-    tangent space)."""
-    k = T.shape[0]
-    if k == 1:
-        return np.ones(V.shape[1], dtype=bool)
-    Vr = V.T
-    f = np.asarray(value(T, V), dtype=float)
-    S = np.einsum("ijk,mk->mij", T, Vr)
-    # an orthonormal basis of each tangent space: the last k - 1 columns of a Householder Q
-    Q = np.linalg.qr(np.concatenate([Vr[:, :, None], np.broadcast_to(
-        np.eye(k)[None], (Vr.shape[0], k, k))], axis=2))[0][:, :, 1:]
-    Hr = np.einsum("mia,mij,mjb->mab", Q, 6.0 * S, Q) - 3.0 * f[:, None, None] * np.eye(k - 1)
-    return np.linalg.eigvalsh(Hr)[:, -1] < 0.0
+def _is_local_maximum(T: np.ndarray, v: np.ndarray) -> bool:
+    """Whether unit v is a strict local maximum of T(v, v, v) on the sphere: its Riemannian
+    Hessian ``P (6 T(I, I, v) - 3 f(v) I) P`` is negative definite on the tangent space
+    (``- v v^T`` moves the Hessian's zero eigenvalue along v out of the way)."""
+    S = slice_matrix(T, v)
+    P = np.eye(v.size) - np.outer(v, v)
+    H = P @ (6.0 * S - 3.0 * float(v @ S @ v) * np.eye(v.size)) @ P - np.outer(v, v)
+    return bool(np.linalg.eigvalsh(0.5 * (H + H.T))[-1] < 0.0)
 
 
 def _best_fixed_point(T: np.ndarray, V: np.ndarray, converged: np.ndarray
                       ) -> tuple[np.ndarray, float, float, bool]:
-    """The converged local maximum of largest T(v, v, v), its value, its margin, and
-    whether there was one (otherwise the argmax over all columns, margin 0)."""
+    """The converged local maximum of largest T(v, v, v), its value, its margin (to the best
+    distinct converged local maximum, or to 0), and whether there was one (otherwise the
+    argmax over all columns, margin 0)."""
     vals = np.asarray(value(T, V), dtype=float)
     cand = np.flatnonzero(converged & (vals > 0))
-    cand = cand[_local_maxima(T, V[:, cand])]
-    if cand.size == 0:
+    cand = cand[np.argsort(-vals[cand], kind="stable")]
+    best = next((int(j) for j in cand if _is_local_maximum(T, V[:, j])), None)
+    if best is None:
         j = int(np.argmax(vals))
         return V[:, j], float(vals[j]), 0.0, False
-    cand = cand[np.argsort(-vals[cand], kind="stable")]
-    best = int(cand[0])
-    runner_up = 0.0  # the best distinct fixed point (none: 0)
-    for j in cand[1:]:
-        if np.linalg.norm(V[:, j] - V[:, best]) > SAME_POINT_TOL:
-            runner_up = float(vals[j])
-            break
+    rest = cand[vals[cand] <= vals[best]]
+    diff = V[:, rest] - V[:, [best]]
+    distinct = rest[np.einsum("ij,ij->j", diff, diff) > SAME_POINT_TOL**2]
+    runner_up = next((float(vals[j]) for j in distinct if _is_local_maximum(T, V[:, j])), 0.0)
     return V[:, best], float(vals[best]), float(vals[best]) - max(runner_up, 0.0), True
 
 
