@@ -372,8 +372,8 @@ def jennrich(
     -------
     TensorDecomposition
         eigenvalues = T(v_i, v_i, v_i) >= 0 in decreasing order; its eigengap is the
-        smallest difference between consecutive values (the r kept and the next one,
-        when r < k) over the largest: the order of the components flips below it.
+        smallest difference between consecutive values (the r kept, then the next one
+        when r < k, else 0) over the largest: the order of the components flips below it.
     """
     T = check_symmetric_tensor(T)
     r = _check_rank(T, n_components)
@@ -410,10 +410,9 @@ def jennrich(
     flip = lam < 0  # odd order: (lambda, v) ~ (-lambda, -v)
     lam, V = np.where(flip, -lam, lam), np.where(flip[:, None], -V, V)
     order = np.argsort(-lam, kind="stable")
-    gaps = -np.diff(lam[order][: r + 1])
+    ladder = np.append(lam[order][: r + 1], 0.0)[: r + 1]  # the r kept, then the next or 0
     scale = lam[order][0]
-    gap = float(np.min(gaps) / scale) if gaps.size and scale > 0 else (
-        float("inf") if scale > 0 else 0.0)
+    gap = float(np.min(-np.diff(ladder)) / scale) if scale > 0 else 0.0
     lam, V = lam[order][:r], V[order][:r]
     return TensorDecomposition(lam, V, _residual(T, lam, V), gap)
 

@@ -260,7 +260,7 @@ class TensorEM(MoEEstimator):
         The decomposition's eigengap: power method, the smallest margin between the chosen
         fixed point's T(v, v, v) and the best distinct one's over the deflation steps,
         over the largest eigenvalue; jennrich, the smallest gap between consecutive
-        eigenvalues over the largest.
+        eigenvalues (the last one against 0) over the largest.
     tensor_ill_conditioned_ : bool
         ``tensor_eigengap_ <`` :data:`~moebench.tensor.decomposition.EIGENGAP_TOL`
         (1e-6) or a deflation step without a converged start: rounding-level changes of
