@@ -16,6 +16,14 @@ Decompositions of a symmetric T ~ sum_i lambda_i v_i^{⊗3} with orthonormal v_i
   the same fixed point (critical points of T(v, v, v) on the sphere, quadratic where the
   power map contracts slowly). Keep the converged local maximum of T(v, v, v) with the
   largest value, deflate T <- T - lambda v^{⊗3}, repeat.
+* :func:`jennrich` -- simultaneous diagonalisation (Jennrich's algorithm): the
+  eigenvectors of a random slice T(I, I, w) (orthogonal case: one symmetric
+  eigendecomposition, the slice with the best-separated eigenvalues among
+  ``n_starts`` draws) or of T(I, I, w1) T(I, I, w2)^+ (general case).
+
+Sign convention: an odd-order tensor satisfies (-lambda)(-v)^{⊗3} = lambda v^{⊗3},
+so a component is only defined up to the pair (lambda, v) ~ (-lambda, -v). Both
+methods return lambda_i = T(v_i, v_i, v_i) >= 0 (flipping v_i when needed).
 
 Conditioning (the *eigengap*). Two runs on tensors that differ by rounding (1e-14, e.g.
 the fused and BLAS moment kernels) reach the same fixed points to ~1e-12; what can
@@ -27,15 +35,9 @@ eigenvalue. Two equal eigenvalues give eigengap ~ 0. Above :data:`EIGENGAP_TOL`
 (1e-6, 10^8 times the rounding differences of the moment kernels) the choice cannot
 flip under such perturbations and the same tensor, to rounding, gives the same
 components (to ~1e-10); below it, or when no start converged at some step, the result
-is marked ``ill_conditioned`` (it is still returned: the argmax, as before).
-* :func:`jennrich` -- simultaneous diagonalisation (Jennrich's algorithm): the
-  eigenvectors of a random slice T(I, I, w) (orthogonal case: one symmetric
-  eigendecomposition, the slice with the best-separated eigenvalues among
-  ``n_starts`` draws) or of T(I, I, w1) T(I, I, w2)^+ (general case).
-
-Sign convention: an odd-order tensor satisfies (-lambda)(-v)^{⊗3} = lambda v^{⊗3},
-so a component is only defined up to the pair (lambda, v) ~ (-lambda, -v). Both
-methods return lambda_i = T(v_i, v_i, v_i) >= 0 (flipping v_i when needed).
+is marked ``ill_conditioned`` (it is still returned: the argmax, as before). For
+:func:`jennrich` the eigengap is the smallest gap between consecutive eigenvalues (the
+last against 0) over the largest: the order of its components flips below it.
 """
 
 from __future__ import annotations
