@@ -96,6 +96,9 @@ def test_tensor_step_equals_tensor_em(client, activation, sigma, whitening, scal
                    whitening=whitening, gating_em_iter=0).fit(X, d.y)
     np.testing.assert_allclose(res.experts, est.experts_, rtol=0, atol=1e-8)
     np.testing.assert_allclose(res.whitening.leading_eigvals, est.t2_eigenvalues_, rtol=1e-10)
+    assert res.whitening.noise_level == pytest.approx(est.t2_noise_level_, rel=1e-12)
+    assert res.whitening.below_sample_complexity == est.below_sample_complexity_
+    assert res.decomposition.ill_conditioned == est.tensor_ill_conditioned_
     assert res.x_scale == pytest.approx(scale, rel=0.05)
     assert (res.T2 is None) == (whitening == "randomized")
     if sigma is None:

@@ -9,7 +9,8 @@ import moebench
 from moebench.generator import make_moe
 from moebench.metrics import parameter_errors
 from moebench.registry import algorithm_class, available_algorithms
-from moebench.tensor.decomposition import compose, multilinear
+from moebench.tensor import moments
+from moebench.tensor.decomposition import EIGENGAP_TOL, compose, multilinear
 from moebench.tensor.estimator import TensorEM, gating_orthogonality, min_samples, recover_experts
 from moebench.tensor.whitening import whiten
 
@@ -85,6 +86,11 @@ def test_history_and_diagnostics(linear_fit):
     assert set(est.phase_times_) == {"moments", "decomposition", "gating_em", "refine"}
     assert est.phase_times_["refine"] == 0.0
     assert est.coefficients_.c3 == 6.0
+    # issue 26 items 4-5: the tensor step's own diagnostics
+    assert est.below_sample_complexity_ is False and est.t2_signal_directions_ == 3
+    assert np.all(est.t2_eigenvalues_[:3] > est.t2_noise_level_) and est.t2_noise_level_ > 0
+    assert est.tensor_ill_conditioned_ is False and est.tensor_eigengap_ > EIGENGAP_TOL
+    assert est.tensor_residual_ == est.decomposition_residual_ < 0.1
 
 
 def test_assumption_check_flags_generic_gating():
@@ -191,3 +197,60 @@ def test_bad_options_raise(option, value, match):
     data = make_moe(2_000, 5, 2, random_state=0)
     with pytest.raises(ValueError, match=match):
         TensorEM(n_experts=2, **{option: value}).fit(data.X, data.y)
+
+
+def _close_experts(seed: int):
+    """The issue's noisy close-expert setting: n = 1e4, d = 10, k = 4, sigma = 0.5, 30 degrees."""
+    return make_moe(10_000, 10, 4, activation="linear", sigma=0.5, expert_angle=30,
+                    random_state=seed)
+
+
+@pytest.mark.skipif(not moments.FUSED_KERNELS, reason="the fused kernels are not available")
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_fused_and_blas_paths_give_the_same_experts(monkeypatch, seed):
+    """Issue 26 item 5 (a): on the data sets where the previous power method's components
+    differed by 1.3-1.4 between the two moment paths, they now agree to 1e-8."""
+    data = _close_experts(seed)
+    kw = dict(n_experts=4, sigma=0.5, random_state=0, gating_em_iter=0)
+    with pytest.warns(RuntimeWarning, match="below its sample complexity"):
+        fused = TensorEM(**kw).fit(data.X, data.y)
+    monkeypatch.setattr(moments, "FUSED_KERNELS", False)
+    with pytest.warns(RuntimeWarning, match="below its sample complexity"):
+        blas = TensorEM(**kw).fit(data.X, data.y)
+    assert not fused.tensor_ill_conditioned_ and not blas.tensor_ill_conditioned_
+    np.testing.assert_allclose(blas.experts_, fused.experts_, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(blas.tensor_eigenvalues_, fused.tensor_eigenvalues_, rtol=1e-10)
+    assert blas.tensor_eigengap_ == pytest.approx(fused.tensor_eigengap_, abs=1e-8)
+    # below its sample complexity, as the T2 spectrum says (the 4th eigenvalue is noise)
+    assert fused.below_sample_complexity_ and fused.t2_signal_directions_ < 4
+
+
+def test_below_sample_complexity_on_tiny_n_and_not_on_large_n(linear_fit):
+    """Issue 26 item 4 (e): the flag is a fitted attribute; the fit still returns."""
+    data = make_moe(1_000, 10, 3, activation="sigmoid", sigma=0.1, random_state=0)
+    with pytest.warns(RuntimeWarning, match="below its sample complexity"):
+        est = TensorEM(n_experts=3, activation="sigmoid", sigma=0.1, random_state=0,
+                       gating_em_iter=2).fit(data.X, data.y)
+    assert est.below_sample_complexity_ is True
+    assert est.t2_signal_directions_ < 3
+    assert est.experts_.shape == (3, 10) and np.all(np.isfinite(est.gating_))
+    big = make_moe(100_000, 10, 3, activation="sigmoid", sigma=0.1, random_state=0)
+    est = TensorEM(n_experts=3, activation="sigmoid", sigma=0.1, random_state=0,
+                   gating_em_iter=2).fit(big.X, big.y)
+    assert est.below_sample_complexity_ is False and est.t2_signal_directions_ == 3
+    assert linear_fit.below_sample_complexity_ is False
+
+
+def test_whitening_keeps_eigenvalues_of_c2s_sign():
+    """Issue 26 item 4 (d) on data: the k kept eigenvalues of T2 have c2's sign, though a
+    wrong-sign noise eigenvalue is larger in modulus than the third of them."""
+    data = make_moe(3_000, 10, 3, activation="sigmoid", sigma=0.1, random_state=0)
+    est = TensorEM(n_experts=3, activation="sigmoid", sigma=0.1, random_state=0,
+                   gating_em_iter=1)
+    with pytest.warns(RuntimeWarning, match="below its sample complexity"):
+        est.fit(data.X, data.y)
+    c2_sign = np.sign(est.coefficients_.c2)
+    assert np.all(np.sign(est.t2_eigenvalues_[:3]) == c2_sign)
+    # this data set has a wrong-sign eigenvalue larger in modulus than the third kept one
+    assert abs(est.t2_eigenvalues_[3]) > abs(est.t2_eigenvalues_[2])
+    assert np.sign(est.t2_eigenvalues_[3]) == -c2_sign

@@ -12,7 +12,7 @@ from moebench.activations import get_activation
 from moebench.tensor.estimator import TensorEM
 from moebench.tensor.label_transforms import apply_transforms, transform_coefficients
 from moebench.tensor.moments import SecondMomentOperator, second_moment
-from moebench.tensor.whitening import Whitening, whiten
+from moebench.tensor.whitening import Whitening, t2_noise_level, whiten
 
 
 def _t2(seed=0, n=3000, d=7):
@@ -81,10 +81,16 @@ def test_estimator_diagnostics_are_the_whitening_of_the_moments():
     data = moebench.make_moe(3000, 6, 3, activation="relu", sigma=0.1, random_state=5)
     est = TensorEM(n_experts=3, activation="relu", sigma=0.1, random_state=0,
                    gating_em_iter=2).fit(data.X, data.y)
-    s2, _ = apply_transforms(data.y, transform_coefficients("relu", 0.1))
-    wh = whiten(second_moment(data.X, s2), 3, n_extra=1)
+    coef = transform_coefficients("relu", 0.1)
+    s2, _ = apply_transforms(data.y, coef)
+    # the k kept have c2's sign; the noise level is t2_noise_level's rule (issue 26 item 4)
+    wh = whiten(second_moment(data.X, s2), 3, n_extra=1, sign=np.sign(coef.c2),
+                noise_level=t2_noise_level(s2, 6))
     np.testing.assert_array_equal(est.t2_eigenvalues_, wh.leading_eigvals)
     assert est.t2_eigengap_ == wh.eigengap
+    assert est.t2_noise_level_ == wh.noise_level
+    assert est.t2_signal_directions_ == wh.n_signal
+    assert est.below_sample_complexity_ == wh.below_sample_complexity
 
 
 @pytest.mark.parametrize("activation", ["linear", "relu"])

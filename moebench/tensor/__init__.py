@@ -6,8 +6,9 @@ Modules, in the order the estimator uses them (each imports only modules listed 
 * :mod:`~moebench.tensor.backend` -- the numpy/torch array switch of the moment kernels;
 * :mod:`~moebench.tensor.moments` -- streaming T2, its implicit operator, T3(W, W, W);
 * :mod:`~moebench.tensor.whitening` -- :class:`~moebench.tensor.whitening.Whitening`
-  (W, un-whitening, eigenvalues, eigen-gap, rank check) from T2;
-* :mod:`~moebench.tensor.decomposition` -- symmetric-tensor algebra, power method, Jennrich;
+  (W, un-whitening, eigenvalues of c2's sign, eigen-gap, noise level, rank check) from T2;
+* :mod:`~moebench.tensor.decomposition` -- symmetric-tensor algebra, power method, Jennrich
+  (with the eigengap that says when rounding could change the result);
 * :mod:`~moebench.tensor.estimator` -- :class:`~moebench.tensor.estimator.TensorEM`,
   registered as ``"tensor_em"`` (also importable as :mod:`moebench.tensor_em`).
 

@@ -48,7 +48,7 @@ from moebench.tensor.label_transforms import (
     sigma_from_mean_square,
     transform_coefficients,
 )
-from moebench.tensor.whitening import Whitening, whiten
+from moebench.tensor.whitening import Whitening, noise_level_from_mean_square, whiten
 from moebench.validation import check_choice, check_positive_int
 
 
@@ -129,6 +129,12 @@ def _matmat_sum(Xb: np.ndarray, s2b: np.ndarray, Omega: np.ndarray, x_scale: flo
     op = moments.SecondMomentOperator(_scaled(Xb, x_scale), s2b, chunk_size=chunk_size,
                                       dtype=dtype)
     return Xb.shape[0] * op.matmat(Omega)
+
+
+def _sum_of_squares(w: np.ndarray) -> float:
+    """sum w^2 of one block (for T2's noise level)."""
+    w = np.asarray(w, dtype=float)
+    return float(np.dot(w, w))
 
 
 def _stats_sum(Xb: np.ndarray, yb: np.ndarray) -> np.ndarray:
@@ -258,12 +264,14 @@ class TensorStep:
         The sigma used by the label transforms (given, or estimated from mean y²).
     coefficients : TransformCoefficients
     whitening : Whitening
-        The whitening of T2 (W, eigenvalues, eigen-gap).
+        The whitening of T2 (W, eigenvalues of c2's sign, eigen-gap, noise level and
+        ``below_sample_complexity``, as the estimator's fitted attributes).
     T2 : ndarray of shape (d, d) or None
         The second moment (None with the randomized whitening, which never forms it).
     T3w : ndarray of shape (k, k, k)
         The whitened third moment.
     decomposition : TensorDecomposition
+        With its ``residual``, ``eigengap`` and ``ill_conditioned``.
     x_scale : float
         The rms X was divided by before the moments (1.0: X used as given).
     """
@@ -376,7 +384,11 @@ def tensor_step(X: Any, y: Any, k: int, activation: str | Activation = "linear",
         target: Any = T2
     else:
         target = _DelayedOperator(Xs, s2s, n, d, x_scale, chunk_size, dt)
-    wh = whiten(target, k, method, n_extra=1, random_state=int(rng.integers(2**31)))
+    # the k kept eigenvalues have c2's sign; their noise level needs mean(s2^2) (y only)
+    s2_ssq = float(_reduce([dask.delayed(_sum_of_squares, pure=True)(w) for w in s2s]))
+    wh = whiten(target, k, method, n_extra=1, random_state=int(rng.integers(2**31)),
+                sign=float(np.sign(coef.c2)),
+                noise_level=noise_level_from_mean_square(s2_ssq / n, n, d))
 
     # pass 3: the whitened third moment, then the decomposition (on the client)
     T3w = _reduce([dask.delayed(_t3w_sum, pure=True)(b, w, wh.W, x_scale, chunk_size, dt)

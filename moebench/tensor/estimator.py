@@ -9,8 +9,12 @@ consistent and efficient algorithms" (arXiv:1802.07417). Steps of :class:`Tensor
    T3 = E[s3 (x^{⊗3} - sym(x ⊗ I))] = c3 sum_i p_i a_i^{⊗3}  (p_i = E[P(z=i|x)]).
 2. **Moments and whitening** (:mod:`moebench.tensor.moments`,
    :mod:`moebench.tensor.whitening`): T2 in one streaming pass; its k eigenpairs of
-   largest |eigenvalue|, T2 ~ U D U^T, give W = U |D|^{-1/2}; the whitened third
-   moment T3(W, W, W) in one more pass (d×d×d is never built).
+   largest sign(c2) * eigenvalue (the population T2's k nonzero eigenvalues all have
+   c2's sign; c2 comes from the transform's quadrature, so the sign is the theory's, not
+   the data's), T2 ~ U D U^T, give W = U |D|^{-1/2}; the whitened third moment
+   T3(W, W, W) in one more pass (d×d×d is never built). When fewer than k of them
+   clear T2's noise level (:func:`moebench.tensor.whitening.t2_noise_level`, from
+   mean(s2^2): no pass over X), the fit records ``below_sample_complexity_``.
 3. **Decomposition** (:mod:`moebench.tensor.decomposition`): with
    b_i = sqrt(|c2| p_i) W^T a_i (orthonormal: sum_i b_i b_i^T = sign(c2) W^T T2 W = I),
    T3(W, W, W) = sum_i lambda_i b_i^{⊗3},  lambda_i = c3 / (|c2|^{3/2} sqrt(p_i)).
@@ -18,8 +22,14 @@ consistent and efficient algorithms" (arXiv:1802.07417). Steps of :class:`Tensor
    lambda_hat >= 0; an odd tensor only fixes (lambda, v) up to (-lambda, -v), and the
    true lambda_i has the sign of c3, so b_i = sign(c3 lambda_hat_i) v_i.
    Un-whitening: W^T a_i ∝ b_i and a_i lies in span(U), so
-   a_i ∝ (W^T)^+ b_i = U |D|^{1/2} b_i; then ||a_i|| = 1. The sign of c2 never
-   enters (|D| is used; D has the sign of c2 in population).
+   a_i ∝ (W^T)^+ b_i = U |D|^{1/2} b_i; then ||a_i|| = 1. The sign of c2 only
+   chooses the kept eigenpairs (|D| is used; D has the sign of c2 in population).
+   Every start of the power method runs to convergence and the choice among the fixed
+   points keeps a margin (:mod:`moebench.tensor.decomposition`), so rounding-level
+   differences of the moments (fused or BLAS kernels, numpy or torch) do not change the
+   experts; where the margin (``tensor_eigengap_``) is below
+   :data:`~moebench.tensor.decomposition.EIGENGAP_TOL` the fit records
+   ``tensor_ill_conditioned_``.
    Sign identifiability: when c3 != 0 the sign of each a_i is identified (linear,
    sigmoid, relu, tanh, ...). An even g (g(-t) = g(t)) makes a_i and -a_i give
    the same model; then h3 is even and c3 = E[h3'''(Z)] = 0 and the fit is refused.
@@ -59,7 +69,7 @@ from moebench.tensor.label_transforms import (
     transform_coefficients,
 )
 from moebench.tensor.moments import SecondMomentOperator, second_moment, whitened_third_moment
-from moebench.tensor.whitening import WHITENING_METHODS, Whitening, whiten
+from moebench.tensor.whitening import WHITENING_METHODS, Whitening, t2_noise_level, whiten
 from moebench.validation import DegenerateFitError, Interval, Options, rms
 
 WHITENINGS = ("auto", *WHITENING_METHODS)
@@ -157,7 +167,8 @@ class TensorEM(MoEEstimator):
     n_starts : int
         L, random starts per component (power) or slices tried (jennrich).
     n_power_iter : int
-        N, power iterations per start and for the refinement.
+        N, power iterations per start; a start still moving after them is finished by
+        Newton's method (:func:`moebench.tensor.decomposition.robust_power_method`).
     whitening : {"auto", "eigh", "randomized"}
         Eigendecomposition of T2: dense ``eigh`` (O(d^3)), a randomized range finder
         on the implicit T2 (never forms d×d), or ``auto`` (eigh for d <= 1000).
@@ -226,16 +237,34 @@ class TensorEM(MoEEstimator):
     coefficients_ : TransformCoefficients or AblationCoefficients
         alpha, beta, gamma, c2, c3 used ("paper"); the transform's c2, c3 (ablations).
     t2_eigenvalues_ : ndarray
-        The k (or k + 1 when k < d) signed eigenvalues of T2 of largest modulus.
+        The k kept signed eigenvalues of T2 (those of largest sign(c2) * eigenvalue), then
+        (when k < d) the largest |eigenvalue| left out.
     t2_eigengap_ : float
-        |lambda_k| / |lambda_{k+1}| of T2 (inf when k = d): large means the experts'
+        |lambda_k| / |lambda_{k+1}| of those (inf when k = d): large means the experts'
         span is well separated from noise.
+    t2_noise_level_ : float
+        :func:`moebench.tensor.whitening.t2_noise_level`: 2.5 sqrt(mean(s2^2) d / n), the
+        level T2's pure-noise eigenvalues stay below.
+    t2_signal_directions_ : int
+        Kept eigenvalues with sign(c2) * eigenvalue above the noise level.
+    below_sample_complexity_ : bool
+        ``t2_signal_directions_ < k``: T2 does not resolve k expert directions from its
+        noise; the tensor step still returns experts (and a warning is issued).
     tensor_eigenvalues_ : ndarray of shape (k,)
         lambda_i of the whitened T3, as returned by the decomposition (>= 0).
     mixing_weights_ : ndarray of shape (k,)
         p_i = c3^2 / (|c2|^3 lambda_i^2), normalised to sum 1 (orthogonal gating).
-    decomposition_residual_ : float
-        ||T3w - sum_i lambda_i v_i^{⊗3}|| / ||T3w||.
+    decomposition_residual_, tensor_residual_ : float
+        ||T3w - sum_i lambda_i v_i^{⊗3}|| / ||T3w|| (the same number under both names).
+    tensor_eigengap_ : float
+        The decomposition's eigengap: power method, the smallest margin between the chosen
+        fixed point's T(v, v, v) and the best distinct one's over the deflation steps,
+        over the largest eigenvalue; jennrich, the smallest gap between consecutive
+        eigenvalues (the last one against 0) over the largest.
+    tensor_ill_conditioned_ : bool
+        ``tensor_eigengap_ <`` :data:`~moebench.tensor.decomposition.EIGENGAP_TOL`
+        (1e-6) or a deflation step without a converged start: rounding-level changes of
+        the moments may change the experts.
     assumption_check_ : float
         :func:`gating_orthogonality` of the fitted gating and experts: the largest
         |cos| between a gating row (relative to the reference row) and span(experts);
@@ -359,7 +388,9 @@ class TensorEM(MoEEstimator):
 
     # -- the tensor part ----------------------------------------------------------------
     def _whiten(self, X: np.ndarray, s2: np.ndarray, k: int, opts: dict[str, Any],
-                rng: np.random.Generator) -> Whitening:
+                rng: np.random.Generator, c2: float | None = None) -> Whitening:
+        """Whiten T2 by its k eigenpairs with the sign of ``c2`` and set the T2 diagnostics
+        (eigenvalues, eigengap, noise level, signal directions, below_sample_complexity_)."""
         d = X.shape[1]
         method = self.whitening
         if method == "auto":
@@ -368,10 +399,16 @@ class TensorEM(MoEEstimator):
         T2: Any = (second_moment(X, s2, **kw) if method == "eigh"
                    else SecondMomentOperator(X, s2, **kw))
         seed = int(rng.integers(2**31))
-        # one extra eigenpair for the eigen-gap diagnostic
-        wh = whiten(T2, k, method, n_extra=1, random_state=seed)
+        # one extra eigenpair for the eigen-gap diagnostic; the k kept have c2's sign (the
+        # population T2 = c2 sum_i p_i a_i a_i^T), noise from mean(s2^2) (an O(n) pass on s2)
+        sign = None if c2 is None or c2 == 0 else float(np.sign(c2))
+        wh = whiten(T2, k, method, n_extra=1, random_state=seed, sign=sign,
+                    noise_level=t2_noise_level(s2, d))
         self.t2_eigenvalues_ = wh.leading_eigvals.copy()
         self.t2_eigengap_ = wh.eigengap
+        self.t2_noise_level_ = wh.noise_level
+        self.t2_signal_directions_ = wh.n_signal
+        self.below_sample_complexity_ = wh.below_sample_complexity
         return wh
 
     def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
@@ -410,11 +447,12 @@ class TensorEM(MoEEstimator):
             coef = ablation_coefficients(self.label_transform, activation, sigma0)
             s2, s3 = ablation_labels(y, self.label_transform)
         self.coefficients_ = coef
-        wh = self._whiten(X, s2, k, opts, rng)
-        if np.any(np.sign(wh.eigvals) != np.sign(coef.c2)):
+        wh = self._whiten(X, s2, k, opts, rng, coef.c2)
+        if self.below_sample_complexity_:
             warnings.warn(
-                "tensor_em: some of the k leading eigenvalues of T2 have the opposite sign of "
-                f"c2 = {coef.c2:.3g}; the moment estimates are noisy (more samples help)",
+                f"tensor_em: only {wh.n_signal} of the k = {k} eigenvalues of T2 kept (sign "
+                f"of c2 = {coef.c2:.3g}) clear its noise level {wh.noise_level:.3g}; the "
+                "tensor step is below its sample complexity (below_sample_complexity_)",
                 RuntimeWarning, stacklevel=3,
             )
         T3w = whitened_third_moment(X, s3, wh.W, chunk_size=opts["chunk_size"],
@@ -429,6 +467,9 @@ class TensorEM(MoEEstimator):
         lam = dec.eigenvalues
         self.tensor_eigenvalues_ = lam.copy()
         self.decomposition_residual_ = dec.residual
+        self.tensor_residual_ = dec.residual
+        self.tensor_eigengap_ = dec.eigengap
+        self.tensor_ill_conditioned_ = dec.ill_conditioned
         with np.errstate(divide="ignore"):
             p = coef.c3**2 / (abs(coef.c2) ** 3 * np.maximum(lam, 1e-300) ** 2)
         self.mixing_weights_ = p / p.sum()
