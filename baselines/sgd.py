@@ -23,6 +23,7 @@ from moebench.activations import Activation
 from moebench.base import History, RestartedEstimator, StartFit
 from moebench.chunked import is_out_of_core, row_blocks
 from moebench.registry import register
+from moebench.stopping import StoppingCriterion
 from moebench.starts import data_scale_start, random_start, search_in_subspace
 from moebench.validation import Interval, Options, rms
 
@@ -140,6 +141,9 @@ class SGD(RestartedEstimator):
     #: only the time budget: an epoch is not an EM iteration, so the sweep's max_iter does
     #: not set max_epochs (the shipped configs keep sgd at its own 40 epochs)
     budget_parameters: ClassVar[dict[str, str]] = {"max_time": "max_time"}
+    #: time only: the sweep's iteration budget does not apply (``max_epochs``, per restart,
+    #: is sgd's own option and the horizon of its learning-rate schedule)
+    iteration_unit: ClassVar[str | None] = None
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "optimizer": [Options(OPTIMIZERS)],
         "lr": [Interval(float, 0, None, closed="neither")],
@@ -188,6 +192,10 @@ class SGD(RestartedEstimator):
         self.dtype = dtype
         self.device = device
         self.max_time = max_time
+
+    def _stop_tol(self) -> float | None:
+        """The per-epoch tolerance ``tol`` (0 disables it)."""
+        return float(self.tol) if self.tol > 0 else None
 
     def _torch_device(self):
         import torch
@@ -261,7 +269,7 @@ class SGD(RestartedEstimator):
 
     def _fit_single(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
                     sigma: float | None, history: History, rng: np.random.Generator,
-                    deadline: float | None, context: SimpleNamespace) -> StartFit:
+                    stop: StoppingCriterion, context: SimpleNamespace) -> StartFit:
         import torch
 
         c = context
@@ -312,15 +320,11 @@ class SGD(RestartedEstimator):
             An, Wn, sn = _snapshot(A, Wf, log_s)
             history.record("sgd", epoch, ll, experts=An, gating=Wn, sigma=sn)
             final_ll = ll
-            if self.tol > 0 and abs(ll - prev_ll) <= self.tol * max(1.0, abs(ll)):
-                stop_reason = "converged"
-            elif deadline is not None and history.elapsed() > deadline:
-                stop_reason = "max_time"
-            elif last:
-                stop_reason = "max_epochs"
-            else:
-                stop_reason = ""
-            if stop_reason:
+            # the fit's criterion, by its precedence: tol ("converged"), then the epoch
+            # budget ("max_epochs", this restart's own), then the time budget ("max_time")
+            reason = stop.check(ll, prev_ll, "max_epochs" if last else None)
+            if reason is not None:
+                stop_reason = reason
                 break
             prev_ll = ll
             if full:

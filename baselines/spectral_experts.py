@@ -56,8 +56,10 @@ from scipy.linalg import cho_factor, cho_solve
 
 from moebench.activations import Activation
 from moebench.base import History, MoEEstimator
-from moebench.em import STAGED_EM_CONSTRAINTS, gating_em_then_refine
+from moebench.em import GATING_EM_CONSTRAINTS, GATING_EM_RIDGE, EMResult, gating_em
 from moebench.registry import register
+from moebench.stopping import StoppingCriterion
+from moebench.tensor.estimator import fit_from_start
 from moebench.tensor.decomposition import DECOMPOSITIONS, decompose, multilinear
 from moebench.tensor.whitening import whiten
 from moebench.validation import DegenerateFitError, Interval, Options
@@ -253,8 +255,15 @@ class SpectralExperts(MoEEstimator):
         "decomposition": [Options(DECOMPOSITIONS)],
         "n_starts": [Interval(int, 1, None)],
         "n_power_iter": [Interval(int, 1, None)],
-        **STAGED_EM_CONSTRAINTS,
+        **GATING_EM_CONSTRAINTS,
     }
+    iteration_unit: ClassVar[str | None] = "EM iteration"
+    #: the options of the start (regressions, decomposition, gating EM) that
+    #: ``refine=True`` hands to ``joint_em(init="spectral_experts", init_options=...)``
+    START_OPTIONS: ClassVar[tuple[str, ...]] = (
+        "regularization", "reg_strength", "admm_max_iter", "decomposition", "n_starts",
+        "n_power_iter", "gating_em_iter", "gating_tol", "gating_newton_steps",
+        "gating_method", "gating_acceleration", "ridge")
 
     def __init__(
         self,
@@ -273,7 +282,7 @@ class SpectralExperts(MoEEstimator):
         gating_newton_steps: int = 5,
         gating_method: str = "auto",
         gating_acceleration: str = "quasi_newton",
-        ridge: float = 0.0,
+        ridge: float = GATING_EM_RIDGE,
         refine: bool = False,
         refine_max_iter: int = 200,
         refine_tol: float = 1e-8,
@@ -321,8 +330,30 @@ class SpectralExperts(MoEEstimator):
         return low_rank_regression(G, b, basis, lam, self.regularization, intercept,
                                    max_iter=int(self.admm_max_iter))
 
+    def start_options(self) -> dict[str, Any]:
+        """This estimator's start options (:attr:`START_OPTIONS`), as ``init_options`` of
+        ``joint_em(init="spectral_experts")``."""
+        return {name: getattr(self, name) for name in self.START_OPTIONS}
+
     def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
              sigma: float | None, history: History) -> None:
+        # refine: joint EM from the spectral start, i.e. joint_em(init="spectral_experts")
+        self.local_search = bool(self.refine)
+        if self.refine:
+            fit_from_start(self, "spectral_experts", X, y, k, activation, sigma, history)
+            return
+        stop = self.stopping(history, tol=float(self.gating_tol))
+        res = self.start(X, y, k, activation, sigma, history, stop)
+        self._set_fit(res.experts, res.gating, res.sigma, res.n_iter, res.log_likelihood,
+                      res.stop_reason, converged=res.converged)
+
+    def start(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+              sigma: float | None, history: History, stop: StoppingCriterion,
+              gating: bool = True) -> EMResult:
+        """The regressions and the decomposition, then the gating EM with the experts
+        fixed: spectral_experts' fit, and the start of ``joint_em(init="spectral_experts")``
+        (the arguments and the result as
+        :meth:`moebench.tensor.estimator.TensorEM.start`)."""
         n, d = X.shape
         n_min = n_cubic_features(d) + 2
         if n < n_min:  # fewer rows than features: the y^3 regression is underdetermined
@@ -369,17 +400,22 @@ class SpectralExperts(MoEEstimator):
         history.record("decomposition", 0, float("nan"), experts=experts,
                        gating=np.zeros((k, d)), decomposition_residual=dec.residual)
 
-        # 3. gating EM with the experts fixed, then optional refine (shared with tensor_em)
-        staged = gating_em_then_refine(
-            X, y, experts, float(np.sqrt(sigma2)), activation, history,
-            update_sigma=sigma is None, gating_em_iter=self.gating_em_iter,
-            gating_tol=self.gating_tol, gating_newton_steps=self.gating_newton_steps,
-            gating_method=self.gating_method, gating_acceleration=self.gating_acceleration,
-            ridge=self.ridge, refine=self.refine,
-            refine_max_iter=self.refine_max_iter, refine_tol=self.refine_tol,
-            max_iter=self.max_iter, max_time=self.max_time)
-        res = staged.result
-        times.update(staged.times)
+        # 3. gating EM with the experts fixed, ridge-penalised (bounded gating)
+        if gating:
+            tick = time.perf_counter()
+            res = gating_em(
+                X, y, experts, float(np.sqrt(sigma2)), activation, history, stop,
+                update_sigma=sigma is None, gating_em_iter=int(self.gating_em_iter),
+                gating_newton_steps=int(self.gating_newton_steps),
+                gating_method=self.gating_method,
+                gating_acceleration=self.gating_acceleration, ridge=float(self.ridge))
+            times["gating_em"] = time.perf_counter() - tick
+            self.gating_converged_ = res.converged
+            self.gating_n_iter_ = res.n_iter
+        else:
+            res = EMResult(experts, np.zeros((k, d)), float(np.sqrt(sigma2)), 0, float("nan"),
+                           False, "start")
         self.phase_times_ = times
-        self._set_fit(res.experts, res.gating, res.sigma, staged.n_iter, res.log_likelihood,
-                      staged.stop_reason, converged=res.converged)
+        self.phase_gating_norms_ = {"gating_em" if gating else "start":
+                                    float(np.linalg.norm(res.gating))}
+        return res
