@@ -109,6 +109,7 @@ class _MarginalLikelihood:
             self.k = self._block_means(slice(0, 1)).shape[0]
         self.last_z: np.ndarray | None = None
         self.last_ll = np.nan
+        self.last_objective = np.nan
         self.last_sigma = float(sigma)
         self.n_eval = 0
 
@@ -200,7 +201,7 @@ class _MarginalLikelihood:
             grad[:m] -= self.ridge * theta
             value -= 0.5 * self.ridge * float(theta @ theta)
         self.last_z = z.copy()
-        self.last_ll, self.last_sigma = ll, sigma
+        self.last_ll, self.last_sigma, self.last_objective = ll, sigma, value
         return -value, -grad
 
 
@@ -294,7 +295,7 @@ def gating_em_quasi_newton(
     f.evaluate(z0)
     if history is not None:
         history.record(phase, iteration_offset, f.last_ll, experts=experts,
-                       gating=f.gating(z0), sigma=f.last_sigma)
+                       gating=f.gating(z0), sigma=f.last_sigma, objective=f.last_objective)
     state = {"it": 0, "stop": None}
 
     def callback(intermediate_result) -> None:
@@ -305,7 +306,8 @@ def gating_em_quasi_newton(
         stop.tick()
         if history is not None:
             history.record(phase, iteration_offset + state["it"], f.last_ll,
-                           experts=experts, gating=f.gating(z), sigma=f.last_sigma)
+                           experts=experts, gating=f.gating(z), sigma=f.last_sigma,
+                           objective=f.last_objective)
         # an iteration limit reached now ends the run by L-BFGS's maxiter (it ranks before
         # the time budget)
         if state["it"] < cap and stop.out_of_time():

@@ -708,6 +708,14 @@ class RestartedEstimator(MoEEstimator):
     n_init: int
     max_time: float | None
 
+    def stopping(self, history: History, tol: float | None = None) -> StoppingCriterion:
+        """:meth:`MoEEstimator.stopping`; ``max_time`` (a parameter of every restarted
+        estimator) is the time budget even when ``budget_parameters`` does not name it."""
+        stop = super().stopping(history, tol)
+        if "max_time" not in self.budget_parameters and self.max_time is not None:
+            stop = StoppingCriterion(stop.max_iter, self.max_time, tol, history, stop.unit)
+        return stop
+
     def _n_starts(self) -> int:
         """Starts to run (default ``n_init``; a deterministic start runs once)."""
         return int(self.n_init)

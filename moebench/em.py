@@ -402,6 +402,12 @@ def _gradient_m_step(X, y, resp, experts, gating, activation, step_size):
     return new_experts, new_gating - new_gating[-1]
 
 
+def _penalised(ll: float, gating: np.ndarray, ridge: float) -> float:
+    """ll - ridge / 2 ||W||_F^2 (the gating rows relative to the last one)."""
+    free = gating[:-1] - gating[-1]
+    return float(ll - 0.5 * ridge * float(np.sum(free * free)))
+
+
 @dataclass
 class EMResult(StartFit):
     """Outcome of :func:`run_em` (one start of a restarted fit: experts, gating, sigma,
@@ -501,8 +507,11 @@ def run_em(
     means = None if update_experts else _means(X, experts, activation)
     # the E-step's gate log-probabilities start the next gating M-step (same gating)
     resp, ll, log_proba = _e_step_gate(X, y, experts, gating, sigma, activation, means)
+    # the gating EM (experts fixed) climbs the ridge-penalised objective: its records carry it
+    penalised = history is not None and not update_experts
     if history is not None:
-        history.record(phase, iteration_offset, ll, experts=experts, gating=gating, sigma=sigma)
+        history.record(phase, iteration_offset, ll, experts=experts, gating=gating, sigma=sigma,
+                       **({"objective": _penalised(ll, gating, ridge)} if penalised else {}))
     stop = stopping if stopping is not None else StoppingCriterion(
         max_time=max_time, tol=tol, clock=clock)
     limit = int(max_iter)
@@ -535,7 +544,8 @@ def run_em(
             raise FloatingPointError(f"EM produced a non-finite log-likelihood at iteration {it}")
         if history is not None:
             history.record(phase, iteration_offset + it, new_ll, experts=experts, gating=gating,
-                           sigma=sigma)
+                           sigma=sigma, **({"objective": _penalised(new_ll, gating, ridge)}
+                                           if penalised else {}))
         # the criterion's O(1) check: tolerance, then this loop's limit, the fit's
         # iteration budget, the time budget
         stop_reason = stop.check(new_ll, ll, limit_name if it >= limit else None)
