@@ -1,10 +1,13 @@
 """Joint EM for the mixture of experts (Jordan and Jacobs 1994), with restarts.
 
-Every parameter is learned by EM from an initialisation that does not use the
-tensor method: E-step responsibilities; M-step the Newton multinomial-logistic
-gating step, weighted least squares (linear g) or Levenberg-Marquardt (other g)
-for the experts, and the closed-form sigma. The EM loop itself is
-:func:`moebench.em.run_em`, shared with tensor_em's gating EM.
+Every parameter is learned by EM: E-step responsibilities; M-step the Newton
+multinomial-logistic gating step, weighted least squares (linear g) or
+Levenberg-Marquardt (other g) for the experts, and the closed-form sigma. The EM loop
+itself is :func:`moebench.em.run_em`, shared with tensor_em's gating EM. The default
+starts do not use a moment method; ``init="tensor"`` (tensor_em's tensor step and gating
+EM) is the one EM behind ``tensor_em(refine=True)``, and ``init="spectral_experts"`` the
+one behind ``spectral_experts(refine=True)``. The budgets are totals over the restarts,
+enforced by the fit's :class:`~moebench.stopping.StoppingCriterion`.
 
 ``mstep="gradient"`` replaces the M-step by one gradient step on the expected
 complete-data log-likelihood ("gradient EM", Fruytier, Mokhtari and Sanghavi 2025);

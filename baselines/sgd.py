@@ -23,8 +23,8 @@ from moebench.activations import Activation
 from moebench.base import History, RestartedEstimator, StartFit
 from moebench.chunked import is_out_of_core, row_blocks
 from moebench.registry import register
-from moebench.stopping import StoppingCriterion
 from moebench.starts import data_scale_start, random_start, search_in_subspace
+from moebench.stopping import StoppingCriterion
 from moebench.validation import Interval, Options, rms
 
 from ._spectral import spectral_subspace
@@ -104,7 +104,9 @@ class SGD(RestartedEstimator):
         Minibatch size for "sgd" and "adam"; None uses the full batch; "auto" is
         n / 32 clipped to [64, 4096], so that an epoch is about 32 steps whatever n.
     max_epochs : int
-        Epoch budget (one epoch = one pass over the data; one step for "gd").
+        Epoch budget of each restart (one epoch = one pass over the data; one step for
+        "gd"); sgd's own option, the horizon of the learning-rate schedule (the sweep's
+        iteration budget does not set it: ``iteration_unit`` is None).
     tol : float
         Stop a restart when the full-data mean log-likelihood changes by less
         than ``tol * max(1, |ll|)`` over an epoch (0 disables).
@@ -126,10 +128,15 @@ class SGD(RestartedEstimator):
     device : {"auto", "cpu", "cuda"}
         "auto" uses CUDA when torch sees a GPU.
     max_time : float or None
-        Wall-clock budget in seconds across all restarts.
+        Wall-clock budget in seconds of the whole fit (all restarts).
 
     Notes
     -----
+    Stopping is the fit's :class:`~moebench.stopping.StoppingCriterion`; when several end
+    the same epoch the precedence is fixed: ``tol`` ("converged"), then the epoch budget
+    ("max_epochs"), then the time budget ("max_time"). ``grad_tol`` ends a full-batch
+    restart before its step ("grad_tol").
+
     ``history_`` has one record per epoch with the exact mean log-likelihood on
     the full training data at the parameters after that epoch (iteration 0: the
     start). Full batch: taken from the forward pass of the next step (free);

@@ -34,10 +34,11 @@ constant. With M_p = sum_h pi_h beta_h^{⊗p}:
    experts' norms are identified.
 3. **Gating**: an MoE gating softmax(W x) has no intercept, so constant non-uniform weights
    pi cannot be expressed; ``mixing_weights_`` holds the estimated pi and ``gating_`` is
-   fitted afterwards by the EM stage shared with tensor_em
-   (:func:`moebench.em.gating_em_then_refine`): gating EM with the experts fixed, from a zero
-   gating (equal weights), which stays near zero when the mixing really is constant.
-   ``refine=True`` then runs joint EM from that solution, exactly as tensor_em's ``refine``.
+   fitted afterwards by the gating EM shared with tensor_em (:func:`moebench.em.gating_em`,
+   ridge-bounded): the experts fixed, from a zero gating (equal weights), which stays near
+   zero when the mixing really is constant. ``refine=True`` is
+   ``joint_em(init="spectral_experts")``: joint EM from that start, exactly as tensor_em's
+   ``refine``.
 
 Assumptions: linear experts, constant mixing weights (under input-dependent gating the
 regressions are misspecified: E[y^2 | x] is then not <M2, x⊗x> + sigma^2), k <= d,
@@ -59,8 +60,8 @@ from moebench.base import History, MoEEstimator
 from moebench.em import GATING_EM_CONSTRAINTS, GATING_EM_RIDGE, EMResult, gating_em
 from moebench.registry import register
 from moebench.stopping import StoppingCriterion
-from moebench.tensor.estimator import fit_from_start
 from moebench.tensor.decomposition import DECOMPOSITIONS, decompose, multilinear
+from moebench.tensor.estimator import fit_from_start
 from moebench.tensor.whitening import whiten
 from moebench.validation import DegenerateFitError, Interval, Options
 
@@ -212,13 +213,15 @@ class SpectralExperts(MoEEstimator):
     n_starts, n_power_iter : int
         Random starts and iterations of the robust tensor power method.
     gating_em_iter, gating_tol, gating_newton_steps, gating_method, gating_acceleration, ridge
-        The gating EM with the experts fixed (as tensor_em).
+        The gating EM with the experts fixed (as tensor_em; ``ridge`` bounds its gating).
     refine, refine_max_iter, refine_tol
-        Joint EM from the spectral solution afterwards (as tensor_em's ``refine``).
+        ``refine=True`` fits ``joint_em(init="spectral_experts")`` with ``refine_max_iter``
+        as its ``max_iter`` and ``refine_tol`` as its ``tol`` (as tensor_em's ``refine``).
     max_iter : int or None
-        The sweep's iteration budget: caps each EM phase.
+        The sweep's iteration budget, a total: the gating EM's iterations (with
+        ``refine``, the joint EM's).
     max_time : float or None
-        Wall-clock budget of the EM phases (the regressions are not interrupted).
+        Wall-clock budget of the whole fit (the regressions are not interrupted).
 
     Attributes
     ----------
@@ -236,7 +239,9 @@ class SpectralExperts(MoEEstimator):
     admm_iter_ : tuple of int
         ADMM iterations of the M2 and M3 regressions.
     phase_times_ : dict
-        Seconds in "moments", "decomposition", "gating_em", "refine".
+        Seconds in "moments", "decomposition", "gating_em" (with ``refine`` also "em").
+    phase_gating_norms_ : dict
+        ||gating||_F where each phase ended.
     """
 
     description = ("Spectral Experts (Chaganty & Liang 2013): low-rank regression of y^2, y^3 "
@@ -245,7 +250,8 @@ class SpectralExperts(MoEEstimator):
     assumes = ("linear g", "constant mixing", "k <= d", f"d <= {MAX_D}")
     requires_k_le_d: ClassVar[bool] = True
     supported_activations = ("linear",)
-    local_search: ClassVar[bool] = False  # a moment method; with refine it ends in EM
+    #: a moment method; a fit with ``refine`` (joint EM) sets the instance's to True
+    local_search: ClassVar[bool] = False
     budget_parameters: ClassVar[dict[str, str]] = {"max_iter": "max_iter",
                                                    "max_time": "max_time"}
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {

@@ -23,11 +23,14 @@ consistent and efficient algorithms" (arXiv:1802.07417). Steps of :class:`Tensor
    Sign identifiability: when c3 != 0 the sign of each a_i is identified (linear,
    sigmoid, relu, tanh, ...). An even g (g(-t) = g(t)) makes a_i and -a_i give
    the same model; then h3 is even and c3 = E[h3'''(Z)] = 0 and the fit is refused.
-4. **Gating EM** (:func:`moebench.em.run_em` with ``update_experts=False``): from a
-   zero gating (equal gate probabilities), E-steps and weighted multinomial
-   logistic-regression M-steps with the experts fixed; sigma is re-estimated by
-   its M-step when it was not given.
-5. Optional ``refine=True``: joint EM from the tensor solution (not the paper's
+4. **Gating EM** (:func:`moebench.em.gating_em`): from a zero gating (equal gate
+   probabilities), E-steps and weighted multinomial logistic-regression M-steps with the
+   experts fixed; sigma is re-estimated by its M-step when it was not given. The
+   objective carries a ridge (default :data:`moebench.em.GATING_EM_RIDGE`), which bounds
+   the gating: ||W||_F <= sqrt(2 log k / ridge) (the maximum of the unpenalised gating
+   likelihood may not exist on wrong experts).
+5. Optional ``refine=True``: joint EM from this start, which is
+   ``joint_em(init="tensor")`` itself (:func:`fit_from_start`; not the paper's
    algorithm; off by default).
 """
 
@@ -186,20 +189,23 @@ class TensorEM(MoEEstimator):
         about 5x fewer passes over X at d = 100, k = 10); ``"none"``: the plain EM (E-steps
         and ``gating_newton_steps`` inner Newton or L-BFGS steps per M-step).
     ridge : float
-        L2 penalty of the gating M-step.
+        Ridge lambda of the gating EM's objective (units of standardised X): bounds the
+        fitted gating by ||W||_F <= sqrt(2 log k / lambda) (:func:`moebench.em.gating_em`).
     refine : bool
-        Run joint EM from the tensor solution afterwards.
+        Fit ``joint_em(init="tensor")`` instead: joint EM from the tensor step and gating
+        EM (the same code path, options and budget as ``joint_em``; equal to the bit).
     refine_max_iter : int
-        Iterations of the joint EM when ``refine``.
+        Alias: the joint EM's ``max_iter`` when ``refine`` (capped by ``max_iter``).
     refine_tol : float
-        Relative log-likelihood tolerance of the joint EM.
+        Alias: the joint EM's ``tol`` when ``refine``.
     max_iter : int or None
-        The sweep's iteration budget: caps each EM phase (gating EM, refine) at
-        ``min(gating_em_iter or refine_max_iter, max_iter)`` iterations; None: no cap.
+        The sweep's iteration budget, a total: the gating EM's iterations (stop reason
+        "max_iter"; its own limit ``gating_em_iter`` gives "gating_em_iter"); with
+        ``refine``, the joint EM's. None: no budget.
     max_time : float or None
-        Wall-clock budget in seconds for the whole fit, checked after each EM
-        iteration (the moments and the decomposition are not interrupted); refine is
-        skipped once it is spent.
+        Wall-clock budget in seconds for the whole fit, the tensor step included (the
+        moments and the decomposition are not interrupted; the EM loops stop once it is
+        spent).
     label_transform : {"paper", "raw", "powers"}
         The labels of the moments (an ablation of the paper's key idea). "paper": the
         paper's S2(y), S3(y), whose correction terms cancel the cross terms of an
@@ -221,11 +227,13 @@ class TensorEM(MoEEstimator):
         "moments" and one for "decomposition" (their log_likelihood is NaN: no model
         exists yet; the decomposition record carries the experts, so with ``truth``
         it has the tensor step's expert_error), then one per iteration of
-        "gating_em" (iteration 0 = the zero-gating start) and of "refine".
-        ``n_iter_`` counts the gating-EM (plus refine) iterations. ``converged_``,
-        ``stop_reason_`` and ``log_likelihood_`` are those of the last EM phase run.
+        "gating_em" (iteration 0 = the zero-gating start; each carries the penalised
+        ``objective``) and, with ``refine``, of joint_em's "em".
+        ``n_iter_`` counts the gating-EM iterations, or with ``refine`` the joint EM's.
     gating_converged_ : bool
-        Whether the gating EM converged (before refine).
+        Whether the gating EM converged.
+    gating_n_iter_ : int
+        Iterations of the gating EM.
     coefficients_ : TransformCoefficients or AblationCoefficients
         alpha, beta, gamma, c2, c3 used ("paper"); the transform's c2, c3 (ablations).
     t2_eigenvalues_ : ndarray
@@ -244,7 +252,12 @@ class TensorEM(MoEEstimator):
         |cos| between a gating row (relative to the reference row) and span(experts);
         ~0 when the paper's orthogonality assumption holds.
     phase_times_ : dict
-        Seconds spent in "moments", "decomposition", "gating_em", "refine".
+        Seconds spent in "moments", "decomposition", "gating_em" (and, with ``refine``,
+        the joint EM's "em").
+    phase_gating_norms_ : dict
+        ||gating||_F where each phase ended ("gating_em"; with ``refine`` also "em").
+    local_search : bool
+        True after a fit with ``refine`` (it ends in joint EM), else False.
 
     Raises
     ------
@@ -259,7 +272,8 @@ class TensorEM(MoEEstimator):
     assumes = ("Gaussian inputs", "gating orthogonal to experts", "k <= d",
                "unit-norm experts", "c2, c3 of g nonzero (not even g)")
     requires_k_le_d: ClassVar[bool] = True
-    local_search: ClassVar[bool] = False  # a moment method; with refine it is the reference
+    #: a moment method; a fit with ``refine`` sets the instance's ``local_search`` to True
+    local_search: ClassVar[bool] = False
     supported_activations = None
     budget_parameters: ClassVar[dict[str, str]] = {"max_iter": "max_iter",
                                                    "max_time": "max_time"}
