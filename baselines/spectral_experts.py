@@ -56,7 +56,7 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
 from moebench.activations import Activation
-from moebench.base import History, MoEEstimator
+from moebench.base import History, LocalSearchWhen, MoEEstimator
 from moebench.em import GATING_EM_CONSTRAINTS, GATING_EM_RIDGE, EMResult, gating_em
 from moebench.registry import register
 from moebench.stopping import StoppingCriterion
@@ -250,8 +250,8 @@ class SpectralExperts(MoEEstimator):
     assumes = ("linear g", "constant mixing", "k <= d", f"d <= {MAX_D}")
     requires_k_le_d: ClassVar[bool] = True
     supported_activations = ("linear",)
-    #: a moment method; a fit with ``refine`` (joint EM) sets the instance's to True
-    local_search: ClassVar[bool] = False
+    #: a moment method (False on the class); an instance with ``refine`` is a local search
+    local_search = LocalSearchWhen("refine")
     budget_parameters: ClassVar[dict[str, str]] = {"max_iter": "max_iter",
                                                    "max_time": "max_time"}
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
@@ -344,7 +344,6 @@ class SpectralExperts(MoEEstimator):
     def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
              sigma: float | None, history: History) -> None:
         # refine: joint EM from the spectral start, i.e. joint_em(init="spectral_experts")
-        self.local_search = bool(self.refine)
         if self.refine:
             fit_from_start(self, "spectral_experts", X, y, k, activation, sigma, history)
             return

@@ -113,6 +113,24 @@ class History:
         return rec
 
 
+class LocalSearchWhen:
+    """``local_search`` that one boolean option decides: False on the class (what the class
+    is by default, e.g. a moment method), and on an instance the option's value (e.g.
+    tensor_em's ``refine``: its fit then ends in joint EM, a local search).
+
+    Parameters
+    ----------
+    option : str
+        The constructor parameter that makes the fit a local search.
+    """
+
+    def __init__(self, option: str) -> None:
+        self.option = option
+
+    def __get__(self, obj: Any, owner: type | None = None) -> bool:
+        return False if obj is None else bool(getattr(obj, self.option))
+
+
 class MoEEstimator:
     """Base class of every mixture-of-experts estimator.
 

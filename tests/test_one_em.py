@@ -137,6 +137,10 @@ def test_the_default_gating_em_ridge_and_local_search_flags(linear):
     plain = moebench.get_algorithm("tensor_em", n_experts=3, random_state=0)
     plain.fit(linear.X, linear.y)
     assert not plain.local_search and not algorithm_class("tensor_em").local_search
+    # an instance with refine is a local search (the stuck test applies), before and after fit
+    assert moebench.get_algorithm("tensor_em", refine=True).local_search is True
+    assert moebench.get_algorithm("spectral_experts", refine=True).local_search is True
+    assert algorithm_class("spectral_experts").local_search is False
 
 
 @pytest.mark.parametrize("options, match", [

@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from moebench.activations import Activation
-from moebench.base import History, MoEEstimator
+from moebench.base import History, LocalSearchWhen, MoEEstimator
 from moebench.em import (
     GATING_EM_CONSTRAINTS,
     GATING_EM_RIDGE,
@@ -257,7 +257,8 @@ class TensorEM(MoEEstimator):
     phase_gating_norms_ : dict
         ||gating||_F where each phase ended ("gating_em"; with ``refine`` also "em").
     local_search : bool
-        True after a fit with ``refine`` (it ends in joint EM), else False.
+        True for an instance with ``refine`` (its fit ends in joint EM), else False (also
+        on the class).
 
     Raises
     ------
@@ -272,8 +273,8 @@ class TensorEM(MoEEstimator):
     assumes = ("Gaussian inputs", "gating orthogonal to experts", "k <= d",
                "unit-norm experts", "c2, c3 of g nonzero (not even g)")
     requires_k_le_d: ClassVar[bool] = True
-    #: a moment method; a fit with ``refine`` sets the instance's ``local_search`` to True
-    local_search: ClassVar[bool] = False
+    #: a moment method (False on the class); an instance with ``refine`` is a local search
+    local_search = LocalSearchWhen("refine")
     supported_activations = None
     budget_parameters: ClassVar[dict[str, str]] = {"max_iter": "max_iter",
                                                    "max_time": "max_time"}
@@ -404,7 +405,6 @@ class TensorEM(MoEEstimator):
     def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
              sigma: float | None, history: History) -> None:
         # refine: joint EM from the tensor start, i.e. joint_em(init="tensor") itself
-        self.local_search = bool(self.refine)
         if self.refine:
             fit_from_start(self, "tensor", X, y, k, activation, sigma, history)
             return
