@@ -88,6 +88,8 @@ class OracleGatingEM(MoEEstimator):
         Frobenius distance of the starting gating (free rows) from the true gating.
     n_iter_, converged_, stop_reason_, log_likelihood_, history_
         As every estimator (phase "gating_em").
+    phase_gating_norms_ : dict
+        ||gating||_F where the gating EM ended.
     """
 
     description = "oracle: gating EM with the TRUE experts and sigma fixed (needs the truth)"
@@ -182,6 +184,7 @@ class OracleGatingEM(MoEEstimator):
                      stopping=self.stopping(history, tol=float(self.tol)))
         self._set_fit(np.array(truth.experts, dtype=float), res.gating, s, res.n_iter,
                       res.log_likelihood, res.stop_reason, converged=res.converged)
+        self.phase_gating_norms_ = {"gating_em": float(np.linalg.norm(res.gating))}
 
     def _stationarity(self, X: np.ndarray, y: np.ndarray,
                       activation: Activation) -> tuple[float, float]:
