@@ -132,7 +132,7 @@ def test_a_moment_start_runs_once_whatever_n_init(linear):
 
 
 def test_the_default_gating_em_ridge_and_local_search_flags(linear):
-    assert algorithm_class("tensor_em")().ridge == GATING_EM_RIDGE == 1e-3
+    assert algorithm_class("tensor_em")().ridge == GATING_EM_RIDGE == 1e-5
     assert algorithm_class("spectral_experts")().ridge == GATING_EM_RIDGE
     plain = moebench.get_algorithm("tensor_em", n_experts=3, random_state=0)
     plain.fit(linear.X, linear.y)
