@@ -28,6 +28,7 @@ from moebench.em import gating_m_step
 from moebench.model import MoEModel, log_joint
 from moebench.registry import register
 from moebench.starts import search_in_subspace
+from moebench.stopping import StoppingCriterion
 from moebench.validation import Interval
 
 from ._spectral import spectral_subspace
@@ -43,7 +44,7 @@ class AltMin(RestartedEstimator):
         See :class:`moebench.MoEEstimator`. Only ``activation="linear"``; a given
         ``sigma`` is kept as ``sigma_``.
     max_iter : int
-        Alternating-minimisation iterations.
+        Alternating-minimisation steps in all (a total over the restarts).
     n_candidates : int
         Random directions of the spectral span scored by the initial search.
     n_init : int
@@ -54,7 +55,7 @@ class AltMin(RestartedEstimator):
     gating_newton_steps : int
         Newton steps of the final gating fit.
     max_time : float or None
-        Wall-clock budget in seconds across all restarts.
+        Wall-clock budget in seconds of the whole fit.
     """
 
     description = "alternating minimisation for mixed linear regression (gating-blind, linear g)"
@@ -64,6 +65,7 @@ class AltMin(RestartedEstimator):
     supported_activations = ("linear",)
     budget_parameters: ClassVar[dict[str, str]] = {"max_iter": "max_iter",
                                                    "max_time": "max_time"}
+    iteration_unit: ClassVar[str | None] = "alternating step"
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "max_iter": [Interval(int, 1, None)],
         "n_candidates": [Interval(int, 1, None)],
@@ -98,14 +100,15 @@ class AltMin(RestartedEstimator):
 
     def _fit_single(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
                     sigma: float | None, history: History, rng: np.random.Generator,
-                    deadline: float | None, context: np.ndarray) -> StartFit:
+                    stop: StoppingCriterion, context: np.ndarray) -> StartFit:
         n, d = X.shape
         zero_gating = np.zeros((k, d))
-        stop = "max_iter"
         experts = search_in_subspace(X, y, context, k, activation, rng,
                                      n_candidates=self.n_candidates)
         labels = np.full(n, -1)
-        for it in range(self.max_iter + 1):
+        it = -1
+        while True:
+            it += 1
             resid2 = (y[:, None] - X @ experts.T) ** 2
             new_labels = np.argmin(resid2, axis=1)
             mse = float(np.mean(resid2[np.arange(n), new_labels]))
@@ -114,20 +117,20 @@ class AltMin(RestartedEstimator):
             ll = float(np.mean(logsumexp(log_joint(X, y, experts, zero_gating, s, activation),
                                          axis=1)))
             history.record("alt_min", it, ll, experts=experts, gating=zero_gating, mse=mse)
-            if np.array_equal(new_labels, labels):
-                stop = "converged"
+            if np.array_equal(new_labels, labels):  # the criterion: no label changes
+                reason = stop.reason = "converged"
                 break
-            if it == self.max_iter:
+            # the fit's budgets (totals over the restarts): steps, then time
+            reason = stop.budget_reason()
+            if reason is not None:
                 break
-            if deadline is not None and history.elapsed() > deadline:
-                stop = "max_time"
-                break
+            stop.tick()
             labels = new_labels
             for i in range(k):
                 mask = labels == i
                 if np.count_nonzero(mask) >= d:
                     experts[i] = np.linalg.lstsq(X[mask], y[mask], rcond=None)[0]
-        return StartFit(experts.copy(), zero_gating, s, it, ll, stop == "converged", stop,
+        return StartFit(experts.copy(), zero_gating, s, it, ll, reason == "converged", reason,
                         extra={"mse": mse, "labels": new_labels})
 
     def _restart_score(self, result: StartFit) -> float:

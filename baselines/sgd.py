@@ -24,6 +24,7 @@ from moebench.base import History, RestartedEstimator, StartFit
 from moebench.chunked import is_out_of_core, row_blocks
 from moebench.registry import register
 from moebench.starts import data_scale_start, random_start, search_in_subspace
+from moebench.stopping import StoppingCriterion
 from moebench.validation import Interval, Options, rms
 
 from ._spectral import spectral_subspace
@@ -103,7 +104,9 @@ class SGD(RestartedEstimator):
         Minibatch size for "sgd" and "adam"; None uses the full batch; "auto" is
         n / 32 clipped to [64, 4096], so that an epoch is about 32 steps whatever n.
     max_epochs : int
-        Epoch budget (one epoch = one pass over the data; one step for "gd").
+        Epoch budget of each restart (one epoch = one pass over the data; one step for
+        "gd"); sgd's own option, the horizon of the learning-rate schedule (the sweep's
+        iteration budget does not set it: ``iteration_unit`` is None).
     tol : float
         Stop a restart when the full-data mean log-likelihood changes by less
         than ``tol * max(1, |ll|)`` over an epoch (0 disables).
@@ -125,10 +128,15 @@ class SGD(RestartedEstimator):
     device : {"auto", "cpu", "cuda"}
         "auto" uses CUDA when torch sees a GPU.
     max_time : float or None
-        Wall-clock budget in seconds across all restarts.
+        Wall-clock budget in seconds of the whole fit (all restarts).
 
     Notes
     -----
+    Stopping is the fit's :class:`~moebench.stopping.StoppingCriterion`; when several end
+    the same epoch the precedence is fixed: ``tol`` ("converged"), then the epoch budget
+    ("max_epochs"), then the time budget ("max_time"). ``grad_tol`` ends a full-batch
+    restart before its step ("grad_tol").
+
     ``history_`` has one record per epoch with the exact mean log-likelihood on
     the full training data at the parameters after that epoch (iteration 0: the
     start). Full batch: taken from the forward pass of the next step (free);
@@ -140,6 +148,9 @@ class SGD(RestartedEstimator):
     #: only the time budget: an epoch is not an EM iteration, so the sweep's max_iter does
     #: not set max_epochs (the shipped configs keep sgd at its own 40 epochs)
     budget_parameters: ClassVar[dict[str, str]] = {"max_time": "max_time"}
+    #: time only: the sweep's iteration budget does not apply (``max_epochs``, per restart,
+    #: is sgd's own option and the horizon of its learning-rate schedule)
+    iteration_unit: ClassVar[str | None] = None
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "optimizer": [Options(OPTIMIZERS)],
         "lr": [Interval(float, 0, None, closed="neither")],
@@ -188,6 +199,10 @@ class SGD(RestartedEstimator):
         self.dtype = dtype
         self.device = device
         self.max_time = max_time
+
+    def _stop_tol(self) -> float | None:
+        """The per-epoch tolerance ``tol`` (0 disables it)."""
+        return float(self.tol) if self.tol > 0 else None
 
     def _torch_device(self):
         import torch
@@ -261,7 +276,7 @@ class SGD(RestartedEstimator):
 
     def _fit_single(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
                     sigma: float | None, history: History, rng: np.random.Generator,
-                    deadline: float | None, context: SimpleNamespace) -> StartFit:
+                    stop: StoppingCriterion, context: SimpleNamespace) -> StartFit:
         import torch
 
         c = context
@@ -312,15 +327,11 @@ class SGD(RestartedEstimator):
             An, Wn, sn = _snapshot(A, Wf, log_s)
             history.record("sgd", epoch, ll, experts=An, gating=Wn, sigma=sn)
             final_ll = ll
-            if self.tol > 0 and abs(ll - prev_ll) <= self.tol * max(1.0, abs(ll)):
-                stop_reason = "converged"
-            elif deadline is not None and history.elapsed() > deadline:
-                stop_reason = "max_time"
-            elif last:
-                stop_reason = "max_epochs"
-            else:
-                stop_reason = ""
-            if stop_reason:
+            # the fit's criterion, by its precedence: tol ("converged"), then the epoch
+            # budget ("max_epochs", this restart's own), then the time budget ("max_time")
+            reason = stop.check(ll, prev_ll, "max_epochs" if last else None)
+            if reason is not None:
+                stop_reason = reason
                 break
             prev_ll = ll
             if full:

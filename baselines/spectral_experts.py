@@ -34,10 +34,11 @@ constant. With M_p = sum_h pi_h beta_h^{⊗p}:
    experts' norms are identified.
 3. **Gating**: an MoE gating softmax(W x) has no intercept, so constant non-uniform weights
    pi cannot be expressed; ``mixing_weights_`` holds the estimated pi and ``gating_`` is
-   fitted afterwards by the EM stage shared with tensor_em
-   (:func:`moebench.em.gating_em_then_refine`): gating EM with the experts fixed, from a zero
-   gating (equal weights), which stays near zero when the mixing really is constant.
-   ``refine=True`` then runs joint EM from that solution, exactly as tensor_em's ``refine``.
+   fitted afterwards by the gating EM shared with tensor_em (:func:`moebench.em.gating_em`,
+   ridge-bounded): the experts fixed, from a zero gating (equal weights), which stays near
+   zero when the mixing really is constant. ``refine=True`` is
+   ``joint_em(init="spectral_experts")``: joint EM from that start, exactly as tensor_em's
+   ``refine``.
 
 Assumptions: linear experts, constant mixing weights (under input-dependent gating the
 regressions are misspecified: E[y^2 | x] is then not <M2, x⊗x> + sigma^2), k <= d,
@@ -55,10 +56,12 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
 from moebench.activations import Activation
-from moebench.base import History, MoEEstimator
-from moebench.em import STAGED_EM_CONSTRAINTS, gating_em_then_refine
+from moebench.base import History, LocalSearchWhen, MoEEstimator
+from moebench.em import GATING_EM_CONSTRAINTS, GATING_EM_RIDGE, EMResult, gating_em
 from moebench.registry import register
+from moebench.stopping import StoppingCriterion
 from moebench.tensor.decomposition import DECOMPOSITIONS, decompose, multilinear
+from moebench.tensor.estimator import fit_from_start
 from moebench.tensor.whitening import whiten
 from moebench.validation import DegenerateFitError, Interval, Options
 
@@ -210,13 +213,15 @@ class SpectralExperts(MoEEstimator):
     n_starts, n_power_iter : int
         Random starts and iterations of the robust tensor power method.
     gating_em_iter, gating_tol, gating_newton_steps, gating_method, gating_acceleration, ridge
-        The gating EM with the experts fixed (as tensor_em).
+        The gating EM with the experts fixed (as tensor_em; ``ridge`` bounds its gating).
     refine, refine_max_iter, refine_tol
-        Joint EM from the spectral solution afterwards (as tensor_em's ``refine``).
+        ``refine=True`` fits ``joint_em(init="spectral_experts")`` with ``refine_max_iter``
+        as its ``max_iter`` and ``refine_tol`` as its ``tol`` (as tensor_em's ``refine``).
     max_iter : int or None
-        The sweep's iteration budget: caps each EM phase.
+        The sweep's iteration budget, a total: the gating EM's iterations (with
+        ``refine``, the joint EM's).
     max_time : float or None
-        Wall-clock budget of the EM phases (the regressions are not interrupted).
+        Wall-clock budget of the whole fit (the regressions are not interrupted).
 
     Attributes
     ----------
@@ -234,7 +239,9 @@ class SpectralExperts(MoEEstimator):
     admm_iter_ : tuple of int
         ADMM iterations of the M2 and M3 regressions.
     phase_times_ : dict
-        Seconds in "moments", "decomposition", "gating_em", "refine".
+        Seconds in "moments", "decomposition", "gating_em" (with ``refine`` also "em").
+    phase_gating_norms_ : dict
+        ||gating||_F where each phase ended.
     """
 
     description = ("Spectral Experts (Chaganty & Liang 2013): low-rank regression of y^2, y^3 "
@@ -243,7 +250,8 @@ class SpectralExperts(MoEEstimator):
     assumes = ("linear g", "constant mixing", "k <= d", f"d <= {MAX_D}")
     requires_k_le_d: ClassVar[bool] = True
     supported_activations = ("linear",)
-    local_search: ClassVar[bool] = False  # a moment method; with refine it ends in EM
+    #: a moment method (False on the class); an instance with ``refine`` is a local search
+    local_search = LocalSearchWhen("refine")
     budget_parameters: ClassVar[dict[str, str]] = {"max_iter": "max_iter",
                                                    "max_time": "max_time"}
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
@@ -253,8 +261,15 @@ class SpectralExperts(MoEEstimator):
         "decomposition": [Options(DECOMPOSITIONS)],
         "n_starts": [Interval(int, 1, None)],
         "n_power_iter": [Interval(int, 1, None)],
-        **STAGED_EM_CONSTRAINTS,
+        **GATING_EM_CONSTRAINTS,
     }
+    iteration_unit: ClassVar[str | None] = "EM iteration"
+    #: the options of the start (regressions, decomposition, gating EM) that
+    #: ``refine=True`` hands to ``joint_em(init="spectral_experts", init_options=...)``
+    START_OPTIONS: ClassVar[tuple[str, ...]] = (
+        "regularization", "reg_strength", "admm_max_iter", "decomposition", "n_starts",
+        "n_power_iter", "gating_em_iter", "gating_tol", "gating_newton_steps",
+        "gating_method", "gating_acceleration", "ridge")
 
     def __init__(
         self,
@@ -273,7 +288,7 @@ class SpectralExperts(MoEEstimator):
         gating_newton_steps: int = 5,
         gating_method: str = "auto",
         gating_acceleration: str = "quasi_newton",
-        ridge: float = 0.0,
+        ridge: float = GATING_EM_RIDGE,
         refine: bool = False,
         refine_max_iter: int = 200,
         refine_tol: float = 1e-8,
@@ -321,8 +336,29 @@ class SpectralExperts(MoEEstimator):
         return low_rank_regression(G, b, basis, lam, self.regularization, intercept,
                                    max_iter=int(self.admm_max_iter))
 
+    def start_options(self) -> dict[str, Any]:
+        """This estimator's start options (:attr:`START_OPTIONS`), as ``init_options`` of
+        ``joint_em(init="spectral_experts")``."""
+        return {name: getattr(self, name) for name in self.START_OPTIONS}
+
     def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
              sigma: float | None, history: History) -> None:
+        # refine: joint EM from the spectral start, i.e. joint_em(init="spectral_experts")
+        if self.refine:
+            fit_from_start(self, "spectral_experts", X, y, k, activation, sigma, history)
+            return
+        stop = self.stopping(history, tol=float(self.gating_tol))
+        res = self.start(X, y, k, activation, sigma, history, stop)
+        self._set_fit(res.experts, res.gating, res.sigma, res.n_iter, res.log_likelihood,
+                      res.stop_reason, converged=res.converged)
+
+    def start(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+              sigma: float | None, history: History, stop: StoppingCriterion,
+              gating: bool = True) -> EMResult:
+        """The regressions and the decomposition, then the gating EM with the experts
+        fixed: spectral_experts' fit, and the start of ``joint_em(init="spectral_experts")``
+        (the arguments and the result as
+        :meth:`moebench.tensor.estimator.TensorEM.start`)."""
         n, d = X.shape
         n_min = n_cubic_features(d) + 2
         if n < n_min:  # fewer rows than features: the y^3 regression is underdetermined
@@ -369,17 +405,22 @@ class SpectralExperts(MoEEstimator):
         history.record("decomposition", 0, float("nan"), experts=experts,
                        gating=np.zeros((k, d)), decomposition_residual=dec.residual)
 
-        # 3. gating EM with the experts fixed, then optional refine (shared with tensor_em)
-        staged = gating_em_then_refine(
-            X, y, experts, float(np.sqrt(sigma2)), activation, history,
-            update_sigma=sigma is None, gating_em_iter=self.gating_em_iter,
-            gating_tol=self.gating_tol, gating_newton_steps=self.gating_newton_steps,
-            gating_method=self.gating_method, gating_acceleration=self.gating_acceleration,
-            ridge=self.ridge, refine=self.refine,
-            refine_max_iter=self.refine_max_iter, refine_tol=self.refine_tol,
-            max_iter=self.max_iter, max_time=self.max_time)
-        res = staged.result
-        times.update(staged.times)
+        # 3. gating EM with the experts fixed, ridge-penalised (bounded gating)
+        if gating:
+            tick = time.perf_counter()
+            res = gating_em(
+                X, y, experts, float(np.sqrt(sigma2)), activation, history, stop,
+                update_sigma=sigma is None, gating_em_iter=int(self.gating_em_iter),
+                gating_newton_steps=int(self.gating_newton_steps),
+                gating_method=self.gating_method,
+                gating_acceleration=self.gating_acceleration, ridge=float(self.ridge))
+            times["gating_em"] = time.perf_counter() - tick
+            self.gating_converged_ = res.converged
+            self.gating_n_iter_ = res.n_iter
+        else:
+            res = EMResult(experts, np.zeros((k, d)), float(np.sqrt(sigma2)), 0, float("nan"),
+                           False, "start")
         self.phase_times_ = times
-        self._set_fit(res.experts, res.gating, res.sigma, staged.n_iter, res.log_likelihood,
-                      staged.stop_reason, converged=res.converged)
+        self.phase_gating_norms_ = {"gating_em" if gating else "start":
+                                    float(np.linalg.norm(res.gating))}
+        return res

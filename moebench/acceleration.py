@@ -41,6 +41,7 @@ from moebench.activations import Activation
 from moebench.base import History
 from moebench.chunked import is_out_of_core, row_blocks
 from moebench.model import LOG_2PI
+from moebench.stopping import StoppingCriterion
 from moebench.tensor.backend import array_backend
 
 #: ``gating_acceleration`` choices of the EM stage: the quasi-Newton path of this module,
@@ -108,6 +109,7 @@ class _MarginalLikelihood:
             self.k = self._block_means(slice(0, 1)).shape[0]
         self.last_z: np.ndarray | None = None
         self.last_ll = np.nan
+        self.last_objective = np.nan
         self.last_sigma = float(sigma)
         self.n_eval = 0
 
@@ -199,7 +201,7 @@ class _MarginalLikelihood:
             grad[:m] -= self.ridge * theta
             value -= 0.5 * self.ridge * float(theta @ theta)
         self.last_z = z.copy()
-        self.last_ll, self.last_sigma = ll, sigma
+        self.last_ll, self.last_sigma, self.last_objective = ll, sigma, value
         return -value, -grad
 
 
@@ -220,6 +222,8 @@ def gating_em_quasi_newton(
     phase: str = "gating_em",
     iteration_offset: int = 0,
     fallback_options: dict | None = None,
+    stopping: StoppingCriterion | None = None,
+    limit_name: str = "max_iter",
 ):
     """The gating EM with the experts fixed, by L-BFGS on the observed-data log-likelihood.
 
@@ -247,6 +251,12 @@ def gating_em_quasi_newton(
     fallback_options : dict, optional
         Extra keyword arguments of :func:`~moebench.em.run_em` for the plain-EM fallback
         (``gating_newton_steps``, ``gating_method``).
+    stopping, limit_name
+        As in :func:`moebench.em.run_em`: the fit's
+        :class:`~moebench.stopping.StoppingCriterion` counts the L-BFGS iterations (and the
+        fallback's) against the fit's total budgets, its tolerance replaces ``tol`` and its
+        time budget ``max_time``; precedence "converged", ``limit_name`` (``max_iter``
+        reached), "max_iter" (the fit's budget), "max_time".
 
     Returns
     -------
@@ -261,6 +271,11 @@ def gating_em_quasi_newton(
     from moebench.em import EMResult, _start_point, run_em
 
     experts, gating, sigma, clock = _start_point(experts, gating, sigma, history)
+    stop = stopping if stopping is not None else StoppingCriterion(
+        max_time=max_time, tol=tol, clock=clock)
+    tol = stop.tol if stop.tol is not None else 0.0
+    left = stop.iterations_left()
+    cap = int(max_iter) if left is None else min(int(max_iter), left)
     k, d = experts.shape
     xp = array_backend(X)
     means_t = (_expert_means_t(X, experts, activation) if not is_out_of_core(X)
@@ -280,7 +295,7 @@ def gating_em_quasi_newton(
     f.evaluate(z0)
     if history is not None:
         history.record(phase, iteration_offset, f.last_ll, experts=experts,
-                       gating=f.gating(z0), sigma=f.last_sigma)
+                       gating=f.gating(z0), sigma=f.last_sigma, objective=f.last_objective)
     state = {"it": 0, "stop": None}
 
     def callback(intermediate_result) -> None:
@@ -288,17 +303,21 @@ def gating_em_quasi_newton(
         if f.last_z is None or not np.array_equal(z, f.last_z):
             f.evaluate(z)
         state["it"] += 1
+        stop.tick()
         if history is not None:
             history.record(phase, iteration_offset + state["it"], f.last_ll,
-                           experts=experts, gating=f.gating(z), sigma=f.last_sigma)
-        if max_time is not None and clock.elapsed() > max_time:
-            state["stop"] = "max_time"
+                           experts=experts, gating=f.gating(z), sigma=f.last_sigma,
+                           objective=f.last_objective)
+        # an iteration limit reached now ends the run by L-BFGS's maxiter (it ranks before
+        # the time budget)
+        if state["it"] < cap and stop.out_of_time():
+            state["stop"] = stop.reason = "max_time"
             raise StopIteration
 
-    if max_iter > 0:
+    if cap > 0:
         res = minimize(f.evaluate, z0, jac=True, method="L-BFGS-B", bounds=bounds,
                        callback=callback,
-                       options={"maxiter": int(max_iter), "maxfun": max(15000, 20 * max_iter),
+                       options={"maxiter": cap, "maxfun": max(15000, 20 * cap),
                                 "ftol": float(tol) * QN_TOL_FACTOR, "gtol": 1e-10,
                                 "maxcor": LBFGS_MEMORY})
         z, status = res.x, int(res.status)
@@ -311,14 +330,16 @@ def gating_em_quasi_newton(
     if state["stop"] == "max_time":
         return EMResult(experts, gating, sigma, it, ll, False, "max_time")
     if status == 0:
+        stop.reason = "converged"
         return EMResult(experts, gating, sigma, it, ll, True, "converged")
-    if status == 2 and it < max_iter:
+    if status == 2 and it < cap:
         # the line search failed (typically at the precision limit near the optimum): the
         # plain EM takes over from the last iterate for the remaining iterations
         res = run_em(X, y, experts, gating, sigma, activation, update_experts=False,
-                     update_sigma=update_sigma, max_iter=max_iter - it, tol=tol, ridge=ridge,
-                     max_time=max_time, history=history, phase=phase,
-                     iteration_offset=iteration_offset + it, **(fallback_options or {}))
+                     update_sigma=update_sigma, max_iter=max_iter - it, ridge=ridge,
+                     history=history, phase=phase, iteration_offset=iteration_offset + it,
+                     stopping=stop, limit_name=limit_name, **(fallback_options or {}))
         res.n_iter += it
         return res
-    return EMResult(experts, gating, sigma, it, ll, False, "max_iter")
+    reason = stop.budget_reason(limit_name if it >= max_iter else None) or limit_name
+    return EMResult(experts, gating, sigma, it, ll, False, reason)

@@ -20,6 +20,7 @@ from moebench.chunked import is_out_of_core
 from moebench.generator import as_seed_sequence
 from moebench.metrics import parameter_errors
 from moebench.model import MoEModel
+from moebench.stopping import StoppingCriterion
 from moebench.validation import (
     SIGMA_COLLAPSE_RTOL,
     DegenerateFitError,
@@ -112,6 +113,24 @@ class History:
         return rec
 
 
+class LocalSearchWhen:
+    """``local_search`` that one boolean option decides: False on the class (what the class
+    is by default, e.g. a moment method), and on an instance the option's value (e.g.
+    tensor_em's ``refine``: its fit then ends in joint EM, a local search).
+
+    Parameters
+    ----------
+    option : str
+        The constructor parameter that makes the fit a local search.
+    """
+
+    def __init__(self, option: str) -> None:
+        self.option = option
+
+    def __get__(self, obj: Any, owner: type | None = None) -> bool:
+        return False if obj is None else bool(getattr(obj, self.option))
+
+
 class MoEEstimator:
     """Base class of every mixture-of-experts estimator.
 
@@ -193,6 +212,11 @@ class MoEEstimator:
     #: sweep budget ("max_iter", "max_time") -> the constructor parameter that carries it;
     #: the sweep passes a budget only to the parameter declared here
     budget_parameters: ClassVar[dict[str, str]] = {}
+    #: what one iteration of the ``max_iter`` budget is ("EM iteration", "alternating
+    #: step", ...); None for a method whose budget is time only (it declares no
+    #: ``max_iter`` budget). The budget is a total over the fit: every restart and phase
+    #: it counts (:class:`moebench.stopping.StoppingCriterion`)
+    iteration_unit: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -407,6 +431,21 @@ class MoEEstimator:
     def _check_activation(self) -> Activation:
         return self.check_setting(2, None, self.activation)[1]
 
+    def stopping(self, history: History, tol: float | None = None) -> StoppingCriterion:
+        """The fit's :class:`~moebench.stopping.StoppingCriterion`: the budgets this class
+        declares in ``budget_parameters`` (their current values; totals over the fit), the
+        clock of ``history``, the tolerance ``tol`` and the class's ``iteration_unit``.
+
+        Every loop of the fit (every restart and phase that the iteration budget counts)
+        asks this one object whether to stop, so that ``stop_reason_`` names what ended
+        the fit by one rule and a budget is never spent twice.
+        """
+        params = self.budget_parameters
+        max_iter = getattr(self, params["max_iter"]) if "max_iter" in params else None
+        max_time = getattr(self, params["max_time"]) if "max_time" in params else None
+        return StoppingCriterion(max_iter=max_iter, max_time=max_time, tol=tol, clock=history,
+                                 unit=self.iteration_unit)
+
     def _set_fit(self, experts: np.ndarray, gating: np.ndarray, sigma: float, n_iter: int,
                  log_likelihood: float, stop_reason: str, converged: bool | None = None
                  ) -> None:
@@ -489,6 +528,12 @@ class MoEEstimator:
                     f"{type(self).__name__} produced non-finite {attr}; the fit diverged"
                 )
         self.gating_ = self.gating_ - self.gating_[-1]
+        # the fitted gating's Frobenius norm (X's units), and where each phase ended when the
+        # fit records it (``phase_gating_norms_``, in the units of the X given to _fit)
+        self.gating_norm_ = float(np.linalg.norm(self.gating_))
+        if e and isinstance(getattr(self, "phase_gating_norms_", None), dict):
+            self.phase_gating_norms_ = {p: float(np.ldexp(v, -e))
+                                        for p, v in self.phase_gating_norms_.items()}
         self.sigma_ = float(self.sigma_)
         self.n_iter_ = int(self.n_iter_)
         self._check_fit_outcome()
@@ -610,6 +655,15 @@ class TaggedHistory:
         self._history = history
         self._tags = tags
 
+    @property
+    def truth(self) -> MoEModel | None:
+        """The wrapped history's truth (a start in rescaled units may set it)."""
+        return self._history.truth
+
+    @truth.setter
+    def truth(self, value: MoEModel | None) -> None:
+        self._history.truth = value
+
     def elapsed(self) -> float:
         """Seconds since the fit started, less metric time."""
         return self._history.elapsed()
@@ -646,16 +700,19 @@ class RestartedEstimator(MoEEstimator):
     ``BaseMixture``).
 
     Subclasses implement :meth:`_fit_single` (one start: draw a starting point from
-    ``rng``, iterate, record into ``history``, stop when the clock passes
-    ``deadline``) and take ``n_init`` and ``max_time`` as constructor parameters;
-    their declarations live here. :meth:`_fit` owns the loop:
+    ``rng``, iterate, record into ``history``, ask the fit's
+    :class:`~moebench.stopping.StoppingCriterion` ``stop`` after each iteration) and take
+    ``n_init`` and ``max_time`` as constructor parameters; their declarations live here.
+    :meth:`_fit` owns the loop:
 
     - one generator ``self._rng()`` for the whole fit; each start draws from it in
       turn, after :meth:`_restart_context` (work shared by every start);
     - every record of start j carries ``restart=j``; one clock runs across starts;
-    - ``max_time`` is a budget across all starts: a start after the budget is spent
-      does not run, and then, or when a start stops on "max_time", the fit's
-      ``stop_reason_`` is "max_time";
+    - one stopping criterion (:meth:`MoEEstimator.stopping`) for the whole fit: the
+      budgets are totals across all starts (``max_iter`` counts the iterations of every
+      start, in the class's ``iteration_unit``; ``max_time`` the wall time of the fit).
+      A start after a budget is spent does not run; then, or when the budget cut a start,
+      the fit's ``stop_reason_`` is that budget ("max_iter" or "max_time");
     - the start with the highest :meth:`_restart_score` (the final log-likelihood) is
       kept, a finite start replacing a diverged one (log-likelihood -inf);
       ``n_iter_`` is the sum over the starts that ran; ``converged_`` is the kept
@@ -669,6 +726,23 @@ class RestartedEstimator(MoEEstimator):
     n_init: int
     max_time: float | None
 
+    def stopping(self, history: History, tol: float | None = None) -> StoppingCriterion:
+        """:meth:`MoEEstimator.stopping`; ``max_time`` (a parameter of every restarted
+        estimator) is the time budget even when ``budget_parameters`` does not name it."""
+        stop = super().stopping(history, tol)
+        if "max_time" not in self.budget_parameters and self.max_time is not None:
+            stop = StoppingCriterion(stop.max_iter, self.max_time, tol, history, stop.unit)
+        return stop
+
+    def _n_starts(self) -> int:
+        """Starts to run (default ``n_init``; a deterministic start runs once)."""
+        return int(self.n_init)
+
+    def _stop_tol(self) -> float | None:
+        """The tolerance of the fit's stopping criterion (default: none; the subclass's
+        ``_fit_single`` applies its own criterion or the criterion's)."""
+        return None
+
     def _restart_context(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
                          sigma: float | None, rng: np.random.Generator) -> Any:
         """Work shared by every start, done once before the first (default: None)."""
@@ -676,10 +750,12 @@ class RestartedEstimator(MoEEstimator):
 
     def _fit_single(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
                     sigma: float | None, history: History, rng: np.random.Generator,
-                    deadline: float | None, context: Any) -> StartFit:
-        """Fit from one start drawn from ``rng``; stop once ``history.elapsed() > deadline``.
+                    stop: StoppingCriterion, context: Any) -> StartFit:
+        """Fit from one start drawn from ``rng``; ask ``stop`` after each iteration.
 
-        ``history`` tags every record with the restart index; ``context`` is what
+        ``history`` tags every record with the restart index; ``stop`` is the fit's one
+        stopping criterion (budgets are totals over all starts: ``stop.check(ll, prev)``
+        counts the iteration and returns the reason to stop, or None); ``context`` is what
         :meth:`_restart_context` returned.
         """
         raise NotImplementedError
@@ -697,20 +773,23 @@ class RestartedEstimator(MoEEstimator):
     def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
              sigma: float | None, history: History) -> None:
         rng = self._rng()
+        stop = self.stopping(history, tol=self._stop_tol())
         context = self._restart_context(X, y, k, activation, sigma, rng)
         best: StartFit | None = None
         best_score = -np.inf
         total_iter = 0
-        out_of_time = False  # the time budget cut a start or left starts unrun
-        for j in range(self.n_init):
-            if j > 0 and self.max_time is not None and history.elapsed() > self.max_time:
-                out_of_time = True
-                break
+        cut: str | None = None  # the budget that cut a start or left starts unrun
+        for j in range(self._n_starts()):
+            if j > 0:
+                spent = stop.spent()
+                if spent is not None:
+                    cut = cut or spent
+                    break
             tagged = cast(History, TaggedHistory(history, restart=j))
-            result = self._fit_single(X, y, k, activation, sigma, tagged, rng, self.max_time,
-                                      context)
+            result = self._fit_single(X, y, k, activation, sigma, tagged, rng, stop, context)
             total_iter += result.n_iter
-            out_of_time = out_of_time or result.stop_reason == "max_time"
+            if result.stop_reason in ("max_iter", "max_time"):
+                cut = cut or result.stop_reason
             score = self._restart_score(result)
             if best is None or score > best_score or (
                     best_score == -np.inf and _finite(result)):
@@ -718,8 +797,7 @@ class RestartedEstimator(MoEEstimator):
         assert best is not None
         best = self._finish_restarts(X, y, k, activation, sigma, history, best, total_iter)
         self._set_fit(best.experts, best.gating, best.sigma, total_iter, best.log_likelihood,
-                      "max_time" if out_of_time else best.stop_reason,
-                      converged=bool(best.converged))
+                      cut or best.stop_reason, converged=bool(best.converged))
 
 
 def _finite(result: StartFit) -> bool:

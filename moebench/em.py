@@ -8,14 +8,14 @@
 * :func:`sigma_m_step`: the closed-form noise update.
 * :func:`run_em`: the EM loop (joint, or gating-only with the experts fixed),
   with a full M-step or a single gradient step ("gradient EM").
-* :func:`gating_em_then_refine`: the EM stage of the moment methods (tensor_em,
-  spectral_experts): gating EM with their experts fixed, then the optional joint-EM
-  ``refine``.
+* :func:`gating_em`: the gating EM of the moment methods (tensor_em, spectral_experts)
+  with their experts fixed, ridge-penalised so that its gating stays bounded
+  (:func:`gating_norm_bound`). Their ``refine`` is joint EM from that start: the same
+  :func:`run_em` loop as ``joint_em`` (``joint_em(init="tensor")``).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +26,7 @@ from moebench.activations import ACTIVATIONS, Activation, _sigmoid_deriv
 from moebench.base import History, StartFit
 from moebench.chunked import LazyRows, blocked_mean, blocked_sum, is_out_of_core
 from moebench.model import LOG_2PI, MoEModel
+from moebench.stopping import StoppingCriterion
 from moebench.tensor.backend import Backend, array_backend, to_backend
 from moebench.validation import Interval, Options, check_choice
 
@@ -401,6 +402,12 @@ def _gradient_m_step(X, y, resp, experts, gating, activation, step_size):
     return new_experts, new_gating - new_gating[-1]
 
 
+def _penalised(ll: float, gating: np.ndarray, ridge: float) -> float:
+    """ll - ridge / 2 ||W||_F^2 (the gating rows relative to the last one)."""
+    free = gating[:-1] - gating[-1]
+    return float(ll - 0.5 * ridge * float(np.sum(free * free)))
+
+
 @dataclass
 class EMResult(StartFit):
     """Outcome of :func:`run_em` (one start of a restarted fit: experts, gating, sigma,
@@ -441,6 +448,8 @@ def run_em(
     phase: str = "em",
     iteration_offset: int = 0,
     backend: str | None = None,
+    stopping: StoppingCriterion | None = None,
+    limit_name: str = "max_iter",
 ) -> EMResult:
     """Expectation-maximisation for the MoE, joint or with the experts fixed.
 
@@ -459,13 +468,16 @@ def run_em(
     mstep : {"full", "gradient"}
         ``"full"``: Newton gating step, least-squares/LM expert step;
         ``"gradient"``: one gradient step of size ``step_size`` ("gradient EM").
-    max_iter, tol : int, float
-        Stop after ``max_iter`` iterations or when the mean log-likelihood
-        changes by less than ``tol * max(1, |ll|)``.
+    max_iter : int
+        This loop's own limit on its iterations (its stop reason is ``limit_name``).
+    tol : float
+        Without ``stopping``: stop when the mean log-likelihood changes by at most
+        ``tol * max(1, |ll|)`` (with ``stopping``, the criterion's tolerance applies).
     gating_newton_steps : int
         Newton (or L-BFGS) steps of each gating M-step.
     max_time : float, optional
-        Wall-clock budget in seconds (measured by ``history`` when given).
+        Without ``stopping``: wall-clock budget in seconds (measured by ``history`` when
+        given).
     history : History, optional
         Receives one record per iteration (iteration 0 is the start).
     phase : str
@@ -474,11 +486,19 @@ def run_em(
         Array library of the E- and M-steps (:mod:`moebench.tensor.backend`; torch on CUDA
         when available). ``X`` and ``y`` move to the device here unless they are tensors there
         already; the parameters stay numpy. None: the library of ``X`` as given.
+    stopping : StoppingCriterion, optional
+        The fit's stopping criterion (:mod:`moebench.stopping`): it counts this loop's
+        iterations against the fit's total budgets, applies its tolerance and names the
+        stop (precedence: "converged", this loop's ``limit_name``, "max_iter",
+        "max_time"). None: a criterion of this call alone, from ``tol`` and ``max_time``.
+        When the criterion's iteration budget is already spent, no iteration runs.
+    limit_name : str
+        The stop reason when ``max_iter`` (this loop's own limit) ends it.
 
     Returns
     -------
     EMResult
-        With ``stop_reason`` "converged", "max_iter" or "max_time".
+        With ``stop_reason`` "converged", ``limit_name``, "max_iter" or "max_time".
     """
     check_choice(mstep, "mstep", MSTEPS)
     X, y = to_backend(X, y, backend)
@@ -487,12 +507,20 @@ def run_em(
     means = None if update_experts else _means(X, experts, activation)
     # the E-step's gate log-probabilities start the next gating M-step (same gating)
     resp, ll, log_proba = _e_step_gate(X, y, experts, gating, sigma, activation, means)
+    # the gating EM (experts fixed) climbs the ridge-penalised objective: its records carry it
+    penalised = history is not None and not update_experts
     if history is not None:
-        history.record(phase, iteration_offset, ll, experts=experts, gating=gating, sigma=sigma)
-    converged = False
-    stop_reason = "max_iter"
+        history.record(phase, iteration_offset, ll, experts=experts, gating=gating, sigma=sigma,
+                       **({"objective": _penalised(ll, gating, ridge)} if penalised else {}))
+    stop = stopping if stopping is not None else StoppingCriterion(
+        max_time=max_time, tol=tol, clock=clock)
+    limit = int(max_iter)
     it = 0
-    for it in range(1, max_iter + 1):
+    # nothing to run: this loop's own limit is 0, or the fit's iteration budget is spent
+    stop_reason = limit_name if limit <= 0 else (
+        "max_iter" if stop.iterations_left() == 0 else None)
+    while stop_reason is None:
+        it += 1
         if mstep == "full":
             gating, log_proba = _gating_m_step(X, resp, gating, ridge=ridge,
                                                max_iter=gating_newton_steps,
@@ -516,23 +544,42 @@ def run_em(
             raise FloatingPointError(f"EM produced a non-finite log-likelihood at iteration {it}")
         if history is not None:
             history.record(phase, iteration_offset + it, new_ll, experts=experts, gating=gating,
-                           sigma=sigma)
-        change = abs(new_ll - ll)
+                           sigma=sigma, **({"objective": _penalised(new_ll, gating, ridge)}
+                                           if penalised else {}))
+        # the criterion's O(1) check: tolerance, then this loop's limit, the fit's
+        # iteration budget, the time budget
+        stop_reason = stop.check(new_ll, ll, limit_name if it >= limit else None)
         ll = new_ll
-        if change <= tol * max(1.0, abs(ll)):
-            converged, stop_reason = True, "converged"
-            break
-        if max_time is not None and clock.elapsed() > max_time:
-            stop_reason = "max_time"
-            break
+    converged = stop_reason == "converged"
     return EMResult(experts, gating, sigma, it, ll, converged, stop_reason)
 
 
-# -- the EM stage of the moment methods (tensor_em, spectral_experts) -----------------------
-#: constructor parameters of the EM stage that follows a moment method (gating EM with the
-#: experts fixed, then the optional joint-EM ``refine``), with their valid values; a moment
-#: estimator declares them by merging this dict into its ``_parameter_constraints``
-STAGED_EM_CONSTRAINTS = {
+# -- the gating EM of the moment methods (tensor_em, spectral_experts) ----------------------
+#: default ridge lambda of the gating EM with the experts fixed (units of standardised X,
+#: unit rms). It bounds the fitted gating by ||W||_F <= sqrt(2 log k / lambda) (372 at
+#: k = 2, 527 at k = 4, 679 at k = 10; see :func:`gating_em`): finite, and far above the
+#: gating norms of the shipped configs (rows of norm <= 8, ||W||_F <= 14 at k = 4). Chosen
+#: for a negligible bias: with the true experts (n = 1e4, d = 10, k = 4, gating rows of
+#: norm 8, 3 seeds) it moves the maximum-likelihood gating by 0.8-1.0% of its norm, where
+#: 1e-4 moves it by 7-9% and 1e-3 by 33-36% (a saturated softmax makes the likelihood flat
+#: in the gating's scale); on wrong experts whose unpenalised EM runs away (norms 1e5) it
+#: ends at 24-28 (1e-6: 70)
+GATING_EM_RIDGE = 1e-5
+
+
+def gating_norm_bound(k: int, ridge: float) -> float:
+    """sqrt(2 log k / ridge): the bound on ||W||_F of the ridge-penalised gating EM.
+
+    Returns inf for ``ridge = 0`` (no bound: the maximum may not exist). See
+    :func:`gating_em` for the argument.
+    """
+    return float(np.sqrt(2.0 * np.log(k) / ridge)) if ridge > 0 else float("inf")
+
+
+#: constructor parameters of the gating EM that follows a moment method (experts fixed),
+#: and the aliases of the joint EM from its start (``refine``), with their valid values; a
+#: moment estimator declares them by merging this dict into its ``_parameter_constraints``
+GATING_EM_CONSTRAINTS = {
     "gating_em_iter": [Interval(int, 0, None)],
     "gating_tol": [Interval(float, 0, None, closed="neither")],
     "gating_newton_steps": [Interval(int, 1, None)],
@@ -540,137 +587,107 @@ STAGED_EM_CONSTRAINTS = {
     "gating_acceleration": [Options(GATING_ACCELERATIONS)],
     "ridge": [Interval(float, 0, None)],
     "refine": ["boolean"],
-    "refine_max_iter": [Interval(int, 0, None)],
-    "refine_tol": [Interval(float, 0, None, closed="neither")],
+    "refine_max_iter": [Interval(int, 1, None)],
+    "refine_tol": [Interval(float, 0, None)],
     "max_iter": [Interval(int, 1, None), None],
     "max_time": [Interval(float, 0, None, closed="neither"), None],
 }
+#: the former name (kept for code that imports it)
+STAGED_EM_CONSTRAINTS = GATING_EM_CONSTRAINTS
 
 
-@dataclass
-class StagedEMResult:
-    """Outcome of :func:`gating_em_then_refine`."""
-
-    #: the last EM phase run (the gating EM, or refine when it ran)
-    result: EMResult
-    #: gating-EM plus refine iterations
-    n_iter: int
-    #: "converged", "max_time", "max_iter" (the sweep budget ended a phase), or the phase's
-    #: own limit "gating_em_iter" / "refine_max_iter"
-    stop_reason: str
-    #: whether the gating EM (before refine) converged
-    gating_converged: bool
-    #: seconds spent in "gating_em" and "refine"
-    times: dict[str, float]
-
-
-def _phase_stop(stop_reason: str, budget: int | None, phase_limit: int, phase_name: str) -> str:
-    """Name what ended an EM phase by iterations: the sweep budget or the phase's own limit."""
-    if stop_reason != "max_iter":
-        return stop_reason
-    return "max_iter" if budget is not None and budget < phase_limit else phase_name
-
-
-def gating_em_then_refine(
+def gating_em(
     X: np.ndarray,
     y: np.ndarray,
     experts: np.ndarray,
     sigma0: float,
     activation: Activation,
     history: History,
+    stop: StoppingCriterion,
     *,
     update_sigma: bool,
     gating_em_iter: int = 200,
-    gating_tol: float = 1e-8,
     gating_newton_steps: int = 5,
     gating_method: str = "auto",
     gating_acceleration: str = "quasi_newton",
-    ridge: float = 0.0,
-    refine: bool = False,
-    refine_max_iter: int = 200,
-    refine_tol: float = 1e-8,
-    max_iter: int | None = None,
-    max_time: float | None = None,
+    ridge: float = GATING_EM_RIDGE,
     backend: str | None = None,
-) -> StagedEMResult:
-    """The EM stage of a moment method: gating EM with the experts fixed, then ``refine``.
+) -> EMResult:
+    """The gating EM of a moment method: the experts fixed, the gating (and sigma) fitted.
 
-    The one mechanism behind ``refine=True`` of tensor_em and spectral_experts. From a
-    zero gating (equal gate probabilities) :func:`run_em` fits the gating with the
-    experts fixed (phase "gating_em"); then, when ``refine`` and the time budget is not
-    spent, joint EM from that solution (phase "refine"; experts, gating and sigma move).
+    From a zero gating (equal gate probabilities) it maximises the ridge-penalised mean
+    log-likelihood
+
+        F(W) = L(W) - ridge / 2 ||W||_F^2,
+        L(W) = mean_n log sum_i softmax(W x_n)_i N(y_n; g(a_i . x_n), sigma^2)
+
+    over the gating W (and sigma unless given), phase "gating_em" of ``history``.
+
+    **Why a ridge.** With the experts fixed the maximum of L may not exist: when the
+    responsibilities are separable by a linear gate (e.g. wrong experts, each best on a
+    half-space) L keeps increasing as ||W|| grows, and the unpenalised EM drives the gating
+    norm without bound. The penalty bounds it: for any sigma,
+    L(W) - L(0) = mean_n log [sum_i pi_i(x_n) f_in / (k^-1 sum_i f_in)] <= log k (the
+    numerator is at most max_i f_in <= sum_i f_in), so a maximiser W* of F satisfies
+    F(W*) >= F(0) = L(0), i.e. ridge / 2 ||W*||^2 <= L(W*) - L(0) <= log k:
+
+        ||W*||_F <= sqrt(2 log k / ridge)        (:func:`gating_norm_bound`).
+
+    Every iterate of this monotone ascent from W = 0 obeys the same bound when sigma is
+    given (F never decreases); with sigma fitted an iterate obeys
+    ||W_t||^2 <= 2 (log k + L(0, sigma_t) - L(0, sigma_0)) / ridge. In the units of
+    standardised X (unit rms) the default ridge :data:`GATING_EM_RIDGE` = 1e-5 gives 372
+    (k = 2) to 679 (k = 10), with a negligible bias at the true gating (see there).
 
     Parameters
     ----------
     X, y : validated arrays (n, d) and (n,)
     experts : ndarray (k, d)
-        The moment method's experts.
+        The moment method's experts (fixed).
     sigma0 : float
         Starting (or given) noise level.
     activation : Activation
     history : History
-        Receives the records of both phases.
+        Receives one record per iteration (iteration 0: the zero-gating start).
+    stop : StoppingCriterion
+        The fit's criterion (its tolerance is the gating EM's, ``gating_tol``): counts the
+        iterations against the fit's total budgets; the stop reason is "converged",
+        "gating_em_iter" (the own limit), "max_iter" or "max_time".
     update_sigma : bool
         Whether sigma is re-estimated (False when the user gave sigma).
-    gating_em_iter, gating_tol, gating_newton_steps, gating_method, ridge
-        The gating EM (see :func:`run_em`; ``gating_newton_steps`` and ``gating_method``
-        act only with ``gating_acceleration="none"``, and in the quasi-Newton path's
-        fallback).
+    gating_em_iter : int
+        This EM's own iteration limit.
+    gating_newton_steps, gating_method
+        The plain EM's M-step (see :func:`run_em`): they act with
+        ``gating_acceleration="none"`` and in the quasi-Newton path's fallback.
     gating_acceleration : {"quasi_newton", "none"}
-        ``"quasi_newton"``: L-BFGS on the observed-data log-likelihood
-        (:func:`moebench.acceleration.gating_em_quasi_newton`: the same fixed point,
-        about 5x fewer passes over X at d = 100, k = 10); ``"none"``: the plain gating EM
-        (:func:`run_em`, E-steps and inner Newton/L-BFGS M-steps). An iteration limit
-        below :data:`~moebench.acceleration.QN_MIN_ITER` always takes the plain EM. Both
-        run on torch tensors too (:mod:`moebench.tensor.backend`).
-    refine, refine_max_iter, refine_tol
-        Whether and how long the joint EM runs.
-    max_iter : int or None
-        The sweep's iteration budget: caps each phase at ``min(phase limit, max_iter)``.
-    max_time : float or None
-        Wall-clock budget (``history``'s clock), checked after each EM iteration;
-        refine is skipped once it is spent.
+        ``"quasi_newton"``: L-BFGS on F (:func:`moebench.acceleration.gating_em_quasi_newton`:
+        the same fixed point, about 5x fewer passes over X at d = 100, k = 10); ``"none"``:
+        the plain gating EM (:func:`run_em`). A limit below
+        :data:`~moebench.acceleration.QN_MIN_ITER` (own or the budget's) takes the plain EM.
+    ridge : float
+        lambda above.
     backend : {"numpy", "torch"} or None
-        Array library of both phases; ``X`` and ``y`` move to the device once. None: the
-        library of ``X`` as given.
+        Array library; ``X`` and ``y`` move to the device once. None: ``X``'s library.
 
     Returns
     -------
-    StagedEMResult
+    EMResult
     """
-    cap = max_iter if max_iter is not None else float("inf")
-    X, y = to_backend(X, y, backend)  # once for both phases
-    common = dict(update_sigma=update_sigma, ridge=float(ridge), backend=backend,
-                  gating_newton_steps=int(gating_newton_steps), gating_method=gating_method,
-                  max_time=None if max_time is None else float(max_time), history=history)
-    times = {"gating_em": 0.0, "refine": 0.0}
-    tick = time.perf_counter()
+    X, y = to_backend(X, y, backend)
     k, d = np.shape(experts)
     check_choice(gating_acceleration, "gating_acceleration", GATING_ACCELERATIONS)
-    gating_limit = int(min(gating_em_iter, cap))
-    if gating_acceleration == "quasi_newton" and gating_limit >= QN_MIN_ITER:
-        res = gating_em_quasi_newton(
+    left = stop.iterations_left()
+    reach = int(gating_em_iter) if left is None else min(int(gating_em_iter), left)
+    if gating_acceleration == "quasi_newton" and reach >= QN_MIN_ITER:
+        return gating_em_quasi_newton(
             X, y, experts, np.zeros((k, d)), sigma0, activation, update_sigma=update_sigma,
-            max_iter=gating_limit, tol=float(gating_tol), ridge=float(ridge),
-            max_time=common["max_time"], history=history, phase="gating_em",
+            max_iter=int(gating_em_iter), ridge=float(ridge), history=history,
+            phase="gating_em", stopping=stop, limit_name="gating_em_iter",
             fallback_options={"gating_newton_steps": int(gating_newton_steps),
                               "gating_method": gating_method})
-    else:
-        res = run_em(X, y, experts, np.zeros((k, d)), sigma0, activation,
-                     update_experts=False, max_iter=gating_limit,
-                     tol=float(gating_tol), phase="gating_em", **common)
-    times["gating_em"] = time.perf_counter() - tick
-    n_iter = res.n_iter
-    gating_converged = res.converged
-    out_of_time = max_time is not None and history.elapsed() > max_time
-    stop_reason = "max_time" if out_of_time else _phase_stop(
-        res.stop_reason, max_iter, gating_em_iter, "gating_em_iter")
-    if refine and not out_of_time:
-        tick = time.perf_counter()
-        res = run_em(X, y, res.experts, res.gating, res.sigma, activation, update_experts=True,
-                     max_iter=int(min(refine_max_iter, cap)), tol=float(refine_tol),
-                     phase="refine", **common)
-        times["refine"] = time.perf_counter() - tick
-        n_iter += res.n_iter
-        stop_reason = _phase_stop(res.stop_reason, max_iter, refine_max_iter, "refine_max_iter")
-    return StagedEMResult(res, n_iter, stop_reason, gating_converged, times)
+    return run_em(X, y, experts, np.zeros((k, d)), sigma0, activation, update_experts=False,
+                  update_sigma=update_sigma, max_iter=int(gating_em_iter), ridge=float(ridge),
+                  gating_newton_steps=int(gating_newton_steps), gating_method=gating_method,
+                  history=history, phase="gating_em", backend=backend, stopping=stop,
+                  limit_name="gating_em_iter")

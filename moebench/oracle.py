@@ -88,6 +88,8 @@ class OracleGatingEM(MoEEstimator):
         Frobenius distance of the starting gating (free rows) from the true gating.
     n_iter_, converged_, stop_reason_, log_likelihood_, history_
         As every estimator (phase "gating_em").
+    phase_gating_norms_ : dict
+        ||gating||_F where the gating EM ended.
     """
 
     description = "oracle: gating EM with the TRUE experts and sigma fixed (needs the truth)"
@@ -105,6 +107,7 @@ class OracleGatingEM(MoEEstimator):
     }
     budget_parameters: ClassVar[dict[str, str]] = {"max_iter": "max_iter",
                                                     "max_time": "max_time"}
+    iteration_unit: ClassVar[str | None] = "EM iteration"
 
     def __init__(
         self,
@@ -175,13 +178,13 @@ class OracleGatingEM(MoEEstimator):
         true_free = truth.gating[:-1] - truth.gating[-1]
         self.gating_start_distance_ = float(np.linalg.norm(start[:-1] - true_free))
         res = run_em(X, y, truth.experts, start, s, activation, update_experts=False,
-                     update_sigma=False, max_iter=int(self.max_iter), tol=float(self.tol),
+                     update_sigma=False, max_iter=int(self.max_iter),
                      ridge=float(self.ridge), gating_newton_steps=int(self.gating_newton_steps),
-                     gating_method=self.gating_method,
-                     max_time=None if self.max_time is None else float(self.max_time),
-                     history=history, phase="gating_em")
+                     gating_method=self.gating_method, history=history, phase="gating_em",
+                     stopping=self.stopping(history, tol=float(self.tol)))
         self._set_fit(np.array(truth.experts, dtype=float), res.gating, s, res.n_iter,
                       res.log_likelihood, res.stop_reason, converged=res.converged)
+        self.phase_gating_norms_ = {"gating_em": float(np.linalg.norm(res.gating))}
 
     def _stationarity(self, X: np.ndarray, y: np.ndarray,
                       activation: Activation) -> tuple[float, float]:

@@ -8,7 +8,10 @@ A new baseline tests itself with::
 
 Each check raises ``AssertionError`` naming the violated part of the contract.
 Among them, :func:`check_declarations` exercises every declared parameter constraint
-(``_parameter_constraints``) and :func:`check_budgets` every declared budget parameter.
+(``_parameter_constraints``) and the budget declaration (``budget_parameters`` and
+``iteration_unit``), and :func:`check_budgets` every declared budget parameter, as the
+framework's stopping rule wants it (:mod:`moebench.stopping`): a budget ends the fit,
+``stop_reason_`` names it, and it is a total over the fit (every restart and phase).
 """
 
 from __future__ import annotations
@@ -132,6 +135,15 @@ def check_declarations(cls: type[MoEEstimator], options: dict[str, Any]) -> None
         cls.check_params(_declared_defaults(cls))
     except ValueError as exc:
         raise AssertionError(f"the default parameters fail their own declaration: {exc}") from exc
+    unit = getattr(cls, "iteration_unit", None)
+    if "max_iter" in cls.budget_parameters:
+        assert isinstance(unit, str) and unit, (
+            f"{cls.__name__} declares a max_iter budget but no iteration_unit: say what one "
+            "iteration of the budget is (iteration_unit = \"EM iteration\", \"epoch\", ...)")
+    else:
+        assert unit is None, (
+            f"{cls.__name__} declares iteration_unit = {unit!r} but no max_iter budget: a "
+            "method whose budget is time only (or none) declares iteration_unit = None")
     data = _tiny(cls, 4)
     X, y = data.X[:300], data.y[:300]
     for name, constraints in cls.parameter_constraints().items():
@@ -168,23 +180,52 @@ def check_declarations(cls: type[MoEEstimator], options: dict[str, Any]) -> None
             raise AssertionError(f"fit with {name}={bad[0]!r} did not raise ValueError")
 
 
+def _restarts_run(est: MoEEstimator) -> set[int]:
+    """The restart indices of the starts that ran (records tagged ``restart >= 0``)."""
+    return {r["restart"] for r in est.history_ if r.get("restart", 0) >= 0}
+
+
 def check_budgets(cls: type[MoEEstimator], options: dict[str, Any]) -> None:
-    """A declared budget parameter ends the fit, and ``stop_reason_`` names it."""
+    """A declared budget parameter ends the fit, ``stop_reason_`` names it, and it is a
+    total over the fit.
+
+    - ``max_time`` = 1e-9 ends the fit with ``stop_reason_ == "max_time"``; with
+      ``n_init = 3`` (a restarted estimator) no start after the first runs;
+    - ``max_iter`` = 1 ends it with "max_iter" (or "converged"); ``max_iter`` = 2 caps
+      ``n_iter_`` (counted in the class's ``iteration_unit``) at 2, also with ``n_init = 3``.
+    """
     data = _tiny(cls, 5)
+    has_restarts = "n_init" in cls._get_param_names()
+
+    def fit(**params: Any) -> MoEEstimator:
+        est = _make(cls, options, n_experts=_k(cls), random_state=0, **params)
+        return est.fit(data.X, data.y, truth=_truth(cls, data))
+
     if "max_time" in cls.budget_parameters:
         param = cls.budget_parameters["max_time"]
-        est = _make(cls, options, n_experts=_k(cls), random_state=0, **{param: 1e-9})
-        est.fit(data.X, data.y, truth=_truth(cls, data))
+        est = fit(**{param: 1e-9})
         assert est.stop_reason_ == "max_time", (
             f"with {param}=1e-9 (the time budget) stop_reason_ is {est.stop_reason_!r}, "
             "expected 'max_time'")
+        if has_restarts:
+            est = fit(**{param: 1e-9, "n_init": 3})
+            assert _restarts_run(est) <= {0} and est.stop_reason_ == "max_time", (
+                f"with {param}=1e-9 and n_init=3 the starts {sorted(_restarts_run(est))} ran "
+                f"(stop_reason_ {est.stop_reason_!r}): the time budget is a total over the "
+                "fit, so no start may run once it is spent")
     if "max_iter" in cls.budget_parameters:
         param = cls.budget_parameters["max_iter"]
-        est = _make(cls, options, n_experts=_k(cls), random_state=0, **{param: 1})
-        est.fit(data.X, data.y, truth=_truth(cls, data))
+        est = fit(**{param: 1})
         assert est.stop_reason_ in ("max_iter", "converged"), (
             f"with {param}=1 (the iteration budget) stop_reason_ is {est.stop_reason_!r}, "
             "expected 'max_iter' (or 'converged')")
+        for extra in ({}, {"n_init": 3}) if has_restarts else ({},):
+            est = fit(**{param: 2, **extra})
+            assert est.n_iter_ <= 2, (
+                f"with {param}=2{' and n_init=3' if extra else ''} n_iter_ is {est.n_iter_}: "
+                f"the iteration budget is a total over the fit (in {cls.iteration_unit}s), "
+                "across restarts and phases (ask the fit's moebench.stopping."
+                "StoppingCriterion, MoEEstimator.stopping(history))")
 
 
 def check_fit_contract(cls: type[MoEEstimator], options: dict[str, Any]) -> None:
@@ -324,6 +365,24 @@ CHECKS: tuple[Callable[[type[MoEEstimator], dict[str, Any]], None], ...] = (
 
 def check_algorithm(algorithm: str | type[MoEEstimator], **options: Any) -> None:
     """Check an estimator against the moebench contract.
+
+    The checks, in order: construction (get/set_params round-trip, a description);
+    declarations (every constructor option declares its valid values in
+    ``_parameter_constraints`` and ``fit`` refuses values outside them; the budget
+    declaration: ``budget_parameters`` maps "max_iter" / "max_time" to options, and a class
+    with a "max_iter" budget names its ``iteration_unit`` -- "EM iteration", "epoch", ... --
+    while a class whose budget is time only declares ``iteration_unit = None``); the fit
+    contract (fitted attributes, ``converged_``, ``stop_reason_``, ``log_likelihood_``,
+    ``history_``); budgets (each declared budget ends the fit and names itself in
+    ``stop_reason_``, and is a total over the fit: ``n_iter_`` never exceeds ``max_iter``,
+    restarts included, and no start runs once the time budget is spent -- what the
+    framework's :class:`moebench.stopping.StoppingCriterion`, from
+    :meth:`moebench.MoEEstimator.stopping`, enforces); determinism; a tiny problem; bad input.
+
+    The fitted parameters a run record stores (summary key ``fitted_parameters``,
+    :func:`moebench.sweep.rerun.parameters_json`) are the contract's ``experts_``,
+    ``gating_`` and ``sigma_`` (and the biases of a model that has them), so an estimator
+    that passes these checks is re-scored and classified from its records without a re-run.
 
     Parameters
     ----------

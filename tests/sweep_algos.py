@@ -25,6 +25,7 @@ class SweepTestEM(MoEEstimator):
 
     description = "test-only: joint EM from a random start"
     budget_parameters = {"max_iter": "max_iter", "max_time": "max_time"}
+    iteration_unit = "EM iteration"
     #: init_scale <= 0 passes the declaration on purpose: it makes fit fail at run time
     _parameter_constraints = {"max_iter": [Interval(int, 1, None)],
                               "max_time": [Interval(float, 0, None, closed="neither"), None],

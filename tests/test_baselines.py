@@ -83,7 +83,8 @@ def _final_ll_per_restart(history) -> dict[int, float]:
 
 
 @pytest.mark.parametrize("name, options", [
-    ("joint_em", dict(init="random", max_iter=3, tol=0.0)),
+    # (max_iter is a total over the restarts: a loose tol ends each start early, so all run)
+    ("joint_em", dict(init="random", max_iter=400, tol=1e-2)),
     ("sgd", dict(max_epochs=2, lr=0.01)),
 ])
 def test_n_init_keeps_the_best_likelihood(name, options, small):

@@ -92,6 +92,7 @@ class _Declared(MoEEstimator):
 
     description = "test-only: declared options"
     budget_parameters = {"max_iter": "n_steps"}
+    iteration_unit = "step"
     _parameter_constraints = {"n_steps": [Interval(int, 1)], "shrink": [Interval(float, 0, 1)]}
 
     def __init__(self, n_experts=2, activation="linear", sigma=None, random_state=None,
@@ -143,6 +144,34 @@ def test_check_algorithm_rejects_a_default_outside_the_declaration():
     with pytest.raises(AssertionError, match="default parameters fail their own declaration: "
                        "shrink must be a finite real number in \\[0.5, 1\\]; got 0.0"):
         check_algorithm(BadDefault)
+
+
+def test_check_algorithm_wants_the_iteration_unit_of_an_iteration_budget():
+    class NoUnit(_Declared):
+        iteration_unit = None
+
+    with pytest.raises(AssertionError, match="declares a max_iter budget but no "
+                       "iteration_unit"):
+        check_algorithm(NoUnit)
+
+    class TimeOnlyWithUnit(_Declared):
+        budget_parameters = {}
+
+    with pytest.raises(AssertionError, match="iteration_unit = 'step' but no max_iter budget"):
+        check_algorithm(TimeOnlyWithUnit)
+
+
+def test_check_algorithm_wants_the_iteration_budget_as_a_total():
+    class PerRestart(_Declared):
+        """Reports n_steps per start times three starts: the budget is not a total."""
+
+        def _fit(self, X, y, k, activation, sigma, history):
+            super()._fit(X, y, k, activation, sigma, history)
+            self.n_iter_ = 3 * self.n_steps
+
+    with pytest.raises(AssertionError, match="check_budgets: with n_steps=2 n_iter_ is 6: the "
+                       "iteration budget is a total"):
+        check_algorithm(PerRestart)
 
 
 def test_fit_that_forgets_its_outcome_fails_clearly(small_data):

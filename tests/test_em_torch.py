@@ -322,17 +322,20 @@ def test_marginal_likelihood_twin_mirrors_the_numpy_class():
 @needs_torch
 @pytest.mark.parametrize("update_sigma", [False, True])
 @pytest.mark.parametrize("acceleration", ["quasi_newton", "none"])
-def test_gating_em_then_refine_agrees(update_sigma, acceleration):
+def test_gating_em_agrees(update_sigma, acceleration):
+    # the moment methods' gating EM (their refine is joint_em's run_em, checked above)
+    from moebench.stopping import StoppingCriterion
+
     data = moebench.make_moe(5000, 6, 3, activation="sigmoid", sigma=0.1, gating="orthogonal",
                              random_state=8)
     experts = data.experts + 0.05 * np.random.default_rng(9).standard_normal((3, 6))
-    out = [em.gating_em_then_refine(data.X, data.y, experts, 0.2, data.activation,
-                                    History(data.model), update_sigma=update_sigma,
-                                    gating_acceleration=acceleration, backend=backend)
+    out = [em.gating_em(data.X, data.y, experts, 0.2, data.activation, History(data.model),
+                        StoppingCriterion(tol=1e-8), update_sigma=update_sigma,
+                        gating_acceleration=acceleration, backend=backend)
            for backend in ("numpy", em_torch_cpu())]
     assert out[0].n_iter == out[1].n_iter > 1
     for field in ("gating", "sigma", "log_likelihood"):
-        _close(getattr(out[0].result, field), getattr(out[1].result, field))
+        _close(getattr(out[0], field), getattr(out[1], field))
 
 
 # -- benchmarks: the GPU check script and the asv backend suite (tiny sizes, CPU torch) ------

@@ -50,9 +50,10 @@ def test_baselines_config_reproduces_the_script_protocol():
     assert len(cells) == 6 * 10 * 5 - 4 * 10  # alt_min on linear only
     assert {c.data["activation"] for c in cells if c.variant.label == "alt_min"} == {"linear"}
     # every algorithm with its default options: the sweep's budgets equal the defaults and
-    # max_time never binds; only refine is set
+    # max_time never binds; only refine is set: joint EM from the tensor start with the
+    # joint_em variant's settings (issue 26: one EM)
     for v in cfg.variants:
-        assert v.params == ({"refine": True} if v.label == "tensor_em+refine" else {})
+        assert v.params == ({"init": "tensor"} if v.label == "tensor_em+refine" else {})
         assert not v.known_sigma
         defaults = _defaults(v.algorithm)
         if "max_iter" in defaults and v.algorithm != "tensor_em":
@@ -79,7 +80,8 @@ def test_tensor_em_accuracy_config_reproduces_the_script_protocol():
     assert len(cells) == 27 * 5 + 3 * 5
     refine = [c for c in cells if c.variant.label == "tensor_em_refine"]
     assert {(c.data["n"], c.data["k"]) for c in refine} == {(100_000, 3)}
-    assert all(c.variant.params == {"refine": True} for c in refine)
+    assert all(c.variant.params == {"init": "tensor"} and c.variant.algorithm == "joint_em"
+               for c in refine)
     defaults = _defaults("tensor_em")
     assert all(v.max_iter == defaults["gating_em_iter"] and v.max_time >= 600
                for v in cfg.variants)

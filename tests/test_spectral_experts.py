@@ -7,7 +7,7 @@ import pytest
 
 import moebench
 from moebench import registry
-from moebench.em import gating_em_then_refine
+from moebench.em import gating_em
 from moebench.metrics import parameter_errors
 from moebench.sweep.config import ConfigError, validate_config
 from moebench.tensor.label_transforms import ablation_coefficients
@@ -64,8 +64,9 @@ def test_refine_improves_the_error():
     e_plain = _expert_error(plain.experts_, data)
     e_refined = _expert_error(refined.experts_, data)
     assert e_refined < 0.01 < e_plain
-    assert any(r["phase"] == "refine" for r in refined.history_)
-    assert not any(r["phase"] == "refine" for r in plain.history_)
+    # refine is joint EM from the spectral start: joint_em's phase "em"
+    assert any(r["phase"] == "em" for r in refined.history_)
+    assert not any(r["phase"] == "em" for r in plain.history_)
 
 
 @pytest.mark.parametrize("regularization", ["nuclear", "ridge"])
@@ -109,23 +110,28 @@ def test_refuses_nonlinear_experts():
 
 
 # --------------------------------------------------------------------------- the shared EM stage
-def test_refine_is_one_shared_mechanism():
-    """tensor_em's refine and spectral_experts' refine both run gating_em_then_refine."""
+def test_refine_is_joint_em_from_the_spectral_start():
+    """spectral_experts(refine=True) is joint_em(init="spectral_experts"), to the bit; both
+    moment methods fit their gating with the one bounded gating EM."""
     data = _mlr(2, n=5000)
-    act = moebench.get_activation("linear")
-    history = moebench.base.History()
-    staged = gating_em_then_refine(data.X, data.y, data.model.experts, 0.1, act, history,
-                                   update_sigma=True, refine=True, max_iter=3)
-    assert staged.n_iter <= 6
-    assert staged.stop_reason in ("converged", "max_iter")
-    phases = {r["phase"] for r in history.records}
-    assert phases == {"gating_em", "refine"}
+    refined = moebench.get_algorithm("spectral_experts", n_experts=2, random_state=0,
+                                     refine=True, refine_max_iter=40, refine_tol=1e-7)
+    joint = moebench.get_algorithm("joint_em", n_experts=2, random_state=0,
+                                   init="spectral_experts", max_iter=40, tol=1e-7)
+    refined.fit(data.X, data.y)
+    joint.fit(data.X, data.y)
+    for attr in ("experts_", "gating_", "sigma_", "n_iter_", "log_likelihood_",
+                 "stop_reason_", "spectral_experts_"):
+        assert np.array_equal(getattr(refined, attr), getattr(joint, attr)), attr
+    np.testing.assert_array_equal([r["log_likelihood"] for r in refined.history_],
+                                  [r["log_likelihood"] for r in joint.history_])
+    assert refined.local_search
     import moebench.baselines.spectral_experts as se_module
 
     import moebench.tensor.estimator as te_module
 
-    assert te_module.gating_em_then_refine is gating_em_then_refine
-    assert se_module.gating_em_then_refine is gating_em_then_refine
+    assert te_module.gating_em is gating_em
+    assert se_module.gating_em is gating_em
 
 
 # --------------------------------------------------------------------------- label transforms

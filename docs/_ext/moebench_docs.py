@@ -406,7 +406,7 @@ def algorithm_rows(name: str) -> dict[str, Any]:
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "description": cls.description,
             "assumes": list(cls.assumes), "requires_k_le_d": cls.requires_k_le_d,
             "activations": cls.supported_activations, "local_search": cls.local_search,
-            "rows": rows}
+            "iteration_unit": getattr(cls, "iteration_unit", None), "rows": rows}
 
 
 class AlgorithmOptions(_GeneratedDirective):
@@ -429,7 +429,10 @@ class AlgorithmOptions(_GeneratedDirective):
                f"- assumes: {'; '.join(info['assumes']) or '-'}",
                f"- k <= d required: {'yes' if info['requires_k_le_d'] else 'no'}; "
                f"activations: {acts}; local search: "
-               f"{'yes' if info['local_search'] else 'no'}", ""]
+               f"{'yes' if info['local_search'] else 'no'}",
+               f"- iteration budget: "
+               f"{info['iteration_unit'] + 's' if info['iteration_unit'] else 'none (time only)'}"
+               " (budgets are totals over the fit: restarts and phases)", ""]
         out += _table(["option", "default", "valid values", "meaning"], info["rows"])
         return out
 

@@ -39,6 +39,7 @@ class HardEM(MoEEstimator):
     local_search = False  # it maximises the classification likelihood, not the likelihood
     _parameter_constraints = {"max_iter": [Interval(int, 1)], "ridge": [Interval(float, 0)]}
     budget_parameters = {"max_iter": "max_iter"}  # the sweep's iteration budget goes here
+    iteration_unit = "hard-EM iteration"  # what one unit of that budget is
 
     def __init__(self, n_experts: int = 2, activation: str | Activation = "linear",
                  sigma: float | None = None, random_state: int | None = None,
@@ -53,17 +54,24 @@ class HardEM(MoEEstimator):
         experts, gating = random_unit_experts(self._rng(), k, d), np.zeros((k, d))
         s = float(np.std(y)) if sigma is None else sigma
         labels = np.full(n, -1)
-        for it in range(self.max_iter + 1):
+        stop = self.stopping(history)  # the framework's budgets (max_iter here), one rule
+        it = 0
+        while True:
             resp, ll = e_step(MoEModel(experts, gating, s, activation), X, y)
             history.record("hard_em", it, ll, experts=experts, gating=gating, sigma=s)
             new_labels = np.argmax(resp, axis=1)
-            converged = bool(np.array_equal(new_labels, labels))
-            if converged or it == self.max_iter:
+            if np.array_equal(new_labels, labels):  # this method's own criterion
+                reason = "converged"
                 break
+            reason = stop.budget_reason()  # "max_iter" once the budget is spent, else None
+            if reason is not None:
+                break
+            stop.tick()  # one iteration of the budget
+            it += 1
             labels = new_labels
             hard = np.eye(k)[labels]
             experts = expert_m_step(X, y, hard, experts, activation)
             gating = gating_m_step(X, hard, gating, ridge=self.ridge)
             if sigma is None:
                 s = sigma_m_step(X, y, hard, experts, activation)
-        self._set_fit(experts, gating, s, it, ll, "converged" if converged else "max_iter")
+        self._set_fit(experts, gating, s, it, ll, reason)

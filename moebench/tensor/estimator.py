@@ -33,11 +33,14 @@ consistent and efficient algorithms" (arXiv:1802.07417). Steps of :class:`Tensor
    Sign identifiability: when c3 != 0 the sign of each a_i is identified (linear,
    sigmoid, relu, tanh, ...). An even g (g(-t) = g(t)) makes a_i and -a_i give
    the same model; then h3 is even and c3 = E[h3'''(Z)] = 0 and the fit is refused.
-4. **Gating EM** (:func:`moebench.em.run_em` with ``update_experts=False``): from a
-   zero gating (equal gate probabilities), E-steps and weighted multinomial
-   logistic-regression M-steps with the experts fixed; sigma is re-estimated by
-   its M-step when it was not given.
-5. Optional ``refine=True``: joint EM from the tensor solution (not the paper's
+4. **Gating EM** (:func:`moebench.em.gating_em`): from a zero gating (equal gate
+   probabilities), E-steps and weighted multinomial logistic-regression M-steps with the
+   experts fixed; sigma is re-estimated by its M-step when it was not given. The
+   objective carries a ridge (default :data:`moebench.em.GATING_EM_RIDGE`), which bounds
+   the gating: ||W||_F <= sqrt(2 log k / ridge) (the maximum of the unpenalised gating
+   likelihood may not exist on wrong experts).
+5. Optional ``refine=True``: joint EM from this start, which is
+   ``joint_em(init="tensor")`` itself (:func:`fit_from_start`; not the paper's
    algorithm; off by default).
 """
 
@@ -50,14 +53,17 @@ from typing import Any, ClassVar
 import numpy as np
 
 from moebench.activations import Activation
-from moebench.base import History, MoEEstimator
+from moebench.base import History, LocalSearchWhen, MoEEstimator
 from moebench.em import (
-    STAGED_EM_CONSTRAINTS,
+    GATING_EM_CONSTRAINTS,
+    GATING_EM_RIDGE,
+    EMResult,
     check_expert_step_out_of_core,
-    gating_em_then_refine,
+    gating_em,
 )
 from moebench.model import MoEModel
-from moebench.registry import register
+from moebench.registry import algorithm_class, register
+from moebench.stopping import StoppingCriterion
 from moebench.tensor.backend import BACKENDS
 from moebench.tensor.decomposition import DECOMPOSITIONS, TensorDecomposition, decompose
 from moebench.tensor.label_transforms import (
@@ -194,20 +200,23 @@ class TensorEM(MoEEstimator):
         about 5x fewer passes over X at d = 100, k = 10); ``"none"``: the plain EM (E-steps
         and ``gating_newton_steps`` inner Newton or L-BFGS steps per M-step).
     ridge : float
-        L2 penalty of the gating M-step.
+        Ridge lambda of the gating EM's objective (units of standardised X): bounds the
+        fitted gating by ||W||_F <= sqrt(2 log k / lambda) (:func:`moebench.em.gating_em`).
     refine : bool
-        Run joint EM from the tensor solution afterwards.
+        Fit ``joint_em(init="tensor")`` instead: joint EM from the tensor step and gating
+        EM (the same code path, options and budget as ``joint_em``; equal to the bit).
     refine_max_iter : int
-        Iterations of the joint EM when ``refine``.
+        Alias: the joint EM's ``max_iter`` when ``refine`` (capped by ``max_iter``).
     refine_tol : float
-        Relative log-likelihood tolerance of the joint EM.
+        Alias: the joint EM's ``tol`` when ``refine``.
     max_iter : int or None
-        The sweep's iteration budget: caps each EM phase (gating EM, refine) at
-        ``min(gating_em_iter or refine_max_iter, max_iter)`` iterations; None: no cap.
+        The sweep's iteration budget, a total: the gating EM's iterations (stop reason
+        "max_iter"; its own limit ``gating_em_iter`` gives "gating_em_iter"); with
+        ``refine``, the joint EM's. None: no budget.
     max_time : float or None
-        Wall-clock budget in seconds for the whole fit, checked after each EM
-        iteration (the moments and the decomposition are not interrupted); refine is
-        skipped once it is spent.
+        Wall-clock budget in seconds for the whole fit, the tensor step included (the
+        moments and the decomposition are not interrupted; the EM loops stop once it is
+        spent).
     label_transform : {"paper", "raw", "powers"}
         The labels of the moments (an ablation of the paper's key idea). "paper": the
         paper's S2(y), S3(y), whose correction terms cancel the cross terms of an
@@ -229,11 +238,13 @@ class TensorEM(MoEEstimator):
         "moments" and one for "decomposition" (their log_likelihood is NaN: no model
         exists yet; the decomposition record carries the experts, so with ``truth``
         it has the tensor step's expert_error), then one per iteration of
-        "gating_em" (iteration 0 = the zero-gating start) and of "refine".
-        ``n_iter_`` counts the gating-EM (plus refine) iterations. ``converged_``,
-        ``stop_reason_`` and ``log_likelihood_`` are those of the last EM phase run.
+        "gating_em" (iteration 0 = the zero-gating start; each carries the penalised
+        ``objective``) and, with ``refine``, of joint_em's "em".
+        ``n_iter_`` counts the gating-EM iterations, or with ``refine`` the joint EM's.
     gating_converged_ : bool
-        Whether the gating EM converged (before refine).
+        Whether the gating EM converged.
+    gating_n_iter_ : int
+        Iterations of the gating EM.
     coefficients_ : TransformCoefficients or AblationCoefficients
         alpha, beta, gamma, c2, c3 used ("paper"); the transform's c2, c3 (ablations).
     t2_eigenvalues_ : ndarray
@@ -270,7 +281,13 @@ class TensorEM(MoEEstimator):
         |cos| between a gating row (relative to the reference row) and span(experts);
         ~0 when the paper's orthogonality assumption holds.
     phase_times_ : dict
-        Seconds spent in "moments", "decomposition", "gating_em", "refine".
+        Seconds spent in "moments", "decomposition", "gating_em" (and, with ``refine``,
+        the joint EM's "em").
+    phase_gating_norms_ : dict
+        ||gating||_F where each phase ended ("gating_em"; with ``refine`` also "em").
+    local_search : bool
+        True for an instance with ``refine`` (its fit ends in joint EM), else False (also
+        on the class).
 
     Raises
     ------
@@ -285,10 +302,13 @@ class TensorEM(MoEEstimator):
     assumes = ("Gaussian inputs", "gating orthogonal to experts", "k <= d",
                "unit-norm experts", "c2, c3 of g nonzero (not even g)")
     requires_k_le_d: ClassVar[bool] = True
-    local_search: ClassVar[bool] = False  # a moment method; with refine it is the reference
+    #: a moment method (False on the class); an instance with ``refine`` is a local search
+    local_search = LocalSearchWhen("refine")
     supported_activations = None
     budget_parameters: ClassVar[dict[str, str]] = {"max_iter": "max_iter",
                                                    "max_time": "max_time"}
+    #: gating-EM iterations (with ``refine``: the joint EM's, as ``joint_em(init="tensor")``)
+    iteration_unit: ClassVar[str | None] = "EM iteration"
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "decomposition": [Options(DECOMPOSITIONS)],
         "n_starts": [Interval(int, 1, None)],
@@ -297,7 +317,7 @@ class TensorEM(MoEEstimator):
         "backend": [Options(BACKENDS)],
         "dtype": [Options(tuple(DTYPES))],
         "chunk_size": [Interval(int, 1, None), None],
-        **STAGED_EM_CONSTRAINTS,
+        **GATING_EM_CONSTRAINTS,
         "label_transform": [Options(LABEL_TRANSFORMS)],
     }
 
@@ -319,7 +339,7 @@ class TensorEM(MoEEstimator):
         gating_newton_steps: int = 5,
         gating_method: str = "auto",
         gating_acceleration: str = "quasi_newton",
-        ridge: float = 0.0,
+        ridge: float = GATING_EM_RIDGE,
         refine: bool = False,
         refine_max_iter: int = 200,
         refine_tol: float = 1e-8,
@@ -372,18 +392,14 @@ class TensorEM(MoEEstimator):
 
     def _check_options(self) -> dict[str, Any]:
         """Options as plain Python values (``fit`` has checked them against the declaration)."""
-        cap = self.max_iter if self.max_iter is not None else float("inf")
         return {
             "n_starts": int(self.n_starts),
             "n_power_iter": int(self.n_power_iter),
             "chunk_size": None if self.chunk_size is None else int(self.chunk_size),
-            "gating_em_iter": int(min(self.gating_em_iter, cap)),
+            "gating_em_iter": int(self.gating_em_iter),
             "gating_newton_steps": int(self.gating_newton_steps),
-            "refine_max_iter": int(min(self.refine_max_iter, cap)),
             "gating_tol": float(self.gating_tol),
-            "refine_tol": float(self.refine_tol),
             "ridge": float(self.ridge),
-            "max_time": None if self.max_time is None else float(self.max_time),
         }
 
     # -- the tensor part ----------------------------------------------------------------
@@ -411,8 +427,58 @@ class TensorEM(MoEEstimator):
         self.below_sample_complexity_ = wh.below_sample_complexity
         return wh
 
+    #: the options of the start (tensor step and gating EM) that ``refine=True`` hands to
+    #: ``joint_em(init="tensor", init_options=...)``
+    START_OPTIONS: ClassVar[tuple[str, ...]] = (
+        "decomposition", "n_starts", "n_power_iter", "whitening", "backend", "dtype",
+        "chunk_size", "gating_em_iter", "gating_tol", "gating_newton_steps", "gating_method",
+        "gating_acceleration", "ridge", "label_transform")
+
+    def start_options(self) -> dict[str, Any]:
+        """This estimator's start options (:attr:`START_OPTIONS`), as ``init_options`` of
+        ``joint_em(init="tensor")``."""
+        return {name: getattr(self, name) for name in self.START_OPTIONS}
+
     def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
              sigma: float | None, history: History) -> None:
+        # refine: joint EM from the tensor start, i.e. joint_em(init="tensor") itself
+        if self.refine:
+            fit_from_start(self, "tensor", X, y, k, activation, sigma, history)
+            return
+        stop = self.stopping(history, tol=float(self.gating_tol))
+        res = self.start(X, y, k, activation, sigma, history, stop)
+        self._set_fit(res.experts, res.gating, res.sigma, res.n_iter, res.log_likelihood,
+                      res.stop_reason, converged=res.converged)
+
+    def start(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+              sigma: float | None, history: History, stop: StoppingCriterion,
+              gating: bool = True) -> EMResult:
+        """The tensor step, then the gating EM with its experts fixed: tensor_em's fit, and
+        the start of ``joint_em(init="tensor")``.
+
+        Parameters
+        ----------
+        X, y : validated arrays (n, d) and (n,)
+        k : int
+        activation : Activation
+        sigma : float or None
+            The given noise level, or None (a moment estimate, then the gating EM's).
+        history : History
+            Receives the "moments" and "decomposition" records, then the gating EM's.
+        stop : StoppingCriterion
+            The gating EM's criterion (tolerance ``gating_tol``; the fit's budgets: the
+            tensor step's time is charged to its time budget).
+        gating : bool
+            False skips the gating EM (``joint_em(init="tensor_experts")``): the result
+            has a zero gating, the moment estimate of sigma and no log-likelihood (NaN).
+
+        Returns
+        -------
+        EMResult
+            Experts and gating in the units of ``X``. Also sets the tensor step's fitted
+            attributes (``coefficients_``, ``t2_eigenvalues_``, ..., ``gating_converged_``,
+            ``assumption_check_``, ``phase_times_``, ``phase_gating_norms_``).
+        """
         opts = self._check_options()
         n, d = X.shape
         n_min = min_samples(d, k)
@@ -424,6 +490,7 @@ class TensorEM(MoEEstimator):
         # the moments assume E[x x^T] = I: an X whose rms is clearly off 1 (by more than
         # INPUT_RMS_TOL) is divided by its rms and the parameters mapped back at the end, so
         # the fit is scale-equivariant; unit-scale X is used as is, bit for bit
+        truth = history.truth  # restored at the end (the gating EM records in X / x_scale)
         x_scale = rms(X)
         if abs(x_scale - 1.0) > INPUT_RMS_TOL:
             X = X / x_scale
@@ -434,7 +501,7 @@ class TensorEM(MoEEstimator):
         else:
             x_scale = 1.0
         rng = self._rng()
-        times = {"moments": 0.0, "decomposition": 0.0, "gating_em": 0.0, "refine": 0.0}
+        times = {"moments": 0.0, "decomposition": 0.0}
 
         # 1-2. transforms, moments, whitening
         tick = time.perf_counter()
@@ -478,23 +545,51 @@ class TensorEM(MoEEstimator):
         history.record("decomposition", 0, float("nan"), experts=experts, gating=gating0,
                        decomposition_residual=dec.residual)
 
-        # 4-5. gating EM with the experts fixed, then the optional joint EM (refine; skipped
-        # once the time budget is spent): the EM stage shared with spectral_experts
-        staged = gating_em_then_refine(
-            X, y, experts, sigma0, activation, history, update_sigma=sigma is None,
-            gating_em_iter=self.gating_em_iter, gating_tol=opts["gating_tol"],
-            gating_newton_steps=opts["gating_newton_steps"], gating_method=self.gating_method,
-            gating_acceleration=self.gating_acceleration, ridge=opts["ridge"],
-            refine=self.refine, refine_max_iter=self.refine_max_iter,
-            refine_tol=opts["refine_tol"], max_iter=self.max_iter, max_time=opts["max_time"],
-            backend=self.backend)
-        res = staged.result
-        times.update(staged.times)
-        self.gating_converged_ = staged.gating_converged
-        self._set_fit(res.experts, res.gating, res.sigma, staged.n_iter, res.log_likelihood,
-                      staged.stop_reason, converged=res.converged)
+        # 4. gating EM with the experts fixed, ridge-penalised (bounded gating)
+        if gating:
+            tick = time.perf_counter()
+            res = gating_em(
+                X, y, experts, sigma0, activation, history, stop, update_sigma=sigma is None,
+                gating_em_iter=opts["gating_em_iter"],
+                gating_newton_steps=opts["gating_newton_steps"],
+                gating_method=self.gating_method, gating_acceleration=self.gating_acceleration,
+                ridge=opts["ridge"], backend=self.backend)
+            times["gating_em"] = time.perf_counter() - tick
+            self.gating_converged_ = res.converged
+            self.gating_n_iter_ = res.n_iter
+        else:
+            res = EMResult(experts, gating0, float(sigma0), 0, float("nan"), False, "start")
         self.assumption_check_ = gating_orthogonality(res.gating, res.experts)
         self.phase_times_ = times
-        if x_scale != 1.0:  # back to the units of the X given to _fit
-            self.experts_ = self.experts_ / x_scale
-            self.gating_ = self.gating_ / x_scale
+        if x_scale != 1.0:  # back to the units of the X given here
+            res.experts = res.experts / x_scale
+            res.gating = res.gating / x_scale
+            history.truth = truth
+        self.phase_gating_norms_ = {"gating_em" if gating else "start":
+                                    float(np.linalg.norm(res.gating))}
+        return res
+
+
+def fit_from_start(est: MoEEstimator, init: str, X: np.ndarray, y: np.ndarray, k: int,
+                   activation: Activation, sigma: float | None, history: History) -> None:
+    """Fit a moment estimator's ``refine=True``: ``joint_em(init=init)`` from its start.
+
+    One EM for every variant: the joint EM is ``joint_em``'s own fit (the registry's
+    class), with the moment estimator's start options as ``init_options``, its
+    ``refine_max_iter`` (capped by ``max_iter``) as the joint EM's ``max_iter``, its
+    ``refine_tol`` as ``tol`` and its ``max_time``; every other joint-EM option is
+    ``joint_em``'s default. So ``tensor_em(refine=True)`` equals
+    ``joint_em(init="tensor")`` with the same options to the bit. The joint EM's fitted
+    attributes become ``est``'s.
+    """
+    cap = est.refine_max_iter if est.max_iter is None else min(est.refine_max_iter,
+                                                                est.max_iter)
+    joint = algorithm_class("joint_em")(
+        n_experts=est.n_experts, activation=est.activation, sigma=est.sigma,
+        random_state=est.random_state, init=init, init_options=est.start_options(),
+        n_init=1, max_iter=int(cap), tol=float(est.refine_tol), max_time=est.max_time,
+        backend=getattr(est, "backend", "numpy"))
+    joint._fit(X, y, k, activation, sigma, history)
+    for name, value in vars(joint).items():
+        if name.endswith("_") and not name.startswith("_"):
+            setattr(est, name, value)
