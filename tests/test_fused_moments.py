@@ -10,16 +10,16 @@ import tempfile
 import numpy as np
 import pytest
 
-from moebench.tensor import moments
+from moebench.tensor import backend, moments
 from moebench.tensor.moments import second_moment, whitened_third_moment
 
-fused_only = pytest.mark.skipif(not moments.FUSED_KERNELS,
+fused_only = pytest.mark.skipif(not backend.FUSED_KERNELS,
                                 reason="the fused kernels are not built or this CPU lacks AVX2")
 
 
 def _blas(monkeypatch, fn, *args, **kw):
     with monkeypatch.context() as m:
-        m.setattr(moments, "FUSED_KERNELS", False)
+        m.setattr(backend, "FUSED_KERNELS", False)
         return fn(*args, **kw)
 
 
@@ -76,8 +76,8 @@ def test_what_the_fused_kernels_do_not_take_goes_to_blas(monkeypatch):
     assert moments._fused_input(X, be, np.dtype(np.float32)) is None  # cast per chunk
     assert moments._fused_input(X.astype(np.float32), be, np.dtype(np.float64)) is None
     assert moments._fused_input(X, moments.get_backend("torch"), np.dtype(np.float64)) is None
-    monkeypatch.setattr(moments._fused, "wsyrk", refuse)
-    monkeypatch.setattr(moments._fused, "wt3", refuse)
+    monkeypatch.setattr(backend._fused, "wsyrk", refuse)
+    monkeypatch.setattr(backend._fused, "wt3", refuse)
     T3 = whitened_third_moment(X, y, W)  # k = 13
     assert T3.shape == (13, 13, 13)
     T2 = second_moment(np.asfortranarray(X), y)
@@ -109,7 +109,7 @@ def test_fused_float32_third_moment(monkeypatch, n, d, k):
     def refuse(*args):
         raise AssertionError("fused kernel called")
 
-    monkeypatch.setattr(moments._fused, "wsyrk", refuse)
+    monkeypatch.setattr(backend._fused, "wsyrk", refuse)
     second_moment(X32, y, dtype=np.float32)  # the BLAS path: no AssertionError
 
 
@@ -126,7 +126,7 @@ def test_fused_kernels_refuse_non_finite_input():
 
 
 def test_environment_variable_turns_the_fused_kernels_off():
-    code = "from moebench.tensor import moments; print(moments.FUSED_KERNELS)"
+    code = "from moebench.tensor import backend; print(backend.FUSED_KERNELS)"
     env = {**os.environ, "MOEBENCH_FUSED_KERNELS": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout.strip()
@@ -140,7 +140,8 @@ def test_without_the_extension_the_blas_path_runs():
         "import sys; sys.modules['moebench.tensor._fused'] = None\n"  # import fails
         "import numpy as np\n"
         "from moebench.tensor import moments\n"
-        "assert moments._fused is None and moments.FUSED_KERNELS is False\n"
+        "from moebench.tensor import backend\n"
+        "assert backend._fused is None and backend.FUSED_KERNELS is False\n"
         "rng = np.random.default_rng(0)\n"
         "X = rng.standard_normal((700, 9)); y = rng.standard_normal(700)\n"
         "np.save(sys.argv[1], np.concatenate([moments.second_moment(X, y - 0.5).ravel(),\n"

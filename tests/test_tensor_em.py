@@ -9,7 +9,7 @@ import moebench
 from moebench.generator import make_moe
 from moebench.metrics import parameter_errors
 from moebench.registry import algorithm_class, available_algorithms
-from moebench.tensor import moments
+from moebench.tensor import backend
 from moebench.tensor.decomposition import EIGENGAP_TOL, compose, multilinear
 from moebench.tensor.estimator import TensorEM, gating_orthogonality, min_samples, recover_experts
 from moebench.tensor.whitening import whiten
@@ -208,7 +208,7 @@ def _close_experts(seed: int):
                     random_state=seed)
 
 
-@pytest.mark.skipif(not moments.FUSED_KERNELS, reason="the fused kernels are not available")
+@pytest.mark.skipif(not backend.FUSED_KERNELS, reason="the fused kernels are not available")
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_fused_and_blas_paths_give_the_same_experts(monkeypatch, seed):
     """Issue 26 item 5 (a): on the data sets where the previous power method's components
@@ -217,7 +217,7 @@ def test_fused_and_blas_paths_give_the_same_experts(monkeypatch, seed):
     kw = dict(n_experts=4, sigma=0.5, random_state=0, gating_em_iter=0)
     with pytest.warns(RuntimeWarning, match="below its sample complexity"):
         fused = TensorEM(**kw).fit(data.X, data.y)
-    monkeypatch.setattr(moments, "FUSED_KERNELS", False)
+    monkeypatch.setattr(backend, "FUSED_KERNELS", False)
     with pytest.warns(RuntimeWarning, match="below its sample complexity"):
         blas = TensorEM(**kw).fit(data.X, data.y)
     assert not fused.tensor_ill_conditioned_ and not blas.tensor_ill_conditioned_

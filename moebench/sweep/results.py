@@ -117,12 +117,13 @@ KERNEL_PATH_COLUMN = "kernel_path"
 
 
 def kernel_path() -> str:
-    """``"fused"`` when the fused C moment kernels compute T2 and the whitened T3 in this
-    process (:data:`moebench.tensor.moments.FUSED_KERNELS`: built, AVX2 + FMA, and
+    """``"fused"`` when the fused C kernels compute the weighted Gram matrices (T2, the
+    EM's systems) and the whitened T3 in this process
+    (:data:`moebench.tensor.backend.FUSED_KERNELS`: built, AVX2 + FMA, and
     ``MOEBENCH_FUSED_KERNELS`` not ``0``), else ``"blas"`` (numpy's BLAS does)."""
-    from moebench.tensor import moments
+    from moebench.tensor import backend
 
-    return "fused" if getattr(moments, "FUSED_KERNELS", False) else "blas"
+    return "fused" if backend.FUSED_KERNELS else "blas"
 
 
 def code_version_of(summary: Any) -> int:

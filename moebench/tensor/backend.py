@@ -18,6 +18,7 @@ linear systems stay numpy on the host (:meth:`Backend.param` and
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 from typing import Any
 
@@ -28,6 +29,36 @@ from moebench.activations import ACTIVATIONS, LEAKY_SLOPE, Activation
 from moebench.chunked import slices
 from moebench.fastmath import log_softmax_rows, normalize_log_rows
 from moebench.validation import check_choice
+
+try:  # the optional C extension (setup.py); absent where it could not be compiled
+    from moebench.tensor import _fused
+except ImportError:  # pragma: no cover - depends on the build
+    _fused = None
+
+#: Whether the fused AVX2 kernels (``moebench/tensor/_fused.c``) run on the numpy backend:
+#: the float64 weighted Gram matrices (T2 and the EM's Newton and least-squares systems)
+#: and the whitened T3 (float64, or float32 with X stored as float32). True when the
+#: extension was built, this CPU has AVX2 and FMA, and ``MOEBENCH_FUSED_KERNELS`` is not
+#: ``0``; otherwise numpy's BLAS does. The one switch of the kernel path.
+FUSED_KERNELS = (_fused is not None and _fused.available()
+                 and os.environ.get("MOEBENCH_FUSED_KERNELS", "1") != "0")
+
+
+def fused_weighted_gram(X: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``X^T diag(w) X`` by the fused kernel (float64, C-contiguous X, any signs of w):
+    it scales the rows while it packs them for its SYRK tiles, in one pass."""
+    n, d = X.shape
+    tiles = np.zeros((-(-d // 6) * 6, -(-d // 8) * 8))  # the kernel's 6 x 8 tiles
+    weights = np.ascontiguousarray(w, dtype=np.float64)
+    _fused.wsyrk(X.ctypes.data, weights.ctypes.data, n, d, tiles.ctypes.data)
+    upper = np.triu(tiles[:d, :d])
+    return upper + np.triu(upper, 1).T
+
+
+def takes_fused(X: Any) -> bool:
+    """Whether the fused float64 kernels take ``X`` (see :data:`FUSED_KERNELS`)."""
+    return (FUSED_KERNELS and isinstance(X, np.ndarray) and X.dtype == np.float64
+            and X.flags.c_contiguous and X.ndim == 2 and X.shape[0] > 0)
 
 BACKENDS = ("numpy", "torch")
 #: Bytes of one row block of :meth:`NumpyBackend.weighted_gram` (fits in a 2 MiB L2 cache)
@@ -208,9 +239,12 @@ class NumpyBackend(Backend):
         return activation.derivative(t)
 
     def weighted_gram(self, X: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """Row blocks of about :data:`GRAM_CHUNK_BYTES` scaled into one reused buffer, so
+        """The fused kernel where it takes X (:func:`takes_fused`: 1.3x faster at n = 10^5,
+        d = 10); else row blocks of about :data:`GRAM_CHUNK_BYTES` scaled into one reused buffer, so
         the scaled copy stays in cache for its SYRK (1.2-1.7x faster than
         ``(X * w[:, None]).T @ X`` at n = 10^5, d = 10 to 100, one thread)."""
+        if takes_fused(X):
+            return fused_weighted_gram(X, w)
         n, d = X.shape
         rows = min(n, max(256, GRAM_CHUNK_BYTES // (8 * d)))
         root = np.sqrt(w)

@@ -26,18 +26,13 @@ per pass (``2 + n_iter`` passes for the whitening, one for ``T3``).
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import numpy as np
 
-from moebench.tensor.backend import Backend, get_backend
+from moebench.tensor import backend as _backend
+from moebench.tensor.backend import Backend, fused_weighted_gram, get_backend
 from moebench.validation import check_positive_int
-
-try:  # the optional C extension (setup.py); absent where it could not be compiled
-    from moebench.tensor import _fused
-except ImportError:  # pragma: no cover - depends on the build
-    _fused = None
 
 #: Bytes of one chunk (in the compute dtype) when ``chunk_size`` is None: the chunk and
 #: its packed Khatri-Rao block stay in a 2 MiB L2 cache.
@@ -51,12 +46,6 @@ DENSE_MAX_D = 100
 
 _DTYPES = (np.float64, np.float32)
 
-#: Whether the fused AVX2 kernels (``moebench/tensor/_fused.c``) compute float64 T2 and
-#: the whitened T3 (float64, or float32 with X stored as float32) on the numpy backend:
-#: the extension was built, this CPU has AVX2 and FMA, and ``MOEBENCH_FUSED_KERNELS`` is
-#: not ``0``. Otherwise numpy's BLAS does.
-FUSED_KERNELS = (_fused is not None and _fused.available()
-                 and os.environ.get("MOEBENCH_FUSED_KERNELS", "1") != "0")
 #: Largest k of the fused whitened-T3 kernel (12 lanes).
 FUSED_MAX_K = 12
 
@@ -173,7 +162,7 @@ def _fused_input(X: np.ndarray, be: Backend, dt: np.dtype) -> np.ndarray | None:
     They take a C-contiguous array or memmap on the numpy backend whose dtype is the
     compute dtype (float64; float32 for the whitened T3 only, X stored as float32).
     """
-    if (FUSED_KERNELS and be.name == "numpy" and X.dtype == dt
+    if (_backend.FUSED_KERNELS and be.name == "numpy" and X.dtype == dt
             and X.flags.c_contiguous and X.shape[0] > 0):
         return X
     return None
@@ -227,9 +216,9 @@ def second_moment(
     :data:`NEG_SUBTRACT_FRACTION` of the chunk, otherwise the chunk is gathered
     positive rows first and two SYRKs are taken. Memory: one chunk buffer.
 
-    With :data:`FUSED_KERNELS` (float64, numpy backend, C-contiguous X) a fused kernel
-    scales the rows while it packs them for its SYRK tiles, in one pass whatever the signs
-    (``chunk_size`` is then unused).
+    With :data:`~moebench.tensor.backend.FUSED_KERNELS` (float64, numpy backend,
+    C-contiguous X) a fused kernel scales the rows while it packs them for its SYRK
+    tiles, in one pass whatever the signs (``chunk_size`` is then unused).
     """
     X = _check_X(X)
     n, d = X.shape
@@ -242,11 +231,7 @@ def second_moment(
     buf = None
     fused = _fused_input(X, be, dt) if dt == np.float64 else None
     if fused is not None:
-        tiles = np.zeros((-(-d // 6) * 6, -(-d // 8) * 8))  # the kernel's 6 x 8 tiles
-        weights = np.ascontiguousarray(s2)
-        _fused.wsyrk(fused.ctypes.data, weights.ctypes.data, n, d, tiles.ctypes.data)
-        upper = np.triu(tiles[:d, :d])
-        acc = upper + np.triu(upper, 1).T
+        acc = fused_weighted_gram(fused, s2)
     chunks = _chunk_bounds(n, d, rows, dt) if fused is None else ()  # the BLAS path
     for i, j in chunks:
         m = j - i
@@ -383,10 +368,11 @@ def whitened_third_moment(
     with ``(s3 * U)`` giving the k(k+1)/2 × k distinct entries. The ``sym(u⊗B)``
     term only needs ``sum_n s3_n u_n``. Work ``O(n d k + n k^3)``, memory
     ``O(k^3 + m k^2)`` beyond the chunk; d×d×d is never built. With
-    :data:`FUSED_KERNELS` and ``k <= FUSED_MAX_K`` (numpy backend, C-contiguous X of the
-    compute dtype) one fused kernel does the projection 4 rows at a time (6 in float32)
-    and the packed cubic sums for the entries with ``c >= b`` only (``chunk_size`` is
-    then unused); in float32 its sums over 1024-row blocks are float32.
+    :data:`~moebench.tensor.backend.FUSED_KERNELS` and ``k <= FUSED_MAX_K`` (numpy
+    backend, C-contiguous X of the compute dtype) one fused kernel does the projection 4
+    rows at a time (6 in float32) and the packed cubic sums for the entries with
+    ``c >= b`` only (``chunk_size`` is then unused); in float32 its sums over 1024-row
+    blocks are float32.
     """
     X = _check_X(X)
     n, d = X.shape
@@ -407,7 +393,7 @@ def whitened_third_moment(
         G = np.zeros((-(-p // 4) * 4, width))
         v = np.zeros(width)
         weights = np.ascontiguousarray(s3)
-        _fused.wt3(fused.ctypes.data, weights.ctypes.data, n, d, k, lanes.ctypes.data,
+        _backend._fused.wt3(fused.ctypes.data, weights.ctypes.data, n, d, k, lanes.ctypes.data,
                    G.ctypes.data, v.ctypes.data, int(dt == np.float32))  # float32 sums
         M, v = G[_fused_triples(k)], v[:k]
     else:
