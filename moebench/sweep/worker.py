@@ -27,10 +27,10 @@ import numpy as np
 
 from moebench.metrics import parameter_errors, prediction_mse
 from moebench.registry import algorithm_class, available_algorithms, get_algorithm
+from moebench.sweep.classify import climbs_likelihood
 from moebench.sweep.columns import METRIC_COLUMNS
 from moebench.sweep.config import Cell
 from moebench.sweep.data_sources import CellData, load_cell_data
-from moebench.sweep.classify import climbs_likelihood
 from moebench.sweep.rerun import PARAMETERS_KEY, parameters_json
 from moebench.sweep.results import provenance, write_run
 from moebench.validation import DegenerateFitError, absurd_log_likelihood, rms
