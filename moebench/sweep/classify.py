@@ -68,21 +68,28 @@ POLISH_MAX_ITER = 1000
 #: Newton steps of each gating M-step and inner steps of each expert M-step of the polisher
 POLISH_GATING_STEPS = 5
 POLISH_EXPERT_STEPS = 5
-#: scaled gradient norm at or below which a polished point is stationary. The polisher ends
-#: at 3e-7 to 2e-6 on the global maxima of linear and sigmoid data (k = 3 to 8, d = 5 to 10,
-#: n = 5e3 to 1e4); ten times that leaves room and is a thousand times below the sweep's
-#: :data:`moebench.stationarity.STATIONARY_TOL`.
+#: the polisher's Newton finish: at most this many Newton steps on the log-likelihood after
+#: the EM, taken only while the loss Hessian is positive definite there (a local maximum
+#: nearby): it converges quadratically (gradient norm about 1e-15 in three steps at the
+#: maxima we measured), so the Hessian is then measured *at* the stationary point
+NEWTON_STEPS = 8
+#: the Newton finish forms the Hessian (and solves) up to this many parameters; above it
+#: solves by conjugate gradients on Hessian-vector products (at most NEWTON_CG_ITER each)
+NEWTON_MAX_PARAMS = 2000
+NEWTON_CG_ITER = 500
+#: scaled gradient norm at or below which a polished point is stationary. The EM part of the
+#: polisher ends at 3e-7 to 2e-6 on the maxima of linear and sigmoid data (k = 3 to 8, d = 5
+#: to 10, n = 3e3 to 1e4), the Newton finish near 1e-15; saddles keep the EM's gradient.
+#: A thousand times below the sweep's :data:`moebench.stationarity.STATIONARY_TOL`.
 CERTIFY_GRAD_TOL = 1e-5
 #: the Hessian of the loss is definite "beyond" this: smallest eigenvalue (scaled
 #: coordinates, Fisher information per sample of order 1) > HESSIAN_EPS for a local maximum,
-#: < -HESSIAN_EPS for a saddle, else singular. With the gradient at most CERTIFY_GRAD_TOL,
-#: a Newton step from a local maximum so certified gains at most
-#: CERTIFY_GRAD_TOL^2 / (2 HESSIAN_EPS) = 5e-7 per sample (far below any stuck tolerance) and
-#: moves at most CERTIFY_GRAD_TOL / HESSIAN_EPS = 0.1 scaled units; the Lanczos error (about
-#: 1e-8 of the spectrum's scale) is far below it. Global maxima measured 2e-3 to 2e-2
-#: (the gating directions are the flat ones). The eigenvalue depends on which expert's gating
-#: row is the reference (a non-orthogonal change of coordinates); its sign does not.
-HESSIAN_EPS = 1e-4
+#: < -HESSIAN_EPS for a saddle, else singular. Maxima with saturated gates are flat: at
+#: gating norm 8, the global maximum's smallest eigenvalue measured 5e-5 and a spurious
+#: local maximum 1e-5 (both confirmed by Newton to a gradient of 1e-15), so eps sits well
+#: below them and well above the eigenvalue's error (dense: rounding; Lanczos: about
+#: LANCZOS_TOL = 1e-8 times the spectrum's scale, below 1e-7 here).
+HESSIAN_EPS = 1e-6
 
 FINE, SLOW, LOCAL_MAX, SADDLE, SINGULAR = "fine", "slow", "local maximum", "saddle", "singular"
 UNFINISHED, FAILED, NOT_CLASSIFIED = "unfinished", "failed", "not classified"
@@ -100,10 +107,11 @@ CLASS_DEFINITIONS = {
              "same data (best over every variant and every polished point){truth}",
     FINE: "a likelihood-climbing run that is not short",
     SLOW: "short, but the polisher (joint EM from the run's end point, tol "
-          f"{POLISH_TOL:g}, at most {POLISH_MAX_ITER} iterations) reaches the best",
+          f"{POLISH_TOL:g}, at most {POLISH_MAX_ITER} iterations, then at most {NEWTON_STEPS} "
+          "Newton steps where the loss Hessian is positive definite) reaches the best",
     LOCAL_MAX: "the polished point is still short, stationary (scaled gradient norm <= "
                f"{CERTIFY_GRAD_TOL:g}) and the loss Hessian's smallest eigenvalue is > "
-               f"{HESSIAN_EPS:g} (certified local maximum)",
+               f"{HESSIAN_EPS:g} (certified local maximum; a local optimum)",
     SADDLE: f"still short, stationary, smallest loss-Hessian eigenvalue < -{HESSIAN_EPS:g}",
     SINGULAR: f"still short, stationary, smallest loss-Hessian eigenvalue within "
               f"±{HESSIAN_EPS:g}",
@@ -146,6 +154,7 @@ class Polished:
     n_iter: int
     converged: bool
     stop_reason: str
+    newton_steps: int
     grad_norm: float
     hessian_min_eig: float
     time: float
@@ -159,7 +168,10 @@ def polish(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.ndarray
     The same settings for every run: :func:`moebench.em.run_em` with
     ``update_experts=True``, full M-steps, no ridge (the likelihood itself),
     :data:`POLISH_GATING_STEPS` gating Newton steps and :data:`POLISH_EXPERT_STEPS` expert
-    steps per M-step, sigma re-estimated when ``learn_sigma``.
+    steps per M-step, sigma re-estimated when ``learn_sigma``; then :func:`newton_finish`
+    (at most :data:`NEWTON_STEPS` Newton steps, only where the loss Hessian is positive
+    definite), so that a local maximum's gradient ends near rounding and its Hessian is
+    measured at the stationary point itself.
 
     Parameters
     ----------
@@ -180,8 +192,8 @@ def polish(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.ndarray
     -------
     Polished
         The end point, its mean log-likelihood, the EM's iterations, whether its tolerance
-        ended it, and the scaled gradient norm and smallest loss-Hessian eigenvalue there
-        (:func:`moebench.stationarity.stationarity`).
+        ended it, the Newton steps taken, and the scaled gradient norm and smallest
+        loss-Hessian eigenvalue there (:func:`moebench.stationarity.stationarity`).
 
     Raises
     ------
@@ -205,12 +217,85 @@ def polish(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.ndarray
                      update_sigma=learn_sigma, mstep="full", max_iter=max_iter, tol=tol,
                      ridge=0.0, gating_newton_steps=POLISH_GATING_STEPS,
                      expert_max_iter=POLISH_EXPERT_STEPS)
-        grad_norm, eig = stationarity(X, y, res.experts, res.gating, res.sigma, act,
+        experts, gating, sigma_, ll, steps = newton_finish(
+            X, y, res.experts, res.gating, res.sigma, act, learn_sigma)
+        grad_norm, eig = stationarity(X, y, experts, gating, sigma_, act,
                                       learn_sigma=learn_sigma)
-    return Polished(np.asarray(res.experts), np.asarray(res.gating), float(res.sigma),
-                    float(res.log_likelihood), int(res.n_iter), bool(res.converged),
-                    str(res.stop_reason), float(grad_norm), float(eig),
-                    time.perf_counter() - t0)
+    if steps == 0:
+        ll = float(res.log_likelihood)
+    return Polished(experts, gating, float(sigma_), float(ll), int(res.n_iter),
+                    bool(res.converged), str(res.stop_reason), steps, float(grad_norm),
+                    float(eig), time.perf_counter() - t0)
+
+
+def newton_finish(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.ndarray,
+                  sigma: float, activation: Activation, learn_sigma: bool = True,
+                  max_steps: int = NEWTON_STEPS
+                  ) -> tuple[np.ndarray, np.ndarray, float, float, int]:
+    """Newton steps on the mean log-likelihood while its loss Hessian is positive definite.
+
+    A step theta <- theta + H_loss^{-1} grad is taken only where the smallest eigenvalue of
+    the loss Hessian is > 0 (checked at every step: dense up to
+    :data:`NEWTON_MAX_PARAMS` parameters, else Lanczos and a conjugate-gradient solve of at
+    most :data:`NEWTON_CG_ITER` iterations), kept only when it does not lower the
+    log-likelihood (beyond 1e-13 relative rounding) and lowers the scaled gradient norm;
+    it stops at the first step that fails or once the gradient is below 1e-13.
+
+    Returns
+    -------
+    experts, gating, sigma, log_likelihood, steps
+        The last kept point, its mean log-likelihood and the number of steps kept.
+    """
+    from scipy.sparse.linalg import LinearOperator, cg
+
+    from moebench.stationarity import (
+        HessianProduct,
+        lanczos_min_eigenvalue,
+        log_likelihood_gradient,
+        log_likelihood_hessian,
+        mean_log_likelihood,
+        pack,
+        scaling,
+        unpack,
+    )
+
+    k, d = np.shape(experts)
+    sig = float(sigma)
+    theta = pack(experts, gating, sig, learn_sigma)
+    ll = mean_log_likelihood(X, y, experts, gating, sig, activation)
+    D = scaling(X, k, sig, learn_sigma)  # fixed along the steps (sigma moves little)
+    point = unpack(theta, k, d, sig)
+    steps = 0
+    for _ in range(max_steps):
+        A, W, s = point
+        g = D * log_likelihood_gradient(X, y, A, W, s, activation, learn_sigma)
+        gnorm = float(np.linalg.norm(g))
+        if not np.isfinite(gnorm) or gnorm < 1e-13:
+            break
+        if D.size <= NEWTON_MAX_PARAMS:
+            M = -(D[:, None] * log_likelihood_hessian(X, y, A, W, s, activation, learn_sigma)
+                  * D[None, :])
+            M = 0.5 * (M + M.T)
+            if not np.all(np.isfinite(M)) or np.linalg.eigvalsh(M)[0] <= 0:
+                break
+            u = np.linalg.solve(M, g)
+        else:
+            if not lanczos_min_eigenvalue(X, y, A, W, s, activation, learn_sigma) > 0:
+                break
+            hvp = HessianProduct(X, y, A, W, s, activation, learn_sigma)
+            op = LinearOperator((D.size,) * 2, matvec=lambda v, h=hvp: -D * h(D * np.ravel(v)),
+                                dtype=float)
+            u = cg(op, g, rtol=1e-12, atol=0.0, maxiter=NEWTON_CG_ITER)[0]
+        candidate = pack(A, W, s, learn_sigma) + D * u
+        new = unpack(candidate, k, d, sig)
+        new_ll = mean_log_likelihood(X, y, *new, activation)
+        new_g = np.linalg.norm(D * log_likelihood_gradient(X, y, *new, activation, learn_sigma))
+        if not (np.isfinite(new_ll) and new_ll >= ll - 1e-13 * max(1.0, abs(ll))
+                and new_g < gnorm):
+            break
+        point, ll, steps = new, new_ll, steps + 1
+    A, W, s = point
+    return np.asarray(A), np.asarray(W), float(s), float(ll), steps
 
 
 # --------------------------------------------------------------------------- the classes
