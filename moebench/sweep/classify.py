@@ -554,7 +554,8 @@ def classify_results(results: str | os.PathLike, jobs: int = 1, tol: float | Non
     frame["classify_tol"] = tol
     reused = int(np.isfinite(frame["polished_log_likelihood"].astype(float)).sum()
                  + frame["polish_error"].fillna("").astype(str).ne("").sum()) - polished
-    out = frame[["run_id", "data_id", "label", "class", "climbs", "train_log_likelihood",
+    out = frame[["run_id", "data_id", "label", "class", "climbs", "has_parameters",
+                 "train_log_likelihood",
                  "best_log_likelihood", *POLISH_COLUMNS, "classify_tol"]]
     _write_parquet(out, folder / CLASSES_FILE)
     return ClassifyOutcome(out, polished, reused, time.perf_counter() - t0)
@@ -623,10 +624,11 @@ def load_classes(results: str | os.PathLike, summary: pd.DataFrame) -> pd.DataFr
 
 def attach_classes(summary: pd.DataFrame, results: str | os.PathLike) -> pd.DataFrame:
     """``summary`` with the columns of ``classes.parquet`` (``class``, ``climbs``,
-    ``classify_tol`` and the polish outputs) when it covers the folder, else unchanged."""
+    ``has_parameters``, ``classify_tol`` and the polish outputs) when it covers the folder,
+    else unchanged."""
     classes = load_classes(results, summary)
     if classes is None:
         return summary
-    keep = ["run_id", "class", "climbs", "classify_tol", *POLISH_COLUMNS]
+    keep = ["run_id", "class", "climbs", "has_parameters", "classify_tol", *POLISH_COLUMNS]
     base = summary.drop(columns=[c for c in keep[1:] if c in summary.columns])
     return base.merge(classes[keep], on="run_id", how="left")
