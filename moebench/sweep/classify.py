@@ -348,7 +348,7 @@ def assign_classes(frame: pd.DataFrame, tol: float) -> pd.Series:
     short = ok & is_short(ll, best, truth, tol)
     pll = frame["polished_log_likelihood"].astype(float)
     polished = np.isfinite(pll)
-    error = frame["polish_error"].fillna("").astype(str).ne("")
+    error = frame["polish_error"].map(lambda e: isinstance(e, str) and e != "").astype(bool)
     still_short = is_short(pll, best, truth, tol)
     grad = frame["polished_grad_norm"].astype(float)
     eig = frame["polished_hessian_min_eig"].astype(float)
@@ -553,7 +553,8 @@ def classify_results(results: str | os.PathLike, jobs: int = 1, tol: float | Non
     frame["best_log_likelihood"] = best_log_likelihood(frame)
     frame["classify_tol"] = tol
     reused = int(np.isfinite(frame["polished_log_likelihood"].astype(float)).sum()
-                 + frame["polish_error"].fillna("").astype(str).ne("").sum()) - polished
+                 + frame["polish_error"].map(lambda e: isinstance(e, str) and e != "").sum()
+                 ) - polished
     out = frame[["run_id", "data_id", "label", "class", "climbs", "has_parameters",
                  "train_log_likelihood",
                  "best_log_likelihood", *POLISH_COLUMNS, "classify_tol"]]
