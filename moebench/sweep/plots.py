@@ -635,7 +635,7 @@ def plot_gridlock(
     for ax in list(grid.flat)[len(baselines):]:
         ax.axis("off")
     grid.flat[0].legend(fontsize=7, loc="center left")
-    how = ("a certified local maximum after polishing (moebench classify)" if certified
+    how = ("certified by moebench classify" if certified
            else "at a stationary point (uncertified)" if stationarity
            else "stationarity unknown: gap alone (uncertified)")
     fig.suptitle(f"Gridlock: {stuck} in >= {stuck_min:.0%} of seeds while {reference} succeeds "
