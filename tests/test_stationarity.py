@@ -120,6 +120,10 @@ def test_the_sweep_records_stationarity_of_local_search_runs_only():
     assert evaluate(em, cell, 0.1)["fitted_grad_norm"] < STATIONARY_TOL
     tensor = get_algorithm("tensor_em", n_experts=2, random_state=0).fit(data.X, data.y)
     assert "fitted_grad_norm" not in evaluate(tensor, cell, 0.1)  # not a local-search method
+    # refine ends in joint EM: it climbs the likelihood and is checked like joint EM
+    refine = get_algorithm("tensor_em", n_experts=2, refine=True, random_state=0)
+    out = evaluate(refine.fit(data.X, data.y), cell, 0.1)
+    assert out["fitted_grad_norm"] < STATIONARY_TOL and out["fitted_hessian_min_eig"] > 0
 
 
 @pytest.mark.parametrize("learn_sigma", [True, False], ids=["sigma-learned", "sigma-known"])

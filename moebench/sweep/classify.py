@@ -518,7 +518,9 @@ def classify_results(results: str | os.PathLike, jobs: int = 1, tol: float | Non
     frame["climbs"] = frame["label"].map(climbs).fillna(False).astype(bool)
     params = (summary[PARAMETERS_KEY] if PARAMETERS_KEY in summary.columns
               else pd.Series(None, index=summary.index, dtype=object))
-    frame["has_parameters"] = params.map(lambda p: isinstance(p, str) and bool(p))
+    # polishable: stored parameters, and the run's cell in the stored config (for its data)
+    frame["has_parameters"] = (params.map(lambda p: isinstance(p, str) and bool(p))
+                               & frame["run_id"].isin(list(cells)))
     # sigma is given (and stays fixed) when the variant asks for the truth's and there is one
     learn = {rid: not (c.variant.known_sigma and "source" not in c.data)
              for rid, c in cells.items()}

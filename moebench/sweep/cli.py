@@ -377,7 +377,13 @@ def _with_classes(summary, results: str):
 
 def cmd_classify(args: argparse.Namespace) -> int:
     """Polish the short likelihood-climbing runs of a results folder and classify them."""
-    from moebench.sweep.classify import CLASSES, CLASSES_FILE, POLISH_FILE, classify_results
+    from moebench.sweep.classify import (
+        CLASSES,
+        CLASSES_FILE,
+        NO_PARAMETERS,
+        POLISH_FILE,
+        classify_results,
+    )
 
     def progress(line: str) -> None:
         if not args.quiet:
@@ -390,6 +396,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
     for name in CLASSES:
         if counts.get(name, 0):
             print(f"  {name:<32} {int(counts[name])}")
+    if counts.get(NO_PARAMETERS, 0):
+        print(f"{int(counts[NO_PARAMETERS])} short likelihood-climbing run(s) hold no fitted "
+              "parameters (recorded before runs stored them) and cannot be polished: they are "
+              "not classified; re-run them to classify them")
     print(f"wrote {Path(args.results) / CLASSES_FILE}")
     return 0
 

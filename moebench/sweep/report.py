@@ -333,8 +333,17 @@ def verdict_by_tolerance(summary: pd.DataFrame, axes: list[str], tols: list[floa
             for ref in refs:
                 row[f"gridlock cells vs {ref}"] = str(int(counts[ref].get(label, 0)))
             rows.append(row)
+    note = ""
+    if is_certified(summary):
+        polished_at = float(summary["classify_tol"].iloc[0])
+        below = [t for t in tols if t < polished_at]
+        if below:
+            note = (f"\nAt tol {', '.join(f'{t:g}' for t in below)} (below the {polished_at:g} "
+                    "that `moebench classify` ran with) short runs it did not polish are not "
+                    "classified and not counted; run `moebench classify --tol` with the "
+                    "smallest tolerance to certify them.\n")
     return (f"\n## Verdict by stuck tolerance (cells over {', '.join(axes)})\n\n"
-            + _markdown(rows))
+            + _markdown(rows) + note)
 
 
 
