@@ -262,3 +262,49 @@ def test_stale_classes_are_not_used(tmp_path, capsys):
     assert "stale (1 run(s) not classified" in capsys.readouterr().err
     changed = summary.assign(train_log_likelihood=[0.5, 0.3])
     assert "class" not in c.attach_classes(changed, tmp_path).columns
+
+
+def test_classify_real_data_relative_to_the_best_found(tmp_path, capsys):
+    """A CSV source has no truth: the classes are relative to the best run found."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 3))
+    y = np.where(X[:, 0] > 0, X @ [2.0, -1.0, 0.5], X @ [-1.0, 0.5, 2.0])
+    y += 0.1 * rng.normal(size=600)
+    path = tmp_path / "mix.csv"
+    path.write_text("a,b,c,target\n" + "\n".join(
+        ",".join(f"{v:.10g}" for v in (*row, t)) for row, t in zip(X, y, strict=True)) + "\n")
+    config = tmp_path / "real.toml"
+    config.write_text(f"""
+name = "real_classify"
+seed = 0
+[data]
+source = {{csv = "{path}", target = "target"}}
+k = 2
+folds = 2
+[budget]
+max_iter = 200
+[[algorithm]]
+name = "joint_em"
+label = "joint_em"
+params = {{n_init = 3}}
+[[algorithm]]
+name = "joint_em"
+label = "joint_em_short"
+params = {{n_init = 1}}
+max_iter = 1
+""")
+    out = tmp_path / "res"
+    assert main(["run", str(config), "--out", str(out), "--jobs", "1", "--quiet",
+                 "--no-plot"]) == 0
+    assert main(["classify", str(out), "--quiet"]) == 0
+    classes = pd.read_parquet(out / "classes.parquet")
+    em = classes[classes["label"].str.startswith("joint_em")]
+    assert set(em["class"]) <= {c.FINE, c.SLOW, c.LOCAL_MAX, c.SADDLE, c.SINGULAR,
+                                c.UNFINISHED}
+    assert (em.loc[em["label"] == "joint_em_short", "class"] != c.FINE).all()
+    assert set(classes.loc[classes["label"] == "linear_regression", "class"]) == {
+        c.NOT_CLASSIFIED}
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| local maximum |" in text and "below the truth" not in text

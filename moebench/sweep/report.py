@@ -112,7 +112,8 @@ def _classes_note(summary: pd.DataFrame, tol: float) -> str:
     states them."""
     from moebench.sweep.classify import class_definitions
 
-    truth = "true_train_log_likelihood" in summary.columns
+    truth = "true_train_log_likelihood" in summary.columns and bool(
+        np.isfinite(summary["true_train_log_likelihood"].astype(float)).any())
     return (f"Classes certified by `moebench classify` (polished at tol "
             f"{float(summary['classify_tol'].iloc[0]):g}; shown at tol {tol:g}): "
             + class_definitions(tol, truth) + _GROSS_NOTE)
@@ -154,10 +155,12 @@ def report_table(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> str:
     if real:
         varying = [c for c in varying if c != "k"]
         by = [*varying, "k", "label"]
+        if is_certified(summary):  # classes relative to the best found (no truth)
+            summary = mark_stuck(summary, tol)
     else:
         by = [*varying, "label"]
         summary = mark_stuck(summary, tol)
-    certified = (not real) and bool(summary["certified"].any())
+    certified = "certified" in summary.columns and bool(summary["certified"].any())
     stationarity = not real and not certified and has_stationarity(summary)
     rows = []
     for key, g in summary.groupby(by, sort=True, dropna=False):
@@ -172,6 +175,9 @@ def report_table(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> str:
         if real:
             row["held-out log-lik (mean ± sd)"] = _mean_sd(ok["test_log_likelihood"])
             row["held-out MSE (mean ± sd)"] = _mean_sd(ok["test_mse"])
+            if certified:
+                for col, head in CLASS_COLUMNS:
+                    row[head] = rate_interval(int(g[col].astype(bool).sum()), len(g))
         else:
             row["expert error, median [IQR]"] = _median_iqr(ok["expert_error"])
             row["expert error, mean"] = _mean(ok["expert_error"])
@@ -201,7 +207,8 @@ def report_table(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> str:
     if real:
         head.append(f"{summary['folds'].iloc[0] if 'folds' in summary else '?'}-fold held-out "
                     "scores in standardised units; the reference is a single linear regression "
-                    "(k = 1).\n")
+                    "(k = 1)." + (" " + _classes_note(summary, tol) if certified else "")
+                    + "\n")
     else:
         thr = summary["success_threshold"].iloc[0] if "success_threshold" in summary else 0.1
         head.append(f"Success: matched expert error < {thr:g} (failed runs count as failures). "
