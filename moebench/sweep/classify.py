@@ -128,8 +128,8 @@ CLASSES_FILE = "classes.parquet"
 POLISH_FILE = "polish.parquet"
 #: polisher outputs stored per polished run
 POLISH_COLUMNS = ("polished_log_likelihood", "polished_grad_norm", "polished_hessian_min_eig",
-                  "polish_iterations", "polish_converged", "polish_stop_reason", "polish_time",
-                  "polish_error")
+                  "polish_iterations", "polish_newton_steps", "polish_converged",
+                  "polish_stop_reason", "polish_time", "polish_error")
 
 
 def class_definitions(tol: float, truth: bool = True) -> str:
@@ -375,7 +375,8 @@ def assign_classes(frame: pd.DataFrame, tol: float) -> pd.Series:
 def polish_key(parameters: str, learn_sigma: bool) -> str:
     """Identifies a polish: the stored end point and every polisher setting."""
     text = json.dumps([parameters, learn_sigma, POLISH_TOL, POLISH_MAX_ITER,
-                       POLISH_GATING_STEPS, POLISH_EXPERT_STEPS])
+                       POLISH_GATING_STEPS, POLISH_EXPERT_STEPS, NEWTON_STEPS,
+                       NEWTON_MAX_PARAMS, NEWTON_CG_ITER])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -432,7 +433,7 @@ def _polish_data_set(tasks: list[dict[str, Any]], threads: int = 1) -> list[dict
             model = fitted_model(task["summary"])
             res = polish(data.X, data.y, model.experts, model.gating, float(model.sigma),
                          task["summary"]["activation"], task["learn_sigma"])
-        except (FloatingPointError, ValueError, np.linalg.LinAlgError) as exc:
+        except (FloatingPointError, ValueError, TypeError, np.linalg.LinAlgError) as exc:
             row.update({c: math.nan for c in POLISH_COLUMNS})
             row.update({"polish_converged": False, "polish_stop_reason": "",
                         "polish_error": f"{type(exc).__name__}: {exc}"})
@@ -440,7 +441,9 @@ def _polish_data_set(tasks: list[dict[str, Any]], threads: int = 1) -> list[dict
             row.update({"polished_log_likelihood": res.log_likelihood,
                         "polished_grad_norm": res.grad_norm,
                         "polished_hessian_min_eig": res.hessian_min_eig,
-                        "polish_iterations": res.n_iter, "polish_converged": res.converged,
+                        "polish_iterations": res.n_iter,
+                        "polish_newton_steps": res.newton_steps,
+                        "polish_converged": res.converged,
                         "polish_stop_reason": res.stop_reason, "polish_time": res.time,
                         "polish_error": ""})
         rows.append(row)
@@ -633,5 +636,6 @@ def attach_classes(summary: pd.DataFrame, results: str | os.PathLike) -> pd.Data
     if classes is None:
         return summary
     keep = ["run_id", "class", "climbs", "has_parameters", "classify_tol", *POLISH_COLUMNS]
+    keep = [c for c in keep if c in classes.columns]
     base = summary.drop(columns=[c for c in keep[1:] if c in summary.columns])
     return base.merge(classes[keep], on="run_id", how="left")
