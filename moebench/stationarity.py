@@ -16,7 +16,11 @@ fixed in the change of variables). In these units the Fisher information per sam
 of order 1 whatever the scale of X and, for linear experts, of y, so a gradient norm
 G promises a log-likelihood gain of about G^2 / 2 per sample from one Newton step. A fit
 is *stationary* when this scaled gradient norm is at most :data:`STATIONARY_TOL`
-(1e-2: a remaining gain of order 5e-5 per sample, below the 1e-3 stuck tolerance).
+(1e-2: a remaining gain of order 5e-5 per sample, below the 1e-3 stuck tolerance). This is
+the sweep's quick, *uncertified* rule: on a flat region (small curvature) a gradient that
+small can still lead far, and a stationary point may be a saddle. The certified classes
+(:mod:`moebench.sweep.classify`) polish the run first and use a gradient tolerance of 1e-5
+and the Hessian's sign.
 
 The smallest eigenvalue of the Hessian of the loss (the negative mean log-likelihood;
 analytic, :func:`log_likelihood_hessian`, checked against finite differences of the
