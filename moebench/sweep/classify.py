@@ -106,15 +106,15 @@ CLASS_DEFINITIONS = {
     "short": "final training log-likelihood more than {tol:g} per sample below the best on the "
              "same data (best over every variant and every polished point){truth}",
     FINE: "a likelihood-climbing run that is not short",
-    SLOW: "short, but the polisher (joint EM from the run's end point, tol "
+    SLOW: "short, but the point the polisher (joint EM from the run's end point, tol "
           f"{POLISH_TOL:g}, at most {POLISH_MAX_ITER} iterations, then at most {NEWTON_STEPS} "
-          "Newton steps where the loss Hessian is positive definite) reaches the best",
+          "Newton steps where the loss Hessian is positive definite) reaches is not short",
     LOCAL_MAX: "the polished point is still short, stationary (scaled gradient norm <= "
                f"{CERTIFY_GRAD_TOL:g}) and the loss Hessian's smallest eigenvalue is > "
                f"{HESSIAN_EPS:g} (certified local maximum; a local optimum)",
     SADDLE: f"still short, stationary, smallest loss-Hessian eigenvalue < -{HESSIAN_EPS:g}",
     SINGULAR: f"still short, stationary, smallest loss-Hessian eigenvalue within "
-              f"±{HESSIAN_EPS:g}",
+              f"±{HESSIAN_EPS:g} (or not computable)",
     UNFINISHED: "still short and not stationary when the polisher ends (still climbing)",
     FAILED: "status not ok, or the polisher failed",
     NOT_CLASSIFIED: "a method that does not climb the likelihood (moment or hard-assignment "
