@@ -166,7 +166,7 @@ class MoEEstimator:
         methods, ``local_search = True``): the norm of the gradient of
         the mean log-likelihood at the final parameters and the smallest eigenvalue of the
         Hessian of the negative mean log-likelihood (> 0 at a local maximum, < 0 at a
-        saddle; NaN when skipped), in the scaled coordinates of
+        saddle; a Lanczos estimate for large models), in the scaled coordinates of
         :mod:`moebench.stationarity`. Stationary: ``grad_norm_ <= STATIONARY_TOL``.
 
     Notes
@@ -563,7 +563,8 @@ class MoEEstimator:
         grad_norm_, hessian_min_eig_ : float
             The norm of the gradient of the mean log-likelihood at the fitted parameters,
             in scaled coordinates, and the smallest eigenvalue of the Hessian of the
-            negative mean log-likelihood (NaN above ``HESSIAN_MAX_PARAMS`` parameters); see
+            negative mean log-likelihood (exact up to ``HESSIAN_MAX_PARAMS`` parameters, a
+            Lanczos estimate above; NaN only where it cannot be computed); see
             :mod:`moebench.stationarity`. Also stored as the attributes of those names.
         """
         self._check_fitted()

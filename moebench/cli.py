@@ -33,6 +33,7 @@ from moebench.generator import GATING_KINDS, make_moe
 from moebench.io import atomic_write_bytes
 from moebench.registry import algorithm_class, algorithm_descriptions, oracle_algorithms
 from moebench.sweep.cli import (
+    add_classify_parser,
     add_plot_parser,
     add_report_parser,
     add_run_parser,
@@ -139,6 +140,7 @@ PARSER_BUILDERS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_run_parser,
     add_plot_parser,
     add_report_parser,
+    add_classify_parser,
     add_pack_parser,
     add_unpack_parser,
     add_verify_parser,
@@ -152,6 +154,7 @@ DOCS_PAGES: dict[str, str] = {
     "run": "docs/sweeps.md",
     "plot": "docs/plots_reports.md",
     "report": "docs/plots_reports.md",
+    "classify": "docs/plots_reports.md",
     "pack": "docs/results_schema.md",
     "unpack": "docs/results_schema.md",
     "verify": "docs/results_schema.md",

@@ -16,12 +16,20 @@ fixed in the change of variables). In these units the Fisher information per sam
 of order 1 whatever the scale of X and, for linear experts, of y, so a gradient norm
 G promises a log-likelihood gain of about G^2 / 2 per sample from one Newton step. A fit
 is *stationary* when this scaled gradient norm is at most :data:`STATIONARY_TOL`
-(1e-2: a remaining gain of order 5e-5 per sample, below the 1e-3 stuck tolerance).
+(1e-2: a remaining gain of order 5e-5 per sample, below the 1e-3 stuck tolerance). This is
+the sweep's quick, *uncertified* rule: on a flat region (small curvature) a gradient that
+small can still lead far, and a stationary point may be a saddle. The certified classes
+(:mod:`moebench.sweep.classify`) polish the run first and use a gradient tolerance of 1e-5
+and the Hessian's sign.
 
 The smallest eigenvalue of the Hessian of the loss (the negative mean log-likelihood;
 analytic, :func:`log_likelihood_hessian`, checked against finite differences of the
-analytic gradient in the tests) tells a local maximum (> 0) from a saddle (< 0); it is
-computed when P <= :data:`HESSIAN_MAX_PARAMS`.
+analytic gradient in the tests) tells a local maximum (> 0) from a saddle (< 0). Up to
+:data:`HESSIAN_MAX_PARAMS` parameters it is exact (the Hessian is formed); above, it is a
+Lanczos estimate (:func:`lanczos_min_eigenvalue`: ARPACK on exact Hessian-vector products,
+:class:`HessianProduct`, tolerance :data:`LANCZOS_TOL`; the tests check it against the dense
+eigenvalue to 1e-7), so every size is certified (d = 100, k = 10: P = 1901, a few seconds at
+n = 1e4).
 """
 
 from __future__ import annotations
@@ -36,8 +44,13 @@ from moebench.model import LOG_2PI, log_joint
 
 #: scaled gradient norm at or below which a fit counts as stationary
 STATIONARY_TOL = 1e-2
-#: largest number of parameters for which the Hessian's smallest eigenvalue is computed
+#: largest number of parameters for which the Hessian is formed (its smallest eigenvalue
+#: exact); above, a Lanczos estimate from Hessian-vector products (no size cap)
 HESSIAN_MAX_PARAMS = 500
+#: ARPACK tolerance of the Lanczos estimate (relative to the spectrum's scale)
+LANCZOS_TOL = 1e-8
+#: most ARPACK restarts of the Lanczos estimate
+LANCZOS_MAX_ITER = 3000
 
 
 def n_parameters(k: int, d: int, learn_sigma: bool = True) -> int:
@@ -140,6 +153,47 @@ def second_derivative(activation: Activation, t: np.ndarray) -> np.ndarray:
     return (activation.derivative(t + h) - activation.derivative(t - h)) / (2.0 * h)
 
 
+def _hessian_weights(Xc: np.ndarray, yc: np.ndarray, experts: np.ndarray, gating: np.ndarray,
+                     sigma: float, act: Activation, learn_sigma: bool) -> np.ndarray:
+    """Per-row weights w (m, nb, nb) of the Hessian of log p(y_n | x_n), gating taken
+    relative to its last row: the Hessian is mean_n sum_bc w_n[b, c] f_b f_c^T with
+    f = x_n for the k expert and k - 1 gating blocks and f = 1 for log sigma (block nb - 1
+    when ``learn_sigma``). See :func:`log_likelihood_hessian`."""
+    k = experts.shape[0]
+    m = Xc.shape[0]
+    nx = 2 * k - 1  # blocks with feature x: k experts, k - 1 free gating rows
+    nb = nx + int(learn_sigma)
+    s2 = float(sigma) ** 2
+    eye_k = np.eye(k)
+    t = Xc @ experts.T
+    res = yc[:, None] - act.func(t)
+    g1 = act.derivative(t)
+    z2 = res * res / s2
+    log_gate = log_softmax(Xc @ gating.T, axis=1)
+    lj = log_gate - 0.5 * z2 - math.log(sigma) - 0.5 * LOG_2PI
+    r = np.exp(lj - logsumexp(lj, axis=1, keepdims=True))
+    p = np.exp(log_gate)
+    e = res * g1 / s2
+    # phi[n, i, b]: coefficient of f_b in grad_b l_ni
+    phi = np.zeros((m, k, nb))
+    phi[:, :, :k] = e[:, :, None] * eye_k[None]
+    phi[:, :, k:nx] = eye_k[None, :, :k - 1] - p[:, None, :k - 1]
+    if learn_sigma:
+        phi[:, :, nx] = z2 - 1.0
+    psi = phi - np.einsum("ni,nib->nb", r, phi)[:, None, :]
+    w = np.matmul((psi * r[:, :, None]).transpose(0, 2, 1), psi)  # (m, nb, nb)
+    # sum_i r_ni hess l_ni
+    idx = np.arange(k)
+    w[:, idx, idx] += r * (res * second_derivative(act, t) - g1 * g1) / s2
+    pw = p[:, :k - 1]
+    w[:, k:nx, k:nx] -= pw[:, :, None] * (np.eye(k - 1)[None] - pw[:, None, :])
+    if learn_sigma:
+        w[:, idx, nx] += -2.0 * r * e
+        w[:, nx, idx] += -2.0 * r * e
+        w[:, nx, nx] += -2.0 * np.sum(r * z2, axis=1)
+    return w
+
+
 def log_likelihood_hessian(X: np.ndarray, y: np.ndarray, experts: np.ndarray,
                            gating: np.ndarray, sigma: float, activation: Activation | str,
                            learn_sigma: bool = True) -> np.ndarray:
@@ -161,40 +215,12 @@ def log_likelihood_hessian(X: np.ndarray, y: np.ndarray, experts: np.ndarray,
     gating = gating - gating[-1]
     n, d = X.shape
     k = experts.shape[0]
-    nx = 2 * k - 1  # blocks with feature x: k experts, k - 1 free gating rows
-    nb = nx + int(learn_sigma)
-    s2 = float(sigma) ** 2
-    eye_k = np.eye(k)
+    nx = 2 * k - 1
     H = np.zeros((n_parameters(k, d, learn_sigma),) * 2)
     for lo in range(0, n, HESSIAN_CHUNK):
         Xc, yc = X[lo:lo + HESSIAN_CHUNK], y[lo:lo + HESSIAN_CHUNK]
         m = Xc.shape[0]
-        t = Xc @ experts.T
-        res = yc[:, None] - act.func(t)
-        g1 = act.derivative(t)
-        z2 = res * res / s2
-        log_gate = log_softmax(Xc @ gating.T, axis=1)
-        lj = log_gate - 0.5 * z2 - math.log(sigma) - 0.5 * LOG_2PI
-        r = np.exp(lj - logsumexp(lj, axis=1, keepdims=True))
-        p = np.exp(log_gate)
-        e = res * g1 / s2
-        # phi[n, i, b]: coefficient of f_b in grad_b l_ni
-        phi = np.zeros((m, k, nb))
-        phi[:, :, :k] = e[:, :, None] * eye_k[None]
-        phi[:, :, k:nx] = eye_k[None, :, :k - 1] - p[:, None, :k - 1]
-        if learn_sigma:
-            phi[:, :, nx] = z2 - 1.0
-        psi = phi - np.einsum("ni,nib->nb", r, phi)[:, None, :]
-        w = np.matmul((psi * r[:, :, None]).transpose(0, 2, 1), psi)  # (m, nb, nb)
-        # sum_i r_ni hess l_ni
-        idx = np.arange(k)
-        w[:, idx, idx] += r * (res * second_derivative(act, t) - g1 * g1) / s2
-        pw = p[:, :k - 1]
-        w[:, k:nx, k:nx] -= pw[:, :, None] * (np.eye(k - 1)[None] - pw[:, None, :])
-        if learn_sigma:
-            w[:, idx, nx] += -2.0 * r * e
-            w[:, nx, idx] += -2.0 * r * e
-            w[:, nx, nx] += -2.0 * np.sum(r * z2, axis=1)
+        w = _hessian_weights(Xc, yc, experts, gating, sigma, act, learn_sigma)
         xx = (Xc[:, :, None] * Xc[:, None, :]).reshape(m, d * d)
         blocks = (w[:, :nx, :nx].reshape(m, nx * nx).T @ xx).reshape(nx, nx, d, d)
         H[:nx * d, :nx * d] += blocks.transpose(0, 2, 1, 3).reshape(nx * d, nx * d)
@@ -204,6 +230,116 @@ def log_likelihood_hessian(X: np.ndarray, y: np.ndarray, experts: np.ndarray,
             H[-1, :nx * d] += cross.T.ravel()
             H[-1, -1] += float(np.sum(w[:, nx, nx]))
     return H / n
+
+
+#: largest number of stored Hessian weights (n (2k - 1 + 1)^2 floats) that
+#: :class:`HessianProduct` keeps between products; above it they are recomputed per product
+HVP_MAX_STORED = 25_000_000
+
+
+class HessianProduct:
+    """Exact (analytic) products v -> H v with the Hessian of the mean log-likelihood.
+
+    Uses the per-row weights of :func:`log_likelihood_hessian` without forming H:
+    for the x-feature blocks (H v)_b = mean_n x_n sum_c w_n[b, c] (x_n . v_c), plus the
+    log sigma row and column. A product costs O(n d k) after the weights, which are
+    computed once (O(n k^3)) and kept when there are at most :data:`HVP_MAX_STORED` of
+    them, else recomputed per chunk in every product (memory bounded, k times slower).
+
+    Parameters
+    ----------
+    X, y, experts, gating, sigma, activation, learn_sigma
+        As :func:`log_likelihood_hessian`.
+    """
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.ndarray,
+                 sigma: float, activation: Activation | str, learn_sigma: bool = True) -> None:
+        self.act = get_activation(activation)
+        self.X, self.y = X, y
+        self.experts = np.asarray(experts, dtype=float)
+        gating = np.asarray(gating, dtype=float)
+        self.gating = gating - gating[-1]
+        self.sigma = float(sigma)
+        self.learn_sigma = learn_sigma
+        n, self.d = X.shape
+        self.k = self.experts.shape[0]
+        self.nx = 2 * self.k - 1
+        self.size = n_parameters(self.k, self.d, learn_sigma)
+        nb = self.nx + int(learn_sigma)
+        self._weights: list[np.ndarray] | None = None
+        if n * nb * nb <= HVP_MAX_STORED:
+            self._weights = [self._chunk_weights(lo) for lo in range(0, n, HESSIAN_CHUNK)]
+
+    def _chunk_weights(self, lo: int) -> np.ndarray:
+        return _hessian_weights(self.X[lo:lo + HESSIAN_CHUNK], self.y[lo:lo + HESSIAN_CHUNK],
+                                self.experts, self.gating, self.sigma, self.act,
+                                self.learn_sigma)
+
+    def __call__(self, v: np.ndarray) -> np.ndarray:
+        """H v for a vector of :func:`n_parameters` entries."""
+        v = np.asarray(v, dtype=float).ravel()
+        nx, d = self.nx, self.d
+        V = v[:nx * d].reshape(nx, d)
+        out = np.zeros(nx * d + int(self.learn_sigma))
+        acc = np.zeros((nx, d))
+        n = self.X.shape[0]
+        for i, lo in enumerate(range(0, n, HESSIAN_CHUNK)):
+            Xc = self.X[lo:lo + HESSIAN_CHUNK]
+            w = self._weights[i] if self._weights is not None else self._chunk_weights(lo)
+            u = Xc @ V.T  # (m, nx): x_n . v_c
+            coef = np.einsum("nbc,nc->nb", w[:, :nx, :nx], u)
+            if self.learn_sigma:
+                coef += w[:, :nx, nx] * v[-1]
+                out[-1] += float(np.sum(w[:, nx, :nx] * u)) + float(np.sum(w[:, nx, nx])) * v[-1]
+            acc += coef.T @ Xc
+        out[:nx * d] = acc.ravel()
+        return out / n
+
+
+def lanczos_min_eigenvalue(X: np.ndarray, y: np.ndarray, experts: np.ndarray,
+                           gating: np.ndarray, sigma: float, activation: Activation | str,
+                           learn_sigma: bool = True, tol: float = LANCZOS_TOL,
+                           seed: int = 0) -> float:
+    """Smallest eigenvalue of the scaled Hessian of the loss, by Lanczos, without forming it.
+
+    The operator is M = -D H D (:func:`scaling`'s D; :class:`HessianProduct`'s exact
+    products). :func:`scipy.sparse.linalg.eigsh` finds the largest eigenvalue c of M
+    first (loosely), then the largest of the shifted operator c' I - M with
+    c' = |c| (1 + 1e-3) + 1e-12, whose eigenvalues are all >= 0: ARPACK's relative tolerance
+    ``tol`` then bounds the error of lambda_min(M) = c' - lambda_max(c' I - M) by about
+    ``tol`` times the spectrum's scale, also when lambda_min is near 0 (a relative test on
+    lambda_min itself would never be met there). The start vector is seeded: the result is
+    deterministic.
+
+    Returns
+    -------
+    float
+        NaN when the products are not finite or ARPACK does not converge.
+    """
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+    k, d = np.shape(experts)
+    D = scaling(X, k, sigma, learn_sigma)
+    hvp = HessianProduct(X, y, experts, gating, sigma, activation, learn_sigma)
+    P = D.size
+    start = np.random.default_rng(seed).standard_normal(P)
+
+    def loss(v: np.ndarray) -> np.ndarray:
+        return -D * hvp(D * np.asarray(v, dtype=float).ravel())
+
+    try:
+        op = LinearOperator((P, P), matvec=loss, dtype=float)
+        top = float(eigsh(op, k=1, which="LA", tol=1e-3, v0=start,
+                          return_eigenvectors=False)[0])
+        shift = abs(top) * (1.0 + 1e-3) + 1e-12
+        shifted = LinearOperator((P, P), matvec=lambda v: shift * np.ravel(v) - loss(v),
+                                 dtype=float)
+        big = float(eigsh(shifted, k=1, which="LA", tol=tol, v0=start,
+                          maxiter=LANCZOS_MAX_ITER, return_eigenvectors=False)[0])
+    except (ArpackNoConvergence, ValueError, FloatingPointError):
+        return math.nan
+    out = shift - big
+    return out if math.isfinite(out) else math.nan
 
 
 def stationarity(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.ndarray,
@@ -216,7 +352,9 @@ def stationarity(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.n
     X, y, experts, gating, sigma, activation, learn_sigma
         As :func:`log_likelihood_gradient`.
     hessian_max_params : int
-        Skip the Hessian (NaN) above this many parameters.
+        Up to this many parameters the Hessian is formed and its eigenvalues computed
+        exactly (``numpy.linalg.eigvalsh``); above, the smallest one is the Lanczos
+        estimate of :func:`lanczos_min_eigenvalue` (never skipped).
 
     Returns
     -------
@@ -228,15 +366,18 @@ def stationarity(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.n
         loss; minus the largest eigenvalue of :func:`log_likelihood_hessian`), in scaled
         coordinates, symmetrised: > 0 at a strict local maximum of the likelihood, < 0
         at a saddle (an ascent direction remains), about 0 along a flat direction; NaN
-        when skipped.
+        when it cannot be computed (non-finite values, Lanczos not converged).
     """
     act = get_activation(activation)
     k, d = np.shape(experts)
     D = scaling(X, k, sigma, learn_sigma)
     g = log_likelihood_gradient(X, y, experts, gating, sigma, act, learn_sigma)
     grad_norm = float(np.linalg.norm(D * g))
-    if D.size > hessian_max_params:
+    if not math.isfinite(grad_norm):
         return grad_norm, math.nan
+    if D.size > hessian_max_params:
+        return grad_norm, lanczos_min_eigenvalue(X, y, experts, gating, sigma, act,
+                                                 learn_sigma)
     H = log_likelihood_hessian(X, y, experts, gating, sigma, act, learn_sigma)
     H = D[:, None] * H * D[None, :]
     H = 0.5 * (H + H.T)

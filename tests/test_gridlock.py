@@ -194,3 +194,49 @@ def test_candidate_cells_and_their_config_entry():
     text = phase_report(s, ["k", "sigma"], reference="ref")
     assert "## Candidate cells: a local method stuck in >= 20% of seeds (1 of 2)" in text
     assert "{k = 4, sigma = 0.5}," in text
+
+
+def _certified(polish_eigs):
+    """``_summary`` with classes attached: em's two stuck k = 4 runs polished to points with
+    the given smallest loss-Hessian eigenvalues (gradient 1e-12, still 0.2 short)."""
+    s = _summary().assign(climbs=True, has_parameters=True, classify_tol=1e-3,
+                          gating_error=0.1, test_log_likelihood=-1.0, fit_time=1.0, n_iter=10)
+    s.loc[s.label == "bad", "climbs"] = False
+    stuck = s.index[(s.label == "em") & (s.k == 4)]
+    s["polished_log_likelihood"] = np.nan
+    s["polished_grad_norm"] = np.nan
+    s["polished_hessian_min_eig"] = np.nan
+    s.loc[stuck, "polished_log_likelihood"] = -1.2
+    s.loc[stuck, "polished_grad_norm"] = 1e-12
+    s.loc[stuck, "polished_hessian_min_eig"] = polish_eigs
+    s["polish_error"] = ""
+    s["class"] = "set by classify"  # mark_stuck recomputes the classes at its tol
+    return s
+
+
+def test_certified_classes_count_only_local_maxima_as_stuck():
+    from moebench.sweep.classify import CLASS_DEFINITIONS, LOCAL_MAX, SADDLE
+    from moebench.sweep.report import phase_report, report_table
+
+    s = _certified([0.01, -0.01])  # one local maximum, one saddle
+    m = mark_stuck(s)
+    assert m["certified"].all()
+    em4 = m[(m.label == "em") & (m.k == 4)]
+    assert list(em4["run_class"]) == [LOCAL_MAX, SADDLE]
+    assert list(em4["stuck"]) == [True, False] and list(em4["saddle"]) == [False, True]
+    table = phase_table(s, ["k"])
+    row = table[(table.k == 4) & (table.label == "em")].iloc[0]
+    assert row.n_stuck == 1 and row.n_saddle == 1 and row.stuck_rate == 0.5
+    assert row.n_unfinished == 0 and row.n_slow == 0
+    # the uncertified rule would count both (gap and stationary by the 1e-2 rule)
+    old = mark_stuck(s.drop(columns="class").assign(fitted_grad_norm=1e-5))
+    assert old.loc[em4.index, "stuck"].all() and not old["certified"].any()
+    text = report_table(s)
+    assert "| local maximum | saddle | singular | slow | unfinished |" in text
+    assert CLASS_DEFINITIONS[SADDLE] in text and "| stuck |" not in text
+    phase = phase_report(s, ["k"], reference="ref")
+    assert "## Gridlock: local maximum >= 30% while ref succeeds" in phase
+    regions = gridlock_regions(table, ["k"], baselines=["em"], reference="ref")
+    assert list(regions["k"]) == [4]  # 1 of 2 local maxima: >= 30%
+    both_saddles = phase_table(_certified([-0.01, -0.01]), ["k"])
+    assert gridlock_regions(both_saddles, ["k"], baselines=["em"], reference="ref").empty

@@ -8,6 +8,8 @@ from moebench.metrics import wilson_interval
 from moebench.registry import get_algorithm
 from moebench.stationarity import (
     STATIONARY_TOL,
+    HessianProduct,
+    lanczos_min_eigenvalue,
     log_likelihood_gradient,
     log_likelihood_hessian,
     mean_log_likelihood,
@@ -118,12 +120,47 @@ def test_the_sweep_records_stationarity_of_local_search_runs_only():
     assert evaluate(em, cell, 0.1)["fitted_grad_norm"] < STATIONARY_TOL
     tensor = get_algorithm("tensor_em", n_experts=2, random_state=0).fit(data.X, data.y)
     assert "fitted_grad_norm" not in evaluate(tensor, cell, 0.1)  # not a local-search method
+    # refine ends in joint EM: it climbs the likelihood and is checked like joint EM
+    refine = get_algorithm("tensor_em", n_experts=2, refine=True, random_state=0)
+    out = evaluate(refine.fit(data.X, data.y), cell, 0.1)
+    assert out["fitted_grad_norm"] < STATIONARY_TOL and out["fitted_hessian_min_eig"] > 0
 
 
-def test_hessian_is_skipped_above_the_parameter_limit():
-    X, y, A, W = _point()
-    gn, eig = stationarity(X, y, A, W, 0.7, "linear", hessian_max_params=5)
-    assert np.isfinite(gn) and np.isnan(eig)
+@pytest.mark.parametrize("learn_sigma", [True, False], ids=["sigma-learned", "sigma-known"])
+@pytest.mark.parametrize("activation", ["linear", "sigmoid", "relu"])
+def test_hessian_vector_products_equal_the_dense_hessian(activation, learn_sigma):
+    """The analytic products (stored weights, and recomputed per chunk) equal H v."""
+    X, y, A, W = _point(2, n=1000)
+    H = log_likelihood_hessian(X, y, A, W, 0.7, activation, learn_sigma)
+    stored = HessianProduct(X, y, A, W, 0.7, activation, learn_sigma)
+    for v in np.random.default_rng(0).standard_normal((3, H.shape[0])):
+        np.testing.assert_allclose(stored(v), H @ v, rtol=1e-12, atol=1e-12)
+    import moebench.stationarity as st
+
+    try:  # weights too many to keep: recomputed in every product, same values
+        before, st.HVP_MAX_STORED = st.HVP_MAX_STORED, 0
+        again = HessianProduct(X, y, A, W, 0.7, activation, learn_sigma)
+    finally:
+        st.HVP_MAX_STORED = before
+    assert again._weights is None
+    np.testing.assert_allclose(again(v), H @ v, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["linear", "sigmoid"])
+def test_lanczos_estimate_equals_the_dense_smallest_eigenvalue(activation):
+    """Above the dense limit the eigenvalue is a Lanczos estimate: within 1e-7 of the
+    dense one (here it is not skipped any more), at a generic point and at a fit."""
+    X, y, A, W = _point(3, n=2000, d=5, k=4)
+    dense = stationarity(X, y, A, W, 0.7, activation)
+    lanczos = stationarity(X, y, A, W, 0.7, activation, hessian_max_params=5)
+    assert lanczos[0] == dense[0] and dense[1] < 0
+    assert abs(lanczos[1] - dense[1]) < 1e-7
+    assert lanczos_min_eigenvalue(X, y, A, W, 0.7, activation, seed=0) == lanczos[1]
+    data = _data()
+    em = get_algorithm("joint_em", n_experts=2, random_state=0).fit(data.X, data.y)
+    args = (data.X, data.y, em.experts_, em.gating_, em.sigma_, "linear")
+    d_eig, l_eig = stationarity(*args)[1], stationarity(*args, hessian_max_params=0)[1]
+    assert d_eig > 0 and abs(l_eig - d_eig) < 1e-7
 
 
 def test_gradient_norm_is_invariant_to_the_scale_of_x():

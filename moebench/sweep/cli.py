@@ -1,4 +1,5 @@
-"""The sweep verbs of the ``moebench`` command: ``run``, ``plot`` and ``report``."""
+"""The sweep verbs of the ``moebench`` command: ``run``, ``plot``, ``report`` and
+``classify``."""
 
 from __future__ import annotations
 
@@ -183,6 +184,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         folder = args.kind in ("all", "phase") and not Path(args.out).suffix
         (check_out_dir if folder else check_out_file)(args.out)
     summary, checkpoints = load_results(args.results, require_runs=True)
+    summary = _with_classes(summary, args.results)
     root = Path(args.results)
     root = root.parent if root.is_file() else root
     if args.kind == "phase":
@@ -292,6 +294,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.out:
         check_out_file(args.out)
     summary, checkpoints = load_results(args.results)
+    summary = _with_classes(summary, args.results)
     table = getattr(args, "table", "summary")
     if table == "theorem":
         from moebench.sweep.theorem import theorem_report
@@ -428,3 +431,62 @@ def add_verify_parser(sub: argparse._SubParsersAction) -> None:
                    help="sample only among runs whose stored wall_time is at most SECONDS "
                    "(fast runs, e.g. for CI)")
     p.set_defaults(func=cmd_verify)
+
+
+def _with_classes(summary, results: str):
+    """The summary with the folder's certified classes when ``classes.parquet`` covers it."""
+    from moebench.sweep.classify import attach_classes
+
+    return attach_classes(summary, results)
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    """Polish the short likelihood-climbing runs of a results folder and classify them."""
+    from moebench.sweep.classify import (
+        CLASSES,
+        CLASSES_FILE,
+        NO_PARAMETERS,
+        POLISH_FILE,
+        classify_results,
+    )
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    outcome = classify_results(args.results, jobs=args.jobs, tol=args.tol, progress=progress)
+    counts = outcome.classes["class"].value_counts()
+    print(f"classified {len(outcome.classes)} run(s) in {outcome.wall_time:.1f} s: polished "
+          f"{outcome.polished} now, {outcome.reused} from {POLISH_FILE}")
+    for name in CLASSES:
+        if counts.get(name, 0):
+            print(f"  {name:<32} {int(counts[name])}")
+    if counts.get(NO_PARAMETERS, 0):
+        print(f"{int(counts[NO_PARAMETERS])} short likelihood-climbing run(s) hold no fitted "
+              "parameters (recorded before runs stored them) and cannot be polished: they are "
+              "not classified; re-run them to classify them")
+    print(f"wrote {Path(args.results) / CLASSES_FILE}")
+    return 0
+
+
+def add_classify_parser(sub: argparse._SubParsersAction) -> None:
+    from moebench.sweep.classify import CERTIFY_GRAD_TOL, HESSIAN_EPS, POLISH_MAX_ITER
+
+    p = sub.add_parser(
+        "classify", help="certify why runs end short of the best likelihood (polish, classify)",
+        description="Continue every likelihood-climbing run that ends short of the best "
+        f"likelihood by one common polisher (joint EM, at most {POLISH_MAX_ITER} iterations, "
+        "then Newton steps) from its stored end point, and classify it by where the polisher "
+        "ends: slow, local maximum, saddle, singular, unfinished, failed (fine: not short; "
+        f"not classified: methods that do not climb the likelihood). Stationary: scaled "
+        f"gradient norm <= {CERTIFY_GRAD_TOL:g}; local maximum / saddle: smallest loss-Hessian "
+        f"eigenvalue beyond +/-{HESSIAN_EPS:g}. Resumable; writes RESULTS/polish.parquet and "
+        "RESULTS/classes.parquet, which `moebench report` and `moebench plot` then use.")
+    p.add_argument("results", metavar="RESULTS", help="results directory of `moebench run`")
+    p.add_argument("--jobs", "-j", type=int_at_least(1), default=1,
+                   help="parallel processes, one data set each (default: 1)")
+    p.add_argument("--tol", type=finite_float(0.0), default=DEFAULT_TOL,
+                   help="per-sample log-likelihood gap that counts as short of the best "
+                   f"(default: {DEFAULT_TOL:g}); reports at larger --stuck-tol reuse it")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_classify)

@@ -9,10 +9,19 @@ per sample below the best that any method reached on the same data set (same
 second condition keeps sampling error apart from local optima: a run that merely
 differs from the best by estimation noise sits above the truth's likelihood.
 
-**Stuck or unfinished.** Where the results record the final gradient norm
-(``fitted_grad_norm``, set by every local-search estimator; see
-:mod:`moebench.stationarity`), a run is *stationary* when that scaled norm is at most
-``stationary_tol`` (:data:`moebench.stationarity.STATIONARY_TOL`, 1e-2), and
+**Certified classes.** Where the folder has been classified (``moebench classify``:
+``classes.parquet``, attached to the summary by
+:func:`moebench.sweep.classify.attach_classes`), every short likelihood-climbing run was
+continued by one common polisher and :func:`mark_stuck` takes its class from
+:func:`moebench.sweep.classify.assign_classes` (the definitions are there and in
+:data:`moebench.sweep.classify.CLASS_DEFINITIONS`): *stuck* is then a certified **local
+maximum**, and **saddle**, **singular**, **slow** and **unfinished** runs are counted apart
+(never stuck). The best on a data set then includes the polished points.
+
+**Uncertified (gap rule).** Without classes, where the results record the final gradient
+norm (``fitted_grad_norm``; see :mod:`moebench.stationarity`), a run is *stationary* when
+that scaled norm is at most ``stationary_tol``
+(:data:`moebench.stationarity.STATIONARY_TOL`, 1e-2), and
 
 * **stuck**: a likelihood gap (the rule above) at a stationary point;
 * **unfinished**: not stationary, and its budget ended it (``stop_reason`` in
@@ -22,6 +31,8 @@ differs from the best by estimation noise sits above the truth's likelihood.
 Where the gradient norm is missing (results recorded before it existed, or a method
 that does not record it) stationarity is unknown and the classification falls back to
 the gap alone: stuck = gap, never unfinished (``run_class`` says "stuck (gap only)").
+Reports call these results *uncertified*: a stationary point at that tolerance may be a
+flat slope or a saddle.
 """
 
 from __future__ import annotations
@@ -59,30 +70,35 @@ CANDIDATE_MIN = 0.2
 def mark_stuck(summary: pd.DataFrame, tol: float = DEFAULT_TOL,
                stationary_tol: float = STATIONARY_TOL) -> pd.DataFrame:
     """Add ``best_log_likelihood``, ``likelihood_gap``, ``gap``, ``stationary``, ``stuck``,
-    ``unfinished`` and ``run_class`` columns (see the module notes).
+    ``unfinished``, ``saddle``, ``singular``, ``slow``, ``certified`` and ``run_class``
+    columns (see the module notes).
 
     Parameters
     ----------
     summary : DataFrame
         One row per run with ``data_id``, ``status``, ``train_log_likelihood`` and
-        ``true_train_log_likelihood``.
+        ``true_train_log_likelihood``; with the classes of ``classes.parquet`` attached
+        (:func:`moebench.sweep.classify.attach_classes`) the certified classes are used.
     tol : float
         Tolerance in mean log-likelihood per sample.
     stationary_tol : float
-        Scaled gradient norm at or below which a run is stationary.
+        Uncertified rule only: scaled gradient norm at or below which a run is stationary.
 
     Returns
     -------
     DataFrame
         A copy; failed runs (status not "ok") are never counted as stuck or unfinished
         and get NaN gaps and ``run_class`` "failed". ``stationary`` is NaN where the
-        gradient norm is unknown.
+        gradient norm is unknown (certified: where the run was not polished);
+        ``saddle``, ``singular`` and ``slow`` are False without classes.
     """
     required = {"data_id", "status", "train_log_likelihood"}
     missing = required - set(summary.columns)
     if missing:
         raise ValueError(f"summary lacks column(s) {', '.join(sorted(missing))}; is it a "
                          "`moebench run` summary?")
+    if is_certified(summary):
+        return _mark_certified(summary, tol)
     out = summary.copy()
     ll = out["train_log_likelihood"].astype(float)
     ok = out["status"].eq("ok") & np.isfinite(ll)
@@ -104,9 +120,48 @@ def mark_stuck(summary: pd.DataFrame, tol: float = DEFAULT_TOL,
     out["stationary"] = stationary.astype(float).where(known)
     out["stuck"] = gap & (stationary | ~known)
     out["unfinished"] = known & ~stationary & (budget | gap)
+    out["saddle"] = out["singular"] = out["slow"] = False
+    out["certified"] = False
     out["run_class"] = np.select(
         [~ok, out["stuck"] & known, out["stuck"], out["unfinished"]],
         ["failed", "stuck", "stuck (gap only)", "unfinished"], default="fine")
+    return out
+
+
+def is_certified(summary: pd.DataFrame) -> bool:
+    """Whether ``summary`` carries the certified classes of ``moebench classify``."""
+    return "class" in summary.columns and "climbs" in summary.columns and bool(
+        summary["class"].notna().all()) and not summary.empty
+
+
+def _mark_certified(summary: pd.DataFrame, tol: float) -> pd.DataFrame:
+    """:func:`mark_stuck` from the polish outputs (the classes at ``tol``)."""
+    from moebench.sweep import classify as c
+
+    out = summary.copy()
+    if "has_parameters" not in out.columns:
+        from moebench.sweep.rerun import PARAMETERS_KEY
+
+        out["has_parameters"] = (out[PARAMETERS_KEY].map(lambda p: isinstance(p, str) and
+                                                          bool(p))
+                                 if PARAMETERS_KEY in out.columns else False)
+    ll = out["train_log_likelihood"].astype(float)
+    ok = out["status"].eq("ok") & np.isfinite(ll)
+    out["best_log_likelihood"] = c.best_log_likelihood(out)
+    out["likelihood_gap"] = np.where(ok, out["best_log_likelihood"] - ll, np.nan)
+    truth = (out["true_train_log_likelihood"] if "true_train_log_likelihood" in out.columns
+             else None)
+    out["gap"] = ok & c.is_short(ll, out["best_log_likelihood"], truth, tol)
+    cls = c.assign_classes(out, tol)
+    grad = out["polished_grad_norm"].astype(float)
+    out["stationary"] = (grad <= c.CERTIFY_GRAD_TOL).astype(float).where(np.isfinite(grad))
+    out["stuck"] = cls.eq(c.LOCAL_MAX)
+    out["unfinished"] = cls.eq(c.UNFINISHED)
+    out["saddle"] = cls.eq(c.SADDLE)
+    out["singular"] = cls.eq(c.SINGULAR)
+    out["slow"] = cls.eq(c.SLOW)
+    out["certified"] = True
+    out["run_class"] = cls
     return out
 
 
@@ -139,9 +194,12 @@ def phase_table(summary: pd.DataFrame, axes: Sequence[str], tol: float = DEFAULT
     DataFrame
         Columns ``*axes, label, runs, failed, stuck_rate, success_rate,
         median_expert_error, median_gap, n_stuck, n_success, n_unfinished,
-        unfinished_rate, mean_expert_error, n_gross, gross_rate`` (``n_unfinished`` is NaN
-        where no run of the cell records its gradient norm; gross: expert error >
-        :data:`GROSS_ERROR`, failed runs included).
+        unfinished_rate, mean_expert_error, n_gross, gross_rate, n_saddle, n_singular,
+        n_slow`` (``n_unfinished`` is NaN where no run of the cell records its gradient
+        norm, or, certified, was polished; gross: expert error > :data:`GROSS_ERROR`,
+        failed runs included). With certified classes (:func:`mark_stuck`) *stuck* counts
+        the certified local maxima only; saddles, singular, slow and unfinished runs are
+        counted apart.
     """
     marked = mark_stuck(summary, tol)
     unknown = [a for a in axes if a not in marked.columns]
@@ -151,7 +209,8 @@ def phase_table(summary: pd.DataFrame, axes: Sequence[str], tol: float = DEFAULT
     ok = marked["status"].eq("ok")
     err = marked["expert_error"].astype(float)
     gross = ~ok | ~np.isfinite(err) | (err > GROSS_ERROR)
-    grouped = marked.assign(ok=ok, gross=gross, known=marked["stationary"].notna()
+    known = marked["stationary"].notna() | marked["certified"].astype(bool)
+    grouped = marked.assign(ok=ok, gross=gross, known=known
                             ).groupby([*axes, "label"], dropna=False)
     table = grouped.agg(
         runs=("run_id", "size"),
@@ -163,6 +222,9 @@ def phase_table(summary: pd.DataFrame, axes: Sequence[str], tol: float = DEFAULT
         n_stuck=("stuck", "sum"),
         n_success=("success", lambda s: int(s.astype(bool).sum())),
         n_unfinished=("unfinished", "sum"),
+        n_saddle=("saddle", "sum"),
+        n_singular=("singular", "sum"),
+        n_slow=("slow", "sum"),
         n_known=("known", "sum"),
         mean_expert_error=("expert_error", "mean"),
         n_gross=("gross", "sum"),

@@ -75,6 +75,7 @@ from moebench.sweep.gridlock import (
     SUCCESS_MIN,
     has_stationarity,
     in_gridlock,
+    is_certified,
     local_search_labels,
     phase_table,
     reference_pairs,
@@ -584,7 +585,9 @@ def plot_gridlock(
         raise ValueError("no baseline variant to draw: none of the variants is a local-search "
                          "method other than the reference")
     pairs["gridlock"] = in_gridlock(pairs, reference, stuck_min, success_min)
-    stationarity = has_stationarity(summary)
+    certified = is_certified(summary)
+    stationarity = certified or has_stationarity(summary)
+    stuck = "local maximum" if certified else "stuck"
 
     def bars(k: np.ndarray, n: np.ndarray, centre: np.ndarray) -> np.ndarray:
         lo, hi = np.array([wilson_interval(a, b) for a, b in zip(k, n)]).reshape(-1, 2).T
@@ -627,17 +630,18 @@ def plot_gridlock(
         ax.set_xlim(-0.06, 1.06)
         ax.set_ylim(-0.06, 1.06)
         ax.set_xlabel(f"{reference} success rate")
-        ax.set_ylabel(f"{label} stuck rate")
+        ax.set_ylabel(f"{label} {stuck} rate")
         ax.grid(alpha=0.3)
     for ax in list(grid.flat)[len(baselines):]:
         ax.axis("off")
     grid.flat[0].legend(fontsize=7, loc="center left")
-    how = ("at a stationary point" if stationarity
-           else "stationarity unknown: gap alone")
-    fig.suptitle(f"Gridlock: stuck in >= {stuck_min:.0%} of seeds while {reference} succeeds "
-                 f"in >= {success_min:.0%} (cells over {', '.join(axes)})\nstuck = log-likelihood "
-                 f"> {tol:g}/sample below best and truth, {how}; bars: Wilson 95% intervals",
-                 fontsize=9)
+    how = ("certified by moebench classify" if certified
+           else "at a stationary point (uncertified)" if stationarity
+           else "stationarity unknown: gap alone (uncertified)")
+    fig.suptitle(f"Gridlock: {stuck} in >= {stuck_min:.0%} of seeds while {reference} succeeds "
+                 f"in >= {success_min:.0%} (cells over {', '.join(axes)})\n{stuck} = "
+                 f"log-likelihood > {tol:g}/sample below best and truth, {how}; bars: Wilson "
+                 "95% intervals", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -664,9 +668,11 @@ def plot_phase_maps(
     facets = sorted(table[facet].dropna().unique()) if facet else [None]
     xs = sorted(table[x].dropna().unique())
     ys = sorted(table[y].dropna().unique())
-    panels = [("stuck_rate", "n_stuck", "stuck rate"), ("success_rate", "n_success",
-                                                         "success rate")]
-    if has_stationarity(summary):
+    certified = is_certified(summary)
+    stuck = "local maximum" if certified else "stuck"
+    panels = [("stuck_rate", "n_stuck", f"{stuck} rate"), ("success_rate", "n_success",
+                                                           "success rate")]
+    if certified or has_stationarity(summary):
         panels.insert(1, ("unfinished_rate", "n_unfinished", "unfinished rate"))
     written = []
     for label in sorted(table["label"].unique()):
@@ -700,8 +706,9 @@ def plot_phase_maps(
                 where = f" ({facet}={format_value(fv)})" if facet else ""
                 ax.set_title(f"{title}{where}", fontsize=9)
                 fig.colorbar(im, ax=ax, fraction=0.046)
-        fig.suptitle(f"{label}: stuck (likelihood > {tol:g}/sample below best and truth) "
-                     f"and success, with Wilson 95% intervals", fontsize=10)
+        how = ("certified by moebench classify" if certified else "uncertified")
+        fig.suptitle(f"{label}: {stuck} (likelihood > {tol:g}/sample below best and truth; "
+                     f"{how}) and success, with Wilson 95% intervals", fontsize=10)
         fig.tight_layout()
         for fmt in formats:
             path = out_dir / f"phase_{label}.{fmt}"

@@ -5,7 +5,11 @@ error with its interquartile range, success rate, stuck rate, median held-out
 log-likelihood and median fit time. A run is *stuck* when its final training
 log-likelihood is more than ``tol`` per sample below both the best that any
 variant reached on the same data set and the true parameters' log-likelihood:
-a local optimum, not sampling error.
+a local optimum, not sampling error. Where the folder was classified (``moebench
+classify``), the tables count the certified classes instead (*local maximum* in place of
+stuck; saddle, singular, slow and unfinished apart) and the header quotes their definitions
+from :func:`moebench.sweep.classify.class_definitions`; otherwise the header says the
+stuck test is *uncertified*.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from moebench.sweep.gridlock import (
     cells_toml,
     gridlock_regions,
     has_stationarity,
+    is_certified,
     local_search_labels,
     mark_stuck,
     phase_table,
@@ -81,7 +86,8 @@ def _mean(values: pd.Series, fmt: str = ".3g") -> str:
 
 
 def _stationarity_note(known: bool) -> str:
-    """How stuck runs are told from unfinished ones, and what the intervals are."""
+    """How stuck runs are told from unfinished ones (uncertified), and what the intervals
+    are."""
     if known:
         rule = (f", at a stationary point (scaled gradient norm <= {STATIONARY_TOL:g}). "
                 "Unfinished: not stationary, and a budget ended it or it has that gap.")
@@ -89,8 +95,32 @@ def _stationarity_note(known: bool) -> str:
         rule = (". These results do not record the final gradient norm, so stationarity is "
                 "unknown and stuck means the likelihood gap alone (stuck and unfinished are "
                 "not told apart).")
-    return (rule + f" Gross: expert error > {GROSS_ERROR:g} or a failed run. Rates are given "
-            "with their Wilson 95% intervals.")
+    return (rule + " Uncertified: a stationary point at that tolerance may be a flat slope or a "
+            "saddle (`moebench classify` certifies the classes)." + _GROSS_NOTE)
+
+
+_GROSS_NOTE = (f" Gross: expert error > {GROSS_ERROR:g} or a failed run. Rates are given with "
+               "their Wilson 95% intervals.")
+
+#: the certified class columns of the tables: (column of mark_stuck, table heading)
+CLASS_COLUMNS = (("stuck", "local maximum"), ("saddle", "saddle"), ("singular", "singular"),
+                 ("slow", "slow"), ("unfinished", "unfinished"))
+
+
+def _classes_note(summary: pd.DataFrame, tol: float) -> str:
+    """The header's class definitions (certified results), from the one place that
+    states them."""
+    from moebench.sweep.classify import class_definitions
+
+    truth = "true_train_log_likelihood" in summary.columns and bool(
+        np.isfinite(summary["true_train_log_likelihood"].astype(float)).any())
+    return (f"Classes certified by `moebench classify` (polished at tol "
+            f"{float(summary['classify_tol'].iloc[0]):g}; shown at tol {tol:g}): "
+            + class_definitions(tol, truth) + _GROSS_NOTE)
+
+
+def _stuck_name(certified: bool) -> str:
+    return "local maximum" if certified else "stuck"
 
 
 def _oracle_mark(runs: pd.DataFrame) -> str:
@@ -125,10 +155,13 @@ def report_table(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> str:
     if real:
         varying = [c for c in varying if c != "k"]
         by = [*varying, "k", "label"]
+        if is_certified(summary):  # classes relative to the best found (no truth)
+            summary = mark_stuck(summary, tol)
     else:
         by = [*varying, "label"]
         summary = mark_stuck(summary, tol)
-    stationarity = not real and has_stationarity(summary)
+    certified = "certified" in summary.columns and bool(summary["certified"].any())
+    stationarity = not real and not certified and has_stationarity(summary)
     rows = []
     for key, g in summary.groupby(by, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -142,6 +175,9 @@ def report_table(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> str:
         if real:
             row["held-out log-lik (mean ± sd)"] = _mean_sd(ok["test_log_likelihood"])
             row["held-out MSE (mean ± sd)"] = _mean_sd(ok["test_mse"])
+            if certified:
+                for col, head in CLASS_COLUMNS:
+                    row[head] = rate_interval(int(g[col].astype(bool).sum()), len(g))
         else:
             row["expert error, median [IQR]"] = _median_iqr(ok["expert_error"])
             row["expert error, mean"] = _mean(ok["expert_error"])
@@ -149,7 +185,11 @@ def report_table(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> str:
             gross = ~g["status"].isin(OK_STATUSES).to_numpy() | ~(err <= GROSS_ERROR)
             row[f"gross (> {GROSS_ERROR:g})"] = rate_interval(int(gross.sum()), len(g))
             row["success"] = rate_interval(int(g["success"].astype(bool).sum()), len(g))
-            row["stuck"] = rate_interval(int(g["stuck"].astype(bool).sum()), len(g))
+            if certified:
+                for col, head in CLASS_COLUMNS:
+                    row[head] = rate_interval(int(g[col].astype(bool).sum()), len(g))
+            else:
+                row["stuck"] = rate_interval(int(g["stuck"].astype(bool).sum()), len(g))
             if stationarity:
                 row["unfinished"] = rate_interval(int(g["unfinished"].astype(bool).sum()),
                                                   len(g))
@@ -167,13 +207,15 @@ def report_table(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> str:
     if real:
         head.append(f"{summary['folds'].iloc[0] if 'folds' in summary else '?'}-fold held-out "
                     "scores in standardised units; the reference is a single linear regression "
-                    "(k = 1).\n")
+                    "(k = 1)." + (" " + _classes_note(summary, tol) if certified else "")
+                    + "\n")
     else:
         thr = summary["success_threshold"].iloc[0] if "success_threshold" in summary else 0.1
         head.append(f"Success: matched expert error < {thr:g} (failed runs count as failures). "
-                    f"Stuck: final training log-likelihood more than {tol:g} per sample below "
-                    f"both the best any variant reached on the same data and the truth's"
-                    + _stationarity_note(stationarity) + "\n")
+                    + (_classes_note(summary, tol) if certified else
+                       f"Stuck: final training log-likelihood more than {tol:g} per sample "
+                       f"below both the best any variant reached on the same data and the "
+                       f"truth's" + _stationarity_note(stationarity)) + "\n")
     statuses = summary["status"].value_counts().to_dict()
     head.append("Run statuses: " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
                 + ".\n")
@@ -199,12 +241,17 @@ def phase_report(summary: pd.DataFrame, axes: list[str],
         rates) under each of these stuck tolerances (e.g. 1e-4, 1e-3, 1e-2).
     """
     table = phase_table(summary, axes, tol)
-    stationarity = has_stationarity(summary)
+    certified = is_certified(summary)
+    stationarity = has_stationarity(summary) or certified
+    stuck = _stuck_name(certified)
     rows = []
     for _, r in table.iterrows():
         row = {a: format_value(r[a]) for a in axes}
         row.update({"variant": r["label"], "runs": str(r["runs"]), "failed": str(r["failed"]),
-                    "stuck": rate_interval(r["n_stuck"], r["runs"])})
+                    stuck: rate_interval(r["n_stuck"], r["runs"])})
+        if certified:
+            for col, head in CLASS_COLUMNS[1:4]:
+                row[head] = rate_interval(r[f"n_{col}"], r["runs"])
         if stationarity:
             row["unfinished"] = ("–" if not np.isfinite(r["n_unfinished"])
                                  else rate_interval(r["n_unfinished"], r["runs"]))
@@ -213,12 +260,15 @@ def phase_report(summary: pd.DataFrame, axes: list[str],
                     "mean": f"{r['mean_expert_error']:.3g}",
                     f"gross (> {GROSS_ERROR:g})": rate_interval(r["n_gross"], r["runs"])})
         rows.append(row)
-    text = [f"## Phase map over {', '.join(axes)}\n", _markdown(rows)]
+    text = [f"## Phase map over {', '.join(axes)}\n",
+            ("Certified classes (`moebench classify`; definitions in the summary's header).\n"
+             if certified else "Uncertified stuck test (no `moebench classify` classes).\n"),
+            _markdown(rows)]
     text.append(_candidates_section(summary, table, axes, reference))
     for ref in references_in(summary, reference):
         regions = gridlock_regions(table, axes, local_search_labels(summary, ref), ref,
                                    stuck_min, success_min)
-        text.append(f"\n## Gridlock: stuck >= {stuck_min:.0%} while {ref} succeeds >= "
+        text.append(f"\n## Gridlock: {stuck} >= {stuck_min:.0%} while {ref} succeeds >= "
                     f"{success_min:.0%}\n")
         if not stationarity:
             text.append("Stuck = likelihood gap alone (stationarity unknown in these "
@@ -230,7 +280,7 @@ def phase_report(summary: pd.DataFrame, axes: list[str],
         for r in regions.to_dict("records"):
             row = {a: format_value(r[a]) for a in axes}
             row["label"] = r["label"]
-            row["stuck"] = rate_interval(r["n_stuck"], r["runs"])
+            row[stuck] = rate_interval(r["n_stuck"], r["runs"])
             if stationarity and np.isfinite(r["unfinished_rate"]):
                 row["unfinished"] = f"{r['unfinished_rate']:.0%}"
             row[f"{ref} success"] = rate_interval(r[f"{ref}_n_success"], r[f"{ref}_runs"])
@@ -285,12 +335,22 @@ def verdict_by_tolerance(summary: pd.DataFrame, axes: list[str], tols: list[floa
         for label in labels:
             g = marked[marked["label"] == label]
             row = {"stuck tol": f"{tol:g}", "variant": label,
-                   "stuck": rate_interval(int(g["stuck"].sum()), len(g))}
+                   _stuck_name(bool(marked["certified"].any())):
+                       rate_interval(int(g["stuck"].sum()), len(g))}
             for ref in refs:
                 row[f"gridlock cells vs {ref}"] = str(int(counts[ref].get(label, 0)))
             rows.append(row)
+    note = ""
+    if is_certified(summary):
+        polished_at = float(summary["classify_tol"].iloc[0])
+        below = [t for t in tols if t < polished_at]
+        if below:
+            note = (f"\nAt tol {', '.join(f'{t:g}' for t in below)} (below the {polished_at:g} "
+                    "that `moebench classify` ran with) short runs it did not polish are not "
+                    "classified and not counted; run `moebench classify --tol` with the "
+                    "smallest tolerance to certify them.\n")
     return (f"\n## Verdict by stuck tolerance (cells over {', '.join(axes)})\n\n"
-            + _markdown(rows))
+            + _markdown(rows) + note)
 
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from moebench.metrics import parameter_errors, prediction_mse
 from moebench.registry import algorithm_class, available_algorithms, get_algorithm
+from moebench.sweep.classify import climbs_likelihood
 from moebench.sweep.columns import METRIC_COLUMNS
 from moebench.sweep.config import Cell
 from moebench.sweep.data_sources import CellData, load_cell_data
@@ -183,8 +184,8 @@ def evaluate(est: Any, data: CellData, success_threshold: float) -> dict[str, An
     """
     out: dict[str, Any] = {"sigma_hat": float(est.sigma_),
                            PARAMETERS_KEY: parameters_json(est)}
-    if est.local_search:  # stuck or unfinished: is the final point stationary?
-        est.stationarity(data.X, data.y)
+    if climbs_likelihood(est):  # every likelihood-climbing fit: gradient norm and the
+        est.stationarity(data.X, data.y)  # smallest loss-Hessian eigenvalue (Lanczos if large)
     out.update(fitted_scalars(est))
     out["train_log_likelihood"] = est.score(data.X, data.y)
     out["test_log_likelihood"] = est.score(data.X_test, data.y_test)
