@@ -14,7 +14,12 @@ import pandas as pd
 import pytest
 
 from moebench.cli import main
-from moebench.sweep.rerun import fitted_model, fitted_parameters, stored_cells
+from moebench.sweep.rerun import (
+    fitted_model,
+    fitted_parameters,
+    stored_cells,
+    with_parameters,
+)
 from moebench.sweep.results import (
     code_version_of,
     is_packed,
@@ -108,8 +113,12 @@ def test_fitted_parameters_in_every_record(tiny, tmp_path):
         data = load_cell_data(cells[rid])
         assert model.mean_log_likelihood(data.X, data.y) == pytest.approx(
             summary["train_log_likelihood"], rel=1e-12, abs=1e-12)
-    # a string column of summary.parquet, equal to the run files' text
+    # kept in the records only (not summary.parquet, not the checkpoint rows); with_parameters
+    # adds the run files' text back as a string column
     table = pd.read_parquet(out / "summary.parquet")
+    assert "fitted_parameters" not in table.columns
+    assert "fitted_parameters" not in pd.read_parquet(out / "checkpoints.parquet").columns
+    table = with_parameters(table, out)
     assert pd.api.types.is_string_dtype(table["fitted_parameters"])
     assert dict(zip(table["run_id"], table["fitted_parameters"], strict=True)) == {
         rid: rec.summary["fitted_parameters"] for rid, rec in records.items()}
@@ -122,7 +131,8 @@ def test_fitted_parameters_in_every_record(tiny, tmp_path):
     assert {r: p.summary["fitted_parameters"] for r, p in packed.items()} == {
         r: rec.summary["fitted_parameters"] for r, rec in records.items()}
     summary, _ = load_results(folder)
-    assert set(summary["fitted_parameters"]) == {r.summary["fitted_parameters"]
+    assert set(with_parameters(summary, folder)["fitted_parameters"]) == {
+        r.summary["fitted_parameters"]
                                                  for r in records.values()}
     unpack(folder)
     assert {r: read_run(run_path(folder, r))[0]["fitted_parameters"] for r in records} == {

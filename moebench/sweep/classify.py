@@ -500,7 +500,7 @@ def classify_results(results: str | os.PathLike, jobs: int = 1, tol: float | Non
         polishes run now, ``reused`` those taken from ``RESULTS/polish.parquet``.
     """
     from moebench.sweep.gridlock import DEFAULT_TOL
-    from moebench.sweep.rerun import PARAMETERS_KEY, stored_cells
+    from moebench.sweep.rerun import PARAMETERS_KEY, stored_cells, with_parameters
     from moebench.sweep.results import load_results
 
     tol = DEFAULT_TOL if tol is None else float(tol)
@@ -513,6 +513,7 @@ def classify_results(results: str | os.PathLike, jobs: int = 1, tol: float | Non
     if folder.is_file():
         folder = folder.parent
     summary, _ = load_results(folder)
+    summary = with_parameters(summary, folder)
     cells = stored_cells(folder)
     climbs = climbing_variants(summary, cells)
     frame = summary[[c for c in ("run_id", "data_id", "label", "algorithm", "status",

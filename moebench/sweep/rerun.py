@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from moebench.model import MoEModel
 from moebench.sweep.config import Cell, load_config
+from moebench.sweep.results import PARAMETERS_KEY, stored_summaries
 
-#: summary key holding the fitted parameters as JSON
-PARAMETERS_KEY = "fitted_parameters"
+__all__ = ["PARAMETERS_KEY", "fitted_model", "fitted_parameters", "parameters_json",
+           "stored_cells", "with_parameters"]
 
 
 def stored_cells(results: str | os.PathLike) -> dict[str, Cell]:
@@ -68,3 +70,13 @@ def fitted_model(summary: Mapping[str, Any]) -> MoEModel | None:
     sigma = params["sigma"]
     return MoEModel(params["experts"], params["gating"],
                     float(sigma) if sigma.ndim == 0 else sigma, summary["activation"])
+
+
+def with_parameters(summary: pd.DataFrame, results: str | os.PathLike) -> pd.DataFrame:
+    """``summary`` with the column ``fitted_parameters`` from the folder's verified run
+    records (the tables leave it out; empty where a record holds none)."""
+    stored = stored_summaries(results)
+    out = summary.copy()
+    out[PARAMETERS_KEY] = out["run_id"].map(
+        lambda rid: stored.get(rid, {}).get(PARAMETERS_KEY) or "")
+    return out

@@ -620,8 +620,16 @@ def _uniform_types(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+#: summary keys kept in the run records only, not in the summary and checkpoint tables:
+#: each run's fitted parameters (JSON, about 8.7 bytes per number compressed) would be
+#: stored three times; :func:`moebench.sweep.rerun.with_parameters` adds them to a table
+PARAMETERS_KEY = "fitted_parameters"
+RECORD_ONLY_KEYS = (PARAMETERS_KEY,)
+
+
 def build_tables(records: Iterable[RunRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(summary, checkpoints) tables of ``records``, in their order.
+    """(summary, checkpoints) tables of ``records``, in their order (less
+    :data:`RECORD_ONLY_KEYS`).
 
     When a run's checkpoints are thinned, the summary table has the column
     ``checkpoints_thinned`` (:data:`THINNED_COLUMN`: each run's N, 0 for a complete
@@ -629,7 +637,8 @@ def build_tables(records: Iterable[RunRecord]) -> tuple[pd.DataFrame, pd.DataFra
     """
     summaries, frames, thin = [], [], []
     for rec in records:
-        summaries.append(rec.summary)
+        summaries.append({key: value for key, value in rec.summary.items()
+                          if key not in RECORD_ONLY_KEYS})
         thin.append(rec.thinning["thin_checkpoints"] if rec.thinning else 0)
         ck = rec.checkpoints.copy()
         ck.insert(0, "run_id", rec.run_id)
