@@ -167,8 +167,11 @@ def provenance() -> dict[str, Any]:
         torch_version = torch.__version__
     except ImportError:  # pragma: no cover
         torch_version = ""
-    blas = sorted({f"{p.get('internal_api')} {p.get('version')}" for p in threadpool_info()
-                   if p.get("user_api") == "blas"})
+    # the kernel too (OpenBLAS's architecture, e.g. Haswell or SkylakeX, which
+    # OPENBLAS_CORETYPE selects): two kernels round differently in the last bits
+    blas = sorted({" ".join(str(v) for v in (p.get("internal_api"), p.get("version"),
+                                             p.get("architecture")) if v)
+                   for p in threadpool_info() if p.get("user_api") == "blas"})
     return {
         CODE_VERSION_COLUMN: NUMERICS_VERSION,
         KERNEL_PATH_COLUMN: kernel_path(),
