@@ -9,7 +9,11 @@ a local optimum, not sampling error. Where the folder was classified (``moebench
 classify``), the tables count the certified classes instead (*local maximum* in place of
 stuck; saddle, singular, slow and unfinished apart) and the header quotes their definitions
 from :func:`moebench.sweep.classify.class_definitions`; otherwise the header says the
-stuck test is *uncertified*.
+stuck test is *uncertified*. Where runs record the tensor step's flag
+(``fitted_below_sample_complexity``: tensor_em, and refine, joint_em(init="tensor")), a
+column *tensor step below sample complexity* gives their rate (Wilson 95% interval), apart
+from the stuck and class columns, in the summary table, the phase map, the gridlock rows (for
+the reference) and the verdict by tolerance (:data:`BELOW_NOTE`).
 """
 
 from __future__ import annotations
