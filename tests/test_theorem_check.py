@@ -407,3 +407,36 @@ def test_theorem_sweep_classified_and_reported(tmp_path, capsys):
                                             c.UNFINISHED}
     n = {name: int((gapped["theorem_class"] == name).sum()) for name in certified}
     assert f"{n[c.SLOW]} slow" in text and f"{n[c.LOCAL_MAX]} local maximum (stuck)" in text
+
+
+def test_certified_classes_replace_the_gap_rule():
+    """With the classes of ``moebench classify`` attached, a start with a gap is counted by
+    its polished class at the theorem's tolerance: A's stuck-by-the-gap-rule start polishes
+    to a certified local maximum, its budget-ended start to the best (slow); a start with a
+    gap that classify did not polish (its tolerance was larger) is not classified."""
+    from moebench.sweep import classify as c
+
+    s = _summary()
+    s = s[s["data_id"] == "A"].reset_index(drop=True)
+    extra = _run("A", 2, "random", -1.0005, 1e-6, 30, (1.0, 0.0))  # gap 5e-4
+    s = pd.concat([s, pd.DataFrame([extra])], ignore_index=True)
+    s["stop_reason"] = s["stop_reason"].fillna("converged")
+    nan = math.nan
+    s = s.assign(**{"class": "fine", "climbs": True, "polisher": "gating",
+                    "has_parameters": True, "classify_tol": 1e-3, "polish_error": "",
+                    "polished_log_likelihood": [nan, nan, -1.01, nan, -1.0, nan],
+                    "polished_grad_norm": [nan, nan, 1e-9, nan, 1e-12, nan],
+                    "polished_hessian_min_eig": [nan, nan, 1e-3, nan, 1e-2, nan]})
+    runs = theorem_runs(s)
+    assert runs["certified"].all()
+    assert list(runs["gapped"]) == [False, True, False, True, True]
+    assert list(runs["theorem_class"]) == [c.FINE, c.LOCAL_MAX, c.FINE, c.SLOW,
+                                           c.NOT_POLISHED]
+    assert list(runs["stuck"]) == [False, True, False, False, False]
+    assert list(runs["slow"]) == [False, False, False, True, False]
+    assert list(runs["not_classified"]) == [False, False, False, False, True]
+    assert not runs["unfinished"].any() and not runs["saddle"].any()
+    text = theorem_report(s, ["k"])
+    assert ("1 local maximum (stuck), 0 saddle, 0 singular, 1 slow, 0 unfinished, "
+            "1 not classified, 1 flat, 0 failed") in text
+    assert "uncertified" not in text.lower()
