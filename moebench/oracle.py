@@ -250,8 +250,10 @@ class GatingHessianProduct:
 
     The per-row weights w_n[b, c] = p_nb p_nc - r_nb r_nc + delta_bc (r_nb - p_nb) of
     :func:`gating_gradient_hessian` are computed once per chunk of
-    :data:`moebench.stationarity.HESSIAN_CHUNK` rows; a product is
-    (H v)_b = mean_n x_n sum_c w_n[b, c] (x_n . v_c), O(n d k) (plus O(n k^2)).
+    :data:`moebench.stationarity.HESSIAN_CHUNK` rows and kept when there are at most
+    :data:`moebench.stationarity.HVP_MAX_STORED` of them (else recomputed per chunk in every
+    product: memory bounded); a product is (H v)_b = mean_n x_n sum_c w_n[b, c] (x_n . v_c),
+    O(n d k) (plus O(n k^2)).
 
     Parameters
     ----------
@@ -264,19 +266,27 @@ class GatingHessianProduct:
         experts = np.asarray(experts, dtype=float)
         gating = np.asarray(gating, dtype=float)
         gating = gating - gating[-1]
-        self.X = X
+        from moebench.stationarity import HVP_MAX_STORED
+
+        self.X, self.y = X, y
+        self.experts, self.gating = experts, gating
+        self.sigma, self.activation = float(sigma), activation
         n, self.d = X.shape
         self.m = experts.shape[0] - 1
         self.size = self.m * self.d
-        self._weights = []
-        for lo in range(0, n, HESSIAN_CHUNK):
-            Xc, yc = X[lo:lo + HESSIAN_CHUNK], y[lo:lo + HESSIAN_CHUNK]
-            r, p = _posterior_and_gates(Xc, yc, experts, gating, float(sigma), activation)
-            rb, pb = r[:, :self.m], p[:, :self.m]
-            w = pb[:, :, None] * pb[:, None, :] - rb[:, :, None] * rb[:, None, :]
-            idx = np.arange(self.m)
-            w[:, idx, idx] += rb - pb
-            self._weights.append(w)
+        self._weights: list[np.ndarray] | None = None
+        if n * self.m * self.m <= HVP_MAX_STORED:
+            self._weights = [self._chunk_weights(lo) for lo in range(0, n, HESSIAN_CHUNK)]
+
+    def _chunk_weights(self, lo: int) -> np.ndarray:
+        Xc, yc = self.X[lo:lo + HESSIAN_CHUNK], self.y[lo:lo + HESSIAN_CHUNK]
+        r, p = _posterior_and_gates(Xc, yc, self.experts, self.gating, self.sigma,
+                                    self.activation)
+        rb, pb = r[:, :self.m], p[:, :self.m]
+        w = pb[:, :, None] * pb[:, None, :] - rb[:, :, None] * rb[:, None, :]
+        idx = np.arange(self.m)
+        w[:, idx, idx] += rb - pb
+        return w
 
     def __call__(self, v: np.ndarray) -> np.ndarray:
         """H v for a vector of (k - 1) d entries (rows b = 0..k-2 of the gating)."""
@@ -284,7 +294,8 @@ class GatingHessianProduct:
         acc = np.zeros((self.m, self.d))
         for i, lo in enumerate(range(0, self.X.shape[0], HESSIAN_CHUNK)):
             Xc = self.X[lo:lo + HESSIAN_CHUNK]
-            coef = np.einsum("nbc,nc->nb", self._weights[i], Xc @ V.T)
+            w = self._weights[i] if self._weights is not None else self._chunk_weights(lo)
+            coef = np.einsum("nbc,nc->nb", w, Xc @ V.T)
             acc += coef.T @ Xc
         return acc.ravel() / self.X.shape[0]
 

@@ -282,6 +282,15 @@ def test_gating_stationarity_has_no_size_cap():
     v = np.random.default_rng(1).standard_normal(H.shape[0])
     hvp = GatingHessianProduct(data.X, data.y, data.model.experts, W, 0.3, act)
     assert np.allclose(hvp(v), H @ v, rtol=1e-10, atol=1e-12)
+    # weights recomputed per product above the storage limit: the same products
+    import moebench.stationarity as st
+
+    limit, st.HVP_MAX_STORED = st.HVP_MAX_STORED, 0
+    try:
+        unstored = GatingHessianProduct(data.X, data.y, data.model.experts, W, 0.3, act)
+    finally:
+        st.HVP_MAX_STORED = limit
+    assert unstored._weights is None and np.array_equal(unstored(v), hvp(v))
 
 
 def test_gating_polisher_takes_a_slow_run_to_the_best():
