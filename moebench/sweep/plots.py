@@ -816,14 +816,20 @@ def plot_theorem(summary: pd.DataFrame, axes: Sequence[str] | None = None) -> An
             shown[-1].set_xlabel(" / ".join(cell_axes), fontsize=7)
     handles, labels = next(a for a in grid.flat if a.axison).get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.suptitle("Gating EM with the true experts fixed: random starts reaching the ML gating "
-                 f"(log-likelihood within {LL_TOL:g}/sample and gating within {GATING_TOL:g} of "
-                 "the truth-started run); red: "
-                 + ("certified (moebench classify): local maximum (m), saddle (s), singular "
-                    "(z), slow (w), unfinished (u), not classified (n)" if certified else
-                    "uncertified: stuck (s?), unfinished (u?)") + ", flat (f)",
-                 fontsize=8.5)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    import textwrap
+
+    title = ("Gating EM with the true experts fixed: random starts reaching the ML gating "
+             f"(log-likelihood within {LL_TOL:g}/sample and gating within {GATING_TOL:g} of "
+             "the truth-started run); red: "
+             + ("certified (moebench classify): local maximum (m), saddle (s), singular "
+                "(z), slow (w), unfinished (u), not classified (n)" if certified else
+                "uncertified: stuck (s?), unfinished (u?)") + ", flat (f)")
+    width, height = fig.get_size_inches()
+    lines = textwrap.wrap(title, width=max(40, int(width * 72 / (8.5 * 0.55))))
+    title_height = len(lines) * 8.5 * 1.3 / 72 + 0.1  # inches, added above the panels
+    fig.set_size_inches(width, height + title_height)
+    fig.suptitle("\n".join(lines), fontsize=8.5)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))  # (tight_layout makes room for the suptitle)
     return fig
 
 
