@@ -416,6 +416,19 @@ def test_theorem_sweep_classified_and_reported(tmp_path, capsys):
                                             c.UNFINISHED}
     n = {name: int((gapped["theorem_class"] == name).sum()) for name in certified}
     assert f"{n[c.SLOW]} slow" in text and f"{n[c.LOCAL_MAX]} local maximum (stuck)" in text
+    # the figure counts the same classes, by their letters
+    from moebench.sweep.plots import plot_theorem
+
+    fig = plot_theorem(attach_classes(load_results(out)[0], out))
+    assert "red: certified (moebench classify)" in " ".join(fig._suptitle.get_text().split())
+    letters = {"m": c.LOCAL_MAX, "s": c.SADDLE, "z": c.SINGULAR, "w": c.SLOW, "u": c.UNFINISHED}
+    drawn = {letter: 0 for letter in letters}
+    for ax in fig.axes:
+        for t in ax.texts:
+            for item in t.get_text().split():
+                if item[-1] in letters:
+                    drawn[item[-1]] += int(item[:-1])
+    assert drawn == {letter: n[name] for letter, name in letters.items()}
 
 
 def test_certified_classes_replace_the_gap_rule():
