@@ -95,6 +95,9 @@ class OracleGatingEM(MoEEstimator):
     description = "oracle: gating EM with the TRUE experts and sigma fixed (needs the truth)"
     assumes = ("true experts and sigma given (oracle)", "synthetic data only")
     needs_truth: ClassVar[bool] = True
+    #: the experts (and sigma) are held fixed: ``moebench classify`` polishes its runs with
+    #: the gating polisher (:func:`moebench.sweep.classify.polish_gating`)
+    fixed_experts: ClassVar[bool] = True
     local_search = True
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "gating_init": [Options(GATING_INITS)],
@@ -241,6 +244,74 @@ def gating_gradient_hessian(X: np.ndarray, y: np.ndarray, experts: np.ndarray,
     return grad.ravel() / n, (None if H is None else H / n)
 
 
+class GatingHessianProduct:
+    """Exact products v -> H v with the Hessian of the mean log-likelihood in the free gating
+    rows alone (experts and sigma fixed), without forming H.
+
+    The per-row weights w_n[b, c] = p_nb p_nc - r_nb r_nc + delta_bc (r_nb - p_nb) of
+    :func:`gating_gradient_hessian` are computed once per chunk of
+    :data:`moebench.stationarity.HESSIAN_CHUNK` rows and kept when there are at most
+    :data:`moebench.stationarity.HVP_MAX_STORED` of them (else recomputed per chunk in every
+    product: memory bounded); a product is (H v)_b = mean_n x_n sum_c w_n[b, c] (x_n . v_c),
+    O(n d k) (plus O(n k^2)).
+
+    Parameters
+    ----------
+    X, y, experts, gating, sigma, activation
+        As :func:`gating_gradient_hessian`.
+    """
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.ndarray,
+                 sigma: float, activation: Activation) -> None:
+        experts = np.asarray(experts, dtype=float)
+        gating = np.asarray(gating, dtype=float)
+        gating = gating - gating[-1]
+        from moebench.stationarity import HVP_MAX_STORED
+
+        self.X, self.y = X, y
+        self.experts, self.gating = experts, gating
+        self.sigma, self.activation = float(sigma), activation
+        n, self.d = X.shape
+        self.m = experts.shape[0] - 1
+        self.size = self.m * self.d
+        self._weights: list[np.ndarray] | None = None
+        if n * self.m * self.m <= HVP_MAX_STORED:
+            self._weights = [self._chunk_weights(lo) for lo in range(0, n, HESSIAN_CHUNK)]
+
+    def _chunk_weights(self, lo: int) -> np.ndarray:
+        Xc, yc = self.X[lo:lo + HESSIAN_CHUNK], self.y[lo:lo + HESSIAN_CHUNK]
+        r, p = _posterior_and_gates(Xc, yc, self.experts, self.gating, self.sigma,
+                                    self.activation)
+        rb, pb = r[:, :self.m], p[:, :self.m]
+        w = pb[:, :, None] * pb[:, None, :] - rb[:, :, None] * rb[:, None, :]
+        idx = np.arange(self.m)
+        w[:, idx, idx] += rb - pb
+        return w
+
+    def __call__(self, v: np.ndarray) -> np.ndarray:
+        """H v for a vector of (k - 1) d entries (rows b = 0..k-2 of the gating)."""
+        V = np.asarray(v, dtype=float).reshape(self.m, self.d)
+        acc = np.zeros((self.m, self.d))
+        for i, lo in enumerate(range(0, self.X.shape[0], HESSIAN_CHUNK)):
+            Xc = self.X[lo:lo + HESSIAN_CHUNK]
+            w = self._weights[i] if self._weights is not None else self._chunk_weights(lo)
+            coef = np.einsum("nbc,nc->nb", w, Xc @ V.T)
+            acc += coef.T @ Xc
+        return acc.ravel() / self.X.shape[0]
+
+
+def _posterior_and_gates(Xc: np.ndarray, yc: np.ndarray, experts: np.ndarray,
+                         gating: np.ndarray, sigma: float, activation: Activation
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior r and gate probabilities p of a chunk of rows (gating relative to its last
+    row)."""
+    logp = log_softmax_rows(Xc @ gating.T)
+    lj = logp - 0.5 * ((yc[:, None] - activation.func(Xc @ experts.T)) / sigma) ** 2
+    lj -= math.log(sigma) + 0.5 * LOG_2PI
+    r, _ = normalize_log_rows(lj)
+    return r, np.exp(logp)
+
+
 def gating_stationarity(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.ndarray,
                         sigma: float, activation: Activation,
                         hessian_max_params: int = HESSIAN_MAX_PARAMS) -> tuple[float, float]:
@@ -248,23 +319,39 @@ def gating_stationarity(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gatin
 
     Coordinates u = W s_x (s_x = rms(X)), as the gating part of
     :func:`moebench.stationarity.stationarity`, so :data:`moebench.stationarity.STATIONARY_TOL`
-    applies unchanged.
+    and the certified thresholds of :mod:`moebench.sweep.classify` apply unchanged.
+
+    Parameters
+    ----------
+    X, y, experts, gating, sigma, activation
+        As :func:`gating_gradient_hessian`.
+    hessian_max_params : int
+        Up to this many gating parameters ((k - 1) d) the Hessian is formed and its
+        smallest eigenvalue is exact; above, it is a Lanczos estimate from exact
+        Hessian-vector products (:class:`GatingHessianProduct`,
+        :func:`moebench.stationarity.operator_min_eigenvalue`): never skipped.
 
     Returns
     -------
     grad_norm : float
     hessian_min_eig : float
         Smallest eigenvalue of the Hessian of the negative mean log-likelihood in the
-        gating (> 0 at a strict local maximum, < 0 at a saddle); NaN above
-        ``hessian_max_params`` parameters.
+        gating (> 0 at a strict local maximum, < 0 at a saddle); NaN only when it cannot
+        be computed (non-finite values, Lanczos not converged).
     """
+    from moebench.stationarity import operator_min_eigenvalue
+
     k, d = np.shape(experts)
     s_x = float(np.sqrt(np.mean(np.square(X)))) or 1.0
     want_h = (k - 1) * d <= hessian_max_params
     g, H = gating_gradient_hessian(X, y, experts, gating, sigma, activation, hessian=want_h)
     grad_norm = float(np.linalg.norm(g)) / s_x
-    if H is None:
+    if not math.isfinite(grad_norm):
         return grad_norm, math.nan
+    if H is None:
+        hvp = GatingHessianProduct(X, y, experts, gating, sigma, activation)
+        return grad_norm, operator_min_eigenvalue(
+            lambda v: -hvp(np.asarray(v, dtype=float) / s_x) / s_x, hvp.size)
     H = 0.5 * (H + H.T) / s_x**2
     if not np.all(np.isfinite(H)):
         return grad_norm, math.nan

@@ -35,6 +35,7 @@ n = 1e4).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from scipy.special import log_softmax, logsumexp
@@ -316,24 +317,54 @@ def lanczos_min_eigenvalue(X: np.ndarray, y: np.ndarray, experts: np.ndarray,
     float
         NaN when the products are not finite or ARPACK does not converge.
     """
-    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
-
     k, d = np.shape(experts)
     D = scaling(X, k, sigma, learn_sigma)
     hvp = HessianProduct(X, y, experts, gating, sigma, activation, learn_sigma)
-    P = D.size
-    start = np.random.default_rng(seed).standard_normal(P)
 
     def loss(v: np.ndarray) -> np.ndarray:
         return -D * hvp(D * np.asarray(v, dtype=float).ravel())
 
+    return operator_min_eigenvalue(loss, D.size, tol=tol, seed=seed)
+
+
+def operator_min_eigenvalue(matvec: Callable[[np.ndarray], np.ndarray], size: int,
+                            tol: float = LANCZOS_TOL, seed: int = 0) -> float:
+    """Smallest eigenvalue of a symmetric operator given by its products, by Lanczos.
+
+    The shifted two-pass scheme of :func:`lanczos_min_eigenvalue` (which calls it with the
+    scaled loss Hessian of the full parameter vector; the oracle's gating-only Hessian,
+    :func:`moebench.oracle.gating_stationarity`, uses it too): ARPACK finds the largest
+    eigenvalue c loosely, then the largest of c' I - M, c' = |c| (1 + 1e-3) + 1e-12.
+
+    Parameters
+    ----------
+    matvec : callable
+        v -> M v for vectors of ``size`` entries.
+    size : int
+    tol : float
+        ARPACK's relative tolerance of the second pass.
+    seed : int
+        Seed of the start vector (the result is deterministic).
+
+    Returns
+    -------
+    float
+        NaN when the products are not finite or ARPACK does not converge.
+    """
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+    P = int(size)
+    start = np.random.default_rng(seed).standard_normal(P)
+    if P == 1:
+        out = float(matvec(np.ones(1))[0])
+        return out if math.isfinite(out) else math.nan
     try:
-        op = LinearOperator((P, P), matvec=loss, dtype=float)
+        op = LinearOperator((P, P), matvec=lambda v: matvec(np.ravel(v)), dtype=float)
         top = float(eigsh(op, k=1, which="LA", tol=1e-3, v0=start,
                           return_eigenvectors=False)[0])
         shift = abs(top) * (1.0 + 1e-3) + 1e-12
-        shifted = LinearOperator((P, P), matvec=lambda v: shift * np.ravel(v) - loss(v),
-                                 dtype=float)
+        shifted = LinearOperator((P, P), matvec=lambda v: shift * np.ravel(v) - matvec(
+            np.ravel(v)), dtype=float)
         big = float(eigsh(shifted, k=1, which="LA", tol=tol, v0=start,
                           maxiter=LANCZOS_MAX_ITER, return_eigenvectors=False)[0])
     except (ArpackNoConvergence, ValueError, FloatingPointError):

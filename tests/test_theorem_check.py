@@ -212,7 +212,11 @@ def test_table_gives_rates_with_wilson_intervals_and_counts():
     assert f"1/4 = {rate_interval(1, 4)}" in text and f"1/2 = {rate_interval(1, 2)}" in text
     assert rate_interval(1, 4).startswith("25% [5") and "70%]" in rate_interval(1, 4)
     assert (f"All cells: 2 of 6 random starts reached the ML gating, {rate_interval(2, 6)}; "
-            "1 stuck, 1 unfinished, 1 flat, 1 failed") in text
+            "1 stuck (uncertified), 1 unfinished (uncertified), 1 flat, 1 failed") in text
+    # no classes: the table says its stuck test is uncertified and how to certify it
+    assert "Uncertified (no `moebench classify` classes)" in text
+    assert "moebench classify RESULTS --tol 0.0001" in text
+    assert "| stuck (uncertified) | unfinished (uncertified) |" in text
 
 
 @pytest.mark.parametrize("drop, needle", [
@@ -256,3 +260,205 @@ def test_list_and_report_table_cli(tmp_path, capsys):
     assert f"| 2 | 1 (1) | 1/1 = {rate_interval(1, 1)} |" in text
     assert main(["report", str(tmp_path)]) == 0
     assert "| truth (oracle) |" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- certified classes
+def test_gating_stationarity_has_no_size_cap():
+    """Above the dense limit the gating Hessian's smallest eigenvalue is a Lanczos estimate on
+    exact gating Hessian-vector products: the dense value to 1e-7, never NaN."""
+    from moebench.activations import get_activation
+    from moebench.oracle import GatingHessianProduct, gating_stationarity
+
+    data = moebench.make_moe(3000, 6, 4, sigma=0.3, gating_scale=2.0, random_state=1)
+    act = get_activation("linear")
+    W = np.random.default_rng(0).standard_normal((4, 6))
+    dense = gating_stationarity(data.X, data.y, data.model.experts, W, 0.3, act)
+    lanczos = gating_stationarity(data.X, data.y, data.model.experts, W, 0.3, act,
+                                  hessian_max_params=1)
+    assert lanczos[0] == dense[0]
+    assert lanczos[1] == pytest.approx(dense[1], abs=1e-7) and dense[1] < 0
+    # the products are those of the formed Hessian
+    _, H = gating_gradient_hessian(data.X, data.y, data.model.experts, W, 0.3, act)
+    v = np.random.default_rng(1).standard_normal(H.shape[0])
+    hvp = GatingHessianProduct(data.X, data.y, data.model.experts, W, 0.3, act)
+    assert np.allclose(hvp(v), H @ v, rtol=1e-10, atol=1e-12)
+    # weights recomputed per product above the storage limit: the same products
+    import moebench.stationarity as st
+
+    limit, st.HVP_MAX_STORED = st.HVP_MAX_STORED, 0
+    try:
+        unstored = GatingHessianProduct(data.X, data.y, data.model.experts, W, 0.3, act)
+    finally:
+        st.HVP_MAX_STORED = limit
+    assert unstored._weights is None and np.array_equal(unstored(v), hvp(v))
+
+
+def test_gating_polisher_takes_a_slow_run_to_the_best():
+    """A random start of the gating EM stopped after 3 iterations is short; the gating
+    polisher (experts and sigma fixed) reaches the fully converged run's likelihood at a
+    certified maximum of the gating likelihood: the class is slow."""
+    from moebench.activations import get_activation
+    from moebench.em import run_em
+    from moebench.starts import data_scale_start
+    from moebench.sweep import classify as c
+
+    data = moebench.make_moe(4000, 4, 3, sigma=0.3, gating_scale=2.0, random_state=3)
+    m, act = data.model, get_activation("linear")
+    start = data_scale_start(np.random.default_rng(0), data.X, data.y, 3)[1]
+    kw = dict(update_experts=False, update_sigma=False, ridge=0.0)
+    short = run_em(data.X, data.y, m.experts, start, m.sigma, act, max_iter=3, **kw)
+    full = run_em(data.X, data.y, m.experts, start, m.sigma, act, max_iter=1000, tol=1e-12,
+                  **kw)
+    assert short.log_likelihood < full.log_likelihood - 1e-3
+    res = c.polish_gating(data.X, data.y, m.experts, short.gating, m.sigma, "linear")
+    assert np.array_equal(res.experts, m.experts) and res.sigma == m.sigma
+    assert res.log_likelihood == pytest.approx(full.log_likelihood, abs=1e-8)
+    assert res.grad_norm <= c.CERTIFY_GRAD_TOL and res.hessian_min_eig > c.HESSIAN_EPS
+    frame = pd.DataFrame({
+        "run_id": ["full", "short"], "data_id": "D", "status": "ok", "climbs": True,
+        "has_parameters": True, "polisher": "gating",
+        # the gating problem ignores the truth condition (the truth is a point of it)
+        "true_train_log_likelihood": 10.0,
+        "train_log_likelihood": [full.log_likelihood, short.log_likelihood],
+        "polished_log_likelihood": [math.nan, res.log_likelihood],
+        "polished_grad_norm": [math.nan, res.grad_norm],
+        "polished_hessian_min_eig": [math.nan, res.hessian_min_eig], "polish_error": ""})
+    assert list(c.assign_classes(frame, 1e-4)) == [c.FINE, c.SLOW]
+    # the same rows in the joint problem: both above the truth - tol? no: below; still the
+    # truth condition applies there (short needs ll < truth - tol), and the best is per group
+    joint = frame.assign(polisher="joint", true_train_log_likelihood=short.log_likelihood)
+    assert list(c.assign_classes(joint, 1e-4)) == [c.FINE, c.FINE]
+    with pytest.raises(ValueError, match="sigma must be finite and > 0"):
+        c.polish_gating(data.X, data.y, m.experts, short.gating, 0.0, "linear")
+
+
+THEOREM_TINY = """
+name = "theorem_tiny"
+seed = 3
+repetitions = 1
+success_threshold = 0.1
+
+[data]
+n = 1500
+d = 5
+k = [2, 4]
+activation = "linear"
+sigma = 0.3
+gating = "orthogonal"
+gating_scale = 4.0
+n_test = 200
+
+[budget]
+max_iter = 300
+max_time = 30.0
+timeout = 120.0
+
+[[algorithm]]
+name = "oracle_gating_em"
+label = "truth"
+params = {gating_init = "truth"}
+
+[[algorithm]]
+name = "oracle_gating_em"
+label = "random_1"
+params = {gating_init = "random"}
+
+[[algorithm]]
+name = "oracle_gating_em"
+label = "random_2"
+params = {gating_init = "random"}
+max_iter = 2
+"""
+
+
+def test_theorem_sweep_classified_and_reported(tmp_path, capsys):
+    """A tiny theorem sweep, run, classified and reported: every random start has a
+    certified class of the gating problem, and the theorem table counts them."""
+    from moebench.cli import main
+    from moebench.sweep import classify as c
+
+    config = tmp_path / "theorem_tiny.toml"
+    config.write_text(THEOREM_TINY)
+    out = tmp_path / "res"
+    assert main(["run", str(config), "--out", str(out), "--jobs", "1", "--quiet",
+                 "--no-plot"]) == 0
+    assert main(["report", str(out), "--table", "theorem"]) == 0
+    assert "Uncertified (no `moebench classify` classes)" in capsys.readouterr().out
+    assert main(["classify", str(out), "--quiet", "--tol", "1e-4"]) == 0
+    capsys.readouterr()
+    classes = pd.read_parquet(out / "classes.parquet")
+    summary = pd.read_parquet(out / "summary.parquet")
+    assert len(classes) == len(summary) == 6
+    assert set(classes["polisher"]) == {"gating"} and classes["climbs"].all()
+    assert (classes["best_group"] == classes["data_id"] + "|gating").all()
+    certified = {c.FINE, c.SLOW, c.LOCAL_MAX, c.SADDLE, c.SINGULAR, c.UNFINISHED}
+    assert set(classes["class"]) <= certified, set(classes["class"])
+    # two EM iterations from a random start end short: polished, certified
+    short = classes[classes["label"] == "random_2"]
+    assert (short["class"] != c.FINE).all()
+    assert np.isfinite(short["polished_log_likelihood"]).all()
+    assert np.isfinite(short["polished_hessian_min_eig"]).all()
+    assert main(["report", str(out), "--table", "theorem"]) == 0
+    text = capsys.readouterr().out
+    assert "uncertified" not in text.lower()
+    assert ("| local maximum (stuck) | saddle | singular | slow | unfinished | not classified |"
+            in text)
+    assert c.CLASS_DEFINITIONS[c.LOCAL_MAX] in text
+    # the report's counts are the classes of the random starts with a gap
+    from moebench.sweep.classify import attach_classes
+    from moebench.sweep.results import load_results
+
+    runs = theorem_runs(attach_classes(load_results(out)[0], out))
+    assert len(runs) == 4 and runs["certified"].all()
+    gapped = runs[runs["gapped"]]
+    assert len(gapped) >= 1  # random_2's two iterations
+    assert set(gapped["theorem_class"]) <= {c.SLOW, c.LOCAL_MAX, c.SADDLE, c.SINGULAR,
+                                            c.UNFINISHED}
+    n = {name: int((gapped["theorem_class"] == name).sum()) for name in certified}
+    assert f"{n[c.SLOW]} slow" in text and f"{n[c.LOCAL_MAX]} local maximum (stuck)" in text
+    # the figure counts the same classes, by their letters
+    from moebench.sweep.plots import plot_theorem
+
+    fig = plot_theorem(attach_classes(load_results(out)[0], out))
+    assert "red: certified (moebench classify)" in " ".join(fig._suptitle.get_text().split())
+    letters = {"m": c.LOCAL_MAX, "s": c.SADDLE, "z": c.SINGULAR, "w": c.SLOW, "u": c.UNFINISHED}
+    drawn = {letter: 0 for letter in letters}
+    for ax in fig.axes:
+        for t in ax.texts:
+            for item in t.get_text().split():
+                if item[-1] in letters:
+                    drawn[item[-1]] += int(item[:-1])
+    assert drawn == {letter: n[name] for letter, name in letters.items()}
+
+
+def test_certified_classes_replace_the_gap_rule():
+    """With the classes of ``moebench classify`` attached, a start with a gap is counted by
+    its polished class at the theorem's tolerance: A's stuck-by-the-gap-rule start polishes
+    to a certified local maximum, its budget-ended start to the best (slow); a start with a
+    gap that classify did not polish (its tolerance was larger) is not classified."""
+    from moebench.sweep import classify as c
+
+    s = _summary()
+    s = s[s["data_id"] == "A"].reset_index(drop=True)
+    extra = _run("A", 2, "random", -1.0005, 1e-6, 30, (1.0, 0.0))  # gap 5e-4
+    s = pd.concat([s, pd.DataFrame([extra])], ignore_index=True)
+    s["stop_reason"] = s["stop_reason"].fillna("converged")
+    nan = math.nan
+    s = s.assign(**{"class": "fine", "climbs": True, "polisher": "gating",
+                    "has_parameters": True, "classify_tol": 1e-3, "polish_error": "",
+                    "polished_log_likelihood": [nan, nan, -1.01, nan, -1.0, nan],
+                    "polished_grad_norm": [nan, nan, 1e-9, nan, 1e-12, nan],
+                    "polished_hessian_min_eig": [nan, nan, 1e-3, nan, 1e-2, nan]})
+    runs = theorem_runs(s)
+    assert runs["certified"].all()
+    assert list(runs["gapped"]) == [False, True, False, True, True]
+    assert list(runs["theorem_class"]) == [c.FINE, c.LOCAL_MAX, c.FINE, c.SLOW,
+                                           c.NOT_POLISHED]
+    assert list(runs["stuck"]) == [False, True, False, False, False]
+    assert list(runs["slow"]) == [False, False, False, True, False]
+    assert list(runs["not_classified"]) == [False, False, False, False, True]
+    assert not runs["unfinished"].any() and not runs["saddle"].any()
+    text = theorem_report(s, ["k"])
+    assert ("1 local maximum (stuck), 0 saddle, 0 singular, 1 slow, 0 unfinished, "
+            "1 not classified, 1 flat, 0 failed") in text
+    assert "uncertified" not in text.lower()

@@ -66,8 +66,11 @@ def test_theorem_is_a_plot_kind_and_draws_rates_with_wilson_intervals(tmp_path):
     assert ll_only == pytest.approx([1.0])
     notes = {t.get_text() for t in shown["activation=linear, k=2"].texts}
     assert notes == {"1f"}
-    assert {t.get_text() for t in shown["activation=linear, k=4"].texts} == {"1s"}
-    assert {t.get_text() for t in shown["activation=sigmoid, k=2"].texts} == {"2u"}
+    # no classes.parquet: the uncertified rule, marked with "?" and named in the title
+    assert {t.get_text() for t in shown["activation=linear, k=4"].texts} == {"1s?"}
+    assert {t.get_text() for t in shown["activation=sigmoid, k=2"].texts} == {"2u?"}
+    assert "uncertified: stuck (s?), unfinished (u?)" in " ".join(
+        fig._suptitle.get_text().split())  # (wrapped to the figure's width)
 
 
 def test_cli_writes_a_small_palette_png_next_to_the_results(tmp_path, capsys):

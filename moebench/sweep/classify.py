@@ -28,10 +28,21 @@ report headers):
   its budget, or its tolerance on a flat slope, ended it);
 * **failed**: the run's status is not ok, or the polisher raised;
 * **not classified**: a method that does not climb the likelihood (tensor_em and
-  spectral_experts without refine, alt_min, linear_regression) or an oracle (its experts
-  fixed at the truth; see :mod:`moebench.sweep.theorem`); **not classified (no
+  spectral_experts without refine, alt_min, linear_regression) or an oracle that does not
+  hold its experts fixed; **not classified (no
   parameters)**: a climbing run whose record holds no fitted parameters (results made
   before they were stored), which cannot be polished.
+
+**Fixed experts (the oracle's own problem).** An estimator whose experts are held fixed
+(``fixed_experts``: :class:`moebench.oracle.OracleGatingEM`, experts and sigma at the truth,
+the theorem sweep of :mod:`moebench.sweep.theorem`) climbs the *gating* likelihood alone. Its
+short runs are continued by the gating polisher (:func:`polish_gating`: the same settings,
+the experts and sigma fixed) and classified by the same rules and thresholds, in that
+problem: the gradient and Hessian are those of the gating alone
+(:func:`moebench.oracle.gating_stationarity`), the *best* is the best over that data set's
+gating-polished runs (the oracle's runs and their polished points; ``best_group``), and the
+truth condition is dropped (the truth's gating is a point of the problem, and the
+truth-started oracle run is in the best's set).
 
 Without a truth (real data) the classes are relative to the best found. The verb
 ``moebench classify RESULTS`` writes ``polish.parquet`` (one row per polished run, the
@@ -104,11 +115,16 @@ CLASSES = (FINE, SLOW, LOCAL_MAX, SADDLE, SINGULAR, UNFINISHED, FAILED, NOT_CLAS
 #: the one statement of each class (report headers quote it)
 CLASS_DEFINITIONS = {
     "short": "final training log-likelihood more than {tol:g} per sample below the best on the "
-             "same data (best over every variant and every polished point){truth}",
+             "same data (best over every variant and every polished point){truth}; for "
+             "estimators with the experts fixed (the oracle gating EM), in the gating "
+             "likelihood: below the best of that data set's oracle runs and their polished "
+             "points, no truth condition",
     FINE: "a likelihood-climbing run that is not short",
     SLOW: "short, but the point the polisher (joint EM from the run's end point, tol "
           f"{POLISH_TOL:g}, at most {POLISH_MAX_ITER} iterations, then at most {NEWTON_STEPS} "
-          "Newton steps where the loss Hessian is positive definite) reaches is not short",
+          "Newton steps where the loss Hessian is positive definite; with the experts fixed, "
+          "the same on the gating alone: gating EM and gating Newton steps, gradient and "
+          "Hessian of the gating likelihood) reaches is not short",
     LOCAL_MAX: "the polished point is still short, stationary (scaled gradient norm <= "
                f"{CERTIFY_GRAD_TOL:g}) and the loss Hessian's smallest eigenvalue is > "
                f"{HESSIAN_EPS:g} (certified local maximum; a local optimum)",
@@ -118,7 +134,7 @@ CLASS_DEFINITIONS = {
     UNFINISHED: "still short and not stationary when the polisher ends (still climbing)",
     FAILED: "status not ok, or the polisher failed",
     NOT_CLASSIFIED: "a method that does not climb the likelihood (moment or hard-assignment "
-                    "methods without refine, references, oracles)",
+                    "methods without refine, references, oracles without fixed experts)",
     NO_PARAMETERS: "a climbing run whose record holds no fitted parameters (cannot be "
                    "polished)",
     NOT_POLISHED: "short at this tolerance but not polished (classify ran with a larger one)",
@@ -298,6 +314,138 @@ def newton_finish(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.
     return np.asarray(A), np.asarray(W), float(s), float(ll), steps
 
 
+# --------------------------------------------------------------------------- gating polisher
+#: the polisher of each problem: "joint" (:func:`polish`: experts, gating and sigma) for
+#: likelihood-climbing fits, "gating" (:func:`polish_gating`: the gating alone, experts and
+#: sigma fixed at the run's own, the truth's for the oracle) for estimators whose experts are
+#: fixed (``fixed_experts``, e.g. :class:`moebench.oracle.OracleGatingEM`)
+POLISHERS = ("joint", "gating")
+
+
+def polish_gating(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.ndarray,
+                  sigma: float, activation: Activation | str, *,
+                  max_iter: int = POLISH_MAX_ITER, tol: float = POLISH_TOL) -> Polished:
+    """Continue a gating-only fit (experts and sigma fixed) from its end point; measure there.
+
+    The oracle's own problem: the mean log-likelihood as a function of the gating alone,
+    the experts and sigma held fixed. The same settings as :func:`polish`, restricted to
+    the gating: :func:`moebench.em.run_em` with ``update_experts=False``,
+    ``update_sigma=False``, no ridge, :data:`POLISH_GATING_STEPS` Newton steps per M-step,
+    tolerance ``tol``, at most ``max_iter`` iterations; then :func:`gating_newton_finish`
+    (at most :data:`NEWTON_STEPS` Newton steps on the gating, only where its loss Hessian is
+    positive definite); then the scaled gating gradient norm and the smallest eigenvalue of
+    the gating loss Hessian (:func:`moebench.oracle.gating_stationarity`: dense up to
+    :data:`moebench.stationarity.HESSIAN_MAX_PARAMS` gating parameters, Lanczos above, no
+    cap). The thresholds :data:`CERTIFY_GRAD_TOL` and :data:`HESSIAN_EPS` apply unchanged
+    (the same scaled coordinates).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    y : ndarray of shape (n,)
+    experts, gating : ndarray of shape (k, d)
+        The fixed experts and the stored gating.
+    sigma : float
+        The fixed noise level.
+    activation : Activation or str
+    max_iter : int
+        The budget in EM iterations.
+    tol : float
+        Relative log-likelihood change that stops the EM.
+
+    Returns
+    -------
+    Polished
+        As :func:`polish` (``experts`` and ``sigma`` unchanged).
+
+    Raises
+    ------
+    ValueError
+        For mismatched shapes or a sigma that is not finite and > 0.
+    """
+    from moebench.em import run_em
+    from moebench.oracle import gating_stationarity
+
+    act = get_activation(activation)
+    experts = np.asarray(experts, dtype=float)
+    gating = np.asarray(gating, dtype=float)
+    if experts.ndim != 2 or experts.shape != gating.shape or experts.shape[1] != X.shape[1]:
+        raise ValueError(f"experts and gating must both have shape (k, {X.shape[1]}); got "
+                         f"{experts.shape} and {gating.shape}")
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be finite and > 0; got {sigma!r}")
+    t0 = time.perf_counter()
+    with np.errstate(all="ignore"):
+        res = run_em(X, y, experts, gating, float(sigma), act, update_experts=False,
+                     update_sigma=False, mstep="full", max_iter=max_iter, tol=tol, ridge=0.0,
+                     gating_newton_steps=POLISH_GATING_STEPS)
+        gating_, ll, steps = gating_newton_finish(X, y, experts, res.gating, float(sigma), act)
+        grad_norm, eig = gating_stationarity(X, y, experts, gating_, float(sigma), act)
+    if steps == 0:
+        ll = float(res.log_likelihood)
+    return Polished(experts, gating_, float(sigma), float(ll), int(res.n_iter),
+                    bool(res.converged), str(res.stop_reason), steps, float(grad_norm),
+                    float(eig), time.perf_counter() - t0)
+
+
+def gating_newton_finish(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.ndarray,
+                         sigma: float, activation: Activation, max_steps: int = NEWTON_STEPS
+                         ) -> tuple[np.ndarray, float, int]:
+    """:func:`newton_finish` on the gating alone (experts and sigma fixed).
+
+    A step W <- W + H_loss^{-1} grad on the free gating rows is taken only where the gating
+    loss Hessian is positive definite (dense up to :data:`NEWTON_MAX_PARAMS` gating
+    parameters, else Lanczos and a conjugate-gradient solve of at most
+    :data:`NEWTON_CG_ITER` iterations on :class:`moebench.oracle.GatingHessianProduct`),
+    kept only when it does not lower the log-likelihood (beyond 1e-13 relative rounding)
+    and lowers the gradient norm; it stops at the first step that fails or once the
+    gradient norm is below 1e-13.
+
+    Returns
+    -------
+    gating, log_likelihood, steps
+        The last kept gating (last row 0), its mean log-likelihood and the steps kept.
+    """
+    from scipy.sparse.linalg import LinearOperator, cg
+
+    from moebench.oracle import GatingHessianProduct, gating_gradient_hessian
+    from moebench.stationarity import mean_log_likelihood, operator_min_eigenvalue
+
+    k, d = np.shape(experts)
+    m = (k - 1) * d
+    W = np.asarray(gating, dtype=float)
+    W = W - W[-1]
+    ll = mean_log_likelihood(X, y, experts, W, sigma, activation)
+    steps = 0
+    for _ in range(max_steps):
+        dense = m <= NEWTON_MAX_PARAMS
+        g, H = gating_gradient_hessian(X, y, experts, W, sigma, activation, hessian=dense)
+        gnorm = float(np.linalg.norm(g))
+        if not np.isfinite(gnorm) or gnorm < 1e-13:
+            break
+        if H is not None:
+            M = -0.5 * (H + H.T)
+            if not np.all(np.isfinite(M)) or np.linalg.eigvalsh(M)[0] <= 0:
+                break
+            u = np.linalg.solve(M, g)
+        else:
+            hvp = GatingHessianProduct(X, y, experts, W, sigma, activation)
+            if not operator_min_eigenvalue(lambda v, h=hvp: -h(v), m) > 0:
+                break
+            op = LinearOperator((m, m), matvec=lambda v, h=hvp: -h(np.ravel(v)), dtype=float)
+            u = cg(op, g, rtol=1e-12, atol=0.0, maxiter=NEWTON_CG_ITER)[0]
+        new = W.copy()
+        new[:-1] += u.reshape(k - 1, d)
+        new_ll = mean_log_likelihood(X, y, experts, new, sigma, activation)
+        new_g = float(np.linalg.norm(gating_gradient_hessian(X, y, experts, new, sigma,
+                                                             activation, hessian=False)[0]))
+        if not (np.isfinite(new_ll) and new_ll >= ll - 1e-13 * max(1.0, abs(ll))
+                and new_g < gnorm):
+            break
+        W, ll, steps = new, new_ll, steps + 1
+    return W, float(ll), steps
+
+
 # --------------------------------------------------------------------------- the classes
 def is_short(ll: pd.Series, best: pd.Series, truth: pd.Series | None, tol: float) -> pd.Series:
     """Whether log-likelihoods ``ll`` are short of ``best`` (and of ``truth`` where known)."""
@@ -314,8 +462,20 @@ def best_log_likelihood(frame: pd.DataFrame) -> pd.Series:
     ll = frame["train_log_likelihood"].astype(float).where(ok)
     if "polished_log_likelihood" in frame.columns:
         ll = np.fmax(ll, frame["polished_log_likelihood"].astype(float).where(ok))
-    best = ll.groupby(frame["data_id"]).max()
-    return frame["data_id"].map(best).astype(float)
+    group = best_groups(frame)
+    best = ll.groupby(group).max()
+    return group.map(best).astype(float)
+
+
+def best_groups(frame: pd.DataFrame) -> pd.Series:
+    """The set of runs each run's *best* is taken over: its data set (``data_id``), and for
+    runs of the gating polisher (estimators whose experts are fixed, e.g. the oracle) that
+    data set's gating-polished runs alone (``data_id + "|gating"``): the gating likelihood
+    with the experts fixed is another problem than the joint one."""
+    group = frame["data_id"].astype(str)
+    if "polisher" in frame.columns:
+        group = group.where(frame["polisher"].ne("gating"), group + "|gating")
+    return group
 
 
 def assign_classes(frame: pd.DataFrame, tol: float) -> pd.Series:
@@ -325,8 +485,10 @@ def assign_classes(frame: pd.DataFrame, tol: float) -> pd.Series:
     ----------
     frame : DataFrame
         One row per run with ``data_id``, ``status``, ``train_log_likelihood``, ``climbs``
-        (bool), ``has_parameters`` (bool), optionally ``true_train_log_likelihood`` and,
-        for polished runs, the :data:`POLISH_COLUMNS` (NaN / empty elsewhere).
+        (bool), ``has_parameters`` (bool), optionally ``true_train_log_likelihood``,
+        ``polisher`` (:data:`POLISHERS`; "gating" rows take their best over their data set's
+        gating rows and ignore the truth's log-likelihood) and, for polished runs, the
+        :data:`POLISH_COLUMNS` (NaN / empty elsewhere).
     tol : float
         The per-sample log-likelihood tolerance.
 
@@ -344,6 +506,8 @@ def assign_classes(frame: pd.DataFrame, tol: float) -> pd.Series:
     best = best_log_likelihood(frame)
     truth = (frame["true_train_log_likelihood"] if "true_train_log_likelihood" in frame.columns
              else None)
+    if truth is not None and "polisher" in frame.columns:  # the gating problem: no truth rule
+        truth = truth.astype(float).where(frame["polisher"].ne("gating"))
     ok = frame["status"].eq("ok") & np.isfinite(ll)
     short = ok & is_short(ll, best, truth, tol)
     pll = frame["polished_log_likelihood"].astype(float)
@@ -372,11 +536,14 @@ def assign_classes(frame: pd.DataFrame, tol: float) -> pd.Series:
 
 
 # --------------------------------------------------------------------------- one folder
-def polish_key(parameters: str, learn_sigma: bool) -> str:
-    """Identifies a polish: the stored end point and every polisher setting."""
-    text = json.dumps([parameters, learn_sigma, POLISH_TOL, POLISH_MAX_ITER,
-                       POLISH_GATING_STEPS, POLISH_EXPERT_STEPS, NEWTON_STEPS,
-                       NEWTON_MAX_PARAMS, NEWTON_CG_ITER])
+def polish_key(parameters: str, learn_sigma: bool, polisher: str = "joint") -> str:
+    """Identifies a polish: the stored end point, the polisher and every polisher setting."""
+    fields: list[Any] = [parameters, learn_sigma, POLISH_TOL, POLISH_MAX_ITER,
+                         POLISH_GATING_STEPS, POLISH_EXPERT_STEPS, NEWTON_STEPS,
+                         NEWTON_MAX_PARAMS, NEWTON_CG_ITER]
+    if polisher != "joint":  # (keys of joint polishes stay those of earlier caches)
+        fields.append(polisher)
+    text = json.dumps(fields)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -387,15 +554,24 @@ def climbs_likelihood(est: Any) -> bool:
 
 
 def climbing_variants(summary: pd.DataFrame, cells: dict[str, Any]) -> dict[str, bool]:
-    """Per variant label: whether it climbs the likelihood (and is not an oracle).
+    """Per variant label: whether it climbs the likelihood (:func:`variant_polishers` names
+    a polisher for it)."""
+    return {label: bool(p) for label, p in variant_polishers(summary, cells).items()}
 
-    An unfitted estimator of the variant says so (``local_search``; a moment method with
-    ``refine`` ends in joint EM and climbs too); oracles (``needs_truth``) are left out.
+
+def variant_polishers(summary: pd.DataFrame, cells: dict[str, Any]) -> dict[str, str]:
+    """Per variant label: the polisher of its short runs, "" when it is not classified.
+
+    An unfitted estimator of the variant says whether it climbs (``local_search``; a moment
+    method with ``refine`` ends in joint EM and climbs too): "joint" (:func:`polish`); an
+    estimator whose experts are held fixed (``fixed_experts``, the oracle gating EM, whose
+    experts and sigma are the truth's) climbs the gating likelihood alone: "gating"
+    (:func:`polish_gating`); other oracles (``needs_truth``) and non-climbing methods: "".
     """
     from moebench.registry import algorithm_class
     from moebench.sweep.worker import build_estimator
 
-    out: dict[str, bool] = {}
+    out: dict[str, str] = {}
     by_label = {}
     for run_id in summary["run_id"]:
         cell = cells.get(run_id)
@@ -404,17 +580,19 @@ def climbing_variants(summary: pd.DataFrame, cells: dict[str, Any]) -> dict[str,
     for label in summary["label"].unique():
         cell = by_label.get(label)
         if cell is None:
-            out[label] = False
+            out[label] = ""
             continue
         try:
-            if algorithm_class(cell.variant.algorithm).needs_truth:
-                out[label] = False
+            cls = algorithm_class(cell.variant.algorithm)
+            if cls.needs_truth:
+                fixed = bool(getattr(cls, "fixed_experts", False))
+                out[label] = "gating" if fixed and climbs_likelihood(cls) else ""
                 continue
             est = build_estimator(cell)
         except (ValueError, ImportError):
-            out[label] = False
+            out[label] = ""
             continue
-        out[label] = climbs_likelihood(est)
+        out[label] = "joint" if climbs_likelihood(est) else ""
     return out
 
 
@@ -431,8 +609,12 @@ def _polish_data_set(tasks: list[dict[str, Any]], threads: int = 1) -> list[dict
         row: dict[str, Any] = {"run_id": task["run_id"], "polish_key": task["key"]}
         try:
             model = fitted_model(task["summary"])
-            res = polish(data.X, data.y, model.experts, model.gating, float(model.sigma),
-                         task["summary"]["activation"], task["learn_sigma"])
+            if task.get("polisher", "joint") == "gating":
+                res = polish_gating(data.X, data.y, model.experts, model.gating,
+                                    float(model.sigma), task["summary"]["activation"])
+            else:
+                res = polish(data.X, data.y, model.experts, model.gating, float(model.sigma),
+                             task["summary"]["activation"], task["learn_sigma"])
         except (FloatingPointError, ValueError, TypeError, np.linalg.LinAlgError) as exc:
             row.update({c: math.nan for c in POLISH_COLUMNS})
             row.update({"polish_converged": False, "polish_stop_reason": "",
@@ -515,11 +697,13 @@ def classify_results(results: str | os.PathLike, jobs: int = 1, tol: float | Non
     summary, _ = load_results(folder)
     summary = with_parameters(summary, folder)
     cells = stored_cells(folder)
-    climbs = climbing_variants(summary, cells)
+    polishers = variant_polishers(summary, cells)
     frame = summary[[c for c in ("run_id", "data_id", "label", "algorithm", "status",
                                  "train_log_likelihood", "true_train_log_likelihood",
                                  "activation") if c in summary.columns]].copy()
-    frame["climbs"] = frame["label"].map(climbs).fillna(False).astype(bool)
+    frame["polisher"] = frame["label"].map(polishers).fillna("").astype(str)
+    frame["climbs"] = frame["polisher"].ne("")
+    frame["best_group"] = best_groups(frame)
     params = (summary[PARAMETERS_KEY] if PARAMETERS_KEY in summary.columns
               else pd.Series(None, index=summary.index, dtype=object))
     # polishable: stored parameters, and the run's cell in the stored config (for its data)
@@ -529,13 +713,15 @@ def classify_results(results: str | os.PathLike, jobs: int = 1, tol: float | Non
     learn = {rid: not (c.variant.known_sigma and "source" not in c.data)
              for rid, c in cells.items()}
     frame["learn_sigma"] = frame["run_id"].map(learn).fillna(True).astype(bool)
-    frame["polish_key"] = [polish_key(p, ls) if isinstance(p, str) else ""
-                           for p, ls in zip(params, frame["learn_sigma"])]
+    frame["polish_key"] = [polish_key(p, ls, pol or "joint") if isinstance(p, str) else ""
+                           for p, ls, pol in zip(params, frame["learn_sigma"],
+                                                 frame["polisher"])]
     cache_path = folder / POLISH_FILE
     cache = _read_cache(cache_path)
     cache = cache[cache["run_id"].isin(frame["run_id"])].drop_duplicates("run_id", keep="last")
     records = {r["run_id"]: r for r in cache.to_dict("records")}
     keys = dict(zip(frame["run_id"], frame["polish_key"]))
+    polisher_of = dict(zip(frame["run_id"], frame["polisher"]))
     summaries = summary.set_index("run_id", drop=False)
     polished = 0
     while True:  # polish the short runs; the best may rise; until no run becomes short
@@ -548,7 +734,7 @@ def classify_results(results: str | os.PathLike, jobs: int = 1, tol: float | Non
             s = summaries.loc[rid].to_dict()
             by_data.setdefault(str(s["data_id"]), []).append(
                 {"run_id": rid, "cell": cells[rid], "summary": s, "key": keys[rid],
-                 "learn_sigma": bool(learn.get(rid, True))})
+                 "learn_sigma": bool(learn.get(rid, True)), "polisher": polisher_of[rid]})
         for rows in _run_tasks(list(by_data.values()), jobs, progress):
             for row in rows:
                 records[row["run_id"]] = row
@@ -561,8 +747,8 @@ def classify_results(results: str | os.PathLike, jobs: int = 1, tol: float | Non
     reused = int(np.isfinite(frame["polished_log_likelihood"].astype(float)).sum()
                  + frame["polish_error"].map(lambda e: isinstance(e, str) and e != "").sum()
                  ) - polished
-    out = frame[["run_id", "data_id", "label", "class", "climbs", "has_parameters",
-                 "train_log_likelihood",
+    out = frame[["run_id", "data_id", "label", "class", "climbs", "polisher", "best_group",
+                 "has_parameters", "train_log_likelihood",
                  "best_log_likelihood", *POLISH_COLUMNS, "classify_tol"]]
     _write_parquet(out, folder / CLASSES_FILE)
     return ClassifyOutcome(out, polished, reused, time.perf_counter() - t0)
@@ -636,7 +822,8 @@ def attach_classes(summary: pd.DataFrame, results: str | os.PathLike) -> pd.Data
     classes = load_classes(results, summary)
     if classes is None:
         return summary
-    keep = ["run_id", "class", "climbs", "has_parameters", "classify_tol", *POLISH_COLUMNS]
+    keep = ["run_id", "class", "climbs", "polisher", "best_group", "has_parameters",
+            "classify_tol", *POLISH_COLUMNS]
     keep = [c for c in keep if c in classes.columns]
     base = summary.drop(columns=[c for c in keep[1:] if c in summary.columns])
     return base.merge(classes[keep], on="run_id", how="left")

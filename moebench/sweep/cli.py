@@ -478,7 +478,10 @@ def add_classify_parser(sub: argparse._SubParsersAction) -> None:
         f"likelihood by one common polisher (joint EM, at most {POLISH_MAX_ITER} iterations, "
         "then Newton steps) from its stored end point, and classify it by where the polisher "
         "ends: slow, local maximum, saddle, singular, unfinished, failed (fine: not short; "
-        f"not classified: methods that do not climb the likelihood). Stationary: scaled "
+        "not classified: methods that do not climb the likelihood). Estimators with the "
+        "experts fixed (the oracle gating EM) are polished by the gating EM alone and "
+        "classified in the gating likelihood (best over their own runs on the data set; "
+        "use --tol 1e-4 for the theorem table). Stationary: scaled "
         f"gradient norm <= {CERTIFY_GRAD_TOL:g}; local maximum / saddle: smallest loss-Hessian "
         f"eigenvalue beyond +/-{HESSIAN_EPS:g}. Resumable; writes RESULTS/polish.parquet and "
         "RESULTS/classes.parquet, which `moebench report` and `moebench plot` then use.")

@@ -55,6 +55,12 @@ BUDGET_STOPS = ("max_iter", "max_time", "max_epochs")
 GROSS_ERROR = 0.3
 #: summary column with the final scaled gradient norm
 GRAD_NORM_COLUMN = "fitted_grad_norm"
+#: summary column of the tensor step's flag (issue 26 item 4): fewer than k eigenvalues of T2
+#: with c2's sign clear its noise level (tensor_em, and joint_em(init="tensor") = refine,
+#: which records its start's flag); the reports show it in its own column, apart from stuck
+BELOW_COLUMN = "fitted_below_sample_complexity"
+#: the reports' heading of that column
+BELOW_HEAD = "tensor step below sample complexity"
 #: the gridlock references shown by default when present: tensor_em + refine (the tensor
 #: step as a start for joint EM) and the paper's estimator (tensor_em, no refine)
 DEFAULT_REFERENCES = ("tensor_em_refine", "tensor_em")
@@ -151,6 +157,8 @@ def _mark_certified(summary: pd.DataFrame, tol: float) -> pd.DataFrame:
     out["likelihood_gap"] = np.where(ok, out["best_log_likelihood"] - ll, np.nan)
     truth = (out["true_train_log_likelihood"] if "true_train_log_likelihood" in out.columns
              else None)
+    if truth is not None and "polisher" in out.columns:  # the gating problem: no truth rule
+        truth = truth.astype(float).where(out["polisher"].ne("gating"))
     out["gap"] = ok & c.is_short(ll, out["best_log_likelihood"], truth, tol)
     cls = c.assign_classes(out, tol)
     grad = out["polished_grad_norm"].astype(float)
@@ -163,6 +171,31 @@ def _mark_certified(summary: pd.DataFrame, tol: float) -> pd.DataFrame:
     out["certified"] = True
     out["run_class"] = cls
     return out
+
+
+def below_sample_complexity(summary: pd.DataFrame) -> pd.Series:
+    """Per run: 1.0 where the tensor step was below its sample complexity, 0.0 where it was
+    not, NaN where the run records no such flag (no tensor step, or results made before it
+    existed)."""
+    if BELOW_COLUMN not in summary.columns:
+        return pd.Series(np.nan, index=summary.index)
+    flag = summary[BELOW_COLUMN]
+    return flag.map(lambda v: np.nan if v is None or (isinstance(v, float) and np.isnan(v))
+                    else float(bool(v))).astype(float)
+
+
+def has_below_flag(summary: pd.DataFrame) -> bool:
+    """Whether any run of ``summary`` records :data:`BELOW_COLUMN`."""
+    return bool(below_sample_complexity(summary).notna().any())
+
+
+def below_rate(summary: pd.DataFrame) -> str:
+    """The runs of ``summary`` whose tensor step was below its sample complexity, as a rate
+    over all its runs with its Wilson 95% interval; "–" when none records the flag."""
+    flag = below_sample_complexity(summary)
+    if not flag.notna().any():
+        return "–"
+    return rate_interval(int((flag == 1.0).sum()), len(summary))
 
 
 def has_stationarity(summary: pd.DataFrame) -> bool:
@@ -195,13 +228,17 @@ def phase_table(summary: pd.DataFrame, axes: Sequence[str], tol: float = DEFAULT
         Columns ``*axes, label, runs, failed, stuck_rate, success_rate,
         median_expert_error, median_gap, n_stuck, n_success, n_unfinished,
         unfinished_rate, mean_expert_error, n_gross, gross_rate, n_saddle, n_singular,
-        n_slow`` (``n_unfinished`` is NaN where no run of the cell records its gradient
+        n_slow, n_below`` (``n_below``: runs whose tensor step was below its sample
+        complexity, :data:`BELOW_COLUMN`, NaN where no run of the cell records the flag;
+        ``n_unfinished`` is NaN where no run of the cell records its gradient
         norm, or, certified, was polished; gross: expert error > :data:`GROSS_ERROR`,
         failed runs included). With certified classes (:func:`mark_stuck`) *stuck* counts
         the certified local maxima only; saddles, singular, slow and unfinished runs are
         counted apart.
     """
     marked = mark_stuck(summary, tol)
+    below = below_sample_complexity(marked)
+    marked = marked.assign(below=below.fillna(0.0), below_known=below.notna())
     unknown = [a for a in axes if a not in marked.columns]
     if unknown:
         raise ValueError(f"unknown axis column(s) {', '.join(unknown)}; valid: "
@@ -228,11 +265,14 @@ def phase_table(summary: pd.DataFrame, axes: Sequence[str], tol: float = DEFAULT
         n_known=("known", "sum"),
         mean_expert_error=("expert_error", "mean"),
         n_gross=("gross", "sum"),
+        n_below=("below", "sum"),
+        n_below_known=("below_known", "sum"),
     ).reset_index()
+    table["n_below"] = table["n_below"].astype(float).where(table["n_below_known"] > 0)
     table["n_unfinished"] = table["n_unfinished"].astype(float).where(table["n_known"] > 0)
     table["unfinished_rate"] = table["n_unfinished"] / table["runs"]
     table["gross_rate"] = table["n_gross"] / table["runs"]
-    return table.drop(columns="n_known")
+    return table.drop(columns=["n_known", "n_below_known"])
 
 
 def reference_pairs(
@@ -242,8 +282,9 @@ def reference_pairs(
 
     Columns ``*axes, label, stuck_rate, <reference>_success`` (NaN where the reference
     has no run in the cell), and, when ``table`` has them, ``runs``, ``n_stuck``,
-    ``unfinished_rate``, ``<reference>_runs`` and ``<reference>_n_success`` (for
-    intervals); rows grouped by baseline in the given order.
+    ``unfinished_rate``, ``<reference>_runs``, ``<reference>_n_success`` (for
+    intervals) and ``<reference>_n_below`` (its runs whose tensor step was below its sample
+    complexity); rows grouped by baseline in the given order.
     """
     labels = set(table["label"])
     if reference not in labels:
@@ -253,7 +294,7 @@ def reference_pairs(
     if unknown:
         raise ValueError(f"unknown baseline variant(s) {', '.join(unknown)}; variants: "
                          f"{', '.join(sorted(labels - {reference}))}")
-    extra_ref = [c for c in ("runs", "n_success") if c in table.columns]
+    extra_ref = [c for c in ("runs", "n_success", "n_below") if c in table.columns]
     ref = table.loc[table["label"] == reference, [*axes, "success_rate", *extra_ref]]
     ref = ref.rename(columns={"success_rate": f"{reference}_success",
                               **{c: f"{reference}_{c}" for c in extra_ref}})

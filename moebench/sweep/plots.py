@@ -726,8 +726,10 @@ def plot_theorem(summary: pd.DataFrame, axes: Sequence[str] | None = None) -> An
     likelihood and gating criteria of :mod:`moebench.sweep.theorem`) with its Wilson
     95% interval as a bar, and as a hollow marker the fraction meeting the
     likelihood criterion alone (the gap is "flat" starts: the same likelihood,
-    another gating). The counts under each point are the starts not reached: stuck
-    (s), unfinished (u), flat (f).
+    another gating). The counts under each point are the starts not reached: with the
+    certified classes of ``moebench classify`` (attached to the summary), local maximum (m),
+    saddle (s), singular (z), slow (w), unfinished (u), not classified (n); without them the
+    uncertified stuck (s?) and unfinished (u?); and flat (f).
 
     Parameters
     ----------
@@ -752,6 +754,10 @@ def plot_theorem(summary: pd.DataFrame, axes: Sequence[str] | None = None) -> An
 
     axes = [a for a in (DEFAULT_AXES if axes is None else axes) if a in summary.columns]
     table = theorem_table(summary, axes)
+    certified = bool(table["certified"].all())
+    marks = ((("n_stuck", "m"), ("n_saddle", "s"), ("n_singular", "z"), ("n_slow", "w"),
+              ("n_unfinished", "u"), ("n_not_classified", "n")) if certified else
+             (("n_stuck", "s?"), ("n_unfinished", "u?")))
     panel_axes = [a for a in ("activation", "k") if a in axes]
     cell_axes = [a for a in axes if a not in panel_axes]
     row_key = panel_axes[0] if panel_axes else None
@@ -790,8 +796,7 @@ def plot_theorem(summary: pd.DataFrame, axes: Sequence[str] | None = None) -> An
                     "o", ms=7, mfc="none", mec="tab:orange", mew=1.0,
                     label="likelihood criterion alone")
             for x, r in zip(pos, sub.to_dict("records"), strict=True):
-                miss = [f"{r[c]}{t}" for c, t in (("n_stuck", "s"), ("n_unfinished", "u"),
-                                                   ("n_flat", "f")) if r[c]]
+                miss = [f"{r[c]}{t}" for c, t in (*marks, ("n_flat", "f")) if r[c]]
                 if miss:
                     ax.text(x, -0.1, " ".join(miss), ha="center", va="top", fontsize=5.5,
                             rotation=90, color="tab:red")
@@ -811,11 +816,20 @@ def plot_theorem(summary: pd.DataFrame, axes: Sequence[str] | None = None) -> An
             shown[-1].set_xlabel(" / ".join(cell_axes), fontsize=7)
     handles, labels = next(a for a in grid.flat if a.axison).get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.suptitle("Gating EM with the true experts fixed: random starts reaching the ML gating "
-                 f"(log-likelihood within {LL_TOL:g}/sample and gating within {GATING_TOL:g} of "
-                 "the truth-started run); red: starts stuck (s), unfinished (u), flat (f)",
-                 fontsize=8.5)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    import textwrap
+
+    title = ("Gating EM with the true experts fixed: random starts reaching the ML gating "
+             f"(log-likelihood within {LL_TOL:g}/sample and gating within {GATING_TOL:g} of "
+             "the truth-started run); red: "
+             + ("certified (moebench classify): local maximum (m), saddle (s), singular "
+                "(z), slow (w), unfinished (u), not classified (n)" if certified else
+                "uncertified: stuck (s?), unfinished (u?)") + ", flat (f)")
+    width, height = fig.get_size_inches()
+    lines = textwrap.wrap(title, width=max(40, int(width * 72 / (8.5 * 0.55))))
+    title_height = len(lines) * 8.5 * 1.3 / 72 + 0.1  # inches, added above the panels
+    fig.set_size_inches(width, height + title_height)
+    fig.suptitle("\n".join(lines), fontsize=8.5)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))  # (tight_layout makes room for the suptitle)
     return fig
 
 

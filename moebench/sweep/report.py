@@ -9,7 +9,11 @@ a local optimum, not sampling error. Where the folder was classified (``moebench
 classify``), the tables count the certified classes instead (*local maximum* in place of
 stuck; saddle, singular, slow and unfinished apart) and the header quotes their definitions
 from :func:`moebench.sweep.classify.class_definitions`; otherwise the header says the
-stuck test is *uncertified*.
+stuck test is *uncertified*. Where runs record the tensor step's flag
+(``fitted_below_sample_complexity``: tensor_em, and refine, joint_em(init="tensor")), a
+column *tensor step below sample complexity* gives their rate (Wilson 95% interval), apart
+from the stuck and class columns, in the summary table, the phase map, the gridlock rows (for
+the reference) and the verdict by tolerance (:data:`BELOW_NOTE`).
 """
 
 from __future__ import annotations
@@ -29,14 +33,17 @@ from moebench.sweep.columns import (
     varying_settings,
 )
 from moebench.sweep.gridlock import (
+    BELOW_HEAD,
     CANDIDATE_MIN,
     DEFAULT_TOL,
     GROSS_ERROR,
     STUCK_MIN,
     SUCCESS_MIN,
+    below_rate,
     candidate_cells,
     cells_toml,
     gridlock_regions,
+    has_below_flag,
     has_stationarity,
     is_certified,
     local_search_labels,
@@ -101,6 +108,14 @@ def _stationarity_note(known: bool) -> str:
 
 _GROSS_NOTE = (f" Gross: expert error > {GROSS_ERROR:g} or a failed run. Rates are given with "
                "their Wilson 95% intervals.")
+#: the header's definition of the tensor-step column (issue 26 item 4)
+BELOW_NOTE = (f" *{BELOW_HEAD.capitalize()}*: runs whose tensor step kept fewer than k "
+              "eigenvalues of T2 with c2's sign above its noise level "
+              "(`fitted_below_sample_complexity`: tensor_em, and refine = "
+              "joint_em(init=\"tensor\"), which records its start's flag), as a rate of all "
+              "the row's runs with its Wilson 95% interval; a flag, not a class: such runs are "
+              "also counted in the columns above by their outcome; – where the row's runs "
+              "record no tensor step.")
 
 #: the certified class columns of the tables: (column of mark_stuck, table heading)
 CLASS_COLUMNS = (("stuck", "local maximum"), ("saddle", "saddle"), ("singular", "singular"),
@@ -162,6 +177,7 @@ def report_table(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> str:
         summary = mark_stuck(summary, tol)
     certified = "certified" in summary.columns and bool(summary["certified"].any())
     stationarity = not real and not certified and has_stationarity(summary)
+    below = has_below_flag(summary)
     rows = []
     for key, g in summary.groupby(by, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -178,6 +194,8 @@ def report_table(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> str:
             if certified:
                 for col, head in CLASS_COLUMNS:
                     row[head] = rate_interval(int(g[col].astype(bool).sum()), len(g))
+            if below:
+                row[BELOW_HEAD] = below_rate(g)
         else:
             row["expert error, median [IQR]"] = _median_iqr(ok["expert_error"])
             row["expert error, mean"] = _mean(ok["expert_error"])
@@ -193,6 +211,8 @@ def report_table(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> str:
             if stationarity:
                 row["unfinished"] = rate_interval(int(g["unfinished"].astype(bool).sum()),
                                                   len(g))
+            if below:
+                row[BELOW_HEAD] = below_rate(g)
             row["gating error, median"] = _median(ok["gating_error"])
             row["held-out log-lik, median"] = _median(ok["test_log_likelihood"], ".4f")
         row["fit time (s), median"] = _median(ok["fit_time"])
@@ -208,14 +228,15 @@ def report_table(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> str:
         head.append(f"{summary['folds'].iloc[0] if 'folds' in summary else '?'}-fold held-out "
                     "scores in standardised units; the reference is a single linear regression "
                     "(k = 1)." + (" " + _classes_note(summary, tol) if certified else "")
-                    + "\n")
+                    + (BELOW_NOTE if below else "") + "\n")
     else:
         thr = summary["success_threshold"].iloc[0] if "success_threshold" in summary else 0.1
         head.append(f"Success: matched expert error < {thr:g} (failed runs count as failures). "
                     + (_classes_note(summary, tol) if certified else
                        f"Stuck: final training log-likelihood more than {tol:g} per sample "
                        f"below both the best any variant reached on the same data and the "
-                       f"truth's" + _stationarity_note(stationarity)) + "\n")
+                       f"truth's" + _stationarity_note(stationarity))
+                    + (BELOW_NOTE if below else "") + "\n")
     statuses = summary["status"].value_counts().to_dict()
     head.append("Run statuses: " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
                 + ".\n")
@@ -244,6 +265,7 @@ def phase_report(summary: pd.DataFrame, axes: list[str],
     certified = is_certified(summary)
     stationarity = has_stationarity(summary) or certified
     stuck = _stuck_name(certified)
+    below = "n_below" in table.columns and bool(np.isfinite(table["n_below"]).any())
     rows = []
     for _, r in table.iterrows():
         row = {a: format_value(r[a]) for a in axes}
@@ -255,6 +277,9 @@ def phase_report(summary: pd.DataFrame, axes: list[str],
         if stationarity:
             row["unfinished"] = ("–" if not np.isfinite(r["n_unfinished"])
                                  else rate_interval(r["n_unfinished"], r["runs"]))
+        if below:
+            row[BELOW_HEAD] = ("–" if not np.isfinite(r["n_below"])
+                               else rate_interval(r["n_below"], r["runs"]))
         row.update({"success": rate_interval(r["n_success"], r["runs"]),
                     "expert error, median": f"{r['median_expert_error']:.3g}",
                     "mean": f"{r['mean_expert_error']:.3g}",
@@ -262,7 +287,8 @@ def phase_report(summary: pd.DataFrame, axes: list[str],
         rows.append(row)
     text = [f"## Phase map over {', '.join(axes)}\n",
             ("Certified classes (`moebench classify`; definitions in the summary's header).\n"
-             if certified else "Uncertified stuck test (no `moebench classify` classes).\n"),
+             if certified else "Uncertified stuck test (no `moebench classify` classes).\n")
+            + (BELOW_NOTE.lstrip() + "\n" if below else ""),
             _markdown(rows)]
     text.append(_candidates_section(summary, table, axes, reference))
     for ref in references_in(summary, reference):
@@ -284,6 +310,9 @@ def phase_report(summary: pd.DataFrame, axes: list[str],
             if stationarity and np.isfinite(r["unfinished_rate"]):
                 row["unfinished"] = f"{r['unfinished_rate']:.0%}"
             row[f"{ref} success"] = rate_interval(r[f"{ref}_n_success"], r[f"{ref}_runs"])
+            n_below = r.get(f"{ref}_n_below", np.nan)
+            if below and np.isfinite(n_below):
+                row[f"{ref}: {BELOW_HEAD}"] = rate_interval(n_below, r[f"{ref}_runs"])
             out_rows.append(row)
         text.append(_markdown(out_rows))
     if stuck_tols:
@@ -341,6 +370,13 @@ def verdict_by_tolerance(summary: pd.DataFrame, axes: list[str], tols: list[floa
                 row[f"gridlock cells vs {ref}"] = str(int(counts[ref].get(label, 0)))
             rows.append(row)
     note = ""
+    flagged = [ref for ref in refs if has_below_flag(summary[summary["label"] == ref])]
+    if flagged:
+        note += ("\n" + "; ".join(
+            f"{ref}: {BELOW_HEAD} in "
+            f"{below_rate(summary[summary['label'] == ref])} of its runs"
+            for ref in flagged) + " (a flag of the tensor step, apart from the stuck "
+                 "column).\n")
     if is_certified(summary):
         polished_at = float(summary["classify_tol"].iloc[0])
         below = [t for t in tols if t < polished_at]
