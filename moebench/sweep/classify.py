@@ -176,6 +176,20 @@ class Polished:
     time: float
 
 
+
+def _check_point(X: np.ndarray, experts: Any, gating: Any, sigma: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """A polisher's start as float arrays; ValueError for mismatched shapes or a sigma that
+    is not finite and > 0."""
+    experts = np.asarray(experts, dtype=float)
+    gating = np.asarray(gating, dtype=float)
+    if experts.ndim != 2 or experts.shape != gating.shape or experts.shape[1] != X.shape[1]:
+        raise ValueError(f"experts and gating must both have shape (k, {X.shape[1]}); got "
+                         f"{experts.shape} and {gating.shape}")
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be finite and > 0; got {sigma!r}")
+    return experts, gating
+
 def polish(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.ndarray,
            sigma: float, activation: Activation | str, learn_sigma: bool = True, *,
            max_iter: int = POLISH_MAX_ITER, tol: float = POLISH_TOL) -> Polished:
@@ -220,13 +234,7 @@ def polish(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.ndarray
     from moebench.stationarity import stationarity
 
     act = get_activation(activation)
-    experts = np.asarray(experts, dtype=float)
-    gating = np.asarray(gating, dtype=float)
-    if experts.ndim != 2 or experts.shape != gating.shape or experts.shape[1] != X.shape[1]:
-        raise ValueError(f"experts and gating must both have shape (k, {X.shape[1]}); got "
-                         f"{experts.shape} and {gating.shape}")
-    if not (np.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma must be finite and > 0; got {sigma!r}")
+    experts, gating = _check_point(X, experts, gating, sigma)
     t0 = time.perf_counter()
     with np.errstate(all="ignore"):
         res = run_em(X, y, experts, gating, float(sigma), act, update_experts=True,
@@ -367,13 +375,7 @@ def polish_gating(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.
     from moebench.oracle import gating_stationarity
 
     act = get_activation(activation)
-    experts = np.asarray(experts, dtype=float)
-    gating = np.asarray(gating, dtype=float)
-    if experts.ndim != 2 or experts.shape != gating.shape or experts.shape[1] != X.shape[1]:
-        raise ValueError(f"experts and gating must both have shape (k, {X.shape[1]}); got "
-                         f"{experts.shape} and {gating.shape}")
-    if not (np.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma must be finite and > 0; got {sigma!r}")
+    experts, gating = _check_point(X, experts, gating, sigma)
     t0 = time.perf_counter()
     with np.errstate(all="ignore"):
         res = run_em(X, y, experts, gating, float(sigma), act, update_experts=False,
