@@ -61,7 +61,7 @@ from moebench.em import GATING_EM_CONSTRAINTS, GATING_EM_RIDGE, EMResult, gating
 from moebench.registry import register
 from moebench.stopping import StoppingCriterion
 from moebench.tensor.decomposition import DECOMPOSITIONS, decompose, multilinear
-from moebench.tensor.estimator import fit_from_start
+from moebench.tensor.estimator import fit_moment_estimator
 from moebench.tensor.whitening import whiten
 from moebench.validation import DegenerateFitError, Interval, Options
 
@@ -344,13 +344,7 @@ class SpectralExperts(MoEEstimator):
     def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
              sigma: float | None, history: History) -> None:
         # refine: joint EM from the spectral start, i.e. joint_em(init="spectral_experts")
-        if self.refine:
-            fit_from_start(self, "spectral_experts", X, y, k, activation, sigma, history)
-            return
-        stop = self.stopping(history, tol=float(self.gating_tol))
-        res = self.start(X, y, k, activation, sigma, history, stop)
-        self._set_fit(res.experts, res.gating, res.sigma, res.n_iter, res.log_likelihood,
-                      res.stop_reason, converged=res.converged)
+        fit_moment_estimator(self, "spectral_experts", X, y, k, activation, sigma, history)
 
     def start(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
               sigma: float | None, history: History, stop: StoppingCriterion,

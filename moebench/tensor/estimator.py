@@ -442,13 +442,7 @@ class TensorEM(MoEEstimator):
     def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
              sigma: float | None, history: History) -> None:
         # refine: joint EM from the tensor start, i.e. joint_em(init="tensor") itself
-        if self.refine:
-            fit_from_start(self, "tensor", X, y, k, activation, sigma, history)
-            return
-        stop = self.stopping(history, tol=float(self.gating_tol))
-        res = self.start(X, y, k, activation, sigma, history, stop)
-        self._set_fit(res.experts, res.gating, res.sigma, res.n_iter, res.log_likelihood,
-                      res.stop_reason, converged=res.converged)
+        fit_moment_estimator(self, "tensor", X, y, k, activation, sigma, history)
 
     def start(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
               sigma: float | None, history: History, stop: StoppingCriterion,
@@ -568,6 +562,21 @@ class TensorEM(MoEEstimator):
         self.phase_gating_norms_ = {"gating_em" if gating else "start":
                                     float(np.linalg.norm(res.gating))}
         return res
+
+
+def fit_moment_estimator(est: Any, init: str, X: np.ndarray, y: np.ndarray, k: int,
+                         activation: Activation, sigma: float | None,
+                         history: History) -> None:
+    """The ``_fit`` of a moment estimator (tensor_em, spectral_experts): with ``refine``,
+    :func:`fit_from_start` (``joint_em(init=init)``); otherwise its ``start`` (the moment
+    step, then the gating EM with the experts fixed) under its stopping criterion."""
+    if est.refine:
+        fit_from_start(est, init, X, y, k, activation, sigma, history)
+        return
+    stop = est.stopping(history, tol=float(est.gating_tol))
+    res = est.start(X, y, k, activation, sigma, history, stop)
+    est._set_fit(res.experts, res.gating, res.sigma, res.n_iter, res.log_likelihood,
+                 res.stop_reason, converged=res.converged)
 
 
 def fit_from_start(est: MoEEstimator, init: str, X: np.ndarray, y: np.ndarray, k: int,
