@@ -39,7 +39,7 @@ from moebench.sweep.cli import (
     add_run_parser,
     add_verify_parser,
 )
-from moebench.sweep.pack import add_pack_parser, add_unpack_parser
+from moebench.sweep.store.verbs import add_pack_parser, add_unpack_parser
 
 Command = Callable[[argparse.Namespace], int]
 

@@ -38,8 +38,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from moebench.sweep.config import load_config, resolve_config
     from moebench.sweep.plots import default_figure
     from moebench.sweep.report import report_table
-    from moebench.sweep.results import consolidate
     from moebench.sweep.runner import FAILED, check_scheduler, run_sweep, select_cells
+    from moebench.sweep.store import consolidate
 
     if args.scheduler and args.executor != "dask":
         raise ValueError(f"--scheduler needs --executor dask (--executor is {args.executor!r}); "
@@ -178,7 +178,7 @@ def _run_with_default_jobs(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     """Draw figures from stored results."""
     from moebench.sweep import plots
-    from moebench.sweep.results import load_results
+    from moebench.sweep.store import load_results
 
     if args.out:
         folder = args.kind in ("all", "phase") and not Path(args.out).suffix
@@ -289,7 +289,7 @@ def add_plot_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     """Print (or write) the Markdown summary table of stored results."""
     from moebench.sweep.report import phase_report, report_table
-    from moebench.sweep.results import load_results
+    from moebench.sweep.store import load_results
 
     if args.out:
         check_out_file(args.out)
@@ -389,7 +389,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from moebench.sweep.verify import verify
 
     def start(chosen: list[str]) -> None:
-        from moebench.sweep.results import kernel_path, provenance
+        from moebench.sweep.store import kernel_path, provenance
 
         print(f"moebench verify: re-running {len(chosen)} run(s) of {args.results} in this "
               f"process (one thread, kernel path {kernel_path()}, BLAS "

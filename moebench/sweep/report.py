@@ -626,7 +626,7 @@ def time_to_error_table(summary: pd.DataFrame, checkpoints: pd.DataFrame,
     Parameters
     ----------
     summary, checkpoints : DataFrame
-        Stored results (:func:`moebench.sweep.results.load_results`).
+        Stored results (:func:`moebench.sweep.store.load_results`).
     targets : float or list of float
         Error levels, each > 0 (e.g. ``[0.3, 0.1, 0.01]``).
     metric : str

@@ -35,7 +35,7 @@ from moebench.cli_checks import describe_error
 from moebench.sweep.columns import FAILED_STATUSES
 from moebench.sweep.config import Cell, SweepConfig
 from moebench.sweep.lifeline import interrupt_on_signals
-from moebench.sweep.results import (
+from moebench.sweep.store import (
     clean_temporaries,
     code_version_of,
     read_run_summary,

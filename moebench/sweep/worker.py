@@ -32,7 +32,7 @@ from moebench.sweep.columns import METRIC_COLUMNS
 from moebench.sweep.config import Cell
 from moebench.sweep.data_sources import CellData, load_cell_data
 from moebench.sweep.rerun import PARAMETERS_KEY, parameters_json
-from moebench.sweep.results import provenance, write_run
+from moebench.sweep.store import provenance, write_run
 from moebench.validation import DegenerateFitError, absurd_log_likelihood, rms
 
 #: keys of a summary that hold final metrics
@@ -269,7 +269,7 @@ def process_main(cell: Cell, out: str, threads: int, config: str,
     it records the run as ``"timeout"`` itself (see :mod:`moebench.sweep.lifeline`).
     """
     from moebench.sweep.lifeline import guard_worker
-    from moebench.sweep.results import run_path
+    from moebench.sweep.store import run_path
 
     started = time.perf_counter()
 
