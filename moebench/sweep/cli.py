@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from moebench.sweep.plots import default_figure
     from moebench.sweep.report import report_table
     from moebench.sweep.runner import FAILED, check_scheduler, run_sweep, select_cells
-    from moebench.sweep.store import consolidate
+    from moebench.sweep.store import check_config_owner, consolidate
 
     if args.scheduler and args.executor != "dask":
         raise ValueError(f"--scheduler needs --executor dask (--executor is {args.executor!r}); "
@@ -68,8 +68,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     if args.executor == "dask" and args.scheduler:
         check_scheduler(args.scheduler)  # before anything is written
+    text, where = resolve_config(args.config)
+    # a folder belongs to one config: another config's runs are refused unless told so
+    check_config_owner(out, text, where, replace=getattr(args, "replace_config", False))
     out.mkdir(parents=True, exist_ok=True)
-    text, _ = resolve_config(args.config)
     atomic_write_bytes(out / "config.toml", text.encode())
     print(f"moebench run: {config.name}: {len(chosen)} runs ({args.jobs} job(s), executor "
           f"{args.executor}) -> {out}", file=sys.stderr)
@@ -77,7 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                         scheduler=args.scheduler, filters=args.filter, limit=args.limit,
                         progress=not args.quiet, retry_failed=args.retry_failed,
                         rerun_stale=getattr(args, "rerun_stale", False))
-    summary, checkpoints = consolidate(out, [c.run_id for c in cells], csv=args.csv)
+    summary, checkpoints = consolidate(out, [c.run_id for c in cells], csv=args.csv,
+                                       verified=outcome.verified)
     rate = outcome.ran / outcome.wall_time * 60 if outcome.wall_time > 0 and outcome.ran else 0
     # --strict counts every failed run of the config in the folder, stored or new
     failed = int(summary["status"].isin(FAILED).sum()) if "status" in summary else 0
@@ -133,6 +136,11 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", default=None,
                    help="results directory (default: results/<config name>)")
     p.add_argument("--force", action="store_true", help="re-run finished runs")
+    p.add_argument("--replace-config", action="store_true",
+                   help="let CONFIG take over an --out folder that holds the runs of another "
+                   "config (its config.toml is replaced; the stored runs stay). Without it "
+                   "such a run is refused; the folder's own config (comments and spacing "
+                   "aside) always runs, with --filter, --force and the rest")
     p.add_argument("--retry-failed", action="store_true",
                    help="re-run runs recorded as error, nan, timeout or degenerate")
     _add_rerun_stale_option(p)

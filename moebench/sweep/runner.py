@@ -36,11 +36,12 @@ from moebench.sweep.columns import FAILED_STATUSES
 from moebench.sweep.config import Cell, SweepConfig
 from moebench.sweep.lifeline import interrupt_on_signals
 from moebench.sweep.store import (
+    RunRecord,
     clean_temporaries,
     code_version_of,
     read_run_summary,
     run_path,
-    stored_summaries,
+    stored_runs,
     write_run,
 )
 from moebench.sweep.worker import failure_summary
@@ -142,7 +143,13 @@ def _written(path: Path, before: tuple[int, int] | None) -> bool:
 
 
 def _finish(out: str, cell: Cell, exitcode: int | None, config: str, started: float,
-            before: tuple[int, int] | None = None) -> dict[str, Any]:
+            before: tuple[int, int] | None = None,
+            received: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The summary of a finished worker: the one it sent after writing its run file (not
+    read back: the consolidation reads each run file once), else the run file it wrote,
+    else a failure record."""
+    if received is not None:
+        return received
     path = run_path(out, cell.run_id)
     if _written(path, before):
         return read_run_summary(path)
@@ -152,9 +159,26 @@ def _finish(out: str, cell: Cell, exitcode: int | None, config: str, started: fl
     return summary
 
 
+def _receive(conn: Any, conns: dict[Any, str], received: dict[str, dict[str, Any]]) -> None:
+    """Take the summary a worker sent over ``conn`` (if any) and close it."""
+    rid = conns.pop(conn)
+    try:
+        if conn.poll():
+            received[rid] = conn.recv()
+    except (EOFError, OSError):  # the worker ended without sending (it crashed)
+        pass
+    finally:
+        conn.close()
+
+
 def run_local(cells: list[Cell], out: str, jobs: int, config: str,
               on_done: Callable[[dict[str, Any]], None]) -> None:
-    """Run ``cells`` in at most ``jobs`` worker processes at a time."""
+    """Run ``cells`` in at most ``jobs`` worker processes at a time.
+
+    Each worker writes its run file and then sends its summary back over a pipe, so the
+    parent does not read the file it was just given; a worker that sent nothing (killed,
+    crashed) is looked up on disk.
+    """
     from moebench.sweep.lifeline import OWNER_ENV
     from moebench.sweep.worker import process_main
 
@@ -169,23 +193,42 @@ def run_local(cells: list[Cell], out: str, jobs: int, config: str,
     # the run file a re-run replaces (--force, --rerun-stale), so that it is not taken for
     # the new result
     before: dict[str, tuple[int, int] | None] = {}
+    # the receiving end of each worker's pipe -> its run id; summaries received
+    conns: dict[Any, str] = {}
+    received: dict[str, dict[str, Any]] = {}
+
+    def drain(run_id: str) -> dict[str, Any] | None:
+        for conn, rid in list(conns.items()):
+            if rid == run_id:
+                _receive(conn, conns, received)
+        return received.pop(run_id, None)
+
     try:
         while queue or running:
             while queue and len(running) < jobs:
                 cell = queue.popleft()
                 before[cell.run_id] = file_identity(run_path(out, cell.run_id))
+                recv_end, send_end = ctx.Pipe(duplex=False)
                 proc = ctx.Process(target=process_main,
-                                   args=(cell, out, threads, config, owner),
+                                   args=(cell, out, threads, config, owner, send_end),
                                    name=f"moebench-{cell.run_id}", daemon=True)
                 proc.start()
+                send_end.close()
+                conns[recv_end] = cell.run_id
                 running[proc.sentinel] = (proc, cell, time.perf_counter())
             now = time.perf_counter()
             wait_for = min(cell.variant.timeout - (now - t0) for _, cell, t0 in running.values())
-            ready = wait_sentinels(list(running), timeout=max(0.05, min(wait_for, 1.0)))
+            ready = wait_sentinels([*running, *conns], timeout=max(0.05, min(wait_for, 1.0)))
+            for obj in ready:  # summaries first (a large one blocks its sender until read)
+                if obj in conns:
+                    _receive(obj, conns, received)
             for sentinel in ready:
+                if sentinel not in running:
+                    continue
                 proc, cell, t0 = running.pop(sentinel)
                 proc.join()
-                on_done(_finish(out, cell, proc.exitcode, config, t0, before[cell.run_id]))
+                on_done(_finish(out, cell, proc.exitcode, config, t0, before[cell.run_id],
+                                drain(cell.run_id)))
             now = time.perf_counter()
             for sentinel, (proc, cell, t0) in list(running.items()):
                 if now - t0 > cell.variant.timeout:
@@ -193,9 +236,10 @@ def run_local(cells: list[Cell], out: str, jobs: int, config: str,
                     proc.join()
                     del running[sentinel]
                     path = run_path(out, cell.run_id)
-                    if _written(path, before[cell.run_id]):  # finished just in time
-                        on_done(read_run_summary(path))
-                        continue
+                    sent = drain(cell.run_id)
+                    if sent is not None or _written(path, before[cell.run_id]):
+                        on_done(sent if sent is not None else read_run_summary(path))
+                        continue  # finished just in time
                     summary = failure_summary(
                         cell, "timeout", f"killed after the hard timeout of "
                         f"{cell.variant.timeout:g} s", config, now - t0)
@@ -205,6 +249,8 @@ def run_local(cells: list[Cell], out: str, jobs: int, config: str,
         for proc, _, _ in running.values():
             proc.kill()
             proc.join()
+        for conn in conns:
+            conn.close()
 
 
 # --------------------------------------------------------------------------- dask executor
@@ -355,6 +401,9 @@ class SweepOutcome:
     stale: dict[str, int] = field(default_factory=dict)
     #: whether the stale runs were re-run (``rerun_stale``)
     reran_stale: bool = False
+    #: the stored records verified at the start (run id -> record): the consolidation
+    #: reuses those whose files did not change instead of checksumming them again
+    verified: dict[str, RunRecord] = field(default_factory=dict)
 
     def stale_message(self) -> str | None:
         """One line on the stored runs made by other code, or None when there are none."""
@@ -454,7 +503,8 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force:
     cells = select_cells(config.cells(), filters, limit)
     # verified runs (run files and a packed folder's records); damaged files are
     # quarantined here, so their cells count as not run
-    stored = {} if force else stored_summaries(out)
+    verified = {} if force else stored_runs(out)
+    stored = {rid: rec.summary for rid, rec in verified.items()}
     done = set(stored)
     if retry_failed and done:
         done = {rid for rid, s in stored.items() if s.get("status") not in FAILED}
@@ -485,4 +535,4 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force:
     return SweepOutcome(out, cells, len(cells) - len(todo), len(todo), bar.failures,
                         time.perf_counter() - start, summaries,
                         stored=len(selected & set(stored)), stale=stale,
-                        reran_stale=rerun_stale)
+                        reran_stale=rerun_stale, verified=verified)

@@ -40,6 +40,20 @@ REQUIRED_SUMMARY_COLUMNS = ("run_id", "status", "label")
 TABLE_FILES = ("summary.parquet", "checkpoints.parquet")
 
 
+def _newer_run_files(path: Path, entries: dict[str, Path]) -> str | None:
+    """"it is older than N run file(s)" when run files changed after the tables were
+    written (a run file rewritten in place keeps its stated checksum: only reading it
+    again finds out), else None."""
+    stamp = (path / "summary.parquet").stat().st_mtime_ns
+    newer = 0
+    for p in entries.values():
+        try:
+            newer += p.stat().st_mtime_ns > stamp
+        except OSError:
+            newer += 1
+    return f"it is older than {newer} run file(s)" if newer else None
+
+
 def _stale_reason_v1(path: Path, summary: pd.DataFrame) -> str | None:
     """Why a schema-1 ``summary.parquet`` no longer matches the stored runs, or None."""
     entries = run_file_entries(path)
@@ -51,16 +65,7 @@ def _stale_reason_v1(path: Path, summary: pd.DataFrame) -> str | None:
     gone = listed - stored
     if gone and stored:
         return f"it lists {len(gone)} run(s) no longer stored"
-    stamp = (path / "summary.parquet").stat().st_mtime_ns
-    newer = 0
-    for p in entries.values():
-        try:
-            newer += p.stat().st_mtime_ns > stamp
-        except OSError:
-            newer += 1
-    if newer:
-        return f"it is older than {newer} run file(s)"
-    return None
+    return _newer_run_files(path, entries)
 
 
 def _keep_old_tables(path: Path) -> Path | None:
@@ -85,22 +90,25 @@ def _check_tables(path: Path, summary: pd.DataFrame, checkpoints: pd.DataFrame
     """The one-line reason to rebuild the tables of ``path``, or None when they hold."""
     schema, _ = table_record(path / "summary.parquet")
     if schema == UNVERSIONED_SCHEMA:
-        note_old_schema(path, "summary.parquet and checkpoints.parquet")
+        if finished_run_ids(path) or is_packed(path):  # a moebench folder, not loose tables
+            note_old_schema(path, "summary.parquet and checkpoints.parquet")
         reason = _stale_reason_v1(path, summary)
         return f"{path / 'summary.parquet'} is stale ({reason})" if reason else None
     table_record(path / "checkpoints.parquet")  # a newer schema raises here too
     stored = stored_checksums(path)
     found = tables_disagreement(path, summary, checkpoints, stored)
     if found is None:
-        return None
+        newer = _newer_run_files(path, run_file_entries(path))
+        return f"{path / 'summary.parquet'} is stale ({newer})" if newer else None
     reason, keep = found
     if keep and not stored:
         warn(f"{path}: {reason}, and there are no stored runs to rebuild the tables from; "
              "read as they are")
         return None
-    kept = f"; the old tables copied to {_keep_old_tables(path)}" if keep else ""
-    return (f"the tables of {path} disagree with the {len(stored)} stored run(s) ({reason})"
-            f"{kept}")
+    if not keep:
+        return f"{path / 'summary.parquet'} is stale ({reason})"
+    return (f"the tables of {path} disagree with the {len(stored)} stored run(s) ({reason}); "
+            f"the old tables copied to {_keep_old_tables(path)}")
 
 
 def load_results(results: str | os.PathLike, require_runs: bool = False
