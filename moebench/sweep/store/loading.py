@@ -17,9 +17,17 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
-from moebench.sweep.store.packed import is_packed, packed_run_ids
-from moebench.sweep.store.records import UNVERSIONED_SCHEMA, note_old_schema, warn
+from moebench.sweep.store.packed import RECORDS_FILE, is_packed, packed_run_ids
+from moebench.sweep.store.records import (
+    SCHEMA_KEY,
+    STORE_SCHEMA,
+    UNVERSIONED_SCHEMA,
+    note_old_schema,
+    schema_of,
+    warn,
+)
 from moebench.sweep.store.runfiles import (
     finished_run_ids,
     quarantine_dir,
@@ -41,9 +49,9 @@ TABLE_FILES = ("summary.parquet", "checkpoints.parquet")
 
 
 def _newer_run_files(path: Path, entries: dict[str, Path]) -> str | None:
-    """"it is older than N run file(s)" when run files changed after the tables were
-    written (a run file rewritten in place keeps its stated checksum: only reading it
-    again finds out), else None."""
+    """"it is older than N run file(s)" when run files (or records.parquet) changed after
+    the tables were written (a file rewritten in place may keep its stated checksum: only
+    reading it again finds out), else None."""
     stamp = (path / "summary.parquet").stat().st_mtime_ns
     newer = 0
     for p in entries.values():
@@ -85,30 +93,51 @@ def _keep_old_tables(path: Path) -> Path | None:
         return None
 
 
+def _folder_schema(path: Path) -> int:
+    """The store schema of the folder's records: records.parquet's, else the newest of
+    its run files' (read from their footers), else the unversioned schema."""
+    files = [path / RECORDS_FILE] if is_packed(path) else []
+    files += sorted(run_file_entries(path).values())
+    schema = UNVERSIONED_SCHEMA
+    for f in files:
+        try:
+            meta = pq.read_schema(f).metadata or {}
+        except Exception:  # noqa: BLE001 - a damaged file is found when it is read
+            continue
+        schema = max(schema, schema_of(meta.get(SCHEMA_KEY), f))
+        if schema == STORE_SCHEMA:
+            break
+    return schema
+
+
 def _check_tables(path: Path, summary: pd.DataFrame, checkpoints: pd.DataFrame
                   ) -> str | None:
     """The one-line reason to rebuild the tables of ``path``, or None when they hold."""
-    schema, _ = table_record(path / "summary.parquet")
-    if schema == UNVERSIONED_SCHEMA:
-        if finished_run_ids(path) or is_packed(path):  # a moebench folder, not loose tables
+    schemas = [table_record(path / name)[0] for name in TABLE_FILES]
+    has_store = bool(finished_run_ids(path)) or is_packed(path)
+    if max(schemas) == UNVERSIONED_SCHEMA and (
+            not has_store or _folder_schema(path) == UNVERSIONED_SCHEMA):
+        if has_store:  # a moebench folder, not loose tables
             note_old_schema(path, "summary.parquet and checkpoints.parquet")
         reason = _stale_reason_v1(path, summary)
         return f"{path / 'summary.parquet'} is stale ({reason})" if reason else None
-    table_record(path / "checkpoints.parquet")  # a newer schema raises here too
-    stored = stored_checksums(path)
+    stored = stored_checksums(path) if has_store else None
     found = tables_disagreement(path, summary, checkpoints, stored)
     if found is None:
-        newer = _newer_run_files(path, run_file_entries(path))
+        entries = run_file_entries(path)
+        if is_packed(path):  # records.parquet rewritten after the tables: read it again
+            entries = {**entries, RECORDS_FILE: path / RECORDS_FILE}
+        newer = _newer_run_files(path, entries)
         return f"{path / 'summary.parquet'} is stale ({newer})" if newer else None
     reason, keep = found
-    if keep and not stored:
+    if keep and not has_store:
         warn(f"{path}: {reason}, and there are no stored runs to rebuild the tables from; "
              "read as they are")
         return None
     if not keep:
         return f"{path / 'summary.parquet'} is stale ({reason})"
-    return (f"the tables of {path} disagree with the {len(stored)} stored run(s) ({reason}); "
-            f"the old tables copied to {_keep_old_tables(path)}")
+    return (f"the tables of {path} disagree with the {len(stored or {})} stored run(s) "
+            f"({reason}); the old tables copied to {_keep_old_tables(path)}")
 
 
 def load_results(results: str | os.PathLike, require_runs: bool = False

@@ -209,7 +209,7 @@ def table_record(path: Path) -> tuple[int, dict[str, Any] | None]:
 
 
 def tables_disagreement(out: Path, summary: pd.DataFrame, checkpoints: pd.DataFrame,
-                        stored: dict[str, str]) -> tuple[str, bool] | None:
+                        stored: dict[str, str] | None) -> tuple[str, bool] | None:
     """Why the schema-2 tables of ``out`` do not summarise the stored records, or None.
 
     Parameters
@@ -218,9 +218,11 @@ def tables_disagreement(out: Path, summary: pd.DataFrame, checkpoints: pd.DataFr
         The results directory.
     summary, checkpoints : DataFrame
         The tables as read.
-    stored : dict
+    stored : dict or None
         run id -> checksum of the stored records
-        (:func:`moebench.sweep.store.stored.stored_checksums`).
+        (:func:`moebench.sweep.store.stored.stored_checksums`); None when the folder
+        stores no records at all (neither records.parquet nor run files), so that the
+        tables are all there is and only their own digests are checked.
 
     Returns
     -------
@@ -239,7 +241,7 @@ def tables_disagreement(out: Path, summary: pd.DataFrame, checkpoints: pd.DataFr
         digests[name] = record["records"]
     if len(set(digests.values())) > 1:
         return "summary.parquet and checkpoints.parquet summarise different records", True
-    if not stored or digests["summary.parquet"] == records_digest(stored):
+    if stored is None or digests["summary.parquet"] == records_digest(stored):
         return None
     listed = set(summary["run_id"]) if "run_id" in summary.columns else set()
     gone = listed - set(stored)
