@@ -212,17 +212,19 @@ def test_records_rewritten_to_no_rows_are_not_reported_as_runs(packed, capsys):
 
 
 # --------------------------------------------------------------------------- symlinked runs/
-def test_pack_and_unpack_with_a_symlinked_runs_dir(res, tmp_path, capsys):
+@pytest.mark.parametrize("own_file", [False, True], ids=["only_runs", "with_a_note"])
+def test_pack_and_unpack_with_a_symlinked_runs_dir(res, tmp_path, capsys, own_file):
     _, out = res
     target = tmp_path / "elsewhere" / "runs"
     target.parent.mkdir()
     shutil.move(out / "runs", target)
-    (target / "notes.txt").write_text("mine")  # not a run file: must stay
+    if own_file:
+        (target / "notes.txt").write_text("mine")  # not a run file: must stay
     (out / "runs").symlink_to(target, target_is_directory=True)
     assert main(["pack", str(out)]) == 0
     assert f"{N_RUNS} runs" in capsys.readouterr().out
     assert (out / "runs").is_symlink() and target.is_dir()
-    assert sorted(p.name for p in target.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in target.iterdir()) == (["notes.txt"] if own_file else [])
     assert main(["unpack", str(out)]) == 0
     assert len(list(target.glob("*.parquet"))) == N_RUNS
     code, report, _ = _report(out, capsys)
