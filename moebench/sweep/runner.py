@@ -39,6 +39,7 @@ from moebench.sweep.store import (
     RunRecord,
     clean_temporaries,
     code_version_of,
+    file_identity,
     read_run_summary,
     run_path,
     stored_runs,
@@ -122,28 +123,14 @@ def _mp_context() -> mp.context.BaseContext:
     return mp.get_context("spawn")  # pragma: no cover - Windows
 
 
-def file_identity(path: str | os.PathLike) -> tuple[int, int] | None:
-    """(inode, mtime in ns) of a file, or None when there is none.
-
-    A re-run (``--force``, ``--rerun-stale``) replaces a run file with
-    :func:`os.replace` (a new inode), so comparing identities taken before and after a
-    run tells the new record from the old one it replaces.
-    """
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns
-
-
-def _written(path: Path, before: tuple[int, int] | None) -> bool:
+def _written(path: Path, before: tuple[int, ...] | None) -> bool:
     """Whether ``path`` holds a run file written since ``before`` was taken."""
     now = file_identity(path)
     return now is not None and now != before and path.is_file()
 
 
 def _finish(out: str, cell: Cell, exitcode: int | None, config: str, started: float,
-            before: tuple[int, int] | None = None,
+            before: tuple[int, ...] | None = None,
             received: dict[str, Any] | None = None) -> dict[str, Any]:
     """The summary of a finished worker: the one it sent after writing its run file (not
     read back: the consolidation reads each run file once), else the run file it wrote,
@@ -192,7 +179,7 @@ def run_local(cells: list[Cell], out: str, jobs: int, config: str,
     running: dict[int, tuple[Any, Cell, float]] = {}
     # the run file a re-run replaces (--force, --rerun-stale), so that it is not taken for
     # the new result
-    before: dict[str, tuple[int, int] | None] = {}
+    before: dict[str, tuple[int, ...] | None] = {}
     # the receiving end of each worker's pipe -> its run id; summaries received
     conns: dict[Any, str] = {}
     received: dict[str, dict[str, Any]] = {}
@@ -293,7 +280,7 @@ def check_scheduler(address: str, timeout: float = 5.0) -> None:
 
 
 def run_cell_dask(cell: Cell, out: str, threads: int, config: str,
-                  replaces: tuple[int, int] | None = None) -> dict[str, Any]:
+                  replaces: tuple[int, ...] | None = None) -> dict[str, Any]:
     """The dask task: run one cell in the worker process, under a hard timeout.
 
     A run over its timeout is recorded as ``"timeout"`` and the worker process is

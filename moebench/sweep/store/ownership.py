@@ -33,9 +33,21 @@ def _differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if isinstance(a, dict) and isinstance(b, dict):
             keys += [f"[{key}] {sub}" for sub in sorted(set(a) | set(b))
                      if a.get(sub) != b.get(sub)]
+        elif isinstance(a, list) and isinstance(b, list) and all(
+                isinstance(v, dict) for v in a + b):  # [[algorithm]]: name the variants
+            keys += [f"[[{key}]] {label}" for label in _changed_entries(a, b)] or [f"[[{key}]]"]
         else:
-            keys.append(f"[[{key}]]" if isinstance(a or b, list) and key == "algorithm" else key)
+            keys.append(key)
     return keys
+
+
+def _changed_entries(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
+    """Labels (else names) of the array-of-tables entries added, removed or changed."""
+    def by_label(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {str(e.get("label", e.get("name", i))): e for i, e in enumerate(entries)}
+
+    a, b = by_label(old), by_label(new)
+    return [label for label in sorted(set(a) | set(b)) if a.get(label) != b.get(label)]
 
 
 def check_config_owner(out: str | os.PathLike, text: str, where: str = "CONFIG",
