@@ -33,6 +33,7 @@ from moebench.sweep.store.runfiles import (
     quarantine_dir,
     run_file_entries,
     set_aside_name,
+    write_reason,
 )
 from moebench.sweep.store.stored import stored_checksums, stored_runs
 from moebench.sweep.store.tables import (
@@ -76,8 +77,9 @@ def _stale_reason_v1(path: Path, summary: pd.DataFrame) -> str | None:
     return _newer_run_files(path, entries)
 
 
-def _keep_old_tables(path: Path) -> Path | None:
-    """Copy the folder's tables into the quarantine before they are rebuilt; returns where."""
+def _keep_old_tables(path: Path, reason: str) -> Path | None:
+    """Copy the folder's tables into the quarantine (with ``reason`` beside each) before
+    they are rebuilt; returns where."""
     qdir = quarantine_dir(path)
     try:
         qdir.mkdir(parents=True, exist_ok=True)
@@ -86,6 +88,7 @@ def _keep_old_tables(path: Path) -> Path | None:
             if (path / name).is_file():
                 dest = set_aside_name(qdir, name)
                 shutil.copy2(path / name, dest)
+                write_reason(dest, path / name, reason)
         return dest.parent if dest is not None else None
     except OSError as exc:
         warn(f"could not copy the tables of {path} to {qdir} ({exc}); they are rebuilt anyway "
@@ -137,7 +140,7 @@ def _check_tables(path: Path, summary: pd.DataFrame, checkpoints: pd.DataFrame
     if not keep:
         return f"{path / 'summary.parquet'} is stale ({reason})"
     return (f"the tables of {path} disagree with the {len(stored or {})} stored run(s) "
-            f"({reason}); the old tables copied to {_keep_old_tables(path)}")
+            f"({reason}); the old tables copied to {_keep_old_tables(path, reason)}")
 
 
 def load_results(results: str | os.PathLike, require_runs: bool = False

@@ -100,8 +100,8 @@ def pack(out: str | os.PathLike, thin_checkpoints: int | None = None) -> PackOut
     store = stored_runs(out, failed=failed)
     check_set_aside(out, failed, "pack")
     if not store:
-        raise FileNotFoundError(f"{out} holds no runs to pack (no runs/*.parquet and no "
-                                f"{RECORDS_FILE})")
+        where = f"{RECORDS_FILE} holds none" if is_packed(out) else f"no {RECORDS_FILE}"
+        raise FileNotFoundError(f"{out} holds no runs to pack (no runs/*.parquet, and {where})")
     records = ordered_records(store, existing_order(out))
     thinned = dropped = 0
     if thin_checkpoints is not None:
@@ -185,15 +185,15 @@ def unpack(out: str | os.PathLike, force: bool = False) -> int:
             try:
                 existing = verify_run_file(path)
             except CorruptRunError as exc:
-                quarantine(exc.path, exc.reason)
+                quarantine(exc.path, exc.reason, "the packed record is written in its place")
             else:
                 if not force or existing.checksum == rec.checksum:
                     checked.add(rid)
                     if not force:
                         continue
                 else:
-                    quarantine(path, "a verified run file that differs from its packed record, "
-                               "replaced by it (unpack --force)")
+                    quarantine(path, "a verified run file that differs from its packed record",
+                               "the packed record is written in its place (unpack --force)")
         atomic_write_bytes(run_path(out, rid), run_file_bytes(
             rec.summary_json.encode(), rec.checkpoints, rec.thinning, rec.checksum))
         checked.discard(rid)

@@ -155,7 +155,8 @@ def set_aside_name(qdir: Path, name: str) -> Path:
     return dest
 
 
-def _write_reason(dest: Path, source: str | os.PathLike, reason: str) -> None:
+def write_reason(dest: Path, source: str | os.PathLike, reason: str) -> None:
+    """Write why ``dest`` was set aside (and when) to ``<dest>.reason.txt`` beside it."""
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:
         atomic_write_bytes(dest.with_name(dest.name + REASON_SUFFIX),
@@ -164,12 +165,13 @@ def _write_reason(dest: Path, source: str | os.PathLike, reason: str) -> None:
         pass  # the warning line names the reason too
 
 
-def quarantine(path: str | os.PathLike, reason: str) -> Path:
+def quarantine(path: str | os.PathLike, reason: str,
+               consequence: str = "its run counts as not run") -> Path:
     """Move a damaged file of ``runs/`` into ``runs/.quarantine/`` and say so in one line.
 
     The move is one :func:`os.replace` (atomic; never a delete). A name already in
     the quarantine gets a ``.1``, ``.2``, ... suffix; the reason is written beside it
-    (``<name>.reason.txt``). Returns the new path.
+    (``<name>.reason.txt``). ``consequence`` ends the warning line. Returns the new path.
     """
     path = Path(path)
     qdir = path.parent / QUARANTINE_DIR
@@ -182,10 +184,10 @@ def quarantine(path: str | os.PathLike, reason: str) -> Path:
         os.replace(path, dest)
     except OSError as exc:  # e.g. a read-only folder: leave it, still count it as not run
         warn(f"{path}: {reason}; left in place, could not move it to {qdir} ({exc}) "
-             "(its run counts as not run)")
+             f"({consequence})")
         return path
-    _write_reason(dest, path, reason)
-    warn(f"{path}: {reason}; moved to {dest} (its run counts as not run)")
+    write_reason(dest, path, reason)
+    warn(f"{path}: {reason}; moved to {dest} ({consequence})")
     return dest
 
 
@@ -216,7 +218,7 @@ def set_aside(out: str | os.PathLike, name: str, data: bytes, source: str | os.P
         warn(f"{source}: {reason}; could not set it aside in {qdir} ({exc}), so it stays "
              "where it is (its run counts as not run)")
         return None
-    _write_reason(dest, source, reason)
+    write_reason(dest, source, reason)
     warn(f"{source}: {reason}; set aside as {dest} (its run counts as not run)")
     return dest
 

@@ -246,8 +246,7 @@ def tables_disagreement(out: Path, summary: pd.DataFrame, checkpoints: pd.DataFr
     listed = set(summary["run_id"]) if "run_id" in summary.columns else set()
     gone = listed - set(stored)
     if gone:
-        return (f"it lists {len(gone)} run(s) that are not stored ({len(stored)} stored)",
-                True)
+        return f"it lists {len(gone)} run(s) that are not stored", True
     new = set(stored) - listed
     if new:
         return f"it lacks {len(new)} stored run(s)", False
