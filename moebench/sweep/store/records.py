@@ -205,7 +205,7 @@ class RunRecord:
     summary_json: str
     checkpoints: pd.DataFrame
     checksum: str
-    source: str  # "file" or "packed"
+    source: str  # "file", "packed" or "memory" (made by make_record, not yet stored)
     thinning: dict[str, int] | None = None
     #: what the record was verified from: a run file's :func:`file_identity`, or those of
     #: records.parquet and checkpoints.parquet; None for a record made in memory
