@@ -9,8 +9,9 @@ a symbolic-link ``runs/`` packs; a folder belongs to one config; records and tab
 carry a schema version, and an unversioned (older) folder is read with a one-line note
 while a newer one is refused in one line.
 
-The tests use only the command line and pyarrow/pandas on the files, so the same file
-runs against older code (where each case failed).
+The tests use the command line and pyarrow/pandas on the files (one also patches the
+store's file writer), so the same file runs against older code, where each case failed
+(the same config with other comments is the allowed case and passed before too).
 """
 
 from __future__ import annotations
@@ -169,6 +170,20 @@ def test_unpack_moves_a_damaged_run_file_aside_even_with_force(packed, capsys):
     assert [p.name for p in _quarantined(out)] == [f"{victim}.parquet"]
     code, report, _ = _report(out, capsys)
     assert code == 0 and f"ok {N_RUNS}." in report
+
+
+def test_unpack_keeps_records_when_a_written_run_file_does_not_verify(packed, monkeypatch):
+    """The last verified copy stays: a run file that comes out damaged (a full disk, a
+    bad write) stops unpack before records.parquet is removed."""
+    from moebench.sweep.store import packing as store_pack
+
+    _, out = packed
+    write = store_pack.atomic_write_bytes
+    monkeypatch.setattr(store_pack, "atomic_write_bytes",
+                        lambda path, data: write(path, data[: len(data) // 2]))
+    with pytest.raises(ValueError, match="does not verify.*records.parquet was kept"):
+        store_pack.unpack(out)
+    assert _records(out).num_rows == N_RUNS
 
 
 # --------------------------------------------------------------------------- tables

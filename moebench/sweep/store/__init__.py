@@ -27,7 +27,7 @@ Modules, one concern each:
 * :mod:`~moebench.sweep.store.tables`: building, writing and checking the consolidated
   tables; :func:`consolidate`;
 * :mod:`~moebench.sweep.store.thinning`: thinning checkpoints;
-* :mod:`~moebench.sweep.store.pack`: :func:`pack` and :func:`unpack`;
+* :mod:`~moebench.sweep.store.packing`: :func:`pack` and :func:`unpack`;
 * :mod:`~moebench.sweep.store.loading`: :func:`load_results` for plots and reports;
 * :mod:`~moebench.sweep.store.ownership`: a folder belongs to one config;
 * :mod:`~moebench.sweep.store.verbs`: the ``pack`` and ``unpack`` commands.
@@ -37,7 +37,6 @@ When each thing is verified is written out in ``docs/results_schema.md``.
 
 from moebench.sweep.store.loading import REQUIRED_SUMMARY_COLUMNS, load_results
 from moebench.sweep.store.ownership import check_config_owner
-from moebench.sweep.store.pack import PackOutcome, pack, unpack
 from moebench.sweep.store.packed import (
     PACK_FORMAT,
     PACK_FORMAT_THINNED,
@@ -47,6 +46,7 @@ from moebench.sweep.store.packed import (
     pack_metadata,
     packed_run_ids,
 )
+from moebench.sweep.store.packing import PackOutcome, pack, unpack
 from moebench.sweep.store.provenance import (
     CODE_VERSION_COLUMN,
     KERNEL_PATH_COLUMN,

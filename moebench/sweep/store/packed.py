@@ -1,6 +1,6 @@
 """Packed records: ``records.parquet`` (summaries and checksums) over ``checkpoints.parquet``.
 
-A packed folder (:func:`moebench.sweep.store.pack.pack`) holds every run in
+A packed folder (:func:`moebench.sweep.store.packing.pack`) holds every run in
 ``records.parquet`` (one row per run: its summary JSON exactly as its run file stored it,
 its checksum, its row count and thinning record) and ``checkpoints.parquet`` (every
 checkpoint row). Reading verifies every record against its checksum; one that fails is set

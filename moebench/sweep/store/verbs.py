@@ -4,7 +4,7 @@ A packed folder holds ``summary.parquet``, ``checkpoints.parquet`` and
 ``records.parquet`` (zstd-compressed) in place of one file per run in ``runs/``,
 next to ``config.toml``, ``report.md`` and the figures. It resumes, plots and
 reports like an unpacked folder; ``unpack`` gives back the run files exactly (same
-summaries, same checkpoint rows). See :func:`moebench.sweep.store.pack.pack`.
+summaries, same checkpoint rows). See :func:`moebench.sweep.store.packing.pack`.
 
 ``pack --thin-checkpoints N`` also thins long runs' checkpoints to the first and
 last of each phase (and restart) and about N log-spaced iterations in between
