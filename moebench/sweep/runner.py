@@ -18,6 +18,7 @@ so that ``jobs`` processes do not oversubscribe the machine.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 import socket
@@ -25,7 +26,7 @@ import sys
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_sentinels
 from pathlib import Path
@@ -369,42 +370,175 @@ class SweepOutcome:
         return f"{what}; re-run them with --rerun-stale"
 
 
-def select_cells(cells: list[Cell], filters: Iterable[str] = (), limit: int | None = None
-                 ) -> list[Cell]:
-    """Cells matching every ``key=value`` filter (data keys, label, algorithm, repetition)."""
-    parsed = []
+#: filter keys that are not data keys
+RUN_KEYS = ("label", "algorithm", "repetition")
+
+
+def parse_filters(filters: Iterable[str], data_keys: Iterable[str]) -> dict[str, list[str]]:
+    """``KEY=VALUE`` filters as key -> values, every key checked.
+
+    The same key given twice selects runs with either value (``--filter k=2 --filter
+    k=3``: k is 2 or 3); different keys must all match.
+
+    Raises
+    ------
+    ValueError
+        A filter without ``=`` or with a key that is neither a data key nor ``label``,
+        ``algorithm`` or ``repetition``.
+    """
+    parsed: dict[str, list[str]] = {}
     for f in filters:
         if "=" not in f:
             raise ValueError(f"--filter takes KEY=VALUE (e.g. k=3, label=joint_em); got {f!r}")
-        key, value = f.split("=", 1)
-        parsed.append((key.strip(), value.strip()))
-    valid = {"label", "algorithm", "repetition"} | (set(cells[0].data) if cells else set())
-    for key, _ in parsed:
+        key, value = (part.strip() for part in f.split("=", 1))
+        parsed.setdefault(key, [])
+        if value not in parsed[key]:
+            parsed[key].append(value)
+    valid = set(RUN_KEYS) | set(data_keys)
+    for key in parsed:
         if key not in valid:
             raise ValueError(f"--filter: unknown key {key!r}; valid keys: "
                              f"{', '.join(sorted(valid))}")
+    return parsed
 
-    def field_of(cell: Cell, key: str) -> Any:
-        if key in ("label", "algorithm"):
-            return getattr(cell.variant, key)
-        if key == "repetition":
-            return cell.repetition
-        return cell.data[key]
 
-    def matches(cell: Cell, key: str, value: str) -> bool:
+def _value_matches(field: Any, value: str) -> bool:
+    if str(field) == value:
+        return True
+    try:  # numbers match by value: gating_scale=8 selects 8.0, k=3.0 selects 3
+        return (isinstance(field, (int, float)) and not isinstance(field, bool)
+                and float(field) == float(value))
+    except ValueError:
+        return False
+
+
+def cell_matches(cell: Cell, parsed: dict[str, list[str]], *, repetition: bool = True) -> bool:
+    """Whether ``cell`` matches every filter key (one of its values); ``repetition=False``
+    leaves the repetition filter out (the counting checks it once for every cell)."""
+    for key, values in parsed.items():
         if key in cell.variant.setting:
-            return True  # a variant that fixes this key (the reference: k = 1) matches any
-        field = field_of(cell, key)
-        if str(field) == value:
-            return True
-        try:  # numbers match by value: gating_scale=8 selects 8.0, k=3.0 selects 3
-            return (isinstance(field, (int, float)) and not isinstance(field, bool)
-                    and float(field) == float(value))
-        except ValueError:
+            continue  # a variant that fixes this key (the reference: k = 1) matches any
+        if key in ("label", "algorithm"):
+            field = getattr(cell.variant, key)
+        elif key == "repetition":
+            if not repetition:
+                continue
+            field = cell.repetition
+        else:
+            field = cell.data[key]
+        if not any(_value_matches(field, v) for v in values):
             return False
+    return True
 
-    chosen = [c for c in cells if all(matches(c, k, v) for k, v in parsed)]
+
+def select_cells(cells: Iterable[Cell], filters: Iterable[str] = (), limit: int | None = None
+                 ) -> list[Cell]:
+    """Cells matching every ``key=value`` filter (data keys, label, algorithm, repetition).
+
+    A key given more than once matches any of its values (see :func:`parse_filters`).
+    """
+    cells = list(cells)
+    parsed = parse_filters(filters, cells[0].data if cells else ())
+    chosen = [c for c in cells if cell_matches(c, parsed)]
     return chosen[:limit] if limit is not None else chosen
+
+
+def iter_selected(config: SweepConfig, filters: Iterable[str] = (), limit: int | None = None
+                  ) -> Iterator[Cell]:
+    """The cells of :func:`select_cells` on ``config.cells()``, streamed (nothing is listed)."""
+    parsed = parse_filters(filters, config.data_grid[0] if config.data_grid else ())
+    chosen = (c for c in config.iter_cells() if cell_matches(c, parsed))
+    return itertools.islice(chosen, limit) if limit is not None else chosen
+
+
+@dataclass
+class RunCount:
+    """How many runs a config has and a selection takes, counted from the grid's shape."""
+
+    #: every run of the config
+    total: int
+    #: the runs the filters and the limit select
+    selected: int
+    #: variant label -> selected runs (before the limit)
+    by_variant: dict[str, int]
+
+
+def _repetitions_selected(values: list[str] | None, repetitions: int) -> int:
+    """How many of ``range(repetitions)`` match one of the repetition filter ``values``."""
+    if values is None:
+        return repetitions
+    reps = set()
+    for value in values:
+        try:
+            f = float(value)
+        except ValueError:
+            continue
+        if f.is_integer() and 0 <= f < repetitions:
+            reps.add(int(f))
+    return len(reps)
+
+
+def count_runs(config: SweepConfig, filters: Iterable[str] = (), limit: int | None = None
+               ) -> RunCount:
+    """Count the runs of ``config`` and of a selection without listing them.
+
+    One pass over the distinct (data setting, variant) pairs (:meth:`SweepConfig.pairs`),
+    each counted once per selected repetition: time and memory grow with the number of
+    settings and variants, not with the repetitions. Agrees with
+    ``len(select_cells(config.cells(), filters, limit))``.
+    """
+    parsed = parse_filters(filters, config.data_grid[0] if config.data_grid else ())
+    reps = _repetitions_selected(parsed.get("repetition"), config.repetitions)
+    total = selected = 0
+    by_variant: dict[str, int] = {}
+    for _, variant, data in config.pairs():
+        total += config.repetitions
+        cell = Cell(data, variant, 0, config.seed, config.success_threshold)
+        if reps and cell_matches(cell, parsed, repetition=False):
+            selected += reps
+            by_variant[variant.label] = by_variant.get(variant.label, 0) + reps
+    if limit is not None:
+        selected = min(selected, limit)
+    return RunCount(total, selected, by_variant)
+
+
+def estimate_cost(out: str | os.PathLike, count: RunCount, jobs: int = 1) -> str | None:
+    """One line estimating the selected runs' cost from the stored runs in ``out``.
+
+    The median ``wall_time`` of the stored runs of each variant label (any status: a
+    failed run took its time too), times the variant's selected runs; variants without
+    stored runs are left out and said so. None when ``out`` holds no stored run of a
+    selected variant (nothing to estimate from). Reads only ``summary.parquet``'s
+    ``label`` and ``wall_time`` columns.
+    """
+    import pandas as pd
+
+    path = Path(out) / "summary.parquet"
+    if not path.is_file() or not count.by_variant:
+        return None
+    try:
+        stored = pd.read_parquet(path, columns=["label", "wall_time"])
+    except Exception:  # noqa: BLE001 - an unreadable or old table: no estimate
+        return None
+    stored = stored[stored["label"].isin(list(count.by_variant))
+                    & pd.to_numeric(stored["wall_time"], errors="coerce").notna()]
+    if stored.empty:
+        return None
+    median = stored.groupby("label")["wall_time"].median()
+    listed = sum(count.by_variant.values())
+    share = count.selected / listed if listed else 0.0  # the --limit, pro rata
+    seconds = sum(n * float(median[label]) for label, n in count.by_variant.items()
+                  if label in median.index) * share
+    covered = round(sum(n for label, n in count.by_variant.items()
+                        if label in median.index) * share)
+    missing = sorted(label for label in count.by_variant if label not in median.index)
+    hours = seconds / 3600.0
+    line = (f"cost estimate: {hours:.3g} run-hours ({hours / max(1, jobs):.3g} h at --jobs "
+            f"{jobs}) for {covered} of the {count.selected} selected runs, from the median "
+            f"wall time per variant of {len(stored)} stored run(s) in {path}")
+    if missing:
+        line += (f"; variant(s) without stored runs not estimated: {', '.join(missing)}")
+    return line
 
 
 def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force: bool = False,
