@@ -44,7 +44,7 @@ from moebench.sweep.results import (
     stored_summaries,
     write_run,
 )
-from moebench.sweep.worker import failure_summary
+from moebench.sweep.worker import WRITE_FAILED_EXIT, failure_summary
 from moebench.version import NUMERICS_VERSION
 
 #: where the runs execute (``--executor``)
@@ -147,9 +147,11 @@ def _finish(out: str, cell: Cell, exitcode: int | None, config: str, started: fl
     path = run_path(out, cell.run_id)
     if _written(path, before):
         return read_run_summary(path)
-    summary = failure_summary(cell, "error", f"worker process exited with code {exitcode} "
-                              f"before writing a result", config, time.perf_counter() - started)
-    write_run(out, summary, [])
+    why = (f"worker process could not write its run file (exit code {exitcode}: an OS "
+           f"error such as a full disk)" if exitcode == WRITE_FAILED_EXIT else
+           f"worker process exited with code {exitcode} before writing a result")
+    summary = failure_summary(cell, "error", why, config, time.perf_counter() - started)
+    write_run(out, summary, [])  # the same full disk fails here, in one line in the main
     return summary
 
 
