@@ -631,12 +631,28 @@ def absurd_log_likelihood(log_likelihood: float, y: np.ndarray,
 
 
 def feature_names(X: Any) -> np.ndarray | None:
-    """Column names of a DataFrame-like ``X`` when all are strings (scikit-learn's rule)."""
+    """Column names of a DataFrame-like ``X`` when all are strings (scikit-learn's rule).
+
+    Columns that are all non-strings (a frame's default 0, 1, ...) carry no names.
+
+    Raises
+    ------
+    ValueError
+        Some column names are strings and some are not (scikit-learn refuses them too):
+        the columns could be neither matched by name nor trusted by position.
+    """
     columns = getattr(X, "columns", None)
     if columns is None or getattr(X, "ndim", 2) != 2:
         return None
     names = [c for c in columns]
-    if not names or not all(isinstance(c, str) for c in names):
+    strings = [isinstance(c, str) for c in names]
+    if any(strings) and not all(strings):
+        kinds = sorted({type(c).__name__ for c in names})
+        raise ValueError(
+            f"X has column names of mixed types ({', '.join(kinds)}): feature names are "
+            f"supported only when every column name is a string; convert them all, e.g. "
+            f"X.columns = X.columns.astype(str), or none (a plain array)")
+    if not names or not all(strings):
         return None
     return np.asarray(names, dtype=object)
 
