@@ -27,6 +27,7 @@ from moebench.validation import (
     Interval,
     absurd_log_likelihood,
     check_array,
+    check_degenerate_data,
     check_feature_names,
     check_min_samples,
     check_n_experts,
@@ -505,6 +506,7 @@ class MoEEstimator:
             self.check_out_of_core(act, self.get_params(deep=False))
         sigma = check_sigma(self.sigma)
         check_scales(X, y)
+        check_degenerate_data(X, y, self.name or type(self).__name__)
         check_min_samples(*X.shape, k, sigma is None, self.name or type(self).__name__)
         truth = as_truth(truth)
         if truth is not None and truth.experts.shape != (k, X.shape[1]):
@@ -594,9 +596,10 @@ class MoEEstimator:
         scale = rms(y)
         if sigma is None and self.sigma_ < SIGMA_COLLAPSE_RTOL * scale:
             raise DegenerateFitError(
-                f"{who} fit is degenerate: sigma_ = {self.sigma_:.3g} collapsed towards 0 "
-                f"relative to the scale of y (rms(y) = {scale:.3g}; limit "
-                f"{SIGMA_COLLAPSE_RTOL:g} rms(y)): the fit interpolates the data"
+                f"{who} fit is degenerate: its fitted noise level sigma_ = {self.sigma_:.3g} "
+                f"fell below {SIGMA_COLLAPSE_RTOL:g} rms(y) = "
+                f"{SIGMA_COLLAPSE_RTOL * scale:.3g} (rms(y) = {scale:.3g}): some expert fits "
+                f"its rows almost exactly, where the likelihood has no maximum"
             )
         # log_likelihood_ is the final mean training log-likelihood (scale-invariant)
         reason = absurd_log_likelihood(float(self.log_likelihood_), y)

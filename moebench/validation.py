@@ -476,7 +476,8 @@ class DegenerateFitError(ValueError):
     """A fit that must not be used as a result, with the reason in its message.
 
     Raised by :meth:`moebench.MoEEstimator.fit` when there are fewer rows than the
-    model has parameters (checked before any work), when the fitted noise level
+    model has parameters or the data are degenerate (constant labels, identical rows:
+    :func:`check_degenerate_data`), both checked before any work, when the fitted noise level
     collapses towards 0 relative to the scale of y (``sigma_ <``
     :data:`SIGMA_COLLAPSE_RTOL` ``* rms(y)``), or when the training log-likelihood is
     absurd (more than :data:`ABSURD_LL_MARGIN` nats per sample below the null model
@@ -586,6 +587,52 @@ def n_parameters(n_features: int, n_experts: int, estimate_sigma: bool = True) -
     sigma counts when it is estimated.
     """
     return n_experts * n_features + (n_experts - 1) * n_features + int(estimate_sigma)
+
+
+#: rows compared per block by :func:`check_degenerate_data` (it stops at the first
+#: block that differs: one block for ordinary data)
+DEGENERATE_CHECK_ROWS = 65_536
+
+
+def _all_rows_equal(a: np.ndarray) -> bool:
+    """Whether every row of ``a`` (n, ...) equals its first, compared block by block."""
+    first = np.asarray(a[0])
+    for start in range(0, a.shape[0], DEGENERATE_CHECK_ROWS):
+        if not np.array_equal(np.asarray(a[start:start + DEGENERATE_CHECK_ROWS]),
+                              np.broadcast_to(first, (min(DEGENERATE_CHECK_ROWS,
+                                                          a.shape[0] - start), *first.shape))):
+            return False
+    return True
+
+
+def check_degenerate_data(X: np.ndarray, y: np.ndarray, who: str = "this estimator") -> None:
+    """Refuse data no mixture can be fitted to, before any work (:class:`DegenerateFitError`).
+
+    The one rule every registered algorithm applies (``fit`` calls it after the
+    checks of shapes, values and scales):
+
+    - zero-variance labels (every ``y`` equal): nothing for the experts to explain, and
+      the likelihood is unbounded as sigma goes to 0;
+    - all rows of ``X`` identical: the inputs carry no information on the experts or the
+      gating (only their value at that one point), so no parameter is identifiable.
+
+    Raises
+    ------
+    DegenerateFitError
+        Naming what is degenerate and what would be needed.
+    """
+    n = X.shape[0]
+    if n >= 2 and _all_rows_equal(np.asarray(y).reshape(n, 1)):
+        raise DegenerateFitError(
+            f"{who} cannot fit this data: y is constant (all {n} labels equal "
+            f"{float(y[0]):.6g}, zero variance), so there is nothing for the experts to "
+            f"explain and the likelihood is unbounded as sigma goes to 0; give labels that "
+            f"vary")
+    if n >= 2 and _all_rows_equal(X):
+        raise DegenerateFitError(
+            f"{who} cannot fit this data: every row of X is the same (all {n} rows equal "
+            f"the first, zero variance in every column), so neither the experts nor the "
+            f"gating are identifiable; give inputs that vary")
 
 
 def check_min_samples(n: int, d: int, k: int, estimate_sigma: bool = True,
