@@ -321,7 +321,7 @@ def tensor_step(X: Any, y: Any, k: int, activation: str | Activation = "linear",
     X : dask.array.Array of shape (n, d)
         Inputs, ideally x ~ N(0, I). Inside the tasks X is divided by the power of two
         nearest its rms and then, unless its rms is 1 up to sampling noise, by the rest
-        of it (:func:`~moebench.tensor.estimator.input_scale`), as the estimator does.
+        of it (:func:`~moebench.validation.input_scale`), as the estimator does.
         Blocks of zero rows are skipped.
     y : dask.array.Array or ndarray of shape (n,)
         Labels (rechunked to X's row blocks).

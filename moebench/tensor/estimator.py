@@ -46,7 +46,6 @@ consistent and efficient algorithms" (arXiv:1802.07417). Steps of :class:`Tensor
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from typing import Any, ClassVar
@@ -77,50 +76,20 @@ from moebench.tensor.label_transforms import (
 )
 from moebench.tensor.moments import SecondMomentOperator, second_moment, whitened_third_moment
 from moebench.tensor.whitening import WHITENING_METHODS, Whitening, t2_noise_level, whiten
-from moebench.validation import DegenerateFitError, Interval, Options, rms
+from moebench.validation import (  # noqa: F401 (INPUT_RMS_* re-exported)
+    INPUT_RMS_NOISE_SDS,
+    INPUT_RMS_TOL,
+    DegenerateFitError,
+    Interval,
+    Options,
+    input_scale,
+    rms,
+)
 
 WHITENINGS = ("auto", *WHITENING_METHODS)
 DTYPES = {"float64": np.float64, "float32": np.float32}
-#: X whose rms is off 1 by more than this is always divided by its rms before the moments
-#: (which assume E[x x^T] = I); the fitted experts and gating are mapped back to X's units
-INPUT_RMS_TOL = 0.1
-#: ... and X whose rms is off 1 by more than this many standard deviations of the rms of
-#: n d standard normal values (1 / sqrt(2 n d)) too: only an X whose scale is 1 as far as
-#: its own sampling noise can tell is used as given (see :func:`input_scale`)
-INPUT_RMS_NOISE_SDS = 10.0
 #: "auto" whitening uses a dense eigh up to this d, the randomized range finder above it
 AUTO_EIGH_MAX_D = 1000
-
-
-def input_scale(x_rms: float, n_values: int) -> float:
-    """What the tensor step divides X by: its rms, or 1 when that rms is 1 up to noise.
-
-    The moments assume E[x x^T] = I. ``fit`` has already divided X by the power of two
-    nearest its rms (exact), so ``x_rms`` lies in [2**-0.5, 2**0.5). An X whose rms is
-    1 within its sampling noise (``|x_rms - 1| <=`` :data:`INPUT_RMS_NOISE_SDS` ``/
-    sqrt(2 n_values)``, never more than :data:`INPUT_RMS_TOL`) is used as given, bit for
-    bit; any other is divided by its rms, so that scaling X by c > 0 scales the experts
-    by 1/c up to rounding. The band where X is used as given is the sampling noise of
-    the rms itself (0.003 for n d = 6e5), so the fit is continuous up to noise at its
-    edge; the former fixed band of +-0.1 made a cliff (an X of rms 1.08 was used as given,
-    its moments 17% off, one of rms 1.12 was standardised).
-
-    Parameters
-    ----------
-    x_rms : float
-        The rms of X (after the power-of-two rescale).
-    n_values : int
-        The number of entries of X, n d.
-
-    Returns
-    -------
-    float
-        The divisor (1.0: X as given).
-    """
-    if x_rms <= 0.0:
-        return 1.0
-    tol = min(INPUT_RMS_TOL, INPUT_RMS_NOISE_SDS / math.sqrt(2.0 * max(n_values, 1)))
-    return 1.0 if abs(x_rms - 1.0) <= tol else float(x_rms)
 
 
 def min_samples(d: int, k: int) -> int:
@@ -519,7 +488,9 @@ class TensorEM(MoEEstimator):
             )
         # the moments assume E[x x^T] = I: an X whose rms is off 1 by more than its sampling
         # noise is divided by its rms and the parameters mapped back at the end, so the fit
-        # is scale-equivariant; unit-scale X is used as is, bit for bit (input_scale)
+        # is scale-equivariant; unit-scale X is used as is, bit for bit (input_scale). Through
+        # MoEEstimator.fit X is standardised already (this is then a no-op); a direct start
+        # (joint_em(init="tensor") on its own X) gets the same rule
         truth = history.truth  # restored at the end (the gating EM records in X / x_scale)
         x_scale = input_scale(rms(X), X.size)
         if x_scale != 1.0:
