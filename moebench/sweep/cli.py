@@ -75,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if cost:
             print(cost)
         return 0
-    cells = config.cells()
+    run_ids = [c.run_id for c in config.iter_cells()]  # the tables' order (strings only)
     if args.executor == "dask" and args.scheduler:
         check_scheduler(args.scheduler)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
@@ -87,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         scheduler=args.scheduler, filters=args.filter, limit=args.limit,
                         progress=not args.quiet, retry_failed=args.retry_failed,
                         rerun_stale=getattr(args, "rerun_stale", False))
-    summary, checkpoints = consolidate(out, [c.run_id for c in cells], csv=args.csv)
+    summary, checkpoints = consolidate(out, run_ids, csv=args.csv)
     rate = outcome.ran / outcome.wall_time * 60 if outcome.wall_time > 0 and outcome.ran else 0
     # --strict counts every failed run of the config in the folder, stored or new
     failed = int(summary["status"].isin(FAILED).sum()) if "status" in summary else 0

@@ -155,9 +155,12 @@ def _finish(out: str, cell: Cell, exitcode: int | None, config: str, started: fl
     return summary
 
 
-def run_local(cells: list[Cell], out: str, jobs: int, config: str,
+def run_local(cells: Iterable[Cell], out: str, jobs: int, config: str,
               on_done: Callable[[dict[str, Any]], None]) -> None:
-    """Run ``cells`` in at most ``jobs`` worker processes at a time."""
+    """Run ``cells`` in at most ``jobs`` worker processes at a time.
+
+    ``cells`` is consumed as the workers free up (a generator is never listed).
+    """
     from moebench.sweep.lifeline import OWNER_ENV
     from moebench.sweep.worker import process_main
 
@@ -167,15 +170,17 @@ def run_local(cells: list[Cell], out: str, jobs: int, config: str,
     os.environ[OWNER_ENV] = str(owner)
     ctx = _mp_context()
     threads = threads_per_job(jobs)
-    queue = deque(cells)
+    queue = iter(cells)
+    pending: deque[Cell] = deque(itertools.islice(queue, 1))  # the next cell, if any
     running: dict[int, tuple[Any, Cell, float]] = {}
     # the run file a re-run replaces (--force, --rerun-stale), so that it is not taken for
     # the new result
     before: dict[str, tuple[int, int] | None] = {}
     try:
-        while queue or running:
-            while queue and len(running) < jobs:
-                cell = queue.popleft()
+        while pending or running:
+            while pending and len(running) < jobs:
+                cell = pending.popleft()
+                pending.extend(itertools.islice(queue, 1))
                 before[cell.run_id] = file_identity(run_path(out, cell.run_id))
                 proc = ctx.Process(target=process_main,
                                    args=(cell, out, threads, config, owner),
@@ -340,12 +345,30 @@ def run_dask(cells: list[Cell], out: str, jobs: int, config: str,
 
 
 # --------------------------------------------------------------------------- sweep
+@dataclass(frozen=True)
+class CellSelection:
+    """The cells a sweep selected, as a sequence that is never listed: ``len`` is the count
+    (:func:`count_runs`), iterating streams them again (:func:`iter_selected`)."""
+
+    config: SweepConfig
+    filters: tuple[str, ...]
+    limit: int | None
+    count: int
+
+    def __iter__(self) -> Iterator[Cell]:
+        return iter_selected(self.config, self.filters, self.limit)
+
+    def __len__(self) -> int:
+        return self.count
+
+
 @dataclass
 class SweepOutcome:
     """What :func:`run_sweep` did."""
 
     out: Path
-    cells: list[Cell]
+    #: the selected cells (a :class:`CellSelection`: counted, streamed on iteration)
+    cells: CellSelection
     skipped: int
     ran: int
     failures: int
@@ -587,21 +610,32 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     clean_temporaries(out)
-    cells = select_cells(config.cells(), filters, limit)
+    filters = tuple(filters)
     # verified runs (run files and a packed folder's records); damaged files are
     # quarantined here, so their cells count as not run
     stored = {} if force else stored_summaries(out)
     done = set(stored)
     if retry_failed and done:
         done = {rid for rid, s in stored.items() if s.get("status") not in FAILED}
-    selected = {c.run_id for c in cells}
-    stale = {rid: code_version_of(s) for rid, s in stored.items()
-             if rid in selected and code_version_of(s) != NUMERICS_VERSION}
+    # one pass over the selection to count it (nothing is listed), a second one streams
+    # the cells to run to the executor
+    selected = stored_selected = todo_count = 0
+    stale: dict[str, int] = {}
+    for cell in iter_selected(config, filters, limit):
+        selected += 1
+        rid = cell.run_id
+        if rid in stored:
+            stored_selected += 1
+            version = code_version_of(stored[rid])
+            if version != NUMERICS_VERSION:
+                stale[rid] = version
+        todo_count += rid not in done or (rerun_stale and rid in stale)
     if rerun_stale:
         done -= set(stale)
-    todo = [c for c in cells if c.run_id not in done]
+    cells = CellSelection(config, filters, limit, selected)
+    todo = (c for c in iter_selected(config, filters, limit) if c.run_id not in done)
     summaries: list[dict[str, Any]] = []
-    bar = Progress(total=len(cells), initial=len(cells) - len(todo), enabled=progress)
+    bar = Progress(total=selected, initial=selected - todo_count, enabled=progress)
 
     def on_done(summary: dict[str, Any]) -> None:
         summaries.append(summary)
@@ -612,13 +646,12 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force:
         # SIGTERM/SIGHUP raise Interrupted here, so the executors' finally blocks stop
         # the workers (SIGKILL cannot be caught: the workers watch this process)
         with interrupt_on_signals():
-            if todo and executor == "local":
+            if todo_count and executor == "local":
                 run_local(todo, str(out), jobs, config.name, on_done)
-            elif todo:
-                run_dask(todo, str(out), jobs, config.name, on_done, scheduler)
+            elif todo_count:  # dask submits every task at once: listed here
+                run_dask(list(todo), str(out), jobs, config.name, on_done, scheduler)
     finally:
         bar.close()
-    return SweepOutcome(out, cells, len(cells) - len(todo), len(todo), bar.failures,
+    return SweepOutcome(out, cells, selected - todo_count, todo_count, bar.failures,
                         time.perf_counter() - start, summaries,
-                        stored=len(selected & set(stored)), stale=stale,
-                        reran_stale=rerun_stale)
+                        stored=stored_selected, stale=stale, reran_stale=rerun_stale)

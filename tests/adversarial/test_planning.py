@@ -162,3 +162,20 @@ def test_dry_run_estimates_the_cost_from_stored_runs(tmp_path, capsys):
     Path(out / "summary.parquet").unlink()
     assert run_cli(["run", str(path), "--dry-run", "--out", str(out)]) == 0
     assert "cost estimate" not in capsys.readouterr().out
+
+
+def test_a_sweep_streams_its_runs_without_listing_them(tmp_path, monkeypatch):
+    from moebench.sweep.runner import run_sweep
+
+    raw = {"name": "tiny", "repetitions": 3, "seed": 1,
+           "data": {"n": 300, "d": 3, "k": 2, "n_test": 100},
+           "budget": {"max_iter": 3}, "algorithm": [{"name": "joint_em"}]}
+    cfg = validate_config(raw)
+    expected = [c.run_id for c in cfg.cells()]
+    monkeypatch.setattr(SweepConfig, "cells", _no_listing)
+    outcome = run_sweep(cfg, tmp_path / "out", jobs=2, progress=False,
+                        filters=["repetition=0", "repetition=2"])
+    assert (outcome.ran, outcome.skipped, len(outcome.cells)) == (2, 0, 2)
+    assert [c.run_id for c in outcome.cells] == [expected[0], expected[2]]
+    again = run_sweep(cfg, tmp_path / "out", jobs=1, progress=False)
+    assert (again.ran, again.skipped, again.stored) == (1, 2, 2)
