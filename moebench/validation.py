@@ -668,16 +668,25 @@ def check_degenerate_data(X: np.ndarray, y: np.ndarray, who: str = "this estimat
     """
     n = X.shape[0]
     if n >= 2 and _all_rows_equal(np.asarray(y).reshape(n, 1)):
-        raise DegenerateFitError(
-            f"{who} cannot fit this data: y is constant (all {n} labels equal "
-            f"{float(y[0]):.6g}, zero variance), so there is nothing for the experts to "
-            f"explain and the likelihood is unbounded as sigma goes to 0; give labels that "
-            f"vary")
+        raise constant_labels_error(who, n, float(y[0]))
     if n >= 2 and _all_rows_equal(X):
-        raise DegenerateFitError(
-            f"{who} cannot fit this data: every row of X is the same (all {n} rows equal "
-            f"the first, zero variance in every column), so neither the experts nor the "
-            f"gating are identifiable; give inputs that vary")
+        raise identical_rows_error(who, n)
+
+
+def constant_labels_error(who: str, n: int, value: float) -> DegenerateFitError:
+    """The error of :func:`check_degenerate_data` for zero-variance labels."""
+    return DegenerateFitError(
+        f"{who} cannot fit this data: y is constant (all {n} labels equal {value:.6g}, zero "
+        f"variance), so there is nothing for the experts to explain and the likelihood is "
+        f"unbounded as sigma goes to 0; give labels that vary")
+
+
+def identical_rows_error(who: str, n: int) -> DegenerateFitError:
+    """The error of :func:`check_degenerate_data` for an X whose rows are all the same."""
+    return DegenerateFitError(
+        f"{who} cannot fit this data: every row of X is the same (all {n} rows equal the "
+        f"first, zero variance in every column), so neither the experts nor the gating are "
+        f"identifiable; give inputs that vary")
 
 
 def check_min_samples(n: int, d: int, k: int, estimate_sigma: bool = True,

@@ -49,7 +49,12 @@ from moebench.tensor.label_transforms import (
     transform_coefficients,
 )
 from moebench.tensor.whitening import Whitening, noise_level_from_mean_square, whiten
-from moebench.validation import check_choice, check_positive_int
+from moebench.validation import (
+    check_choice,
+    check_positive_int,
+    constant_labels_error,
+    identical_rows_error,
+)
 
 
 def _dask() -> Any:
@@ -154,14 +159,16 @@ def _sum_of_squares(w: np.ndarray) -> float:
 
 
 def _stats_sum(Xb: np.ndarray, yb: np.ndarray) -> np.ndarray:
-    """[sum y^2, max |x|, sum (x / max|x|)^2] of one block (rms without overflow)."""
+    """[sum y^2, max |x|, sum (x / max|x|)^2, min y, max y, min of each column of X, max
+    of each column] of one block (rms without overflow; the ranges tell degenerate data)."""
     yb = np.asarray(yb, dtype=float)
     Xb = np.asarray(Xb, dtype=float)
     if not (np.all(np.isfinite(yb)) and np.all(np.isfinite(Xb))):
         raise ValueError("X or y contains NaN or infinite values; only finite values are valid")
     top = float(np.max(np.abs(Xb))) if Xb.size else 0.0
     ssq = float(np.sum(np.square(Xb / top))) if top > 0 else 0.0
-    return np.array([float(np.sum(yb * yb)), top, ssq])
+    return np.concatenate([[float(np.sum(yb * yb)), top, ssq, yb.min(), yb.max()],
+                           Xb.min(axis=0), Xb.max(axis=0)])
 
 
 # --------------------------------------------------------------------------- moments
@@ -353,7 +360,9 @@ def tensor_step(X: Any, y: Any, k: int, activation: str | Activation = "linear",
     ValueError
         X is not a 2-d Dask array; y's length differs from X's rows; k > d; fewer than
         ``min_samples(d, k)`` rows; non-finite X or y; an unknown option (the message
-        lists the valid choices); T2 of rank < k.
+        lists the valid choices); T2 of rank < k. Constant y or identical rows of X
+        raise :class:`~moebench.validation.DegenerateFitError` (a ValueError) with the
+        estimators' message (:func:`~moebench.validation.check_degenerate_data`).
     ImportError
         dask is not installed.
     """
@@ -376,6 +385,11 @@ def tensor_step(X: Any, y: Any, k: int, activation: str | Activation = "linear",
     stats = dask.compute(*[dask.delayed(_stats_sum, pure=True)(b, w)
                            for b, w in zip(Xs, ys, strict=True)])
     stats = np.array(stats)
+    # the estimators' rule for degenerate data (check_degenerate_data), from the ranges
+    if stats[:, 3].min() == stats[:, 4].max():
+        raise constant_labels_error("tensor_step", n, float(stats[0, 3]))
+    if np.array_equal(stats[:, 5:5 + d].min(axis=0), stats[:, 5 + d:].max(axis=0)):
+        raise identical_rows_error("tensor_step", n)
     top = float(stats[:, 1].max())
     ssq = float(np.sum(stats[:, 2] * (stats[:, 1] / top) ** 2)) if top > 0 else 0.0
     x_rms = top * float(np.sqrt(ssq / (n * d))) if top > 0 else 0.0

@@ -93,3 +93,19 @@ def test_a_collapsed_sigma_says_what_happened(data):
     assert "sigma_ = 1e-09" in message and "fell below" in message
     assert "some expert fits its rows almost exactly" in message
     assert "interpolates" not in message
+
+
+def test_the_dask_tensor_step_applies_the_same_rule(data):
+    da = pytest.importorskip("dask.array", reason="needs the dask extra")
+    from moebench.tensor import distributed as dm
+
+    X = da.from_array(data.X, chunks=(1000, D))
+    with pytest.raises(DegenerateFitError) as info:
+        dm.tensor_step(X, np.full(N, 5.0), K)
+    with pytest.raises(DegenerateFitError) as fit_info:
+        _estimator("tensor_em").fit(data.X, np.full(N, 5.0))
+    assert str(info.value).removeprefix("tensor_step") == \
+        str(fit_info.value).removeprefix("tensor_em")
+    same = da.from_array(np.tile(data.X[:1], (N, 1)), chunks=(1000, D))
+    with pytest.raises(DegenerateFitError, match="every row of X is the same"):
+        dm.tensor_step(same, data.y, K)
