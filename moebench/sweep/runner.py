@@ -47,6 +47,8 @@ from moebench.sweep.results import (
 from moebench.sweep.worker import WRITE_FAILED_EXIT, failure_summary
 from moebench.version import NUMERICS_VERSION
 
+#: key of the summary a dask task returns when it could not write its run file
+WRITE_FAILED_KEY = "_write_failed"
 #: where the runs execute (``--executor``)
 EXECUTORS = ("local", "dask")
 #: statuses of runs without a usable result (re-run by ``--retry-failed``)
@@ -285,6 +287,14 @@ def run_cell_dask(cell: Cell, out: str, threads: int, config: str,
     threading.Thread(target=watchdog, name="moebench-timeout", daemon=True).start()
     try:
         return run_cell(cell, out, threads, config)
+    except OSError as exc:
+        # the run file could not be written (a full disk): no traceback in the worker's log;
+        # the client records the run and meets the same error, in one line
+        summary = failure_summary(cell, "error", f"could not write its run file "
+                                  f"({describe_error(exc)})", config,
+                                  time.perf_counter() - started)
+        summary[WRITE_FAILED_KEY] = True
+        return summary
     finally:
         done.set()
 
@@ -337,6 +347,9 @@ def run_dask(cells: list[Cell], out: str, jobs: int, config: str,
                     summary = failure_summary(cell, "error", f"dask task failed: "
                                               f"{type(exc).__name__}: {exc}", config)
                     write_run(out, summary, [])
+            else:
+                if summary.pop(WRITE_FAILED_KEY, False):
+                    write_run(out, summary, [])  # a full disk fails here too: one line
             on_done(summary)
     finally:
         client.close()

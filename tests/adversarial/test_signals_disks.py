@@ -136,3 +136,19 @@ def test_pack_into_a_full_disk_ends_in_one_line(tmp_path):
     assert proc.returncode == 2, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert sorted(p.name for p in (res / "runs").iterdir()) == before
+
+
+def test_a_dask_sweep_into_a_full_disk_ends_in_one_line(tmp_path):
+    pytest.importorskip("dask.distributed")
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(CONFIG)
+    proc = _moebench(["run", str(cfg), "--out", str(tmp_path / "res"), "--jobs", "1",
+                      "--executor", "dask", "--quiet", "--no-plot"], cwd=tmp_path,
+                     preexec_fn=_file_size_limit(1500))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err and "Compute Failed" not in err, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("moebench run: error: ") and "File too large" in lines[-1], err
+    runs = tmp_path / "res" / "runs"
+    assert not runs.is_dir() or list(runs.iterdir()) == []
