@@ -19,6 +19,7 @@ so that ``jobs`` processes do not oversubscribe the machine.
 from __future__ import annotations
 
 import itertools
+import math
 import multiprocessing as mp
 import os
 import socket
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_sentinels
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from moebench.cli_checks import describe_error
 from moebench.sweep.columns import FAILED_STATUSES
@@ -499,6 +502,8 @@ class RunCount:
     selected: int
     #: variant label -> selected runs (before the limit)
     by_variant: dict[str, int]
+    #: (variant label, data setting, selected runs) of every selected pair (before the limit)
+    by_pair: list[tuple[str, dict[str, Any], int]] = field(default_factory=list)
 
 
 def _repetitions_selected(values: list[str] | None, repetitions: int) -> int:
@@ -529,54 +534,91 @@ def count_runs(config: SweepConfig, filters: Iterable[str] = (), limit: int | No
     reps = _repetitions_selected(parsed.get("repetition"), config.repetitions)
     total = selected = 0
     by_variant: dict[str, int] = {}
+    by_pair: list[tuple[str, dict[str, Any], int]] = []
     for _, variant, data in config.pairs():
         total += config.repetitions
         cell = Cell(data, variant, 0, config.seed, config.success_threshold)
         if reps and cell_matches(cell, parsed, repetition=False):
             selected += reps
             by_variant[variant.label] = by_variant.get(variant.label, 0) + reps
+            by_pair.append((variant.label, data, reps))
     if limit is not None:
         selected = min(selected, limit)
-    return RunCount(total, selected, by_variant)
+    return RunCount(total, selected, by_variant, by_pair)
+
+
+def _setting_value(value: Any) -> str:
+    """A data-setting value as a key that a config value and its stored column agree on."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return repr(float(value))
+    return str(value)
 
 
 def estimate_cost(out: str | os.PathLike, count: RunCount, jobs: int = 1) -> str | None:
     """One line estimating the selected runs' cost from the stored runs in ``out``.
 
-    The median ``wall_time`` of the stored runs of each variant label (any status: a
-    failed run took its time too), times the variant's selected runs; variants without
-    stored runs are left out and said so. None when ``out`` holds no stored run of a
-    selected variant (nothing to estimate from). Reads only ``summary.parquet``'s
-    ``label`` and ``wall_time`` columns.
+    Each selected (variant, data setting) pair costs its repetitions times the median
+    ``wall_time`` of the stored runs of the same variant label and setting (any status:
+    a failed run took its time too), or, where the folder holds none of that setting,
+    of the variant's stored runs at any setting; pairs of variants without stored runs
+    are left out and said so. None when ``out`` holds no stored run of a selected
+    variant (nothing to estimate from). Reads only ``summary.parquet``'s ``label``,
+    ``wall_time`` and data-setting columns.
     """
     import pandas as pd
 
     path = Path(out) / "summary.parquet"
-    if not path.is_file() or not count.by_variant:
+    if not path.is_file() or not count.by_pair:
         return None
     try:
-        stored = pd.read_parquet(path, columns=["label", "wall_time"])
+        names = set(_parquet_columns(path))
+        keys = sorted({key for _, data, _ in count.by_pair for key, value in data.items()
+                       if key in names and not isinstance(value, dict)})
+        stored = pd.read_parquet(path, columns=["label", "wall_time", *keys])
     except Exception:  # noqa: BLE001 - an unreadable or old table: no estimate
         return None
     stored = stored[stored["label"].isin(list(count.by_variant))
                     & pd.to_numeric(stored["wall_time"], errors="coerce").notna()]
     if stored.empty:
         return None
-    median = stored.groupby("label")["wall_time"].median()
-    listed = sum(count.by_variant.values())
+    stored = stored.assign(wall_time=stored["wall_time"].astype(float))
+    by_label = stored.groupby("label")["wall_time"].median().to_dict()
+    settings = stored[keys].map(_setting_value).agg("|".join, axis=1) if keys else ""
+    by_setting = stored.assign(setting=settings).groupby(["label", "setting"])[
+        "wall_time"].median().to_dict()
+    seconds, same, other, listed = 0.0, 0, 0, 0
+    missing = set()
+    for label, data, runs in count.by_pair:
+        listed += runs
+        key = "|".join(_setting_value(data.get(k)) for k in keys) if keys else ""
+        if (label, key) in by_setting:
+            seconds += runs * by_setting[label, key]
+            same += runs
+        elif label in by_label:
+            seconds += runs * by_label[label]
+            other += runs
+        else:
+            missing.add(label)
     share = count.selected / listed if listed else 0.0  # the --limit, pro rata
-    seconds = sum(n * float(median[label]) for label, n in count.by_variant.items()
-                  if label in median.index) * share
-    covered = round(sum(n for label, n in count.by_variant.items()
-                        if label in median.index) * share)
-    missing = sorted(label for label in count.by_variant if label not in median.index)
-    hours = seconds / 3600.0
+    hours = seconds * share / 3600.0
+    covered = round((same + other) * share)
     line = (f"cost estimate: {hours:.3g} run-hours ({hours / max(1, jobs):.3g} h at --jobs "
             f"{jobs}) for {covered} of the {count.selected} selected runs, from the median "
-            f"wall time per variant of {len(stored)} stored run(s) in {path}")
+            f"wall time of {len(stored)} stored run(s) in {path} ({round(same * share)} runs "
+            f"by their variant and data setting, {round(other * share)} by their variant at "
+            f"other settings)")
     if missing:
-        line += (f"; variant(s) without stored runs not estimated: {', '.join(missing)}")
+        line += f"; variant(s) without stored runs not estimated: {', '.join(sorted(missing))}"
     return line
+
+
+def _parquet_columns(path: Path) -> list[str]:
+    """The column names of a parquet file, read from its schema only."""
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(path).names)
 
 
 def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force: bool = False,

@@ -150,15 +150,28 @@ def test_dry_run_estimates_the_cost_from_stored_runs(tmp_path, capsys):
                     '[[algorithm]]\nname = "joint_em"\n[[algorithm]]\nname = "sgd"\n')
     out = tmp_path / "o"
     out.mkdir()
-    pd.DataFrame({"label": ["joint_em"] * 3 + ["other"],
+    # joint_em stored at k = 2 only (median 20 s), at k = 3 never: its k = 3 runs are
+    # estimated from its runs at other settings (median 20 s of all 3 joint_em runs)
+    pd.DataFrame({"label": ["joint_em"] * 3 + ["other"], "k": [2, 2, 2, 3], "n": 300,
                   "wall_time": [10.0, 20.0, 30.0, 1e6]}).to_parquet(out / "summary.parquet")
     assert run_cli(["run", str(path), "--dry-run", "--out", str(out), "--jobs", "2"]) == 0
     text = capsys.readouterr().out
     line = next(x for x in text.splitlines() if x.startswith("cost estimate"))
-    # 8 joint_em runs at the median 20 s = 160 s; sgd has no stored run
+    # 8 joint_em runs at 20 s = 160 s; sgd has no stored run
     assert f"{160 / 3600:.3g} run-hours ({80 / 3600:.3g} h at --jobs 2)" in line
     assert "for 8 of the 16 selected runs" in line and "3 stored run(s)" in line
+    assert "(4 runs by their variant and data setting, 4 by their variant at other " \
+        "settings)" in line
     assert "without stored runs not estimated: sgd" in line
+    # a setting's own runs win over the variant's others: k = 3 at 100 s
+    pd.DataFrame({"label": ["joint_em"] * 4, "k": [2, 2, 2, 3], "n": 300,
+                  "wall_time": [10.0, 20.0, 30.0, 100.0]}).to_parquet(out / "summary.parquet")
+    assert run_cli(["run", str(path), "--dry-run", "--out", str(out), "--filter",
+                    "label=joint_em"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines()
+                if x.startswith("cost estimate"))
+    assert f"{(4 * 20 + 4 * 100) / 3600:.3g} run-hours" in line
+    assert "(8 runs by their variant and data setting, 0 by" in line
     Path(out / "summary.parquet").unlink()
     assert run_cli(["run", str(path), "--dry-run", "--out", str(out)]) == 0
     assert "cost estimate" not in capsys.readouterr().out
