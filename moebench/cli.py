@@ -112,9 +112,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """
     from moebench.sweep.lifeline import interrupt_on_signals
 
-    if not str(args.out).strip():
-        raise ValueError("--out is empty; give an output .npz file or a directory (e.g. "
-                         "--out data.npz or --out data/)")
     with interrupt_on_signals():
         return _generate(args)
 
@@ -264,6 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
             faulthandler.register(signal.SIGUSR1, all_threads=True)  # needs a real stderr
     try:
+        # an empty path would mean the current directory (generate) or the default
+        # (run, plot, report): refused for every verb
+        if isinstance(getattr(args, "out", None), str) and not args.out.strip():
+            raise ValueError(f"--out is empty ({args.out!r}); give a path, or leave --out out "
+                             f"for the default where there is one")
         return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:  # Ctrl-C; SIGTERM/SIGHUP during a sweep (Interrupted)
         signum = int(getattr(exc, "signum", signal.SIGINT))

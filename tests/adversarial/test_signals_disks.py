@@ -100,6 +100,17 @@ def test_generate_refuses_an_empty_out(tmp_path, monkeypatch, capsys, value):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_every_verb_refuses_an_empty_out(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(CONFIG)
+    for argv in (["run", str(cfg), "--dry-run"], ["report", "res"], ["plot", "res"]):
+        assert run_cli([*argv, "--out", ""]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "--out is empty" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
+
+
 def _file_size_limit(limit: int):
     def apply() -> None:
         # writes past the limit fail with EFBIG (an OSError, as ENOSPC on a full disk)
