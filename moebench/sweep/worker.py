@@ -261,6 +261,10 @@ def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
     return summary
 
 
+#: exit status of a worker process that could not write its run file
+WRITE_FAILED_EXIT = 74
+
+
 def process_main(cell: Cell, out: str, threads: int, config: str,
                  owner: int | None = None, conn: Any = None) -> None:
     """Entry point of a worker process started by the local executor.
@@ -285,7 +289,14 @@ def process_main(cell: Cell, out: str, threads: int, config: str,
 
     guard_worker(owner if owner is not None else os.getppid(), cell.variant.timeout,
                  record_timeout)
-    summary = run_cell(cell, out, threads, config)
+    try:
+        summary = run_cell(cell, out, threads, config)
+    except OSError:
+        # the run file could not be written (a full disk, a folder made read-only): no
+        # traceback from every worker; the main process says it once, in one line, when
+        # it records the run and meets the same error
+        sys.stderr.flush()
+        os._exit(WRITE_FAILED_EXIT)
     if conn is not None:
         try:
             conn.send(jsonable(summary))

@@ -17,11 +17,15 @@ import numpy as np
 def git_commit() -> str:
     """The git commit of the moebench source tree (``-dirty`` when modified), or ""."""
     root = Path(__file__).resolve().parents[3]
+    # read-only: `git status` must not refresh (and lock) the index, which a killed
+    # status (the timeout, a full disk) would leave locked for the user's next commit
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     try:
         sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
+                             text=True, timeout=5, check=True, env=env).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "moebench",
-                                "baselines"], capture_output=True, text=True, timeout=5).stdout
+                                "baselines"], capture_output=True, text=True, timeout=5,
+                               env=env).stdout
         return sha + ("-dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return ""
