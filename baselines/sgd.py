@@ -13,7 +13,6 @@ budget, float32 or float64, CPU or CUDA, and ``n_init`` restarts.
 from __future__ import annotations
 
 import math
-import warnings
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
@@ -25,6 +24,7 @@ from moebench.chunked import is_out_of_core, row_blocks
 from moebench.registry import register
 from moebench.starts import data_scale_start, random_start, search_in_subspace
 from moebench.stopping import StoppingCriterion
+from moebench.tensor.backend import read_only_arrays
 from moebench.validation import Interval, Options, rms
 
 from ._spectral import spectral_subspace
@@ -247,13 +247,13 @@ class SGD(RestartedEstimator):
             # X on disk (moebench.chunked): the tensors share the memmap's pages (no copy);
             # minibatches are gathered and cast per step, the full-data log-likelihood is
             # summed over row blocks
-            with warnings.catch_warnings():  # read-only memmap: torch never writes to it
-                warnings.simplefilter("ignore", UserWarning)
+            with read_only_arrays():  # read-only memmap: torch never writes to it
                 Xt, yt = torch.from_numpy(X), torch.from_numpy(np.asarray(y))
             x_scale = rms(X) or 1.0
         else:
-            Xt = torch.as_tensor(X, dtype=tdtype, device=device)
-            yt = torch.as_tensor(y, dtype=tdtype, device=device)
+            with read_only_arrays():  # X or y may be read-only: torch only reads them
+                Xt = torch.as_tensor(X, dtype=tdtype, device=device)
+                yt = torch.as_tensor(y, dtype=tdtype, device=device)
             x_scale = float(np.sqrt(np.mean(np.square(X)))) or 1.0
 
         def rows(a, idx):

@@ -27,6 +27,7 @@ from moebench.validation import (
     Interval,
     absurd_log_likelihood,
     check_array,
+    check_degenerate_data,
     check_feature_names,
     check_min_samples,
     check_n_experts,
@@ -34,7 +35,7 @@ from moebench.validation import (
     check_sigma,
     check_X_y,
     feature_names,
-    power_of_two_scale,
+    input_scale,
     rms,
     validate_params,
 )
@@ -45,12 +46,20 @@ BUDGETS = ("max_iter", "max_time")
 FIT_OUTCOME = ("converged_", "stop_reason_", "log_likelihood_")
 
 
-def scaled_truth(truth: MoEModel | None, e: int) -> MoEModel | None:
-    """``truth`` in the units of X / 2**e (its experts and gating times 2**e)."""
-    if truth is None or not e:
+def scaled_truth(truth: MoEModel | None, e: int, s: float = 1.0) -> MoEModel | None:
+    """``truth`` in the units of X / 2**e / s (its experts and gating times 2**e s)."""
+    if truth is None or (not e and s == 1.0):
         return truth
-    return MoEModel(np.ldexp(truth.experts, e), np.ldexp(truth.gating, e), truth.sigma,
-                    truth.activation)
+    experts, gating = np.ldexp(truth.experts, e), np.ldexp(truth.gating, e)
+    if s != 1.0:
+        experts, gating = experts * s, gating * s
+    return MoEModel(experts, gating, truth.sigma, truth.activation)
+
+
+def to_input_units(a: np.ndarray, e: int, s: float) -> np.ndarray:
+    """Parameters fitted on X / 2**e / s, in the units of X (exact when s = 1)."""
+    a = np.asarray(a, dtype=float)
+    return np.ldexp(a / s if s != 1.0 else a, -e)
 
 
 def as_truth(truth: Any) -> MoEModel | None:
@@ -505,22 +514,35 @@ class MoEEstimator:
             self.check_out_of_core(act, self.get_params(deep=False))
         sigma = check_sigma(self.sigma)
         check_scales(X, y)
+        check_degenerate_data(X, y, self.name or type(self).__name__)
         check_min_samples(*X.shape, k, sigma is None, self.name or type(self).__name__)
         truth = as_truth(truth)
         if truth is not None and truth.experts.shape != (k, X.shape[1]):
             raise ValueError(
                 f"truth has shape {truth.experts.shape}, expected ({k}, {X.shape[1]})"
             )
-        # fit on X / 2**e (exact; e = 0 for unit-scale X), parameters mapped back below;
-        # X on disk (a memmap) is fitted as it is: scaling it would copy it into memory
-        e = 0 if is_out_of_core(X) else power_of_two_scale(X)
-        X_fit, truth = (np.ldexp(X, -e), scaled_truth(truth, e)) if e else (X, truth)
+        # fit in standardised coordinates: X / 2**e (exact; e = 0 for unit-scale X), then
+        # divided by the rest of its rms s unless that is 1 within sampling noise
+        # (input_scale: unit-scale X is used as given, bit for bit), so scaling X by c
+        # scales the fit by 1/c up to rounding; parameters mapped back below. X on disk (a
+        # memmap) is fitted as it is: scaling it would copy it into memory
+        e, s = 0, 1.0
+        if not is_out_of_core(X):
+            r = rms(X)  # one pass: power_of_two_scale's rule, then input_scale's
+            e = int(np.round(np.log2(r))) if r > 0 else 0
+            X_fit = np.ldexp(X, -e) if e else X
+            s = input_scale(float(np.ldexp(r, -e)), X.size)
+            if s != 1.0:
+                X_fit = X_fit / s
+        else:
+            X_fit = X
+        truth = scaled_truth(truth, e, s)
         history = History(truth)
         self._fit(X_fit, y, k, act, sigma, history)
         self.history_ = history.records
-        if e:
-            self.experts_ = np.ldexp(np.asarray(self.experts_, dtype=float), -e)
-            self.gating_ = np.ldexp(np.asarray(self.gating_, dtype=float), -e)
+        if e or s != 1.0:
+            self.experts_ = to_input_units(self.experts_, e, s)
+            self.gating_ = to_input_units(self.gating_, e, s)
         for attr in ("experts_", "gating_", "sigma_"):
             value = np.asarray(getattr(self, attr))
             if not np.all(np.isfinite(value)):
@@ -531,8 +553,8 @@ class MoEEstimator:
         # the fitted gating's Frobenius norm (X's units), and where each phase ended when the
         # fit records it (``phase_gating_norms_``, in the units of the X given to _fit)
         self.gating_norm_ = float(np.linalg.norm(self.gating_))
-        if e and isinstance(getattr(self, "phase_gating_norms_", None), dict):
-            self.phase_gating_norms_ = {p: float(np.ldexp(v, -e))
+        if (e or s != 1.0) and isinstance(getattr(self, "phase_gating_norms_", None), dict):
+            self.phase_gating_norms_ = {p: float(to_input_units(v, e, s))
                                         for p, v in self.phase_gating_norms_.items()}
         self.sigma_ = float(self.sigma_)
         self.n_iter_ = int(self.n_iter_)
@@ -594,9 +616,10 @@ class MoEEstimator:
         scale = rms(y)
         if sigma is None and self.sigma_ < SIGMA_COLLAPSE_RTOL * scale:
             raise DegenerateFitError(
-                f"{who} fit is degenerate: sigma_ = {self.sigma_:.3g} collapsed towards 0 "
-                f"relative to the scale of y (rms(y) = {scale:.3g}; limit "
-                f"{SIGMA_COLLAPSE_RTOL:g} rms(y)): the fit interpolates the data"
+                f"{who} fit is degenerate: its fitted noise level sigma_ = {self.sigma_:.3g} "
+                f"fell below {SIGMA_COLLAPSE_RTOL:g} rms(y) = "
+                f"{SIGMA_COLLAPSE_RTOL * scale:.3g} (rms(y) = {scale:.3g}): some expert fits "
+                f"its rows almost exactly, where the likelihood has no maximum"
             )
         # log_likelihood_ is the final mean training log-likelihood (scale-invariant)
         reason = absurd_log_likelihood(float(self.log_likelihood_), y)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import faulthandler
+import glob
 import io
 import json
 import os
@@ -30,7 +31,7 @@ from moebench.cli_checks import (
     int_at_least,
 )
 from moebench.generator import GATING_KINDS, make_moe
-from moebench.io import atomic_write_bytes
+from moebench.io import TMP_PREFIX, atomic_write_bytes
 from moebench.registry import algorithm_class, algorithm_descriptions, oracle_algorithms
 from moebench.sweep.cli import (
     add_classify_parser,
@@ -39,7 +40,7 @@ from moebench.sweep.cli import (
     add_run_parser,
     add_verify_parser,
 )
-from moebench.sweep.pack import add_pack_parser, add_unpack_parser
+from moebench.sweep.store.verbs import add_pack_parser, add_unpack_parser
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -80,8 +81,42 @@ def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+#: the files ``generate --out DIR`` writes (each through a ``.tmp-<name>.*`` temporary file)
+GENERATED_FILES = ("X.npy", "y.npy", "params.json")
+
+
+def remove_stale_temporaries(folder: Path, names: Sequence[str]) -> int:
+    """Delete the temporary files an atomic write of ``names`` in ``folder`` leaves behind.
+
+    Only files named ``.tmp-<name>.<random>`` (:func:`moebench.io.atomic_open`) for
+    one of ``names`` are removed: what a killed ``generate`` (SIGKILL, power loss)
+    left, never another file. Returns how many were removed.
+    """
+    count = 0
+    if not folder.is_dir():
+        return 0
+    for name in names:
+        for path in folder.glob(f"{TMP_PREFIX}{glob.escape(name)}.*"):
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                count += 1
+    return count
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
-    """Write a synthetic data set and its true parameters."""
+    """Write a synthetic data set and its true parameters.
+
+    SIGTERM and SIGHUP end it as SIGINT does (the temporary files of the write under
+    way are removed); temporary files a killed earlier ``generate`` left for the same
+    output are removed first.
+    """
+    from moebench.sweep.lifeline import interrupt_on_signals
+
+    with interrupt_on_signals():
+        return _generate(args)
+
+
+def _generate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     kwargs = dict(
         n=args.n, d=args.d, k=args.k, activation=args.activation, sigma=args.sigma,
@@ -91,21 +126,30 @@ def cmd_generate(args: argparse.Namespace) -> int:
     params = {key: value for key, value in kwargs.items()}
     if out.suffix == ".npz":
         check_out_file(out)
+        removed = remove_stale_temporaries(out.parent, [out.name])
         data = make_moe(**kwargs)
         _atomic_savez(out, X=data.X, y=data.y, z=data.z, experts=data.experts,
                       gating=data.gating, sigma=np.array(data.sigma),
                       activation=np.array(data.activation.name))
-        print(f"wrote {out} (X {data.X.shape}, y {data.y.shape}, true parameters)")
+        print(f"wrote {out} (X {data.X.shape}, y {data.y.shape}, true parameters)"
+              + _removed(removed))
         return 0
     if out.suffix:
         raise ValueError(f"--out must end in .npz (one file) or name a directory; got {out}")
     check_out_dir(out)
+    removed = remove_stale_temporaries(out, GENERATED_FILES)
     data = make_moe(**kwargs, out=out)
     meta = {"params": params, "experts": data.experts.tolist(), "gating": data.gating.tolist(),
             "sigma": data.sigma, "activation": data.activation.name}
     atomic_write_bytes(out / "params.json", json.dumps(meta, indent=1).encode())
-    print(f"wrote {out}/X.npy, {out}/y.npy (memmaps, {args.n} rows) and {out}/params.json")
+    print(f"wrote {out}/X.npy, {out}/y.npy (memmaps, {args.n} rows) and {out}/params.json"
+          + _removed(removed))
     return 0
+
+
+def _removed(count: int) -> str:
+    return (f"; removed {count} temporary file(s) an interrupted generate had left"
+            if count else "")
 
 
 def add_generate_parser(sub: argparse._SubParsersAction) -> None:
@@ -217,6 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
             faulthandler.register(signal.SIGUSR1, all_threads=True)  # needs a real stderr
     try:
+        # an empty path would mean the current directory (generate) or the default
+        # (run, plot, report): refused for every verb
+        if isinstance(getattr(args, "out", None), str) and not args.out.strip():
+            raise ValueError(f"--out is empty ({args.out!r}); give a path, or leave --out out "
+                             f"for the default where there is one")
         return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:  # Ctrl-C; SIGTERM/SIGHUP during a sweep (Interrupted)
         signum = int(getattr(exc, "signum", signal.SIGINT))

@@ -6,6 +6,7 @@ what would be valid.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -476,7 +477,8 @@ class DegenerateFitError(ValueError):
     """A fit that must not be used as a result, with the reason in its message.
 
     Raised by :meth:`moebench.MoEEstimator.fit` when there are fewer rows than the
-    model has parameters (checked before any work), when the fitted noise level
+    model has parameters or the data are degenerate (constant labels, identical rows:
+    :func:`check_degenerate_data`), both checked before any work, when the fitted noise level
     collapses towards 0 relative to the scale of y (``sigma_ <``
     :data:`SIGMA_COLLAPSE_RTOL` ``* rms(y)``), or when the training log-likelihood is
     absurd (more than :data:`ABSURD_LL_MARGIN` nats per sample below the null model
@@ -558,6 +560,50 @@ def power_of_two_scale(a: np.ndarray) -> int:
     return int(np.round(np.log2(r)))
 
 
+#: X (after the power-of-two rescale) whose rms is off 1 by more than this is always
+#: divided by its rms by ``fit`` (:func:`input_scale`); the fit is mapped back to X's units
+INPUT_RMS_TOL = 0.1
+#: ... and X whose rms is off 1 by more than this many standard deviations of the rms of
+#: n d standard normal values (1 / sqrt(2 n d)) too: only an X whose scale is 1 as far as
+#: its own sampling noise can tell is used as given (see :func:`input_scale`)
+INPUT_RMS_NOISE_SDS = 10.0
+
+
+def input_scale(x_rms: float, n_values: int) -> float:
+    """What ``fit`` divides X by after the power of two: its rms, or 1 when that is 1 up
+    to noise.
+
+    :meth:`moebench.MoEEstimator.fit` divides X by the power of two nearest its rms
+    (exact), so ``x_rms`` lies in [2**-0.5, 2**0.5), then by this. An X whose rms is
+    1 within its sampling noise (``|x_rms - 1| <=`` :data:`INPUT_RMS_NOISE_SDS` ``/
+    sqrt(2 n_values)``, never more than :data:`INPUT_RMS_TOL`) is used as given, bit for
+    bit (every committed result); any other is divided by its rms, so that every
+    algorithm works in standardised coordinates (random starts, ridges, step sizes and
+    tensor_em's moments, which assume E[x x^T] = I, defined there) and scaling X by
+    c > 0 scales the experts by 1/c up to rounding. The band where X is used as given
+    is the sampling noise of the rms itself (0.009 for n d = 6e5), so the fit is
+    continuous up to noise at its edge; tensor_em's former fixed band of +-0.1 made a
+    cliff (an X of rms 1.08 was used as given, its moments 17% off, one of rms 1.12 was
+    standardised).
+
+    Parameters
+    ----------
+    x_rms : float
+        The rms of X (after the power-of-two rescale).
+    n_values : int
+        The number of entries of X, n d.
+
+    Returns
+    -------
+    float
+        The divisor (1.0: X as given).
+    """
+    if x_rms <= 0.0:
+        return 1.0
+    tol = min(INPUT_RMS_TOL, INPUT_RMS_NOISE_SDS / math.sqrt(2.0 * max(n_values, 1)))
+    return 1.0 if abs(x_rms - 1.0) <= tol else float(x_rms)
+
+
 def check_scales(X: np.ndarray, y: np.ndarray) -> None:
     """Refuse an identically-zero X or y and a y whose magnitude is outside the float range.
 
@@ -586,6 +632,61 @@ def n_parameters(n_features: int, n_experts: int, estimate_sigma: bool = True) -
     sigma counts when it is estimated.
     """
     return n_experts * n_features + (n_experts - 1) * n_features + int(estimate_sigma)
+
+
+#: rows compared per block by :func:`check_degenerate_data` (it stops at the first
+#: block that differs: one block for ordinary data)
+DEGENERATE_CHECK_ROWS = 65_536
+
+
+def _all_rows_equal(a: np.ndarray) -> bool:
+    """Whether every row of ``a`` (n, ...) equals its first, compared block by block."""
+    first = np.asarray(a[0])
+    for start in range(0, a.shape[0], DEGENERATE_CHECK_ROWS):
+        if not np.array_equal(np.asarray(a[start:start + DEGENERATE_CHECK_ROWS]),
+                              np.broadcast_to(first, (min(DEGENERATE_CHECK_ROWS,
+                                                          a.shape[0] - start), *first.shape))):
+            return False
+    return True
+
+
+def check_degenerate_data(X: np.ndarray, y: np.ndarray, who: str = "this estimator") -> None:
+    """Refuse data no mixture can be fitted to, before any work (:class:`DegenerateFitError`).
+
+    The one rule every registered algorithm applies (``fit`` calls it after the
+    checks of shapes, values and scales):
+
+    - zero-variance labels (every ``y`` equal): nothing for the experts to explain, and
+      the likelihood is unbounded as sigma goes to 0;
+    - all rows of ``X`` identical: the inputs carry no information on the experts or the
+      gating (only their value at that one point), so no parameter is identifiable.
+
+    Raises
+    ------
+    DegenerateFitError
+        Naming what is degenerate and what would be needed.
+    """
+    n = X.shape[0]
+    if n >= 2 and _all_rows_equal(np.asarray(y).reshape(n, 1)):
+        raise constant_labels_error(who, n, float(y[0]))
+    if n >= 2 and _all_rows_equal(X):
+        raise identical_rows_error(who, n)
+
+
+def constant_labels_error(who: str, n: int, value: float) -> DegenerateFitError:
+    """The error of :func:`check_degenerate_data` for zero-variance labels."""
+    return DegenerateFitError(
+        f"{who} cannot fit this data: y is constant (all {n} labels equal {value:.6g}, zero "
+        f"variance), so there is nothing for the experts to explain and the likelihood is "
+        f"unbounded as sigma goes to 0; give labels that vary")
+
+
+def identical_rows_error(who: str, n: int) -> DegenerateFitError:
+    """The error of :func:`check_degenerate_data` for an X whose rows are all the same."""
+    return DegenerateFitError(
+        f"{who} cannot fit this data: every row of X is the same (all {n} rows equal the "
+        f"first, zero variance in every column), so neither the experts nor the gating are "
+        f"identifiable; give inputs that vary")
 
 
 def check_min_samples(n: int, d: int, k: int, estimate_sigma: bool = True,
@@ -631,12 +732,28 @@ def absurd_log_likelihood(log_likelihood: float, y: np.ndarray,
 
 
 def feature_names(X: Any) -> np.ndarray | None:
-    """Column names of a DataFrame-like ``X`` when all are strings (scikit-learn's rule)."""
+    """Column names of a DataFrame-like ``X`` when all are strings (scikit-learn's rule).
+
+    Columns that are all non-strings (a frame's default 0, 1, ...) carry no names.
+
+    Raises
+    ------
+    ValueError
+        Some column names are strings and some are not (scikit-learn refuses them too):
+        the columns could be neither matched by name nor trusted by position.
+    """
     columns = getattr(X, "columns", None)
     if columns is None or getattr(X, "ndim", 2) != 2:
         return None
     names = [c for c in columns]
-    if not names or not all(isinstance(c, str) for c in names):
+    strings = [isinstance(c, str) for c in names]
+    if any(strings) and not all(strings):
+        kinds = sorted({type(c).__name__ for c in names})
+        raise ValueError(
+            f"X has column names of mixed types ({', '.join(kinds)}): feature names are "
+            f"supported only when every column name is a string; convert them all, e.g. "
+            f"X.columns = X.columns.astype(str), or none (a plain array)")
+    if not names or not all(strings):
         return None
     return np.asarray(names, dtype=object)
 

@@ -1,7 +1,7 @@
 """The version of the numbers moebench computes: ``NUMERICS_VERSION``.
 
 Every run record stores it (summary column ``code_version``, see
-:func:`moebench.sweep.results.provenance`), so a results folder knows which code made
+:func:`moebench.sweep.store.provenance`), so a results folder knows which code made
 each of its runs, ``moebench run`` says when stored runs were made by older code
 (``--rerun-stale`` re-runs them), and ``moebench verify`` refuses to compare runs made by
 other code.
@@ -13,7 +13,7 @@ set for the same cell. Changes that leave every stored number of every existing 
 bit-identical (speed-ups with the same arithmetic, new columns, new options whose
 default keeps the old behaviour, reports, figures, docs) do not bump it. Records
 written before the column existed count as version 1
-(:func:`moebench.sweep.results.code_version_of`).
+(:func:`moebench.sweep.store.code_version_of`).
 
 History: 1, every record before issue 26; 2, issue 26 (one EM for refine and joint EM,
 the framework's stopping object, the bounded gating EM, sign-correct whitening, the

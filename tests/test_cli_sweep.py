@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from moebench.cli import main
-from moebench.sweep.results import finished_run_ids, runs_dir
+from moebench.sweep.store import finished_run_ids, runs_dir
 
 SMALL = """
 name = "cli_small"

@@ -15,7 +15,8 @@ from moebench.cli import main
 from moebench.sweep.config import load_config
 from moebench.sweep.equal_footing import check_inputs
 from moebench.sweep.plots import applicable_kinds
-from moebench.sweep.results import (
+from moebench.sweep.runner import run_sweep
+from moebench.sweep.store import (
     CHECKSUM_KEY,
     RECORDS_FILE,
     SUMMARY_KEY,
@@ -35,7 +36,6 @@ from moebench.sweep.results import (
     verify_run_file,
     write_run,
 )
-from moebench.sweep.runner import run_sweep
 
 
 # --------------------------------------------------------------------------- constructed runs

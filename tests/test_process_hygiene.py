@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from moebench.sweep.lifeline import OWNER_ENV, SERVER_NAME, WORKER_NAME, worker_deadline
-from moebench.sweep.results import read_run_summary, runs_dir
+from moebench.sweep.store import read_run_summary, runs_dir
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="process hygiene relies on Linux prctl and pidfd")

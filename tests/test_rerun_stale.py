@@ -20,7 +20,8 @@ from moebench.sweep.rerun import (
     stored_cells,
     with_parameters,
 )
-from moebench.sweep.results import (
+from moebench.sweep.runner import available_cores
+from moebench.sweep.store import (
     code_version_of,
     is_packed,
     load_results,
@@ -31,7 +32,6 @@ from moebench.sweep.results import (
     unpack,
     write_run,
 )
-from moebench.sweep.runner import available_cores
 from moebench.version import NUMERICS_VERSION, UNVERSIONED
 
 TINY = """

@@ -12,13 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from moebench.cli import main
+from moebench.io import atomic_write_bytes
 from moebench.sweep.config import load_config
-from moebench.sweep.results import (
+from moebench.sweep.runner import run_sweep, select_cells
+from moebench.sweep.store import (
     CHECKSUM_KEY,
     RECORDS_FILE,
     SUMMARY_KEY,
     CorruptRunError,
-    atomic_write_bytes,
     consolidate,
     finished_run_ids,
     is_packed,
@@ -32,7 +33,6 @@ from moebench.sweep.results import (
     verify_run_file,
     write_run,
 )
-from moebench.sweep.runner import run_sweep, select_cells
 
 CONFIG = """
 name = "store"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from moebench.sweep.config import validate_config
-from moebench.sweep.results import consolidate
 from moebench.sweep.runner import run_sweep
+from moebench.sweep.store import consolidate
 
 distributed = pytest.importorskip("dask.distributed", reason="needs the dask extra: "
                                   "pip install 'moebench[dask]'")

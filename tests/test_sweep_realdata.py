@@ -94,8 +94,8 @@ def airfoil_path() -> Path | None:
 def test_airfoil_sweep_beats_linear_regression(tmp_path):
     from moebench.sweep.config import load_config
     from moebench.sweep.report import report_table
-    from moebench.sweep.results import consolidate
     from moebench.sweep.runner import run_sweep
+    from moebench.sweep.store import consolidate
 
     shipped = load_config("airfoil") if Path("../shared/data").is_dir() else None
     if shipped is not None:

@@ -8,7 +8,8 @@ import pytest
 
 from moebench.sweep.config import validate_config
 from moebench.sweep.report import report_table
-from moebench.sweep.results import (
+from moebench.sweep.runner import run_sweep, select_cells, threads_per_job
+from moebench.sweep.store import (
     clean_temporaries,
     consolidate,
     finished_run_ids,
@@ -16,7 +17,6 @@ from moebench.sweep.results import (
     read_run,
     runs_dir,
 )
-from moebench.sweep.runner import run_sweep, select_cells, threads_per_job
 
 METRICS = ["expert_error", "gating_error", "train_log_likelihood", "test_log_likelihood",
            "test_mse", "true_train_log_likelihood", "n_iter", "status"]
@@ -213,7 +213,7 @@ def test_run_cell_with_non_gaussian_inputs(algos):
 
 
 def test_mixed_parameter_types_consolidate(tmp_path):
-    from moebench.sweep.results import write_run
+    from moebench.sweep.store import write_run
 
     for rid, value in (("a1", "auto"), ("b2", 256)):
         write_run(tmp_path, {"run_id": rid, "status": "ok", "param_batch_size": value,

@@ -406,7 +406,7 @@ def test_theorem_sweep_classified_and_reported(tmp_path, capsys):
     assert c.CLASS_DEFINITIONS[c.LOCAL_MAX] in text
     # the report's counts are the classes of the random starts with a gap
     from moebench.sweep.classify import attach_classes
-    from moebench.sweep.results import load_results
+    from moebench.sweep.store import load_results
 
     runs = theorem_runs(attach_classes(load_results(out)[0], out))
     assert len(runs) == 4 and runs["certified"].all()

@@ -10,7 +10,7 @@ from PIL import Image
 from moebench.cli import main
 from moebench.metrics import wilson_interval
 from moebench.sweep.plots import COMPACT_COLORS, KINDS, plot_theorem
-from moebench.sweep.results import load_results, write_run
+from moebench.sweep.store import load_results, write_run
 
 
 def _summary(run_id, data_id, activation, k, init, ll, gating, **extra):

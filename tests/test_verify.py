@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from moebench.cli import main
-from moebench.sweep.results import read_run, run_path, stored_runs, write_run
 from moebench.sweep.runner import available_cores
+from moebench.sweep.store import read_run, run_path, stored_runs, write_run
 from moebench.sweep.verify import (
     ATOL,
     RTOL,

@@ -6,8 +6,8 @@ the command-line faces of :func:`load_config`, :func:`run_sweep`,
 """
 
 from moebench.sweep.config import ConfigError, SweepConfig, load_config, named_configs
-from moebench.sweep.results import consolidate, load_results
 from moebench.sweep.runner import run_sweep
+from moebench.sweep.store import consolidate, load_results
 
 __all__ = ["ConfigError", "SweepConfig", "consolidate", "load_config", "load_results",
            "named_configs", "run_sweep"]

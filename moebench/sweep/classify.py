@@ -685,7 +685,7 @@ def classify_results(results: str | os.PathLike, jobs: int = 1, tol: float | Non
     """
     from moebench.sweep.gridlock import DEFAULT_TOL
     from moebench.sweep.rerun import PARAMETERS_KEY, stored_cells, with_parameters
-    from moebench.sweep.results import load_results
+    from moebench.sweep.store import load_results
 
     tol = DEFAULT_TOL if tol is None else float(tol)
     if not (math.isfinite(tol) and tol >= 0):

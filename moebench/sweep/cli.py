@@ -38,24 +38,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     from moebench.sweep.config import load_config, resolve_config
     from moebench.sweep.plots import default_figure
     from moebench.sweep.report import report_table
-    from moebench.sweep.results import consolidate
-    from moebench.sweep.runner import FAILED, check_scheduler, run_sweep, select_cells
+    from moebench.sweep.runner import (
+        FAILED,
+        check_scheduler,
+        count_runs,
+        estimate_cost,
+        run_sweep,
+    )
+    from moebench.sweep.store import check_config_owner, consolidate
 
     if args.scheduler and args.executor != "dask":
         raise ValueError(f"--scheduler needs --executor dask (--executor is {args.executor!r}); "
                          f"add --executor dask or drop --scheduler")
     config = load_config(args.config)
     out = check_out_dir(Path(args.out) if args.out else _results_dir_for(config.name))
-    cells = config.cells()
-    chosen = select_cells(cells, args.filter, args.limit)
-    if not chosen:
+    # counted from the grid's shape: a dry run never lists the runs
+    count = count_runs(config, args.filter, args.limit)
+    if not count.selected:
         raise ValueError(f"--filter {' --filter '.join(args.filter)} selects none of the "
-                         f"{len(cells)} runs of config {config.name!r}; "
-                         f"{_filter_values(cells, args.filter)}")
+                         f"{count.total} runs of config {config.name!r}; "
+                         f"{_filter_values(config, args.filter)}")
     if args.dry_run:
         print(f"config {config.name} ({config.source}) is valid: {len(config.data_grid)} data "
               f"setting(s) x {config.repetitions} repetition(s) x {len(config.variants)} "
-              f"variant(s) = {len(cells)} runs; {len(chosen)} selected")
+              f"variant(s) = {count.total} runs; {count.selected} selected")
         from moebench.registry import algorithm_class
 
         for v in config.variants:
@@ -63,21 +69,27 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                                 max_time=v.max_time)
             budgets = [f"{key}={value:g}" for key, value in given.items()]
             parts = [v.algorithm, str(v.params) if v.params else "", *budgets,
-                     f"timeout={v.timeout:g}s"]
+                     f"timeout={v.timeout:g}s", f"({count.by_variant.get(v.label, 0)} selected)"]
             print(f"  {v.label:<24} " + " ".join(p for p in parts if p))
+        cost = estimate_cost(out, count, args.jobs)
+        if cost:
+            print(cost)
         return 0
+    run_ids = [c.run_id for c in config.iter_cells()]  # the tables' order (strings only)
     if args.executor == "dask" and args.scheduler:
         check_scheduler(args.scheduler)  # before anything is written
+    text, where = resolve_config(args.config)
+    # a folder belongs to one config: another config's runs are refused unless told so
+    check_config_owner(out, text, where, replace=getattr(args, "replace_config", False))
     out.mkdir(parents=True, exist_ok=True)
-    text, _ = resolve_config(args.config)
     atomic_write_bytes(out / "config.toml", text.encode())
-    print(f"moebench run: {config.name}: {len(chosen)} runs ({args.jobs} job(s), executor "
+    print(f"moebench run: {config.name}: {count.selected} runs ({args.jobs} job(s), executor "
           f"{args.executor}) -> {out}", file=sys.stderr)
     outcome = run_sweep(config, out, jobs=args.jobs, force=args.force, executor=args.executor,
                         scheduler=args.scheduler, filters=args.filter, limit=args.limit,
                         progress=not args.quiet, retry_failed=args.retry_failed,
                         rerun_stale=getattr(args, "rerun_stale", False))
-    summary, checkpoints = consolidate(out, [c.run_id for c in cells], csv=args.csv)
+    summary, checkpoints = consolidate(out, run_ids, csv=args.csv, verified=outcome.verified)
     rate = outcome.ran / outcome.wall_time * 60 if outcome.wall_time > 0 and outcome.ran else 0
     # --strict counts every failed run of the config in the folder, stored or new
     failed = int(summary["status"].isin(FAILED).sum()) if "status" in summary else 0
@@ -103,21 +115,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if (outcome.failures or failed) and args.strict else 0
 
 
-def _filter_values(cells: list, filters: list[str]) -> str:
-    """The values each filtered key takes in ``cells`` (for an empty-selection message)."""
+def _filter_values(config, filters: list[str]) -> str:
+    """The values each filtered key takes in ``config`` (for an empty-selection message)."""
     parts = []
     for f in filters:
         key = f.split("=", 1)[0].strip()
-        values = set()
-        for c in cells:
-            if key in ("label", "algorithm"):
-                values.add(str(getattr(c.variant, key)))
-            elif key == "repetition":
-                values.add(str(c.repetition))
-            elif key in c.data:
-                values.add(str(c.data[key]))
+        if key in ("label", "algorithm"):
+            values = {str(getattr(v, key)) for v in config.variants}
+        elif key == "repetition":
+            values = {f"0 to {config.repetitions - 1}"}
+        else:
+            values = {str(s[key]) for s in config.data_grid if key in s}
+            values |= {str(v.setting[key]) for v in config.variants if key in v.setting}
         parts.append(f"{key}: {', '.join(sorted(values))}")
-    return "values present: " + "; ".join(dict.fromkeys(parts))
+    return ("values present: " + "; ".join(dict.fromkeys(parts))
+            + " (a key given twice matches either value; different keys must all match)")
 
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
@@ -133,6 +145,11 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", default=None,
                    help="results directory (default: results/<config name>)")
     p.add_argument("--force", action="store_true", help="re-run finished runs")
+    p.add_argument("--replace-config", action="store_true",
+                   help="let CONFIG take over an --out folder that holds the runs of another "
+                   "config (its config.toml is replaced; the stored runs stay). Without it "
+                   "such a run is refused; the folder's own config (comments and spacing "
+                   "aside) always runs, with --filter, --force and the rest")
     p.add_argument("--retry-failed", action="store_true",
                    help="re-run runs recorded as error, nan, timeout or degenerate")
     _add_rerun_stale_option(p)
@@ -148,7 +165,8 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
                    help="dask scheduler address (default with --executor dask: a LocalCluster)")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="only cells whose data key / label / algorithm / repetition matches "
-                   "(repeatable), e.g. --filter k=3 --filter label=joint_em")
+                   "(repeatable: the same key twice matches either value, different keys must all "
+                   "match), e.g. --filter k=2 --filter k=3 --filter label=joint_em")
     p.add_argument("--limit", type=int_at_least(1), default=None,
                    help="run at most this many cells")
     p.add_argument("--dry-run", action="store_true",
@@ -178,7 +196,7 @@ def _run_with_default_jobs(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     """Draw figures from stored results."""
     from moebench.sweep import plots
-    from moebench.sweep.results import load_results
+    from moebench.sweep.store import load_results
 
     if args.out:
         folder = args.kind in ("all", "phase") and not Path(args.out).suffix
@@ -289,7 +307,7 @@ def add_plot_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     """Print (or write) the Markdown summary table of stored results."""
     from moebench.sweep.report import phase_report, report_table
-    from moebench.sweep.results import load_results
+    from moebench.sweep.store import load_results
 
     if args.out:
         check_out_file(args.out)
@@ -389,7 +407,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from moebench.sweep.verify import verify
 
     def start(chosen: list[str]) -> None:
-        from moebench.sweep.results import kernel_path, provenance
+        from moebench.sweep.store import kernel_path, provenance
 
         print(f"moebench verify: re-running {len(chosen)} run(s) of {args.results} in this "
               f"process (one thread, kernel path {kernel_path()}, BLAS "

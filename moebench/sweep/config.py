@@ -49,6 +49,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -89,6 +90,9 @@ DATA_DEFAULTS: dict[str, Any] = {
 #: such an option is added)
 OPTIONAL_DATA_DEFAULTS: dict[str, Any] = {"expert_angle": None, "gating_angle": None,
                                           "input_distribution": "gaussian"}
+#: the data keys that make_moe_model checks (a setting is validated once per distinct value)
+MODEL_KEYS = ("d", "k", "activation", "sigma", "gating", "gating_scale", "min_angle",
+              "expert_angle", "gating_angle")
 CSV_DEFAULTS: dict[str, Any] = {"k": 2, "activation": "linear", "folds": 5}
 BUDGET_DEFAULTS: dict[str, Any] = {"max_iter": 200, "max_time": 60.0, "timeout": None}
 
@@ -224,20 +228,45 @@ class SweepConfig:
         """Every run of the sweep, in a fixed order (setting, repetition, variant).
 
         A variant that fixes part of the setting (the real-data reference: k = 1,
-        linear) runs once per remaining setting and repetition.
+        linear) runs once per remaining setting and repetition. Builds the whole list:
+        :meth:`iter_cells` streams it, :meth:`pairs` and :func:`count_runs` count it.
         """
-        out: list[Cell] = []
-        seen: set[str] = set()
-        for data in self.data_grid:
+        return list(self.iter_cells())
+
+    def iter_cells(self) -> Iterator[Cell]:
+        """The runs of :meth:`cells`, one at a time (memory: the settings, not the runs)."""
+        pairs = self.pairs()
+        by_setting: dict[int, list[tuple[Variant, dict[str, Any]]]] = {}
+        for i, v, d in pairs:
+            by_setting.setdefault(i, []).append((v, d))
+        for i in sorted(by_setting):
             for rep in range(self.repetitions):
-                for v in self.variants:
-                    if not v.runs_on(data):
+                for v, d in by_setting[i]:
+                    yield Cell(d, v, rep, self.seed, self.success_threshold)
+
+    def pairs(self) -> list[tuple[int, Variant, dict[str, Any]]]:
+        """(index of the data setting, variant, the variant's setting) of every distinct
+        (setting, variant) pair, in the order of :meth:`cells`.
+
+        Each pair runs once per repetition. A variant that fixes part of the setting
+        (the real-data reference) keeps only the first setting that reduces to each of
+        its distinct settings, so that no run appears twice.
+        """
+        out: list[tuple[int, Variant, dict[str, Any]]] = []
+        seen: set[tuple[str, str]] = set()
+        for i, data in enumerate(self.data_grid):
+            for v in self.variants:
+                if not v.runs_on(data):
+                    continue
+                if v.setting:
+                    d = {**data, **v.setting}
+                    key = (v.label, _canonical(d))
+                    if key in seen:
                         continue
-                    d = {**data, **v.setting} if v.setting else data
-                    cell = Cell(d, v, rep, self.seed, self.success_threshold)
-                    if cell.run_id not in seen:
-                        seen.add(cell.run_id)
-                        out.append(cell)
+                    seen.add(key)
+                else:
+                    d = data
+                out.append((i, v, d))
         return out
 
     @property
@@ -346,13 +375,22 @@ def _synthetic_grid(data: dict[str, Any]) -> list[dict[str, Any]]:
                 _num(v, where, 0.0, strict=key == "expert_angle")
             elif key in ("sigma", "gating_scale", "min_angle"):
                 _num(v, where, 0.0, strict=key == "sigma")
+    # a value listed twice is one grid point (the runs would be the same)
+    axes = {key: list({_canonical(v): v for v in values}.values())
+            for key, values in axes.items()}
     grid = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+    checked: set[str] = set()
     for setting in grid:
+        model = {key: setting[key] for key in MODEL_KEYS}
+        key = _canonical(model)
+        if key in checked:  # n, n_test, input_distribution do not change the model
+            continue
+        checked.add(key)
         try:  # catches k > d, orthogonal gating without room, impossible angles
-            make_moe_model(setting["d"], setting["k"], setting["activation"], setting["sigma"],
-                           setting["gating"], setting["gating_scale"], setting["min_angle"],
-                           setting["expert_angle"], random_state=0,
-                           gating_angle=setting["gating_angle"])
+            make_moe_model(model["d"], model["k"], model["activation"], model["sigma"],
+                           model["gating"], model["gating_scale"], model["min_angle"],
+                           model["expert_angle"], random_state=0,
+                           gating_angle=model["gating_angle"])
         except ValueError as exc:
             raise ConfigError(f"data setting {_canonical(setting)} is invalid: {exc}") from None
     return grid
@@ -565,12 +603,16 @@ def validate_config(raw: dict[str, Any], name: str = "sweep", source: str = "<di
                 f"variant {v.label!r}: only = {_canonical({k: list(x) for k, x in v.only.items()})}"
                 f" matches none of the {len(grid)} data setting(s); valid values: "
                 + "; ".join(f"{key}: {sorted({str(s.get(key)) for s in grid})}" for key in v.only))
+        checked: set[tuple[Any, ...]] = set()
         for setting in grid:
             if not v.runs_on(setting):
                 continue
             setting = {**setting, **v.setting}
             act = setting["activation"]
             d = setting["d"] if "d" in setting else len(setting["source"]["features"])
+            if (setting["k"], d, act) in checked:  # each distinct setting once
+                continue
+            checked.add((setting["k"], d, act))
             try:  # the class's own capability check, the one its fit runs
                 cls.check_setting(setting["k"], d, act, params=v.params)
             except ValueError as exc:

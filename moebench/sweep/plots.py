@@ -458,7 +458,7 @@ def plot_equal_footing(summary: pd.DataFrame, checkpoints: pd.DataFrame,
     Parameters
     ----------
     summary, checkpoints : DataFrame
-        Stored results (:func:`moebench.sweep.results.load_results`).
+        Stored results (:func:`moebench.sweep.store.load_results`).
     metric : str
         ``expert_error`` (default) or ``gating_error``.
     raw : bool

@@ -489,7 +489,9 @@ def comparison_table(summary: pd.DataFrame, metric: str = "expert_error") -> str
     tensor_em" table).
 
     A failed run counts as a failure with an infinite error. Settings and variants keep
-    the config's order.
+    the config's order. On real data (no true parameters: no success, no parameter
+    error) the table shows the held-out log-likelihood and MSE instead of a success
+    rate, and ``metric`` only where a run has a finite value of it.
 
     Parameters
     ----------
@@ -503,16 +505,22 @@ def comparison_table(summary: pd.DataFrame, metric: str = "expert_error") -> str
     if summary.empty:
         return "(no runs)\n"
     by, groups = _setting_variant_groups(summary)
+    real = is_real_data(summary)
+    show_metric = not real or bool(np.isfinite(summary[metric].to_numpy(float)).any())
     rows = []
     for key, g in groups:
         row = {c: format_value(v) for c, v in zip(by, key[:-1], strict=True)}
         ok = g[g["status"].isin(OK_STATUSES)]
-        med = np.median(_final_errors(g, metric))
-        row.update({"algorithm": key[-1], "seeds": str(g["repetition"].nunique()),
-                    f"median {metric.replace('_', ' ')}": f"{med:.4f}",
-                    "success rate": rate_interval(int(g["success"].astype(bool).sum()),
-                                                  len(g)),
-                    "median time (s)": _median(ok["fit_time"], ".2f")})
+        row.update({"algorithm": key[-1], "seeds": str(g["repetition"].nunique())})
+        if show_metric:
+            med = np.median(_final_errors(g, metric))
+            row[f"median {metric.replace('_', ' ')}"] = f"{med:.4f}"
+        if real:  # no truth: nothing succeeds or fails against it
+            row["held-out log-lik (mean ± sd)"] = _mean_sd(ok["test_log_likelihood"])
+            row["held-out MSE (mean ± sd)"] = _mean_sd(ok["test_mse"])
+        else:
+            row["success rate"] = rate_interval(int(g["success"].astype(bool).sum()), len(g))
+        row["median time (s)"] = _median(ok["fit_time"], ".2f")
         failed = int((~g["status"].isin(OK_STATUSES)).sum())
         if failed:
             row["algorithm"] += f" ({failed} failed)"
@@ -626,7 +634,7 @@ def time_to_error_table(summary: pd.DataFrame, checkpoints: pd.DataFrame,
     Parameters
     ----------
     summary, checkpoints : DataFrame
-        Stored results (:func:`moebench.sweep.results.load_results`).
+        Stored results (:func:`moebench.sweep.store.load_results`).
     targets : float or list of float
         Error levels, each > 0 (e.g. ``[0.3, 0.1, 0.01]``).
     metric : str

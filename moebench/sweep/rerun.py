@@ -20,7 +20,7 @@ import pandas as pd
 
 from moebench.model import MoEModel
 from moebench.sweep.config import Cell, load_config
-from moebench.sweep.results import PARAMETERS_KEY, stored_summaries
+from moebench.sweep.store import PARAMETERS_KEY, stored_summaries
 
 __all__ = ["PARAMETERS_KEY", "fitted_model", "fitted_parameters", "parameters_json",
            "stored_cells", "with_parameters"]

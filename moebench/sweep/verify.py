@@ -52,15 +52,15 @@ from typing import Any
 import numpy as np
 
 from moebench.sweep.rerun import PARAMETERS_KEY, stored_cells
-from moebench.sweep.results import (
+from moebench.sweep.store import (
     KERNEL_PATH_COLUMN,
     RunRecord,
-    _jsonable,
     code_version_of,
     kernel_path,
     provenance,
     stored_runs,
 )
+from moebench.sweep.store.records import jsonable
 from moebench.version import NUMERICS_VERSION
 
 #: relative tolerance of a float across paths (see the module docstring)
@@ -82,7 +82,7 @@ SHOWN_DIFFERENCES = 3
 def excluded_column(column: str) -> bool:
     """Whether a summary column is left out of the comparison (not deterministic, or the
     process's own description): names containing ``time``, ``finished_at``, ``threads``
-    and the provenance columns of :func:`moebench.sweep.results.provenance`."""
+    and the provenance columns of :func:`moebench.sweep.store.provenance`."""
     return "time" in column or column in NOT_COMPARED or column in provenance()
 
 
@@ -235,7 +235,7 @@ def compare_summaries(stored: Mapping[str, Any], now: Mapping[str, Any], exact: 
     list of (column, stored value, new value)
         In the stored column order; a column missing from ``now`` shows as "missing".
     """
-    now = json.loads(json.dumps(_jsonable(dict(now))))
+    now = json.loads(json.dumps(jsonable(dict(now))))
     out = []
     for column, a in stored.items():
         b = now.get(column, _MISSING)

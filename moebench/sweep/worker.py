@@ -32,7 +32,8 @@ from moebench.sweep.columns import METRIC_COLUMNS
 from moebench.sweep.config import Cell
 from moebench.sweep.data_sources import CellData, load_cell_data
 from moebench.sweep.rerun import PARAMETERS_KEY, parameters_json
-from moebench.sweep.results import provenance, write_run
+from moebench.sweep.store import provenance, write_run
+from moebench.sweep.store.records import jsonable
 from moebench.validation import DegenerateFitError, absurd_log_likelihood, rms
 
 #: keys of a summary that hold final metrics
@@ -260,16 +261,23 @@ def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
     return summary
 
 
+#: exit status of a worker process that could not write its run file
+WRITE_FAILED_EXIT = 74
+
+
 def process_main(cell: Cell, out: str, threads: int, config: str,
-                 owner: int | None = None) -> None:
+                 owner: int | None = None, conn: Any = None) -> None:
     """Entry point of a worker process started by the local executor.
+
+    After writing the run file, the summary (JSON-safe, as stored) is sent over ``conn``
+    (a :func:`multiprocessing.Pipe` end) when given, so the parent need not read it back.
 
     The worker ends when ``owner`` (the sweep's main process) or its parent (the
     forkserver) ends, and at its own deadline past the run's hard timeout, where
     it records the run as ``"timeout"`` itself (see :mod:`moebench.sweep.lifeline`).
     """
     from moebench.sweep.lifeline import guard_worker
-    from moebench.sweep.results import run_path
+    from moebench.sweep.store import run_path
 
     started = time.perf_counter()
 
@@ -281,5 +289,19 @@ def process_main(cell: Cell, out: str, threads: int, config: str,
 
     guard_worker(owner if owner is not None else os.getppid(), cell.variant.timeout,
                  record_timeout)
-    run_cell(cell, out, threads, config)
+    try:
+        summary = run_cell(cell, out, threads, config)
+    except OSError:
+        # the run file could not be written (a full disk, a folder made read-only): no
+        # traceback from every worker; the main process says it once, in one line, when
+        # it records the run and meets the same error
+        sys.stderr.flush()
+        os._exit(WRITE_FAILED_EXIT)
+    if conn is not None:
+        try:
+            conn.send(jsonable(summary))
+        except OSError:  # the parent is gone or closed its end: the run file is the record
+            pass
+        finally:
+            conn.close()
 

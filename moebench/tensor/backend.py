@@ -18,7 +18,10 @@ linear systems stay numpy on the host (:meth:`Backend.param` and
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
+from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import Any
 
@@ -42,6 +45,20 @@ except ImportError:  # pragma: no cover - depends on the build
 #: ``0``; otherwise numpy's BLAS does. The one switch of the kernel path.
 FUSED_KERNELS = (_fused is not None and _fused.available()
                  and os.environ.get("MOEBENCH_FUSED_KERNELS", "1") != "0")
+
+
+@contextlib.contextmanager
+def read_only_arrays() -> Iterator[None]:
+    """Silence torch's "The given NumPy array is not writable" warning inside the block.
+
+    torch shares the memory of a NumPy array it is given and warns (once per process)
+    when the array is read-only, as a memmap or ``X.flags.writeable = False`` makes it;
+    moebench never writes into the user's data, so the warning would only mislead.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable",
+                                category=UserWarning)
+        yield
 
 
 def fused_weighted_gram(X: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -286,7 +303,8 @@ class TorchBackend(Backend):
         if isinstance(a, torch.Tensor):
             return a.to(device=self.device, dtype=self._dtype(dtype))
         arr = np.ascontiguousarray(a, dtype=dtype)
-        t = torch.from_numpy(arr)
+        with read_only_arrays():  # the data is only read
+            t = torch.from_numpy(arr)
         if self.device != "cpu":
             t = t.to(self.device, non_blocking=False)
         return t

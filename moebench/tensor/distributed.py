@@ -36,9 +36,9 @@ from moebench.tensor.decomposition import DECOMPOSITIONS, TensorDecomposition
 from moebench.tensor.estimator import (
     AUTO_EIGH_MAX_D,
     DTYPES,
-    INPUT_RMS_TOL,
     WHITENINGS,
     TensorEM,
+    input_scale,
     min_samples,
     recover_experts,
 )
@@ -49,7 +49,12 @@ from moebench.tensor.label_transforms import (
     transform_coefficients,
 )
 from moebench.tensor.whitening import Whitening, noise_level_from_mean_square, whiten
-from moebench.validation import check_choice, check_positive_int
+from moebench.validation import (
+    check_choice,
+    check_positive_int,
+    constant_labels_error,
+    identical_rows_error,
+)
 
 
 def _dask() -> Any:
@@ -79,20 +84,31 @@ def _row_blocks(X: Any, **weights: Any) -> tuple[list[Any], list[list[Any]], int
     n, d = (int(s) for s in X.shape)
     if n == 0 or d == 0:
         raise ValueError(f"X is empty (shape {X.shape}); at least one sample is needed")
+    for name, w in weights.items():  # before any rechunking, which would fail on its own
+        shape = tuple(getattr(w, "shape", np.shape(w)))
+        if len(shape) != 1 or (not np.isnan(shape[0]) and int(shape[0]) != n):
+            raise ValueError(f"{name} must have shape (n,) = ({n},) like X's rows; got "
+                             f"shape {shape}")
     if len(X.chunks[1]) > 1:
         X = X.rechunk({1: -1})  # a task needs whole rows
+    # blocks of zero rows (ordinary after X[mask].compute_chunk_sizes()) add nothing
+    keep = [i for i, rows in enumerate(X.chunks[0]) if rows > 0]
     blocks = [b for (b,) in X.to_delayed()]
     out = []
     for name, w in weights.items():
         if not isinstance(w, da.Array):
             w = da.from_array(np.asarray(w), chunks=(X.chunks[0],))
-        if w.ndim != 1 or w.shape[0] != n:
+        if any(np.isnan(c) for c in w.chunks[0]):
+            raise ValueError(f"{name} has unknown chunk sizes (nan); call "
+                             f"{name}.compute_chunk_sizes() first")
+        if w.shape[0] != n:
             raise ValueError(f"{name} must have shape (n,) = ({n},) like X's rows; got "
-                             f"{w.shape}")
+                             f"shape {w.shape}")
         if w.chunks[0] != X.chunks[0]:
             w = w.rechunk((X.chunks[0],))
-        out.append(list(w.to_delayed()))
-    return blocks, out, n, d
+        parts = list(w.to_delayed())
+        out.append([parts[i] for i in keep])
+    return [blocks[i] for i in keep], out, n, d
 
 
 def _reduce(parts: list[Any]) -> Any:
@@ -105,25 +121,30 @@ def _reduce(parts: list[Any]) -> Any:
     return total
 
 
-def _scaled(Xb: np.ndarray, x_scale: float) -> np.ndarray:
-    return Xb if x_scale == 1.0 else Xb / x_scale
+def _scaled(Xb: np.ndarray, x_scale: float | tuple[int, float]) -> np.ndarray:
+    """The block in the tensor step's coordinates: divided by ``2**e`` (exact), then by
+    ``s``, as ``TensorEM.fit`` divides X (``x_scale`` is ``(e, s)`` or a plain divisor)."""
+    e, s = x_scale if isinstance(x_scale, tuple) else (0, float(x_scale))
+    if e:
+        Xb = np.ldexp(np.asarray(Xb, dtype=float), -e)
+    return Xb if s == 1.0 else Xb / s
 
 
-def _t2_sum(Xb: np.ndarray, s2b: np.ndarray, x_scale: float, chunk_size: int | None,
+def _t2_sum(Xb: np.ndarray, s2b: np.ndarray, x_scale: Any, chunk_size: int | None,
             dtype: Any) -> np.ndarray:
     """Partial sum of T2 over one block: rows * (the block's T2)."""
     return Xb.shape[0] * moments.second_moment(_scaled(Xb, x_scale), s2b,
                                                chunk_size=chunk_size, dtype=dtype)
 
 
-def _t3w_sum(Xb: np.ndarray, s3b: np.ndarray, W: np.ndarray, x_scale: float,
+def _t3w_sum(Xb: np.ndarray, s3b: np.ndarray, W: np.ndarray, x_scale: Any,
              chunk_size: int | None, dtype: Any) -> np.ndarray:
     """Partial sum of T3(W, W, W) over one block."""
     return Xb.shape[0] * moments.whitened_third_moment(_scaled(Xb, x_scale), s3b, W,
                                                        chunk_size=chunk_size, dtype=dtype)
 
 
-def _matmat_sum(Xb: np.ndarray, s2b: np.ndarray, Omega: np.ndarray, x_scale: float,
+def _matmat_sum(Xb: np.ndarray, s2b: np.ndarray, Omega: np.ndarray, x_scale: Any,
                 chunk_size: int | None, dtype: Any) -> np.ndarray:
     """Partial sum of T2 @ Omega over one block."""
     op = moments.SecondMomentOperator(_scaled(Xb, x_scale), s2b, chunk_size=chunk_size,
@@ -138,14 +159,16 @@ def _sum_of_squares(w: np.ndarray) -> float:
 
 
 def _stats_sum(Xb: np.ndarray, yb: np.ndarray) -> np.ndarray:
-    """[sum y^2, max |x|, sum (x / max|x|)^2] of one block (rms without overflow)."""
+    """[sum y^2, max |x|, sum (x / max|x|)^2, min y, max y, min of each column of X, max
+    of each column] of one block (rms without overflow; the ranges tell degenerate data)."""
     yb = np.asarray(yb, dtype=float)
     Xb = np.asarray(Xb, dtype=float)
     if not (np.all(np.isfinite(yb)) and np.all(np.isfinite(Xb))):
         raise ValueError("X or y contains NaN or infinite values; only finite values are valid")
     top = float(np.max(np.abs(Xb))) if Xb.size else 0.0
     ssq = float(np.sum(np.square(Xb / top))) if top > 0 else 0.0
-    return np.array([float(np.sum(yb * yb)), top, ssq])
+    return np.concatenate([[float(np.sum(yb * yb)), top, ssq, yb.min(), yb.max()],
+                           Xb.min(axis=0), Xb.max(axis=0)])
 
 
 # --------------------------------------------------------------------------- moments
@@ -273,7 +296,8 @@ class TensorStep:
     decomposition : TensorDecomposition
         With its ``residual``, ``eigengap`` and ``ill_conditioned``.
     x_scale : float
-        The rms X was divided by before the moments (1.0: X used as given).
+        What X was divided by before the moments (1.0: X used as given; else
+        ``2**e * s``, the power of two of ``fit`` times :func:`input_scale`'s divisor).
     """
 
     experts: np.ndarray
@@ -302,8 +326,10 @@ def tensor_step(X: Any, y: Any, k: int, activation: str | Activation = "linear",
     Parameters
     ----------
     X : dask.array.Array of shape (n, d)
-        Inputs, ideally x ~ N(0, I); X whose rms is off 1 by more than
-        ``INPUT_RMS_TOL`` is divided by its rms inside the tasks, as the estimator does.
+        Inputs, ideally x ~ N(0, I). Inside the tasks X is divided by the power of two
+        nearest its rms and then, unless its rms is 1 up to sampling noise, by the rest
+        of it (:func:`~moebench.validation.input_scale`), as the estimator does.
+        Blocks of zero rows are skipped.
     y : dask.array.Array or ndarray of shape (n,)
         Labels (rechunked to X's row blocks).
     k : int
@@ -334,7 +360,9 @@ def tensor_step(X: Any, y: Any, k: int, activation: str | Activation = "linear",
     ValueError
         X is not a 2-d Dask array; y's length differs from X's rows; k > d; fewer than
         ``min_samples(d, k)`` rows; non-finite X or y; an unknown option (the message
-        lists the valid choices); T2 of rank < k.
+        lists the valid choices); T2 of rank < k. Constant y or identical rows of X
+        raise :class:`~moebench.validation.DegenerateFitError` (a ValueError) with the
+        estimators' message (:func:`~moebench.validation.check_degenerate_data`).
     ImportError
         dask is not installed.
     """
@@ -349,21 +377,28 @@ def tensor_step(X: Any, y: Any, k: int, activation: str | Activation = "linear",
     if n < min_samples(d, k):
         raise ValueError(f"tensor_step needs at least max(10 d, 10 k^3) = {min_samples(d, k)} "
                          f"rows (d = {d}, k = {k}); got n = {n}")
-    if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma must be a finite number > 0 or None; got {sigma!r}")
+    TensorEM.check_params({"sigma": sigma})  # the estimator's own check: True is not 1
+    sigma = None if sigma is None else float(sigma)
     dt = DTYPES[dtype]
 
     # pass 1: mean y^2 (sigma) and the rms of X (the moments assume E[x x^T] = I)
     stats = dask.compute(*[dask.delayed(_stats_sum, pure=True)(b, w)
                            for b, w in zip(Xs, ys, strict=True)])
     stats = np.array(stats)
+    # the estimators' rule for degenerate data (check_degenerate_data), from the ranges
+    if stats[:, 3].min() == stats[:, 4].max():
+        raise constant_labels_error("tensor_step", n, float(stats[0, 3]))
+    if np.array_equal(stats[:, 5:5 + d].min(axis=0), stats[:, 5 + d:].max(axis=0)):
+        raise identical_rows_error("tensor_step", n)
     top = float(stats[:, 1].max())
     ssq = float(np.sum(stats[:, 2] * (stats[:, 1] / top) ** 2)) if top > 0 else 0.0
-    x_scale = top * float(np.sqrt(ssq / (n * d))) if top > 0 else 0.0
-    if abs(x_scale - 1.0) <= INPUT_RMS_TOL:
-        x_scale = 1.0
-    elif x_scale == 0.0:
+    x_rms = top * float(np.sqrt(ssq / (n * d))) if top > 0 else 0.0
+    if x_rms == 0.0:
         raise ValueError("X is all zeros; the moments need inputs with E[x x^T] = I")
+    # TensorEM.fit's coordinates: X / 2**e (MoEEstimator.fit, exact), then / s (input_scale)
+    e = int(np.round(np.log2(x_rms)))
+    s = input_scale(float(np.ldexp(x_rms, -e)), n * d)
+    x_scale = (e, s)
     sigma0 = (sigma_from_mean_square(float(stats[:, 0].sum()) / n, act) if sigma is None
               else float(sigma))
     coef = transform_coefficients(act, sigma0)
@@ -395,9 +430,11 @@ def tensor_step(X: Any, y: Any, k: int, activation: str | Activation = "linear",
                    for b, w in zip(Xs, s3s, strict=True)]) / n
     experts, dec = recover_experts(T3w, wh, coef.c3, decomposition, rng, n_starts=n_starts,
                                    n_iter=n_power_iter)
-    if x_scale != 1.0:
-        experts = experts / x_scale
-    return TensorStep(experts, sigma0, coef, wh, T2, T3w, dec, x_scale)
+    if s != 1.0:  # back to X's units, in the estimator's order
+        experts = experts / s
+    if e:
+        experts = np.ldexp(experts, -e)
+    return TensorStep(experts, sigma0, coef, wh, T2, T3w, dec, float(np.ldexp(s, e)))
 
 
 class _DelayedOperator(DaskSecondMomentOperator):

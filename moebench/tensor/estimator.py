@@ -76,13 +76,18 @@ from moebench.tensor.label_transforms import (
 )
 from moebench.tensor.moments import SecondMomentOperator, second_moment, whitened_third_moment
 from moebench.tensor.whitening import WHITENING_METHODS, Whitening, t2_noise_level, whiten
-from moebench.validation import DegenerateFitError, Interval, Options, rms
+from moebench.validation import (  # noqa: F401 (INPUT_RMS_* re-exported)
+    INPUT_RMS_NOISE_SDS,
+    INPUT_RMS_TOL,
+    DegenerateFitError,
+    Interval,
+    Options,
+    input_scale,
+    rms,
+)
 
 WHITENINGS = ("auto", *WHITENING_METHODS)
 DTYPES = {"float64": np.float64, "float32": np.float32}
-#: X whose rms is off 1 by more than this is divided by its rms before the moments (which
-#: assume E[x x^T] = I); the fitted experts and gating are mapped back to X's units
-INPUT_RMS_TOL = 0.1
 #: "auto" whitening uses a dense eigh up to this d, the randomized range finder above it
 AUTO_EIGH_MAX_D = 1000
 
@@ -481,19 +486,19 @@ class TensorEM(MoEEstimator):
                 f"tensor_em needs at least max(10 d, 10 k^3) = {n_min} samples for its moment "
                 f"estimates (d = {d}, k = {k}); got n = {n}"
             )
-        # the moments assume E[x x^T] = I: an X whose rms is clearly off 1 (by more than
-        # INPUT_RMS_TOL) is divided by its rms and the parameters mapped back at the end, so
-        # the fit is scale-equivariant; unit-scale X is used as is, bit for bit
+        # the moments assume E[x x^T] = I: an X whose rms is off 1 by more than its sampling
+        # noise is divided by its rms and the parameters mapped back at the end, so the fit
+        # is scale-equivariant; unit-scale X is used as is, bit for bit (input_scale). Through
+        # MoEEstimator.fit X is standardised already (this is then a no-op); a direct start
+        # (joint_em(init="tensor") on its own X) gets the same rule
         truth = history.truth  # restored at the end (the gating EM records in X / x_scale)
-        x_scale = rms(X)
-        if abs(x_scale - 1.0) > INPUT_RMS_TOL:
+        x_scale = input_scale(rms(X), X.size)
+        if x_scale != 1.0:
             X = X / x_scale
             if history.truth is not None:
                 t = history.truth
                 history.truth = MoEModel(t.experts * x_scale, t.gating * x_scale, t.sigma,
                                          t.activation)
-        else:
-            x_scale = 1.0
         rng = self._rng()
         times = {"moments": 0.0, "decomposition": 0.0}
 

@@ -213,7 +213,7 @@ def test_unreachable_scheduler_fails_fast(work, capsys, address):
 # --------------------------------------------------------------------------- --strict
 def test_strict_counts_stored_failures_on_resume(work, capsys):
     from moebench.sweep.config import load_config
-    from moebench.sweep.results import write_run
+    from moebench.sweep.store import write_run
     from moebench.sweep.worker import failure_summary
 
     cfg = write_config(work, 'name = "strictcase"\nrepetitions = 2')

@@ -278,7 +278,7 @@ def test_damaged_table_is_rebuilt_from_run_files(res, table, kind, capsys):
 
 @pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask022", "umask027"])
 def test_result_files_follow_the_umask(base, tmp_path, umask):
-    from moebench.sweep.results import consolidate
+    from moebench.sweep.store import consolidate
 
     _, out = base
     copy = tmp_path / "res"

@@ -4,11 +4,11 @@ A packed folder holds ``summary.parquet``, ``checkpoints.parquet`` and
 ``records.parquet`` (zstd-compressed) in place of one file per run in ``runs/``,
 next to ``config.toml``, ``report.md`` and the figures. It resumes, plots and
 reports like an unpacked folder; ``unpack`` gives back the run files exactly (same
-summaries, same checkpoint rows). See :func:`moebench.sweep.results.pack`.
+summaries, same checkpoint rows). See :func:`moebench.sweep.store.packing.pack`.
 
 ``pack --thin-checkpoints N`` also thins long runs' checkpoints to the first and
 last of each phase (and restart) and about N log-spaced iterations in between
-(:func:`moebench.sweep.results.thin_checkpoint_rows`); summaries stay exact, and
+(:func:`moebench.sweep.store.thinning.thin_checkpoint_rows`); summaries stay exact, and
 the thinning is recorded per run and in records.parquet's metadata.
 """
 
@@ -24,7 +24,7 @@ def _mb(n: int) -> str:
 
 def cmd_pack(args: argparse.Namespace) -> int:
     """Pack each RESULTS folder into records.parquet + checkpoints.parquet + summary.parquet."""
-    from moebench.sweep.results import check_thin_checkpoints, pack
+    from moebench.sweep.store import check_thin_checkpoints, pack
 
     thin = args.thin_checkpoints
     if thin is not None:
@@ -43,7 +43,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 def cmd_unpack(args: argparse.Namespace) -> int:
     """Write back one run file per packed run."""
-    from moebench.sweep.results import unpack
+    from moebench.sweep.store import unpack
 
     for folder in args.results:
         n = unpack(folder, force=args.force)
