@@ -79,6 +79,34 @@ def test_csv_config_validation(tmp_path):
         validate_config(bad)
 
 
+def test_csv_run_ids_and_folds_do_not_depend_on_where_the_file_lies(tmp_path):
+    """The same CSV in two folders gives the same run ids, data ids and folds; other bytes
+    give other ids (the source is identified by its name and content digest, not its path)."""
+    from moebench.sweep.data_sources import load_cell_data
+
+    def cells(path: Path) -> list:
+        raw = {"data": {"source": {"csv": str(path), "target": "target"}, "k": 2, "folds": 3},
+               "algorithm": [{"name": "joint_em"}]}
+        return validate_config(raw).cells()
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "deeper").mkdir(parents=True)
+    first = cells(linear_csv(tmp_path / "a" / "lin.csv"))
+    second = cells(linear_csv(tmp_path / "b" / "deeper" / "lin.csv"))
+    assert [c.run_id for c in first] == [c.run_id for c in second]
+    assert [c.data_id for c in first] == [c.data_id for c in second]
+    assert first[0].data["source"]["csv"] != second[0].data["source"]["csv"]  # loads its own
+    one, two = load_cell_data(first[1]), load_cell_data(second[1])
+    np.testing.assert_array_equal(one.X, two.X)
+    np.testing.assert_array_equal(one.X_test, two.X_test)
+    other = tmp_path / "c.csv"
+    other.write_text((tmp_path / "a" / "lin.csv").read_text().replace("target\n", "target\n\n")
+                     + "1,2,3,4\n")
+    (tmp_path / "c").mkdir()
+    changed = cells(other.rename(tmp_path / "c" / "lin.csv"))
+    assert {c.run_id for c in changed}.isdisjoint(c.run_id for c in first)
+
+
 def airfoil_path() -> Path | None:
     for p in (Path("../shared/data/airfoil_self_noise.tsv"),
               Path("/work/shared/data/airfoil_self_noise.tsv"),

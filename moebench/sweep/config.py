@@ -181,9 +181,17 @@ class Cell:
 
     @property
     def data_key(self) -> dict[str, Any]:
-        """The data setting less optional keys at their defaults (what ids and seeds hash)."""
-        return {key: value for key, value in self.data.items()
-                if not (key in OPTIONAL_DATA_DEFAULTS and value == OPTIONAL_DATA_DEFAULTS[key])}
+        """The data setting less optional keys at their defaults (what ids and seeds hash).
+
+        A CSV source is identified by its file's name and content digest, not by where the
+        file lies: the same data give the same run ids, seeds and folds in any clone.
+        """
+        key = {k: v for k, v in self.data.items()
+               if not (k in OPTIONAL_DATA_DEFAULTS and v == OPTIONAL_DATA_DEFAULTS[k])}
+        source = key.get("source")
+        if isinstance(source, dict) and "digest" in source:
+            key["source"] = {**source, "csv": Path(source["csv"]).name}
+        return key
 
     @property
     def data_id(self) -> str:
@@ -417,7 +425,7 @@ def _check_csv(data: dict[str, Any]) -> list[dict[str, Any]]:
     acts = [_choice(a, "data.activation", available_activations())
             for a in _as_list(data.get("activation", CSV_DEFAULTS["activation"]))]
     folds = _int(data.get("folds", CSV_DEFAULTS["folds"]), "data.folds", 2)
-    from moebench.sweep.data_sources import load_csv_source
+    from moebench.sweep.data_sources import file_digest, load_csv_source
 
     table = load_csv_source(src)  # fails now, not mid-sweep, on a missing file or column
     if folds > len(table.y):
@@ -426,6 +434,7 @@ def _check_csv(data: dict[str, Any]) -> list[dict[str, Any]]:
                           f"{len(table.y)} (every held-out fold needs rows)")
     src["features"] = list(table.features)
     src["csv"] = table.path  # absolute: workers (and dask workers) may run elsewhere
+    src["digest"] = file_digest(table.path)  # the identity the ids and seeds hash
     return [{"source": src, "k": k, "activation": a, "folds": folds, "fold": f}
             for k in ks for a in acts for f in range(folds)]
 

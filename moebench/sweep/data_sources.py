@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,15 @@ class CSVTable:
     target: str
     X: np.ndarray
     y: np.ndarray
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The first 16 hex digits of the SHA-256 of a file's bytes (a CSV source's identity)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def _resolve(path: str) -> Path:
