@@ -45,27 +45,6 @@ N_RUNS = 4
 SUMMARY_KEY = b"moebench_summary"
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    """A finished 4-run sweep: config.toml, runs/, summary.parquet, checkpoints.parquet."""
-    tmp = tmp_path_factory.mktemp("adv_base")
-    config = tmp / "adv.toml"
-    config.write_text(CONFIG)
-    out = tmp / "res"
-    assert main(["run", str(config), "--out", str(out), "--jobs", "2", "--quiet",
-                 "--no-plot"]) == 0
-    assert len(list((out / "runs").glob("*.parquet"))) == N_RUNS
-    return config, out
-
-
-@pytest.fixture
-def res(base, tmp_path):
-    config, out = base
-    copy = tmp_path / "res"
-    shutil.copytree(out, copy)
-    return config, copy
-
-
 def _run_files(folder: Path) -> list[Path]:
     return sorted((folder / "runs").glob("*.parquet"))
 

@@ -50,27 +50,6 @@ SUMMARY_KEY = b"moebench_summary"
 SCHEMA_KEY = b"moebench_schema"
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    """A finished 4-run sweep (unpacked), made once."""
-    tmp = tmp_path_factory.mktemp("store_base")
-    config = tmp / "adv.toml"
-    config.write_text(CONFIG)
-    out = tmp / "res"
-    assert main(["run", str(config), "--out", str(out), "--jobs", "2", "--quiet",
-                 "--no-plot"]) == 0
-    assert len(list((out / "runs").glob("*.parquet"))) == N_RUNS
-    return config, out
-
-
-@pytest.fixture
-def res(base, tmp_path):
-    config, out = base
-    copy = tmp_path / "res"
-    shutil.copytree(out, copy, symlinks=True)
-    return config, copy
-
-
 @pytest.fixture
 def packed(res, capsys):
     config, out = res
