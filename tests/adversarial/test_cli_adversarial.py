@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_status import run_cli
 
 from moebench.cli import main
 
@@ -32,12 +33,6 @@ name = "joint_em"
 """
 
 
-def run_cli(argv: list[str]) -> int:
-    """``main(argv)``, with argparse's exit (SystemExit) turned into its status."""
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code)
 
 
 def one_line_error(capsys, *needles: str) -> str:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_status import run_cli
 
-from moebench.cli import main
 from moebench.sweep import config as config_module
 from moebench.sweep.config import SweepConfig, validate_config
 from moebench.sweep.runner import count_runs, select_cells
@@ -38,11 +38,6 @@ only = {{n = [1000, 2000]}}
 """
 
 
-def run_cli(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code)
 
 
 def _no_listing(*args, **kwargs):

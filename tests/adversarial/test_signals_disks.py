@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from moebench.cli import main
+from cli_status import run_cli
 
 CONFIG = """name = "tiny"
 seed = 1
@@ -37,11 +36,6 @@ name = "joint_em"
 """
 
 
-def run_cli(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code)
 
 
 def _moebench(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
