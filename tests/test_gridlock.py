@@ -8,7 +8,7 @@ from moebench.sweep.gridlock import (
     mark_stuck,
     phase_table,
 )
-from moebench.sweep.plots import plot_gridlock, plot_phase_maps
+from moebench.sweep.plots_maps import plot_gridlock, plot_phase_maps
 
 
 def _summary():
@@ -141,7 +141,8 @@ def test_without_gradient_norms_classification_falls_back_to_the_gap():
 
 
 def test_report_splits_stuck_from_unfinished_and_gives_intervals():
-    from moebench.sweep.report import phase_report, report_table
+    from moebench.sweep.report import report_table
+    from moebench.sweep.report_phase import phase_report
 
     s = _summary().assign(gating_error=0.1, test_log_likelihood=-1.0, fit_time=1.0, n_iter=10)
     s["stop_reason"] = "converged"
@@ -160,7 +161,7 @@ def test_report_splits_stuck_from_unfinished_and_gives_intervals():
 
 
 def test_phase_report_shows_both_references_by_default():
-    from moebench.sweep.report import phase_report
+    from moebench.sweep.report_phase import phase_report
 
     s = _summary()
     s["label"] = s["label"].replace({"ref": "tensor_em_refine"})
@@ -177,7 +178,7 @@ def test_candidate_cells_and_their_config_entry():
 
     from moebench.sweep.config import validate_config
     from moebench.sweep.gridlock import candidate_cells, cells_toml
-    from moebench.sweep.report import phase_report
+    from moebench.sweep.report_phase import phase_report
 
     s = _summary()
     s["sigma"] = np.where(s.k == 4, 0.5, 0.05)
@@ -216,7 +217,8 @@ def _certified(polish_eigs):
 
 def test_certified_classes_count_only_local_maxima_as_stuck():
     from moebench.sweep.classify import CLASS_DEFINITIONS, LOCAL_MAX, SADDLE
-    from moebench.sweep.report import phase_report, report_table
+    from moebench.sweep.report import report_table
+    from moebench.sweep.report_phase import phase_report
 
     s = _certified([0.01, -0.01])  # one local maximum, one saddle
     m = mark_stuck(s)

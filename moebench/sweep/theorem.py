@@ -62,6 +62,7 @@ import pandas as pd
 from moebench.stationarity import STATIONARY_TOL
 from moebench.sweep import classify as c
 from moebench.sweep.gridlock import BUDGET_STOPS, is_certified, rate_interval
+from moebench.sweep.views import table
 
 #: log-likelihood gap per sample below which a random start reached the truth-started one
 LL_TOL = 1e-4
@@ -286,6 +287,8 @@ def _count(hits: int, n: int) -> str:
     return f"{hits} = {rate_interval(hits, n)}" if hits else "0"
 
 
+@table("theorem", help="the oracle gating EM's random starts that reach the ML gating, per "
+       "cell (results of the theorem config)")
 def theorem_report(summary: pd.DataFrame, axes: Sequence[str] = DEFAULT_AXES,
                    ll_tol: float = LL_TOL, gating_tol: float = GATING_TOL) -> str:
     """Markdown: the theorem check pooled by activation and k, then per cell of ``axes``.
