@@ -53,6 +53,12 @@ def quartiles(values: object, axis: int | None = None, censored: bool = False
     """
     v = np.asarray(values, float)
     finite = np.isfinite(v)
+    if not censored and axis is None:
+        kept = v[finite]
+        if kept.size == 0:
+            return np.nan, np.nan, np.nan
+        q1, med, q3 = np.percentile(kept, [25, 50, 75])
+        return q1, med, q3
     if not censored:
         with warnings.catch_warnings():  # an empty group gives NaN by design
             warnings.simplefilter("ignore", RuntimeWarning)
