@@ -64,9 +64,9 @@ def _median_iqr(values: pd.Series, fmt: str = ".3g") -> str:
 
 
 def _median(values: pd.Series, fmt: str = ".3g") -> str:
-    v = values.to_numpy(float)
-    v = v[np.isfinite(v)]
-    return f"{np.median(v):{fmt}}" if v.size else "–"
+    """The median of the finite values (:func:`quartiles`); "–" when none."""
+    med = quartiles(values.to_numpy(float))[1]
+    return f"{med:{fmt}}" if np.isfinite(med) else "–"
 
 
 def _mean_sd(values: pd.Series, fmt: str = ".3f") -> str:
