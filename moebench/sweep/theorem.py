@@ -31,13 +31,13 @@ wrote ``classes.parquet``, attached by :func:`moebench.sweep.classify.attach_cla
 Every oracle run short of the best on its data set, in the oracle's own problem (the
 gating likelihood with the experts and sigma fixed at the truth; the best over that data
 set's oracle runs, the truth-started one included, and their polished points), was
-continued by the common gating polisher (:func:`moebench.sweep.classify.polish_gating`:
+continued by the common gating polisher (:func:`moebench.sweep.polish.polish_gating`:
 gating EM, tol 1e-10, at most 1000 iterations, then Newton steps on the gating where its
 loss Hessian is positive definite) and classified by
 :func:`moebench.sweep.classify.assign_classes` (recomputed here at ``ll_tol``): a start with
 a gap is *slow* (the polisher reaches the best), a certified *local maximum* (stationary:
-scaled gating-gradient norm <= :data:`moebench.sweep.classify.CERTIFY_GRAD_TOL`, and the
-smallest eigenvalue of the gating loss Hessian > :data:`moebench.sweep.classify.HESSIAN_EPS`),
+scaled gating-gradient norm <= :data:`moebench.sweep.polish.CERTIFY_GRAD_TOL`, and the
+smallest eigenvalue of the gating loss Hessian > :data:`moebench.sweep.polish.HESSIAN_EPS`),
 a *saddle* (< -HESSIAN_EPS), *singular* (within), *unfinished* (not stationary when the
 polisher's budget ends) or *not classified* (no polish at ``ll_tol``: classify ran with a
 larger tolerance, the run holds no fitted parameters, or the polisher failed). Only a
