@@ -99,7 +99,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"csv:     {out / 'summary.csv'}, {out / 'checkpoints.csv'}")
     if not args.no_plot:
         try:
-            fig = default_figure(summary, checkpoints, out / "figure.png")
+            from moebench.sweep.style import folder_style
+
+            fig = default_figure(summary, checkpoints, out / "figure.png",
+                                 folder_style(summary, out))
             print(f"figure:  {fig}")
         except ValueError as exc:
             print(f"figure:  not drawn ({exc})")

@@ -377,11 +377,12 @@ def save(fig: Any, path: str | os.PathLike, compact: bool = False, dpi: int = 13
     return atomic_save_figure(fig, path, dpi=dpi, format=path.suffix.lower()[1:])
 
 
-def default_figure(summary: pd.DataFrame, checkpoints: pd.DataFrame, path: str | os.PathLike
-                   ) -> Path:
-    """The figure ``moebench run`` draws: error vs wall time (held-out scores on real data)."""
+def default_figure(summary: pd.DataFrame, checkpoints: pd.DataFrame, path: str | os.PathLike,
+                   style: Style | None = None) -> Path:
+    """The figure ``moebench run`` draws: error vs wall time (held-out scores on real data),
+    in ``style`` (default: derived from ``summary``)."""
     if is_real_data(summary):
         from moebench.sweep.plots_finals import plot_heldout
 
-        return save(plot_heldout(summary), path)
-    return save(plot_curves(summary, checkpoints, "time"), path)
+        return save(plot_heldout(summary, style), path)
+    return save(plot_curves(summary, checkpoints, "time", style=style), path)

@@ -125,15 +125,6 @@ class Style:
     markers: dict[str, str]
     references: list[str]
 
-    def color(self, label: str) -> str:
-        """The colour of ``label`` (a label outside the variant list: the next palette
-        colour after those in use)."""
-        if label not in self.colors:
-            used = set(self.colors.values())
-            free = [c for c in PALETTE if c not in used] or list(PALETTE)
-            self.colors[label] = free[0]
-        return self.colors[label]
-
 
 def derive_style(summary: pd.DataFrame, report: Mapping[str, Any] | None = None) -> Style:
     """The :class:`Style` of ``summary``'s variants, with a config's ``[report]`` table.
@@ -213,22 +204,28 @@ def check_report_table(report: Any, labels: Sequence[str]) -> dict[str, Any]:
 
 def folder_style(summary: pd.DataFrame, folder: Any) -> Style:
     """The :class:`Style` of a results folder: its summary with the ``[report]`` table of its
-    ``config.toml`` (none: the derived defaults)."""
+    ``config.toml`` (none, or no readable file: the derived defaults).
+
+    Raises
+    ------
+    ValueError
+        When that ``[report]`` table is not valid for the folder's variants (the file may
+        have been edited since the run); see :func:`check_report_table`.
+    """
     from pathlib import Path
+
+    from moebench.sweep.config import tomllib  # (tomli on Python 3.10)
 
     path = Path(folder)
     path = (path.parent if path.is_file() else path) / "config.toml"
-    report = None
-    import tomllib
-
-    if path.is_file():
-        try:
-            report = tomllib.loads(path.read_text()).get("report")
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
-            report = None
-    if report is not None:  # checked again: the file may have been edited since the run
-        raw = tomllib.loads(path.read_text()).get("algorithm") or []
+    try:
+        raw = tomllib.loads(path.read_text()) if path.is_file() else {}
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
+        raw = {}
+    report = raw.get("report")
+    if report is not None:
         labels = [v.label for v in variant_list(summary)]
-        labels += [a.get("label", a.get("name")) for a in raw if isinstance(a, dict)]
+        labels += [a.get("label", a.get("name")) for a in raw.get("algorithm") or []
+                   if isinstance(a, dict)]
         check_report_table(report, list(dict.fromkeys(str(lab) for lab in labels)))
     return derive_style(summary, report)

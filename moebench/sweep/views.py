@@ -236,7 +236,8 @@ def call(view: View, inputs: Mapping[str, Any]) -> Any:
     ValueError
         When an input of ``view.needs`` is None or empty.
     """
-    missing = [n for n in view.needs if inputs.get(n) in (None, [], ())]
+    missing = [n for n in view.needs if inputs.get(n) is None
+               or (isinstance(inputs[n], (list, tuple)) and not inputs[n])]
     if missing:
         option = {"tol": "--stuck-tol", "targets": "--target-error"}
         names = " ".join(option.get(n, f"--{n}") for n in missing)
