@@ -18,8 +18,17 @@ a figure's line are the same number.
   before its first checkpoint on the time axis) is **censored**: it counts as worse than
   every value, so a quantile that depends on it is undefined (NaN) there. Dropping such
   runs instead would make the early band the band of the fast runs only, an optimistic
-  bias exactly where the methods differ; with censoring the median appears once half the
-  runs have an estimate and the upper quartile once three quarters do.
+  bias exactly where the methods differ; with censoring the median appears once more than
+  half the runs have an estimate and the upper quartile once three quarters do, and the
+  median of anytime curves never rises (a median over the started runs alone did rise as
+  slow runs joined: the time figure of ``results/label_ablation`` showed it).
+
+This one definition replaced two band helpers (the curves figure dropped runs without a
+value and drew where half had one; the equal-footing figure censored them) and four
+quartile computations. Figures it changes, regenerated with the same data: the time-axis
+curves (``moebench plot --kind time`` and each folder's ``figure.png``) where runs start at
+different times, e.g. ``results/paper`` time.png (8.3% of pixels); the iteration curves,
+the equal-footing figure and every table are unchanged.
 """
 
 from __future__ import annotations
