@@ -96,7 +96,7 @@ class OracleGatingEM(MoEEstimator):
     assumes = ("true experts and sigma given (oracle)", "synthetic data only")
     needs_truth: ClassVar[bool] = True
     #: the experts (and sigma) are held fixed: ``moebench classify`` polishes its runs with
-    #: the gating polisher (:func:`moebench.sweep.classify.polish_gating`)
+    #: the gating polisher (:func:`moebench.sweep.polish.polish_gating`)
     fixed_experts: ClassVar[bool] = True
     local_search = True
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {

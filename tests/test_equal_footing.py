@@ -15,13 +15,10 @@ import pandas as pd
 import pytest
 
 from moebench.cli import main
-from moebench.sweep.equal_footing import (
-    carry_forward,
-    median_band,
-    run_trajectory,
-)
 from moebench.sweep.plots import plot_equal_footing
-from moebench.sweep.report import time_to_error, time_to_error_table
+from moebench.sweep.quantiles import median_band
+from moebench.sweep.report_time import time_to_error, time_to_error_table
+from moebench.sweep.trajectory import carry_forward, run_trajectory
 
 BASELINES = Path(__file__).resolve().parents[1] / "results" / "baselines"
 

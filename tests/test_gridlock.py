@@ -8,7 +8,7 @@ from moebench.sweep.gridlock import (
     mark_stuck,
     phase_table,
 )
-from moebench.sweep.plots import plot_gridlock, plot_phase_maps
+from moebench.sweep.plots_maps import plot_gridlock, plot_phase_maps
 
 
 def _summary():
@@ -141,7 +141,8 @@ def test_without_gradient_norms_classification_falls_back_to_the_gap():
 
 
 def test_report_splits_stuck_from_unfinished_and_gives_intervals():
-    from moebench.sweep.report import phase_report, report_table
+    from moebench.sweep.report import report_table
+    from moebench.sweep.report_phase import phase_report
 
     s = _summary().assign(gating_error=0.1, test_log_likelihood=-1.0, fit_time=1.0, n_iter=10)
     s["stop_reason"] = "converged"
@@ -160,14 +161,23 @@ def test_report_splits_stuck_from_unfinished_and_gives_intervals():
 
 
 def test_phase_report_shows_both_references_by_default():
-    from moebench.sweep.report import phase_report
+    """The default references are derived from the variant list: the refinement of the tensor
+    step (joint_em with init "tensor") first, then the paper's estimator (tensor_em), whatever
+    their labels; without such a variant the report names the way to choose one."""
+    from moebench.sweep.report_phase import phase_report
 
-    s = _summary()
-    s["label"] = s["label"].replace({"ref": "tensor_em_refine"})
-    paper = s[s.label == "tensor_em_refine"].assign(label="tensor_em", success=False,
-                                                     run_id=lambda d: d.run_id + "p")
-    text = phase_report(pd.concat([s, paper], ignore_index=True), ["k"])
-    assert "while tensor_em_refine succeeds" in text and "while tensor_em succeeds" in text
+    s = _summary().assign(algorithm="joint_em", param_init=None)
+    s.loc[s.label == "ref", "param_init"] = "tensor"
+    s["label"] = s["label"].replace({"ref": "start_from_moments"})
+    paper = s[s.label == "start_from_moments"].assign(
+        label="paper", algorithm="tensor_em", param_init=None, success=False,
+        run_id=lambda d: d.run_id + "p")
+    both = pd.concat([paper, s], ignore_index=True)
+    text = phase_report(both, ["k"])
+    assert text.index("while start_from_moments succeeds") < text.index("while paper succeeds")
+    with pytest.raises(ValueError, match="no reference variant.*--reference or the config's "
+                                         r"\[report\] references"):
+        phase_report(s.assign(param_init=None), ["k"])
 
 
 def test_candidate_cells_and_their_config_entry():
@@ -177,7 +187,7 @@ def test_candidate_cells_and_their_config_entry():
 
     from moebench.sweep.config import validate_config
     from moebench.sweep.gridlock import candidate_cells, cells_toml
-    from moebench.sweep.report import phase_report
+    from moebench.sweep.report_phase import phase_report
 
     s = _summary()
     s["sigma"] = np.where(s.k == 4, 0.5, 0.05)
@@ -216,7 +226,8 @@ def _certified(polish_eigs):
 
 def test_certified_classes_count_only_local_maxima_as_stuck():
     from moebench.sweep.classify import CLASS_DEFINITIONS, LOCAL_MAX, SADDLE
-    from moebench.sweep.report import phase_report, report_table
+    from moebench.sweep.report import report_table
+    from moebench.sweep.report_phase import phase_report
 
     s = _certified([0.01, -0.01])  # one local maximum, one saddle
     m = mark_stuck(s)

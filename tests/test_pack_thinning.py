@@ -13,7 +13,6 @@ import pytest
 
 from moebench.cli import main
 from moebench.sweep.config import load_config
-from moebench.sweep.equal_footing import check_inputs
 from moebench.sweep.plots import applicable_kinds
 from moebench.sweep.runner import run_sweep
 from moebench.sweep.store import (
@@ -36,6 +35,7 @@ from moebench.sweep.store import (
     verify_run_file,
     write_run,
 )
+from moebench.sweep.trajectory import check_inputs
 
 
 # --------------------------------------------------------------------------- constructed runs

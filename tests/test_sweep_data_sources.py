@@ -168,7 +168,7 @@ def test_importing_the_figures_leaves_matplotlib_backend_alone(module, tmp_path)
         "import matplotlib, sys\n"
         "matplotlib.use('svg')\n"
         f"import {module}\n"
-        "from moebench.sweep.plots import plot_phase_maps\n"
+        "from moebench.sweep.plots_maps import plot_phase_maps\n"
         "import pandas as pd\n"
         "rows = [dict(run_id=f'r{i}', data_id=f'd{i}', label='em', algorithm='em', k=k,\n"
         "             sigma=s, status='ok', success=True, expert_error=0.01,\n"

@@ -166,16 +166,6 @@ def test_plots_from_stored_results(full_sweep, tmp_path, kind):
         plots.save(plots.draw(kind, summary, checkpoints), tmp_path / "fig.txt")
 
 
-def test_colours_are_stable_per_label():
-    from moebench.sweep.plots import variant_colors
-
-    a = variant_colors(["tensor_em", "zeta", "joint_em", "alpha"])
-    b = variant_colors(["alpha", "joint_em", "zeta", "tensor_em", "sgd"])
-    assert a["tensor_em"] == b["tensor_em"] and a["joint_em"] == b["joint_em"]
-    assert a["alpha"] == b["alpha"] and a["zeta"] == b["zeta"]
-    assert len(set(b.values())) == len(b)
-
-
 def test_report_table(full_sweep):
     _, _, _, summary, _ = full_sweep
     text = report_table(summary)

@@ -417,7 +417,7 @@ def test_theorem_sweep_classified_and_reported(tmp_path, capsys):
     n = {name: int((gapped["theorem_class"] == name).sum()) for name in certified}
     assert f"{n[c.SLOW]} slow" in text and f"{n[c.LOCAL_MAX]} local maximum (stuck)" in text
     # the figure counts the same classes, by their letters
-    from moebench.sweep.plots import plot_theorem
+    from moebench.sweep.plots_maps import plot_theorem
 
     fig = plot_theorem(attach_classes(load_results(out)[0], out))
     assert "red: certified (moebench classify)" in " ".join(fig._suptitle.get_text().split())

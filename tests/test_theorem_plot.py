@@ -9,8 +9,10 @@ from PIL import Image
 
 from moebench.cli import main
 from moebench.metrics import wilson_interval
-from moebench.sweep.plots import COMPACT_COLORS, KINDS, plot_theorem
+from moebench.sweep.plots import COMPACT_COLORS
+from moebench.sweep.plots_maps import plot_theorem
 from moebench.sweep.store import load_results, write_run
+from moebench.sweep.views import views
 
 
 def _summary(run_id, data_id, activation, k, init, ll, gating, **extra):
@@ -47,7 +49,7 @@ def _folder(tmp_path):
 
 
 def test_theorem_is_a_plot_kind_and_draws_rates_with_wilson_intervals(tmp_path):
-    assert "theorem" in KINDS
+    assert "theorem" in views("figure")
     summary, _ = load_results(_folder(tmp_path))
     fig = plot_theorem(summary)
     shown = {ax.get_title(): ax for ax in fig.axes if ax.axison}

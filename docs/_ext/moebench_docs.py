@@ -239,6 +239,8 @@ KEY_DOCS: dict[str, str] = {
     "top.data": "the `[data]` table: a synthetic grid or a CSV source (below)",
     "top.budget": "the `[budget]` table: defaults for every algorithm (below)",
     "top.algorithm": "one `[[algorithm]]` table per variant (below); at least one",
+    "top.report": "the `[report]` table: colours and references of the figures and tables "
+                  "(below); optional",
     # synthetic [data]
     "data.n": "training rows (an integer >= 1)",
     "data.d": "input dimension (an integer >= 1)",
@@ -290,6 +292,13 @@ KEY_DOCS: dict[str, str] = {
     "algorithm.max_iter": "this variant's iteration budget (overrides `[budget]`)",
     "algorithm.max_time": "this variant's time budget (overrides `[budget]`)",
     "algorithm.timeout": "this variant's hard limit (overrides `[budget]`)",
+    # [report]
+    "report.references": "the variants the gridlock rule needs to succeed (`moebench report "
+                         "--phase`, `moebench plot --kind gridlock`), a list of labels "
+                         "(default: the variants that start from the tensor step, "
+                         "refinements first)",
+    "report.colors": "`{label = \"colour\"}`: a matplotlib colour per variant label (default: "
+                     "[derived from the variant list](plots_reports.md#colours-and-references))",
 }
 
 
@@ -300,11 +309,12 @@ def config_schema() -> dict[str, dict[str, Any]]:
     makes of a config that leaves them out.
     """
     from moebench.sweep import config as c
+    from moebench.sweep.style import REPORT_KEYS
 
     probe = c.validate_config({"algorithm": [{"name": "joint_em"}]}, name="probe")
     top = {"name": None, "description": probe.description or None, "seed": probe.seed,
            "repetitions": probe.repetitions, "success_threshold": probe.success_threshold,
-           "data": None, "budget": None, "algorithm": None}
+           "data": None, "budget": None, "algorithm": None, "report": None}
     assert set(top) == set(c.TOP_KEYS), "TOP_KEYS changed: update config_schema"
     defaults_budget = dict(c.BUDGET_DEFAULTS)
     return {
@@ -315,6 +325,7 @@ def config_schema() -> dict[str, dict[str, Any]]:
         "source": {key: {"sep": "auto"}.get(key) for key in c.SOURCE_KEYS},
         "budget": {key: defaults_budget.get(key) for key in c.BUDGET_KEYS},
         "algorithm": {key: {"known_sigma": False}.get(key) for key in c.ALGORITHM_KEYS},
+        "report": {key: None for key in REPORT_KEYS},
     }
 
 
@@ -344,6 +355,7 @@ TABLE_TITLES = {
     "source": "`[data] source = {...}`",
     "budget": "`[budget]`: defaults for every algorithm",
     "algorithm": "`[[algorithm]]`: one table per variant",
+    "report": "`[report]`: how figures and tables show the variants (optional)",
 }
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from moebench.cli_checks import check_out_dir, check_out_file, finite_float, int_at_least
 from moebench.io import atomic_write_bytes
 from moebench.sweep.gridlock import DEFAULT_TOL, STUCK_MIN, SUCCESS_MIN
-from moebench.sweep.report import TABLES
 from moebench.sweep.runner import EXECUTORS
+from moebench.sweep.views import choices_help, views
 
 #: the gridlock rule as the help texts state it ("%%": argparse help is %-formatted)
 _GRIDLOCK_RULE = (f"stuck in >= {STUCK_MIN:.0%}% of seeds while --reference succeeds in >= "
@@ -25,8 +25,8 @@ def _add_gridlock_options(p: argparse.ArgumentParser) -> None:
                    f"{DEFAULT_TOL:g})")
     p.add_argument("--reference", nargs="+", default=None, metavar="VARIANT",
                    help="the variant(s) a gridlock cell needs to succeed, each shown on its "
-                   "own (default: tensor_em_refine and the paper's estimator tensor_em, "
-                   "those present)")
+                   "own (default: the config's [report] references, else the variants that "
+                   "start from the tensor step, refinements first)")
 
 
 def _results_dir_for(config_name: str) -> Path:
@@ -108,7 +108,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"csv:     {out / 'summary.csv'}, {out / 'checkpoints.csv'}")
     if not args.no_plot:
         try:
-            fig = default_figure(summary, checkpoints, out / "figure.png")
+            from moebench.sweep.style import folder_style
+
+            fig = default_figure(summary, checkpoints, out / "figure.png",
+                                 folder_style(summary, out))
             print(f"figure:  {fig}")
         except ValueError as exc:
             print(f"figure:  not drawn ({exc})")
@@ -194,92 +197,66 @@ def _run_with_default_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    """Draw figures from stored results."""
-    from moebench.sweep import plots
+    """Draw registered figures (:mod:`moebench.sweep.views`) from stored results."""
     from moebench.sweep.store import load_results
+    from moebench.sweep.style import folder_style
+    from moebench.sweep.views import call, file_stem, get_view
 
-    if args.out:
-        folder = args.kind in ("all", "phase") and not Path(args.out).suffix
-        (check_out_dir if folder else check_out_file)(args.out)
+    chosen = (None if args.kind == "all" else get_view("figure", args.kind))
+    out = Path(args.out) if args.out else None
+    if out is not None:  # a name with a suffix is a file, any other a folder
+        (check_out_file if out.suffix else check_out_dir)(args.out)
     summary, checkpoints = load_results(args.results, require_runs=True)
     summary = _with_classes(summary, args.results)
     root = Path(args.results)
     root = root.parent if root.is_file() else root
-    if args.kind == "phase":
-        return _plot_phase(args, summary, root)
-    if args.kind == "gridlock":
-        return _plot_gridlock(args, summary, root)
-    if args.kind == "all":
-        if args.out and Path(args.out).suffix:
-            stem, suffix, folder = Path(args.out).stem, Path(args.out).suffix, Path(args.out).parent
+    style = folder_style(summary, root)
+    inputs = {"summary": summary, "checkpoints": checkpoints, "style": style, "x": args.x,
+              "metric": args.metric, "by": args.by, "raw": args.raw, "axes": args.axes,
+              "variants": args.variants, "reference": args.reference or style.references or None,
+              "tol": args.stuck_tol}
+    if chosen is None:  # --kind all: every figure that applies, named after its kind
+        if out is not None and out.suffix:
+            stem, suffix, folder = out.stem, out.suffix, out.parent
         else:
-            stem, suffix = "", ".png"
-            folder = Path(args.out) if args.out else root / "figures"
-        for kind in plots.applicable_kinds(summary):
-            name = f"{stem}_{kind}{suffix}" if stem else f"{kind}{suffix}"
-            fig = plots.draw(kind, summary, checkpoints, args.x, args.metric, args.by, args.raw)
-            print(f"wrote {plots.save(fig, folder / name, compact=args.compact)}")
+            stem, suffix, folder = "", ".png", out or root / "figures"
+        for name, view in views("figure").items():
+            if view.applies is None or not view.applies(summary):
+                continue
+            base = f"{stem}_{name}" if stem else name
+            _save_figures(call(view, inputs), folder, base, suffix, args.compact, view.dpi)
         return 0
-    x = "time" if args.kind == "time" else args.x
-    default = root / "figures" / (f"{args.kind}_{x}.png" if args.kind == "curves"
-                                  else f"{args.kind}.png")
-    if args.kind == "equal_footing":
-        fig = plots.plot_equal_footing(summary, checkpoints, args.metric, args.raw,
-                                       facet=args.axes, variants=args.variants)
+    if out is not None and out.suffix:
+        folder, base, suffix = out.parent, out.stem, out.suffix
     else:
-        fig = plots.draw(args.kind, summary, checkpoints, args.x, args.metric, args.by, args.raw)
-    print(f"wrote {plots.save(fig, args.out or default, compact=args.compact)}")
+        folder, base, suffix = out or root / "figures", file_stem(chosen, inputs), ".png"
+    _save_figures(call(chosen, inputs), folder, base, suffix, args.compact, chosen.dpi)
     return 0
 
 
-def _plot_phase(args: argparse.Namespace, summary, root: Path) -> int:
-    from moebench.sweep.plots import plot_phase_maps
+def _save_figures(drawn, folder: Path, base: str, suffix: str, compact: bool, dpi: int
+                  ) -> None:
+    """Write a figure view's output: one figure as ``<base><suffix>``, a dict of them as
+    ``<base>_<key><suffix>`` (key ``""``: ``<base><suffix>``)."""
+    from moebench.sweep.plots import save
 
-    if not args.axes or len(args.axes) not in (2, 3):
-        raise ValueError("--kind phase needs --axes X Y [FACET], data-setting columns such as "
-                         "k gating_scale sigma")
-    out = Path(args.out) if args.out else root / "figures"
-    fmt = out.suffix.lstrip(".") if out.suffix else "png"
-    folder = out.parent if out.suffix else out
-    facet = args.axes[2] if len(args.axes) == 3 else None
-    for path in plot_phase_maps(summary, args.axes[0], args.axes[1], folder, facet=facet,
-                                tol=args.stuck_tol, formats=(fmt,)):
-        print(f"wrote {path}")
-    return 0
-
-
-def _plot_gridlock(args: argparse.Namespace, summary, root: Path) -> int:
-    from moebench.sweep.plots import plot_gridlock, save
-
-    if not args.axes:
-        raise ValueError("--kind gridlock needs --axes COLUMN [COLUMN ...], the data-setting "
-                         "columns that define a cell, such as d k sigma gating_scale")
-    from moebench.sweep.gridlock import references_in
-
-    first = Path(args.out) if args.out else root / "figures" / "gridlock.png"
-    for i, ref in enumerate(references_in(summary, args.reference)):
-        fig = plot_gridlock(summary, args.axes, reference=ref, tol=args.stuck_tol)
-        path = first if i == 0 else first.with_name(f"{first.stem}_{ref}{first.suffix}")
-        print(f"wrote {save(fig, path)}")
-    return 0
+    figures = drawn if isinstance(drawn, dict) else {"": drawn}
+    for key, fig in figures.items():
+        name = f"{base}_{key}" if key else base
+        print(f"wrote {save(fig, folder / f'{name}{suffix}', compact=compact, dpi=dpi)}")
 
 
 def add_plot_parser(sub: argparse._SubParsersAction) -> None:
-    from moebench.sweep.plots import KINDS, METRICS, X_AXES
+    from moebench.sweep.plots import METRICS, X_AXES
 
     p = sub.add_parser(
         "plot", help="draw figures from stored sweep results",
         description="Draw figures from a results directory (summary.parquet, "
-        "checkpoints.parquet); nothing is re-run. PNG, PDF or SVG by the --out suffix.")
+        "checkpoints.parquet); nothing is re-run. PNG, PDF or SVG by the --out suffix. "
+        "Colours follow the config's variant list ([report] colors overrides them).")
     p.add_argument("results", metavar="RESULTS", help="results directory of `moebench run`")
-    p.add_argument("--kind", choices=(*KINDS, "phase", "gridlock"), default="curves",
-                   help="curves (error vs --x), time (error vs wall time), sample_complexity "
-                   "(error vs n), success (rate vs k or d), heldout (real data), diagnostics "
-                   "(error and fitted diagnostics vs --by), equal_footing (expert error at equal "
-                   "steps and at equal estimator time, a panel pair per setting or per --axes "
-                   "value), all; phase: "
-                   "stuck- and success-rate heatmaps per variant over --axes; gridlock: the "
-                   f"cells of --axes where a local-search variant is {_GRIDLOCK_RULE}")
+    p.add_argument("--kind", choices=(*views("figure"), "all"), default="curves",
+                   help=choices_help("figure", {"all": "every figure these results support"}))
     p.add_argument("--axes", nargs="+", metavar="COLUMN", default=None,
                    help="phase maps: X Y [FACET] data-setting columns (e.g. k gating_scale "
                    "sigma); gridlock: the columns that define a cell; equal_footing: the "
@@ -299,36 +276,33 @@ def add_plot_parser(sub: argparse._SubParsersAction) -> None:
                    "far (restarts then show as jumps)")
     p.add_argument("--by", default=None, help="x axis of the success figure (default: k or d)")
     p.add_argument("--out", "-o", default=None,
-                   help="figure file (.png/.pdf/.svg); for --kind all a folder or a file name "
-                   "template (default: RESULTS/figures/)")
+                   help="a figure file (.png/.pdf/.svg) or a folder (default: RESULTS/figures/"
+                   "); --kind all and the kinds that draw several files (phase, gridlock) "
+                   "name theirs after the file's name")
     p.set_defaults(func=cmd_plot)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Print (or write) the Markdown summary table of stored results."""
-    from moebench.sweep.report import phase_report, report_table
+    """Print (or write) a registered Markdown table (:mod:`moebench.sweep.views`) of stored
+    results, with the ``--phase`` sections."""
+    from moebench.sweep.report_phase import phase_report
     from moebench.sweep.store import load_results
+    from moebench.sweep.style import folder_style
+    from moebench.sweep.views import call, get_view
 
     if args.out:
         check_out_file(args.out)
+    view = get_view("table", getattr(args, "table", "summary"))
     summary, checkpoints = load_results(args.results)
     summary = _with_classes(summary, args.results)
-    table = getattr(args, "table", "summary")
-    if table == "theorem":
-        from moebench.sweep.theorem import theorem_report
-
-        text = theorem_report(summary)
-    elif table == "time_to_error":
-        from moebench.sweep.report import time_to_error_table
-
-        text = time_to_error_table(summary, checkpoints, args.target_error, args.metric,
-                                   args.variants, args.raw)
-    elif table != "summary":
-        text = _readme_table(summary, table, args.metric)
-    else:
-        text = report_table(summary, tol=args.stuck_tol)
+    style = folder_style(summary, args.results)
+    reference = args.reference or style.references or None
+    text = call(view, {"summary": summary, "checkpoints": checkpoints, "style": style,
+                       "metric": args.metric, "raw": args.raw, "variants": args.variants,
+                       "reference": reference, "tol": args.stuck_tol,
+                       "targets": args.target_error})
     if args.phase:
-        text += "\n" + phase_report(summary, args.phase, args.reference, tol=args.stuck_tol,
+        text += "\n" + phase_report(summary, args.phase, reference, tol=args.stuck_tol,
                                      stuck_tols=args.stuck_tols)
     if args.out:
         atomic_write_bytes(Path(args.out), text.encode())
@@ -336,19 +310,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         print(text, end="")
     return 0
-
-
-def _readme_table(summary, table: str, metric: str) -> str:
-    """The ``--table`` choices other than the default summary (the README's tables)."""
-    from moebench.sweep import report
-
-    if table == "accuracy":
-        return report.accuracy_table(summary, metric)
-    if table == "comparison":
-        return report.comparison_table(summary, metric)
-    if table == "threshold_n":
-        return report.threshold_n_table(summary, metric)
-    return report.phase_times_table(summary)
 
 
 def add_report_parser(sub: argparse._SubParsersAction) -> None:
@@ -364,18 +325,8 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stuck-tols", nargs="+", type=finite_float(0.0), default=None,
                    metavar="TOL", help="with --phase: also state the verdict under each of "
                    "these stuck tolerances (e.g. 1e-4 1e-3 1e-2)")
-    p.add_argument("--table", choices=TABLES,
-                   default="summary",
-                   help="summary (default): the table above; accuracy: median --metric by n, k "
-                   "(rows) and activation (columns), one table per variant; comparison: "
-                   "repetitions, median --metric, success rate and median fit time per varying "
-                   "setting and variant; phase_times: per run, the estimator's recorded phase "
-                   "times (tensor_em); time_to_error: per variant and setting, the fraction of "
-                   "runs whose --metric ever reaches each --target-error (Wilson 95%% interval) "
-                   "and the median estimator time and step to first reach it; theorem: the "
-                   "oracle gating EM's random starts that reach the ML gating, per cell "
-                   "(results of the theorem config); threshold_n: median --metric at every n "
-                   "and the n at which it reaches the success threshold (consistency curves)")
+    p.add_argument("--table", choices=tuple(views("table")), default="summary",
+                   help=choices_help("table"))
     p.add_argument("--metric", default="expert_error",
                    help="metric column of --table accuracy/comparison/time_to_error (default: "
                    "expert_error; e.g. gating_error)")

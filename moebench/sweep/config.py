@@ -68,7 +68,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TOP_KEYS = ("name", "description", "seed", "repetitions", "success_threshold", "data", "budget",
-            "algorithm")
+            "algorithm", "report")
 SYNTHETIC_DATA_KEYS = SYNTHETIC_SETTING_COLUMNS
 #: synthetic ``[data]`` key with explicit cells: a list of tables of data keys, each a grid
 #: of its own over the other ``[data]`` values; the sweep runs their union
@@ -630,6 +630,13 @@ def validate_config(raw: dict[str, Any], name: str = "sweep", source: str = "<di
                     f"setting k={setting['k']}, d={d}, activation={act!r}: {exc} (restrict it "
                     f"with activations = [...] in its [[algorithm]] table, or change [data])"
                 ) from None
+    if "report" in raw:  # the figures' and tables' settings (moebench.sweep.style)
+        from moebench.sweep.style import check_report_table
+
+        try:
+            check_report_table(raw["report"], [v.label for v in variants])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     desc = raw.get("description", "")
     cname = raw.get("name", name)
     if not isinstance(cname, str) or not isinstance(desc, str):

@@ -1,7 +1,7 @@
 """Where is the gridlock? Stuck-run detection and phase tables from stored sweep results.
 
-The figures drawn from these tables (:func:`moebench.sweep.plots.plot_gridlock`,
-:func:`moebench.sweep.plots.plot_phase_maps`) live with the other figures.
+The figures drawn from these tables (:func:`moebench.sweep.plots_maps.plot_gridlock`,
+:func:`moebench.sweep.plots_maps.plot_phase_maps`) live with the other figures.
 
 A run is *stuck* when its final training mean log-likelihood is more than ``tol``
 per sample below the best that any method reached on the same data set (same
@@ -61,9 +61,6 @@ GRAD_NORM_COLUMN = "fitted_grad_norm"
 BELOW_COLUMN = "fitted_below_sample_complexity"
 #: the reports' heading of that column
 BELOW_HEAD = "tensor step below sample complexity"
-#: the gridlock references shown by default when present: tensor_em + refine (the tensor
-#: step as a start for joint EM) and the paper's estimator (tensor_em, no refine)
-DEFAULT_REFERENCES = ("tensor_em_refine", "tensor_em")
 #: a gridlock cell: a baseline stuck in at least STUCK_MIN of the seeds while the
 #: reference succeeds in at least SUCCESS_MIN
 STUCK_MIN = 0.3
@@ -386,12 +383,26 @@ def local_search_labels(summary: pd.DataFrame, reference: str) -> list[str]:
 
 def references_in(summary: pd.DataFrame, references: Sequence[str] | str | None = None
                   ) -> list[str]:
-    """The reference labels to use: the given ones (a string is one), or by default those
-    of :data:`DEFAULT_REFERENCES` present in ``summary`` (all of them if none is)."""
+    """The reference labels to use: the given ones (a string is one), or by default the
+    variants of ``summary`` that start from the tensor step, refinements first
+    (:func:`moebench.sweep.style.default_references`; a config's ``[report] references``
+    arrive here as ``references``).
+
+    Raises
+    ------
+    ValueError
+        When none is given and no variant starts from the tensor step.
+    """
     if isinstance(references, str):
         return [references]
     if references:
         return list(references)
-    labels = set(summary["label"])
-    present = [r for r in DEFAULT_REFERENCES if r in labels]
-    return present or list(DEFAULT_REFERENCES[:1])
+    from moebench.sweep.style import default_references, variant_list
+
+    found = default_references(variant_list(summary))
+    if not found:
+        raise ValueError("no reference variant: none of "
+                         f"{', '.join(map(str, dict.fromkeys(summary['label'])))} starts from "
+                         "the tensor step; name one with --reference or the config's "
+                         "[report] references")
+    return found

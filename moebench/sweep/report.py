@@ -14,6 +14,14 @@ stuck test is *uncertified*. Where runs record the tensor step's flag
 column *tensor step below sample complexity* gives their rate (Wilson 95% interval), apart
 from the stuck and class columns, in the summary table, the phase map, the gridlock rows (for
 the reference) and the verdict by tolerance (:data:`BELOW_NOTE`).
+
+The tables are registered views (:mod:`moebench.sweep.views`; ``moebench report --table``
+lists them): this module holds ``summary`` and the README tables (``accuracy``,
+``comparison``, ``phase_times``, ``threshold_n``) with the Markdown helpers they share;
+:mod:`moebench.sweep.report_phase` the phase map, gridlock and verdict sections
+(``--phase``), :mod:`moebench.sweep.report_time` ``time_to_error`` and
+:mod:`moebench.sweep.theorem` ``theorem``. Medians and interquartile ranges are
+:func:`moebench.sweep.quantiles.quartiles`.
 """
 
 from __future__ import annotations
@@ -34,39 +42,31 @@ from moebench.sweep.columns import (
 )
 from moebench.sweep.gridlock import (
     BELOW_HEAD,
-    CANDIDATE_MIN,
     DEFAULT_TOL,
     GROSS_ERROR,
-    STUCK_MIN,
-    SUCCESS_MIN,
     below_rate,
-    candidate_cells,
-    cells_toml,
-    gridlock_regions,
     has_below_flag,
     has_stationarity,
     is_certified,
-    local_search_labels,
     mark_stuck,
-    phase_table,
     rate_interval,
-    references_in,
 )
+from moebench.sweep.quantiles import quartiles
+from moebench.sweep.views import table
 
 
 def _median_iqr(values: pd.Series, fmt: str = ".3g") -> str:
-    v = values.to_numpy(float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
+    """``median [q1, q3]`` of the finite values (:func:`quartiles`); "–" when none."""
+    q1, med, q3 = quartiles(values.to_numpy(float))
+    if not np.isfinite(med):
         return "–"
-    q1, med, q3 = np.percentile(v, [25, 50, 75])
     return f"{med:{fmt}} [{q1:{fmt}}, {q3:{fmt}}]"
 
 
 def _median(values: pd.Series, fmt: str = ".3g") -> str:
-    v = values.to_numpy(float)
-    v = v[np.isfinite(v)]
-    return f"{np.median(v):{fmt}}" if v.size else "–"
+    """The median of the finite values (:func:`quartiles`); "–" when none."""
+    med = quartiles(values.to_numpy(float))[1]
+    return f"{med:{fmt}}" if np.isfinite(med) else "–"
 
 
 def _mean_sd(values: pd.Series, fmt: str = ".3f") -> str:
@@ -161,6 +161,9 @@ def _fixed_line(summary: pd.DataFrame, varying: list[str]) -> str:
     return ", ".join(fixed)
 
 
+@table("summary", help="(default) per variant and setting: runs, failures, median [IQR] "
+       "error, gross, success and stuck (or certified class) rates, held-out "
+       "log-likelihood, fit time")
 def report_table(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> str:
     """A Markdown report: one row per data setting and algorithm variant."""
     if summary.empty:
@@ -243,157 +246,8 @@ def report_table(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> str:
     return "\n".join(head) + "\n" + _markdown(rows)
 
 
-def phase_report(summary: pd.DataFrame, axes: list[str],
-                 reference: str | list[str] | None = None, tol: float = DEFAULT_TOL,
-                 stuck_min: float = STUCK_MIN, success_min: float = SUCCESS_MIN,
-                 stuck_tols: list[float] | None = None) -> str:
-    """Markdown: stuck and success rates per setting of ``axes`` and variant, then, for
-    each reference, the settings where another variant is stuck in >= ``stuck_min`` of
-    seeds while the reference succeeds in >= ``success_min``.
-
-    Parameters
-    ----------
-    reference : str, list of str or None
-        The reference variant(s); None: those of
-        :data:`moebench.sweep.gridlock.DEFAULT_REFERENCES` present (tensor_em + refine,
-        and the paper's estimator, tensor_em alone), side by side.
-    stuck_tols : list of float, optional
-        Also state the verdict (gridlock cells per baseline and reference, overall stuck
-        rates) under each of these stuck tolerances (e.g. 1e-4, 1e-3, 1e-2).
-    """
-    table = phase_table(summary, axes, tol)
-    certified = is_certified(summary)
-    stationarity = has_stationarity(summary) or certified
-    stuck = _stuck_name(certified)
-    below = "n_below" in table.columns and bool(np.isfinite(table["n_below"]).any())
-    rows = []
-    for _, r in table.iterrows():
-        row = {a: format_value(r[a]) for a in axes}
-        row.update({"variant": r["label"], "runs": str(r["runs"]), "failed": str(r["failed"]),
-                    stuck: rate_interval(r["n_stuck"], r["runs"])})
-        if certified:
-            for col, head in CLASS_COLUMNS[1:4]:
-                row[head] = rate_interval(r[f"n_{col}"], r["runs"])
-        if stationarity:
-            row["unfinished"] = ("–" if not np.isfinite(r["n_unfinished"])
-                                 else rate_interval(r["n_unfinished"], r["runs"]))
-        if below:
-            row[BELOW_HEAD] = ("–" if not np.isfinite(r["n_below"])
-                               else rate_interval(r["n_below"], r["runs"]))
-        row.update({"success": rate_interval(r["n_success"], r["runs"]),
-                    "expert error, median": f"{r['median_expert_error']:.3g}",
-                    "mean": f"{r['mean_expert_error']:.3g}",
-                    f"gross (> {GROSS_ERROR:g})": rate_interval(r["n_gross"], r["runs"])})
-        rows.append(row)
-    text = [f"## Phase map over {', '.join(axes)}\n",
-            ("Certified classes (`moebench classify`; definitions in the summary's header).\n"
-             if certified else "Uncertified stuck test (no `moebench classify` classes).\n")
-            + (BELOW_NOTE.lstrip() + "\n" if below else ""),
-            _markdown(rows)]
-    text.append(_candidates_section(summary, table, axes, reference))
-    for ref in references_in(summary, reference):
-        regions = gridlock_regions(table, axes, local_search_labels(summary, ref), ref,
-                                   stuck_min, success_min)
-        text.append(f"\n## Gridlock: {stuck} >= {stuck_min:.0%} while {ref} succeeds >= "
-                    f"{success_min:.0%}\n")
-        if not stationarity:
-            text.append("Stuck = likelihood gap alone (stationarity unknown in these "
-                        "results).\n")
-        if regions.empty:
-            text.append("No such setting in these results.\n")
-            continue
-        out_rows = []
-        for r in regions.to_dict("records"):
-            row = {a: format_value(r[a]) for a in axes}
-            row["label"] = r["label"]
-            row[stuck] = rate_interval(r["n_stuck"], r["runs"])
-            if stationarity and np.isfinite(r["unfinished_rate"]):
-                row["unfinished"] = f"{r['unfinished_rate']:.0%}"
-            row[f"{ref} success"] = rate_interval(r[f"{ref}_n_success"], r[f"{ref}_runs"])
-            n_below = r.get(f"{ref}_n_below", np.nan)
-            if below and np.isfinite(n_below):
-                row[f"{ref}: {BELOW_HEAD}"] = rate_interval(n_below, r[f"{ref}_runs"])
-            out_rows.append(row)
-        text.append(_markdown(out_rows))
-    if stuck_tols:
-        text.append(verdict_by_tolerance(summary, axes, stuck_tols, reference, stuck_min,
-                                         success_min))
-    return "\n".join(text)
-
-
-def _candidates_section(summary: pd.DataFrame, table: pd.DataFrame, axes: list[str],
-                        reference: str | list[str] | None) -> str:
-    """Markdown: the candidate cells (a local method stuck in >= CANDIDATE_MIN of seeds),
-    with the ``cells = [...]`` entry of a config that re-runs them."""
-    refs = references_in(summary, reference)
-    baselines = [lab for lab in local_search_labels(summary, refs[0]) if lab not in refs]
-    cells = candidate_cells(table, axes, baselines)
-    head = (f"\n## Candidate cells: a local method stuck in >= {CANDIDATE_MIN:.0%} of seeds "
-            f"({len(cells)} of {len(table.drop_duplicates(list(axes)))})\n")
-    if cells.empty:
-        return head + "\nNone.\n"
-    rows = [{**{a: format_value(r[a]) for a in axes}, "stuck variants": r["variants"],
-             "largest stuck rate": f"{r['stuck_rate']:.0%}"} for r in cells.to_dict("records")]
-    return (head + "\n" + _markdown(rows) + "\nTo re-run them with more seeds, put this "
-            "in the `[data]` table of a config (with a new `seed` and `repetitions`):\n\n"
-            "```toml\n" + cells_toml(cells, axes) + "\n```\n")
-
-
-def verdict_by_tolerance(summary: pd.DataFrame, axes: list[str], tols: list[float],
-                         reference: str | list[str] | None = None,
-                         stuck_min: float = STUCK_MIN, success_min: float = SUCCESS_MIN
-                         ) -> str:
-    """Markdown: per stuck tolerance, each local-search variant's overall stuck rate (with
-    its Wilson 95% interval) and its number of gridlock cells against each reference.
-
-    Parameters
-    ----------
-    tols : list of float
-        Stuck tolerances (per-sample log-likelihood gaps), e.g. ``[1e-4, 1e-3, 1e-2]``.
-    """
-    refs = references_in(summary, reference)
-    rows = []
-    for tol in tols:
-        table = phase_table(summary, axes, tol)
-        marked = mark_stuck(summary, tol)
-        counts = {ref: gridlock_regions(table, axes, local_search_labels(summary, ref), ref,
-                                        stuck_min, success_min)["label"].value_counts()
-                  for ref in refs}
-        labels = [lab for lab in dict.fromkeys(marked["label"])
-                  if lab in set(local_search_labels(summary, refs[0])) - set(refs)]
-        for label in labels:
-            g = marked[marked["label"] == label]
-            row = {"stuck tol": f"{tol:g}", "variant": label,
-                   _stuck_name(bool(marked["certified"].any())):
-                       rate_interval(int(g["stuck"].sum()), len(g))}
-            for ref in refs:
-                row[f"gridlock cells vs {ref}"] = str(int(counts[ref].get(label, 0)))
-            rows.append(row)
-    note = ""
-    flagged = [ref for ref in refs if has_below_flag(summary[summary["label"] == ref])]
-    if flagged:
-        note += ("\n" + "; ".join(
-            f"{ref}: {BELOW_HEAD} in "
-            f"{below_rate(summary[summary['label'] == ref])} of its runs"
-            for ref in flagged) + " (a flag of the tensor step, apart from the stuck "
-                 "column).\n")
-    if is_certified(summary):
-        polished_at = float(summary["classify_tol"].iloc[0])
-        below = [t for t in tols if t < polished_at]
-        if below:
-            note = (f"\nAt tol {', '.join(f'{t:g}' for t in below)} (below the {polished_at:g} "
-                    "that `moebench classify` ran with) short runs it did not polish are not "
-                    "classified and not counted; run `moebench classify --tol` with the "
-                    "smallest tolerance to certify them.\n")
-    return (f"\n## Verdict by stuck tolerance (cells over {', '.join(axes)})\n\n"
-            + _markdown(rows) + note)
-
-
 
 # --------------------------------------------------------------------------- README tables
-#: ``moebench report --table`` choices: the default report and the README tables
-TABLES = ("summary", "accuracy", "comparison", "phase_times", "time_to_error", "theorem",
-          "threshold_n")
 _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
@@ -421,6 +275,8 @@ def _final_errors(g: pd.DataFrame, metric: str) -> np.ndarray:
     return v
 
 
+@table("accuracy", help="median --metric by n, k (rows) and activation (columns), one table "
+       "per variant")
 def accuracy_table(summary: pd.DataFrame, metric: str = "expert_error",
                    rows: tuple[str, ...] = ("n", "k"), columns: str = "activation",
                    fmt: str = ".3f") -> str:
@@ -483,6 +339,8 @@ def _setting_variant_groups(summary: pd.DataFrame
     return by, groups
 
 
+@table("comparison", help="repetitions, median --metric, success rate and median fit time "
+       "per varying setting and variant")
 def comparison_table(summary: pd.DataFrame, metric: str = "expert_error") -> str:
     """Markdown: per varying setting and variant, repetitions, median ``metric``, success
     rate with its Wilson 95% interval and median fit time (the README's "baselines next to
@@ -528,6 +386,7 @@ def comparison_table(summary: pd.DataFrame, metric: str = "expert_error") -> str
     return _markdown(rows)
 
 
+@table("phase_times", help="per run, the estimator's recorded phase times (tensor_em)")
 def phase_times_table(summary: pd.DataFrame) -> str:
     """Markdown: one row per run with its setting, the estimator's recorded phase times
     (``fitted_phase_times_<phase>`` columns, tensor_em's ``phase_times_``), fit time,
@@ -561,154 +420,6 @@ def phase_times_table(summary: pd.DataFrame) -> str:
     return _markdown(rows)
 
 
-# --------------------------------------------------------------------------- equal footing
-def _check_targets(targets: object) -> list[float]:
-    """The error targets as floats; ValueError naming the bad one."""
-    values = [targets] if isinstance(targets, (int, float)) else list(targets or [])
-    if not values:
-        raise ValueError("--target-error needs at least one error target > 0 (e.g. 0.3 0.1)")
-    out = []
-    for v in values:
-        ok = isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
-        if not ok or not np.isfinite(v) or v <= 0:
-            raise ValueError(f"--target-error must be finite numbers > 0; got {v!r} (valid: an "
-                             "error level such as 0.3, 0.1 or 0.01)")
-        out.append(float(v))
-    return list(dict.fromkeys(out))
-
-
-def time_to_error(summary: pd.DataFrame, checkpoints: pd.DataFrame, target: float,
-                  metric: str = "expert_error", raw: bool = False) -> pd.DataFrame:
-    """Per run of ``summary``: whether, when and at which step ``metric`` first reached
-    ``target``.
-
-    Every run is kept: a failed run, a run without checkpoints and a run whose error
-    never falls to ``target`` have ``reached`` False and NaN step and time. Steps and
-    the error read off each checkpoint are those of :mod:`moebench.sweep.equal_footing`
-    (the anytime estimate unless ``raw``); time is the estimator's clock at that
-    checkpoint, every phase and restart counted.
-
-    Parameters
-    ----------
-    summary, checkpoints : DataFrame
-        Stored results.
-    target : float
-        The error level, > 0.
-    metric : str
-        ``expert_error`` or ``gating_error``.
-    raw : bool
-        The error as recorded instead of the anytime estimate.
-
-    Returns
-    -------
-    DataFrame
-        ``run_id``, ``reached``, ``step``, ``time`` in the order of ``summary``.
-    """
-    from moebench.sweep.equal_footing import check_inputs, first_reach, trajectories
-
-    target = _check_targets([target])[0]
-    check_inputs(summary, checkpoints, metric, None)
-    ok = summary.loc[summary["status"].isin(OK_STATUSES), "run_id"]
-    traj = trajectories(checkpoints[checkpoints["run_id"].isin(set(ok))], metric, raw)
-    rows = []
-    for rid in summary["run_id"]:
-        hit = first_reach(*traj[rid], target) if rid in traj else None
-        rows.append({"run_id": rid, "reached": hit is not None,
-                     "step": hit[0] if hit else np.nan, "time": hit[1] if hit else np.nan})
-    return pd.DataFrame(rows, columns=["run_id", "reached", "step", "time"])
-
-
-def time_to_error_table(summary: pd.DataFrame, checkpoints: pd.DataFrame,
-                        targets: float | list[float] = (0.1,), metric: str = "expert_error",
-                        variants: list[str] | None = None, raw: bool = False) -> str:
-    """Markdown: per target, variant and setting, how often and how fast ``metric`` first
-    reached the target.
-
-    Columns: runs (every run of the variant and setting; failed runs and runs without
-    checkpoints count as not reached, never dropped), reached (the fraction with its
-    Wilson 95% interval), the median [IQR] estimator time and the median step over the
-    runs that reached it, and the median time over all runs with a run that never
-    reached it counting as infinite ("not reached" when half or more never did).
-    Settings and variants keep the config's order.
-
-    Parameters
-    ----------
-    summary, checkpoints : DataFrame
-        Stored results (:func:`moebench.sweep.store.load_results`).
-    targets : float or list of float
-        Error levels, each > 0 (e.g. ``[0.3, 0.1, 0.01]``).
-    metric : str
-        ``expert_error`` (default) or ``gating_error``.
-    variants : list of str, optional
-        The variant labels to tabulate (default: every variant with checkpoints; the
-        others are named in a note).
-    raw : bool
-        The error as recorded instead of the anytime estimate (error at the best
-        log-likelihood so far).
-
-    Returns
-    -------
-    str
-
-    Raises
-    ------
-    ValueError
-        For a target that is not a finite number > 0, a metric that is not an error,
-        results without checkpoints, or an unknown variant (or one without checkpoints).
-    """
-    from moebench.sweep.equal_footing import STEP_NOTE, check_inputs
-
-    targets = _check_targets(targets)
-    labels = check_inputs(summary, checkpoints, metric, variants)
-    have = set(checkpoints["run_id"])
-    bare = [lab for lab in labels
-            if not summary.loc[summary["label"] == lab, "run_id"].isin(have).any()]
-    if variants is not None and bare:
-        with_ck = [lab for lab in dict.fromkeys(summary["label"])
-                   if summary.loc[summary["label"] == lab, "run_id"].isin(have).any()]
-        raise ValueError(f"variant(s) {', '.join(map(repr, bare))} have no checkpoints; "
-                         f"valid choices: {', '.join(with_ck)}")
-    labels = [lab for lab in labels if lab not in bare]
-    summary = summary[summary["label"].isin(labels)]
-    by, groups = _setting_variant_groups(summary)
-    name = metric.replace("_", " ")
-    how = "as recorded" if raw else "the anytime estimate (the error at the best log-likelihood " \
-        "so far)"
-    text = [f"## Time to reach {name} <= target\n",
-            f"Every run of a variant and setting counts: a run that never reaches the target "
-            f"(or failed, or has no checkpoints) is not reached, never dropped. Reached: the "
-            f"fraction with its Wilson 95% interval. Time: the estimator's own clock at the "
-            f"first checkpoint at or below the target (every phase and restart counted, metric "
-            f"evaluation excluded), median [IQR] over the runs that reached it; all runs: the "
-            f"median with a run never reaching it counted as infinite. Step: {STEP_NOTE}. "
-            f"Error: {how}.\n"]
-    if bare:
-        text.append(f"Not shown (no checkpoints): {', '.join(bare)}.\n")
-    fixed = _fixed_line(summary, by)
-    if fixed:
-        text.append(f"Fixed: {fixed}.\n")
-    for target in targets:
-        hits = time_to_error(summary, checkpoints, target, metric, raw).set_index("run_id")
-        rows = []
-        for key, g in groups:
-            h = hits.loc[g["run_id"]]
-            reached = h[h["reached"]]
-            row = {c: format_value(v) for c, v in zip(by, key[:-1], strict=True)}
-            failed = int((~g["status"].isin(OK_STATUSES)).sum())
-            row["variant"] = key[-1] + (f" ({failed} failed)" if failed else "")
-            row["runs"] = str(len(g))
-            row["reached"] = rate_interval(len(reached), len(g))
-            row["time (s), median [IQR] of reached"] = _median_iqr(reached["time"])
-            row["step, median of reached"] = _median(reached["step"], ".3g")
-            all_times = np.where(h["reached"], h["time"], np.inf).astype(float)
-            med = float(np.median(all_times)) if all_times.size else np.nan
-            row["time (s), median of all runs"] = f"{med:.3g}" if np.isfinite(med) \
-                else "not reached"
-            rows.append(row)
-        text.append(f"\n### {name} <= {target:g}\n\n" + _markdown(rows))
-    return "\n".join(text)
-
-
 def crossing_n(n: np.ndarray, error: np.ndarray, threshold: float) -> float:
     """The sample size at which ``error`` (median error at each ``n``) first falls to
     ``threshold``, interpolated linearly in log n and log error between the two sizes
@@ -732,6 +443,8 @@ def crossing_n(n: np.ndarray, error: np.ndarray, threshold: float) -> float:
     return float(math.exp(math.log(n[i - 1]) + t * (math.log(n[i]) - math.log(n[i - 1]))))
 
 
+@table("threshold_n", help="median --metric at every n and the n at which it reaches the "
+       "success threshold (consistency curves)")
 def threshold_n_table(summary: pd.DataFrame, metric: str = "expert_error",
                       threshold: float | None = None) -> str:
     """Markdown: for each variant and setting, the median ``metric`` at every n and the n
@@ -786,4 +499,5 @@ def threshold_n_table(summary: pd.DataFrame, metric: str = "expert_error",
     return (f"Median {metric} over the repetitions at each n (a failed run counts as inf); "
             f"the n at which the median reaches {threshold:g}, interpolated in log n and "
             f"log error between the sizes around the crossing.\n\n" + _markdown(rows))
+
 

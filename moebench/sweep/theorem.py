@@ -31,13 +31,13 @@ wrote ``classes.parquet``, attached by :func:`moebench.sweep.classify.attach_cla
 Every oracle run short of the best on its data set, in the oracle's own problem (the
 gating likelihood with the experts and sigma fixed at the truth; the best over that data
 set's oracle runs, the truth-started one included, and their polished points), was
-continued by the common gating polisher (:func:`moebench.sweep.classify.polish_gating`:
+continued by the common gating polisher (:func:`moebench.sweep.polish.polish_gating`:
 gating EM, tol 1e-10, at most 1000 iterations, then Newton steps on the gating where its
 loss Hessian is positive definite) and classified by
 :func:`moebench.sweep.classify.assign_classes` (recomputed here at ``ll_tol``): a start with
 a gap is *slow* (the polisher reaches the best), a certified *local maximum* (stationary:
-scaled gating-gradient norm <= :data:`moebench.sweep.classify.CERTIFY_GRAD_TOL`, and the
-smallest eigenvalue of the gating loss Hessian > :data:`moebench.sweep.classify.HESSIAN_EPS`),
+scaled gating-gradient norm <= :data:`moebench.sweep.polish.CERTIFY_GRAD_TOL`, and the
+smallest eigenvalue of the gating loss Hessian > :data:`moebench.sweep.polish.HESSIAN_EPS`),
 a *saddle* (< -HESSIAN_EPS), *singular* (within), *unfinished* (not stationary when the
 polisher's budget ends) or *not classified* (no polish at ``ll_tol``: classify ran with a
 larger tolerance, the run holds no fitted parameters, or the polisher failed). Only a
@@ -62,6 +62,7 @@ import pandas as pd
 from moebench.stationarity import STATIONARY_TOL
 from moebench.sweep import classify as c
 from moebench.sweep.gridlock import BUDGET_STOPS, is_certified, rate_interval
+from moebench.sweep.views import table
 
 #: log-likelihood gap per sample below which a random start reached the truth-started one
 LL_TOL = 1e-4
@@ -286,6 +287,8 @@ def _count(hits: int, n: int) -> str:
     return f"{hits} = {rate_interval(hits, n)}" if hits else "0"
 
 
+@table("theorem", help="the oracle gating EM's random starts that reach the ML gating, per "
+       "cell (results of the theorem config)")
 def theorem_report(summary: pd.DataFrame, axes: Sequence[str] = DEFAULT_AXES,
                    ll_tol: float = LL_TOL, gating_tol: float = GATING_TOL) -> str:
     """Markdown: the theorem check pooled by activation and k, then per cell of ``axes``.

@@ -235,7 +235,7 @@ def test_internal_error_is_one_line_and_debug_shows_the_traceback(results, capsy
     def broken(*args, **kwargs):
         raise KeyError("status")
 
-    monkeypatch.setattr(moebench.sweep.report, "report_table", broken)
+    monkeypatch.setattr(moebench.sweep.report, "mark_stuck", broken)  # in report_table
     monkeypatch.delenv("MOEBENCH_DEBUG", raising=False)
     assert run_cli(["report", str(results)]) == 1
     one_line_error(capsys, "internal error", "KeyError", "'status'", "test_cli_adversarial.py:",

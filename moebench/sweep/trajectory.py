@@ -1,8 +1,13 @@
-"""Methods on equal footing: per-run error trajectories against steps and estimator time.
+"""Per-run trajectories: a run's checkpoints as a curve, for every figure and table.
 
 Every run of a sweep stores its checkpoints (one record per iteration, with the
-estimator's own clock, which excludes metric evaluation). This module turns them
-into what the ``equal_footing`` figure and the ``time_to_error`` table compare:
+estimator's own clock, which excludes metric evaluation). This module is the one place
+that turns them into curves: :func:`run_curve` for the ``curves`` and ``time`` figures
+(every recorded checkpoint against iteration or wall time), :func:`run_trajectory` for
+what the ``equal_footing`` figure and the ``time_to_error`` table compare (steps and
+estimator time from a run's first estimate), both with the same anytime estimate
+(:func:`anytime_values`) and read off a common grid by :func:`carry_forward` (the band
+over runs is :func:`moebench.sweep.quantiles.median_band`):
 
 *Steps.* A run's steps are its checkpoints in the order they were recorded,
 counted from its first estimate of the experts (the first checkpoint with a
@@ -102,6 +107,42 @@ def run_trajectory(run: pd.DataFrame, metric: str = "expert_error", raw: bool = 
     return steps, times, values
 
 
+def run_curve(run: pd.DataFrame, x: str = "iteration", metric: str = "expert_error",
+              raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One run's (x, values) over every recorded checkpoint (the ``curves`` figure).
+
+    Parameters
+    ----------
+    run : DataFrame
+        The checkpoints of one run, in recorded order (index order).
+    x : str
+        ``"iteration"``: the recorded iteration + 1 (the record's position + 1 where the
+        iterations do not increase, e.g. across restarts); ``"time"``: the estimator's
+        clock, non-decreasing and at least 1e-4 s (a log axis).
+    metric : str
+        The checkpoint column; ``log_likelihood`` is always as recorded.
+    raw : bool
+        The metric as recorded instead of the anytime estimate.
+
+    Returns
+    -------
+    xs, values : ndarray
+        Checkpoints whose value is not finite are left out.
+    """
+    run = run.sort_index()
+    y = run[metric].to_numpy(float)
+    if not raw and metric != "log_likelihood":
+        y = anytime_values(run["log_likelihood"].to_numpy(float), y)
+    if x == "time":
+        xs = np.maximum.accumulate(np.maximum(run["time"].to_numpy(float), 1e-4))
+    else:
+        it = run["iteration"].to_numpy(float)
+        xs = it if np.all(np.diff(it) > 0) else np.arange(len(it), dtype=float)
+        xs = xs + 1.0
+    keep = np.isfinite(y)
+    return xs[keep], y[keep]
+
+
 def first_reach(steps: np.ndarray, times: np.ndarray, values: np.ndarray, target: float
                 ) -> tuple[float, float] | None:
     """(step, time) of the first checkpoint with ``values <= target``; None if never."""
@@ -135,42 +176,6 @@ def carry_forward(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
     if x.size == 0:
         return np.full(np.shape(grid), np.nan)
     return np.where(idx >= 0, y[np.clip(idx, 0, None)], np.nan)
-
-
-def median_band(curves: Sequence[tuple[np.ndarray, np.ndarray]], grid: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Median and quartiles over runs on ``grid`` (runs carried forward; see the module).
-
-    A run without a value yet at a grid point counts as worse than every value: a
-    quantile that depends on such a run is undefined there (NaN; the upper quartile is
-    NaN too wherever the lower one is).
-
-    Parameters
-    ----------
-    curves : sequence of (x, y)
-        One (positions, values) pair per run.
-    grid : ndarray
-
-    Returns
-    -------
-    median, q1, q3 : ndarray of the shape of ``grid``
-    """
-    grid = np.asarray(grid, float)
-    if not curves:
-        nan = np.full(grid.shape, np.nan)
-        return nan, nan.copy(), nan.copy()
-    vals = np.vstack([carry_forward(x, y, grid) for x, y in curves])
-    finite = vals[np.isfinite(vals)]
-    worst = float(finite.max()) if finite.size else np.nan
-    big = np.finfo(float).max / 4  # "no value yet": above every value, still finite
-    q1, med, q3 = np.percentile(np.where(np.isfinite(vals), vals, big), [25, 50, 75], axis=0)
-    if not np.isfinite(worst):
-        nan = np.full(grid.shape, np.nan)
-        return nan, nan.copy(), nan.copy()
-    med = np.where(med > worst, np.nan, med)
-    q1 = np.where(q1 > worst, np.nan, q1)
-    q3 = np.where(np.isnan(q1) | (q3 > worst), np.nan, q3)
-    return med, q1, q3
 
 
 def trajectories(checkpoints: pd.DataFrame, metric: str = "expert_error", raw: bool = False
