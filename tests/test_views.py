@@ -247,3 +247,22 @@ def test_median_band_starts_once_half_the_runs_have_a_value():
     assert np.isnan(med[0]) and med[1:].tolist() == pytest.approx([3.0, 2.0])
     assert q1[1:].tolist() == pytest.approx([2.5, 1.5])
     assert np.isnan(q3[:2]).all() and q3[2] == pytest.approx(2.5)
+
+
+def test_sample_size_ticks_are_short_and_log_time_axes_label_decades_only():
+    """Tick labels must not run into each other: "3k".."3M" for n, no minor labels on time."""
+    import matplotlib.ticker
+    from matplotlib.figure import Figure
+
+    from moebench.sweep.plots import _set_n_ticks, compact_count, set_log_x
+
+    assert [compact_count(v) for v in (250, 3000, 1e5, 3e6, 2.5e9)] == \
+        ["250", "3k", "100k", "3M", "2.5G"]
+    ax = Figure().subplots()
+    ax.set_xscale("log")
+    _set_n_ticks(ax, [3000, 10_000, 3_000_000])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["3k", "10k", "3M"]
+    ax = Figure().subplots()
+    set_log_x(ax)
+    assert ax.get_xscale() == "log"
+    assert isinstance(ax.xaxis.get_minor_formatter(), matplotlib.ticker.NullFormatter)

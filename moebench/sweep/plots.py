@@ -66,9 +66,24 @@ def _every_checkpoint(summary: pd.DataFrame) -> bool:
     return _synthetic(summary) and not thinned
 
 
+def compact_count(v: float) -> str:
+    """A sample size as a short tick label: 3000 -> "3k", 1e6 -> "1M", 250 -> "250"."""
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= size:
+            return f"{v / size:g}{suffix}"
+    return f"{v:g}"
+
+
 def _set_n_ticks(ax: Any, values: Sequence[float]) -> None:
+    """One labelled tick per sample size, short labels (they must not run into each other)."""
     ax.set_xticks(list(values))
-    ax.set_xticklabels([f"{int(v):,}" if float(v).is_integer() else f"{v:g}" for v in values])
+    ax.set_xticklabels([compact_count(float(v)) for v in values])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def set_log_x(ax: Any) -> None:
+    """A log x axis labelled at its decades only (minor labels would overlap)."""
+    ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
@@ -145,7 +160,7 @@ def plot_curves(summary: pd.DataFrame, checkpoints: pd.DataFrame, x: str = "iter
             else:
                 ax.plot(gx, med, color=colors[label], lw=1.8, drawstyle="steps-post")
                 ax.fill_between(gx, q1, q3, color=colors[label], alpha=0.2, step="post", lw=0)
-        ax.set_xscale("log")
+        set_log_x(ax)
         if metric != "log_likelihood":
             ax.set_yscale("log")
         ax.set_title(title, fontsize="medium")
@@ -276,7 +291,7 @@ def plot_equal_footing(summary: pd.DataFrame, checkpoints: pd.DataFrame,
             ax.set_ylabel(name)
             ax.grid(True, which="major", alpha=0.3)
         ax_s.set_xlabel("step (iteration / epoch; 0 = first estimate)")
-        ax_t.set_xscale("log")
+        set_log_x(ax_t)
         ax_t.set_xlabel("estimator time (s), all phases")
     shown = [lab for lab in sorted(summary["label"].unique()) if lab in drawn]
     _legend(fig, colors, shown)
