@@ -32,7 +32,6 @@ from moebench.em import (
     run_em,
     sigma_m_step,
 )
-from moebench.em_torch import to_backend
 from moebench.model import MoEModel
 from moebench.registry import algorithm_class, register
 from moebench.starts import (
@@ -42,7 +41,7 @@ from moebench.starts import (
     search_in_subspace,
 )
 from moebench.stopping import StoppingCriterion
-from moebench.tensor.backend import BACKENDS
+from moebench.tensor.backend import BACKENDS, to_backend
 from moebench.validation import Interval, Options
 
 from ._spectral import spectral_subspace

@@ -2,7 +2,7 @@
 
 "torch" is torch on CUDA when the machine has it (else on the CPU): on a GPU machine
 ``asv run --python=same --bench bench_em_backend`` measures the device path of
-:mod:`moebench.em_torch` next to numpy in one run. The torch calls are synchronised
+:mod:`moebench.em` next to numpy in one run. The torch calls are synchronised
 before the clock stops. Data: standard normal ``X`` (cached like the kernel suites'),
 relu experts, orthogonal gating, sigma = 0.1, seed 0; the torch suites move ``X`` and
 ``y`` to the device in ``setup`` (the fits move them themselves, inside the timing) and
@@ -16,8 +16,9 @@ import numpy as np
 
 import moebench
 from benchmarks.common import _cached
-from moebench import em, em_torch
+from moebench import em
 from moebench.generator import make_moe_model
+from moebench.tensor.backend import to_backend
 
 BACKENDS = ["numpy", "torch"]
 #: "d,k" of the EM suites: issue 13's table setting and the large one
@@ -87,7 +88,7 @@ class EMStepsBackend(_BackendSuite):
         rng = np.random.default_rng(1)
         self.start = 0.1 * rng.standard_normal((k, d))
         self.experts0 = self.model.experts + 0.1 * rng.standard_normal((k, d))
-        self.X, self.y = em_torch.to_backend(X, y, self.be or "numpy")
+        self.X, self.y = to_backend(X, y, self.be or "numpy")
         self.resp, _, self.logp = self._e_step()
         self._warm_up(n, dk, backend)
 

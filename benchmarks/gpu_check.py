@@ -1,4 +1,4 @@
-"""Check and time the torch path of the EM steps (moebench.em_torch) against numpy.
+"""Check and time the torch path of the EM steps (moebench.em, moebench.acceleration) against numpy.
 
 On a machine with CUDA, ``torch`` means torch on the GPU; without, torch on the CPU (so
 the script also runs, small, on a laptop or CI). Two parts:
@@ -57,10 +57,15 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 import moebench  # noqa: E402
-from moebench import em, em_torch  # noqa: E402
+from moebench import em  # noqa: E402
 from moebench.base import History  # noqa: E402
 from moebench.io import atomic_write_bytes  # noqa: E402
-from moebench.tensor.backend import TorchBackend  # noqa: E402
+from moebench.tensor.backend import (  # noqa: E402
+    TorchBackend,
+    array_backend,
+    is_tensor,
+    to_backend,
+)
 
 TOL = 1e-10
 #: (n, d, k) of the timings; --quick uses the smaller n
@@ -73,8 +78,8 @@ ACTIVATION = "relu"
 
 
 def _rel(a: Any, b: Any) -> float:
-    a = em_torch._host(a) if em_torch.is_tensor(a) else np.asarray(a, dtype=float)
-    b = em_torch._host(b) if em_torch.is_tensor(b) else np.asarray(b, dtype=float)
+    a = array_backend(a).to_numpy(a) if is_tensor(a) else np.asarray(a, dtype=float)
+    b = array_backend(b).to_numpy(b) if is_tensor(b) else np.asarray(b, dtype=float)
     return float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(a)))))
 
 
@@ -123,7 +128,7 @@ def _fit(name: str, data, X, backend: str):
 
 
 def _step_inputs(data, be: TorchBackend):
-    Xt, yt = em_torch.to_backend(data.X, data.y, be)
+    Xt, yt = to_backend(data.X, data.y, be)
     start = 0.1 * np.random.default_rng(1).standard_normal(data.gating.shape)
     experts0 = data.experts + 0.1 * np.random.default_rng(2).standard_normal(data.experts.shape)
     return Xt, yt, start, experts0
@@ -326,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # warm-up: CUDA context, cuBLAS handles, first kernels
     warm = _data(2000, 10, 3)
-    em.e_step(warm.model, *em_torch.to_backend(warm.X, warm.y, be))
+    em.e_step(warm.model, *to_backend(warm.X, warm.y, be))
 
     checks: list[dict[str, Any]] = []
     for n, d, k in QUICK_AGREEMENT_SETTINGS if args.quick else AGREEMENT_SETTINGS:

@@ -259,7 +259,7 @@ def test_dry_run_lists_the_budgets_each_class_takes(tmp_path, capsys):
 
 
 def test_tensor_em_stop_reason_names_the_option_that_ended_it(small_data):
-    from moebench.tensor_em import TensorEM
+    from moebench.tensor.estimator import TensorEM
 
     X, y = small_data.X, small_data.y
     own = TensorEM(n_experts=3, random_state=0, gating_em_iter=2, max_iter=50).fit(X, y)

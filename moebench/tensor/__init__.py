@@ -10,7 +10,7 @@ Modules, in the order the estimator uses them (each imports only modules listed 
 * :mod:`~moebench.tensor.decomposition` -- symmetric-tensor algebra, power method, Jennrich
   (with the eigengap that says when rounding could change the result);
 * :mod:`~moebench.tensor.estimator` -- :class:`~moebench.tensor.estimator.TensorEM`,
-  registered as ``"tensor_em"`` (also importable as :mod:`moebench.tensor_em`).
+  registered as ``"tensor_em"``.
 
 Nothing is imported here, so ``moebench.tensor.moments`` loads without the estimator.
 """
