@@ -117,23 +117,25 @@ def _config(folder: Path) -> Path:
     return path
 
 
-def test_executor_flag_and_its_deprecated_alias(in_tmp, capsys):
+def test_executor_flag(in_tmp, capsys):
     from moebench.cli import main
 
     cfg = _config(in_tmp)
-    # --scheduler needs the dask executor; the old name --backend sets it (and says so)
+    # --scheduler needs the dask executor
     assert main(["run", str(cfg), "--scheduler", "tcp://127.0.0.1:1", "--dry-run"]) == 2
     assert "--scheduler needs --executor dask" in capsys.readouterr().err
     assert main(["run", str(cfg), "--executor", "dask", "--scheduler", "tcp://127.0.0.1:1",
                  "--dry-run"]) == 0
-    assert main(["run", str(cfg), "--backend", "dask", "--scheduler", "tcp://127.0.0.1:1",
-                 "--dry-run"]) == 0
-    err = capsys.readouterr().err
-    assert "--backend is deprecated; use --executor dask" in err
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:  # argparse refuses an unknown executor
         main(["run", str(cfg), "--executor", "threads", "--dry-run"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'threads'" in capsys.readouterr().err
+    # the old name of --executor is gone (pre-1.0; docs/changelog.md)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(cfg), "--backend", "dask", "--dry-run"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --backend" in capsys.readouterr().err
     assert "--backend" not in _run_help()
 
 
@@ -147,16 +149,15 @@ def _run_help() -> str:
     return sub.choices["run"].format_help()
 
 
-def test_run_sweep_backend_keyword_is_deprecated(in_tmp):
+def test_run_sweep_refuses_an_unknown_executor(in_tmp):
     from moebench.sweep.runner import run_sweep
 
     cfg = validate_config({"data": {"n": 200, "d": 3, "k": 2, "n_test": 50},
                            "algorithm": [{"name": "joint_em"}]})
     with pytest.raises(ValueError, match="unknown executor 'ray'; valid choices: local, dask"):
         run_sweep(cfg, in_tmp / "out", executor="ray")
-    with pytest.warns(DeprecationWarning, match="use executor"), \
-            pytest.raises(ValueError, match="unknown executor 'ray'"):
-        run_sweep(cfg, in_tmp / "out", backend="ray")
+    with pytest.raises(TypeError, match="backend"):  # the old keyword is gone
+        run_sweep(cfg, in_tmp / "out", backend="dask")
 
 
 # --------------------------------------------------------------------------- matplotlib

@@ -160,10 +160,6 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="where the runs execute: local processes (default) or a "
                    "dask.distributed cluster")
-    # the old name of --executor (tensor_em's `backend` option is the array library):
-    # hidden, warns, and sets --executor
-    p.add_argument("--backend", choices=EXECUTORS, default=None, dest="deprecated_backend",
-                   help=argparse.SUPPRESS)
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="dask scheduler address (default with --executor dask: a LocalCluster)")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
@@ -183,10 +179,6 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
 def _run_with_default_jobs(args: argparse.Namespace) -> int:
     from moebench.sweep.runner import available_cores
 
-    if getattr(args, "deprecated_backend", None) is not None:
-        print("moebench run: --backend is deprecated; use --executor "
-              f"{args.deprecated_backend}", file=sys.stderr)
-        args.executor = args.deprecated_backend
     if args.jobs is None:
         args.jobs = available_cores()
     if args.jobs < 1:

@@ -25,7 +25,6 @@ import os
 import socket
 import sys
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -658,8 +657,7 @@ def _parquet_columns(path: Path) -> list[str]:
 def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force: bool = False,
               executor: str = "local", scheduler: str | None = None,
               filters: Iterable[str] = (), limit: int | None = None, progress: bool = True,
-              retry_failed: bool = False, *, backend: str | None = None,
-              rerun_stale: bool = False) -> SweepOutcome:
+              retry_failed: bool = False, *, rerun_stale: bool = False) -> SweepOutcome:
     """Run every cell of ``config`` not yet finished in ``out``.
 
     Parameters
@@ -682,13 +680,7 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force:
         outcome lists them (:attr:`SweepOutcome.stale`). A re-run replaces the old run
         file atomically; in a packed folder the new run file overrides the packed record
         and the next consolidation rewrites ``records.parquet`` with it (as ``force``).
-    backend : {"local", "dask"}, optional
-        Deprecated name of ``executor`` (warns).
     """
-    if backend is not None:
-        warnings.warn("run_sweep(backend=...) is deprecated: use executor=...",
-                      DeprecationWarning, stacklevel=2)
-        executor = backend
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; valid choices: "
                          f"{', '.join(EXECUTORS)}")
