@@ -38,17 +38,6 @@ def _shift(a: np.ndarray) -> np.ndarray:
     return m
 
 
-def logsumexp_rows(a: np.ndarray) -> np.ndarray:
-    """log(sum_j exp(a_ij)) for each row i, shape (n,); agrees with
-    ``scipy.special.logsumexp(a, axis=1)`` to rounding."""
-    a = np.asarray(a, dtype=float)
-    m = _shift(a)
-    e = a - m[:, None]
-    np.exp(e, out=e)
-    with np.errstate(divide="ignore"):
-        return np.log(_row_sum(e)) + m
-
-
 def log_softmax_rows(a: np.ndarray) -> np.ndarray:
     """a_ij - logsumexp_j(a_ij), shape (n, k); as ``scipy.special.log_softmax(a, axis=1)``."""
     a = np.asarray(a, dtype=float)
@@ -69,7 +58,7 @@ def normalize_log_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns
     -------
     weights : ndarray (n, k), rows summing to 1
-    lse : ndarray (n,), ``logsumexp_rows(a)``
+    lse : ndarray (n,), log(sum_j exp(a_ij)) (``scipy.special.logsumexp(a, axis=1)``)
     """
     a = np.asarray(a, dtype=float)
     m = _shift(a)

@@ -101,11 +101,6 @@ class MoEModel:
         """Mean of :meth:`log_likelihood`."""
         return float(np.mean(self.log_likelihood(X, y)))
 
-    def responsibilities(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Posterior P(z = i | x, y), shape (n, k); rows sum to 1."""
-        lj = self.log_joint(X, y)
-        return np.exp(lj - logsumexp(lj, axis=1, keepdims=True))
-
     def predict(self, X: np.ndarray) -> np.ndarray:
         """E[y | x] = sum_i P(z = i | x) g(a_i . x), shape (n,)."""
         X = self._check_X(X)

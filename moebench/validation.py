@@ -128,18 +128,6 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_float(value: Any, name: str, strict: bool = False) -> float:
-    """Check a finite real option: ``> 0`` when ``strict``, else ``>= 0``."""
-    bound = "> 0" if strict else ">= 0"
-    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.floating, np.integer))
-    if ok:
-        value = float(value)
-        ok = bool(np.isfinite(value)) and (value > 0 if strict else value >= 0)
-    if not ok:
-        raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
-    return value
-
-
 # --------------------------------------------------------------------------- parameter constraints
 # Each estimator class declares the valid values of every constructor parameter once, as
 # ``_parameter_constraints = {"n_init": [Interval(int, 1, None)], ...}`` (scikit-learn's
@@ -520,19 +508,6 @@ def check_real_input(a: Any, name: str) -> None:
         raise ValueError(
             f"{name} has complex values; only real numbers are valid (it is not truncated to "
             f"its real part: pass {name}.real or abs({name}) explicitly if that is meant)"
-        )
-
-
-def check_random_state(random_state: Any) -> None:
-    """Check ``random_state``: None, an int >= 0, a SeedSequence or a Generator."""
-    if random_state is None or isinstance(random_state, (np.random.SeedSequence,
-                                                         np.random.Generator)):
-        return
-    if isinstance(random_state, (bool, np.bool_)) or not isinstance(
-            random_state, (int, np.integer)) or random_state < 0:
-        raise ValueError(
-            f"random_state must be None, an integer >= 0, a numpy SeedSequence or Generator; "
-            f"got {random_state!r}"
         )
 
 

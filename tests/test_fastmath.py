@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax, logsumexp
 
-from moebench.fastmath import log_softmax_rows, logsumexp_rows, normalize_log_rows, row_max
+from moebench.fastmath import log_softmax_rows, normalize_log_rows, row_max
 
 
 def _cases():
@@ -29,8 +29,6 @@ CASES = list(_cases())
 @pytest.mark.parametrize("name, a", CASES, ids=[c[0] for c in CASES])
 def test_kernels_match_scipy(name, a):
     ref = logsumexp(a, axis=1)
-    got = logsumexp_rows(a)
-    assert np.allclose(got, ref, rtol=1e-12, atol=1e-12)
     lsm = log_softmax_rows(a)
     ref_lsm = log_softmax(a, axis=1)
     finite = np.isfinite(ref_lsm)
@@ -49,7 +47,7 @@ def test_minus_inf_entries_give_zero_weight_and_all_minus_inf_row_gives_minus_in
     w, lse = normalize_log_rows(a)
     assert np.array_equal(w[0], [0.0, 1.0, 0.0])
     assert lse[0] == 0.0 and lse[1] == -np.inf
-    assert logsumexp_rows(a)[1] == -np.inf == logsumexp(a, axis=1)[1]
+    assert lse[1] == logsumexp(a, axis=1)[1]
     assert np.array_equal(log_softmax_rows(a)[0], [-np.inf, 0.0, -np.inf])
 
 

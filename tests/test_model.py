@@ -33,12 +33,13 @@ def test_log_likelihood_is_finite_for_extreme_inputs():
     assert np.all(np.isfinite(ll))
 
 
-def test_responsibilities_sum_to_one_and_predict_is_gate_weighted_mean():
+def test_log_joint_sums_to_the_likelihood_and_predict_is_gate_weighted_mean():
     m = _model("relu")
     rng = np.random.default_rng(2)
     X, y = rng.standard_normal((20, 4)), rng.standard_normal(20)
-    r = m.responsibilities(X, y)
-    assert r.shape == (20, 3) and np.allclose(r.sum(1), 1.0)
+    lj = m.log_joint(X, y)
+    assert lj.shape == (20, 3)
+    assert np.allclose(np.exp(lj - m.log_likelihood(X, y)[:, None]).sum(1), 1.0)
     pi = np.exp(m.gate_log_proba(X))
     assert np.allclose(m.predict(X), np.sum(pi * np.maximum(X @ m.experts.T, 0), axis=1))
 

@@ -17,6 +17,7 @@ from moebench.sweep.plots import applicable_kinds
 from moebench.sweep.runner import run_sweep
 from moebench.sweep.store import (
     CHECKSUM_KEY,
+    PACK_KEY,
     RECORDS_FILE,
     SUMMARY_KEY,
     THINNED_COLUMN,
@@ -25,7 +26,6 @@ from moebench.sweep.store import (
     is_packed,
     load_results,
     pack,
-    pack_metadata,
     run_checksum,
     runs_dir,
     stored_runs,
@@ -129,6 +129,11 @@ def test_cli_bad_n_is_one_line_and_touches_nothing(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- packed folders
+def _pack_record(out) -> dict:
+    """The ``moebench_pack`` record in records.parquet's schema metadata (the file format)."""
+    return json.loads(pq.read_schema(out / RECORDS_FILE).metadata[PACK_KEY])
+
+
 def _folder(tmp_path, n_long=3):
     """A results folder of constructed runs: ``n_long`` long ones and a short one."""
     out = tmp_path / "res"
@@ -148,7 +153,7 @@ def test_pack_thins_records_metadata_and_keeps_summaries_exact(tmp_path, capsys)
     assert main(["pack", str(out), "--thin-checkpoints", "10"]) == 0
     assert "thinned the checkpoints of 3 run(s) to about 10 per segment" in \
         capsys.readouterr().out
-    meta = pack_metadata(out)
+    meta = _pack_record(out)
     rows_full = sum(len(f) for f in full.values())
     assert meta == {"format": 2, "runs": 4, "checkpoint_rows": 3 * 23 + 3,
                     "checkpoint_rows_full": rows_full, "thinned_runs": 3,
@@ -175,7 +180,7 @@ def test_pack_thins_records_metadata_and_keeps_summaries_exact(tmp_path, capsys)
 def test_pack_without_thinning_keeps_the_format_1_layout(tmp_path):
     out = _folder(tmp_path)
     pack(out)
-    assert pack_metadata(out)["format"] == 1
+    assert _pack_record(out)["format"] == 1
     assert "thin_checkpoints" not in pq.read_schema(out / RECORDS_FILE).names
     summary, _ = load_results(out)
     assert THINNED_COLUMN not in summary.columns
@@ -202,7 +207,7 @@ def test_unpack_round_trip_gives_valid_run_files_with_honest_checksums(tmp_path)
             assert THINNING_KEY not in meta
     # packing again (no thinning asked) keeps the thinning records and the same tables
     pack(out)
-    assert pack_metadata(out)["thinned_runs"] == 3
+    assert _pack_record(out)["thinned_runs"] == 3
     s1, c1 = load_results(out)
     pd.testing.assert_frame_equal(s1, s0)
     pd.testing.assert_frame_equal(c1, c0)
@@ -234,7 +239,7 @@ def test_runs_thinned_before_are_left_as_they_are_and_new_runs_are_thinned(tmp_p
     pd.testing.assert_frame_equal(runs["long0"].checkpoints, first.checkpoints)
     assert runs["long0"].thinning["thin_checkpoints"] == 10
     assert runs["late"].thinning == {"thin_checkpoints": 5, "checkpoint_rows_full": 1103}
-    assert pack_metadata(out)["thin_checkpoints"] == [5, 10]
+    assert _pack_record(out)["thin_checkpoints"] == [5, 10]
 
 
 def test_equal_footing_refuses_thinned_runs_and_all_skips_it(tmp_path):

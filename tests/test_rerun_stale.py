@@ -25,11 +25,12 @@ from moebench.sweep.store import (
     code_version_of,
     is_packed,
     load_results,
-    read_run,
+    read_run_summary,
     run_path,
     runs_dir,
     stored_runs,
     unpack,
+    verify_run_file,
     write_run,
 )
 from moebench.version import NUMERICS_VERSION, UNVERSIONED
@@ -82,7 +83,8 @@ def make_old(out: Path, run_ids: list[str]) -> dict[str, str]:
     with a marker value; returns run id -> old file's summary JSON."""
     old = {}
     for rid in run_ids:
-        summary, frame = read_run(run_path(out, rid))
+        rec = verify_run_file(run_path(out, rid))
+        summary, frame = rec.summary, rec.checkpoints
         for key in ("code_version", "kernel_path", "fitted_parameters"):
             summary.pop(key)
         summary["expert_error"] = 123.0  # what the old code "computed"
@@ -135,7 +137,7 @@ def test_fitted_parameters_in_every_record(tiny, tmp_path):
         r.summary["fitted_parameters"]
                                                  for r in records.values()}
     unpack(folder)
-    assert {r: read_run(run_path(folder, r))[0]["fitted_parameters"] for r in records} == {
+    assert {r: read_run_summary(run_path(folder, r))["fitted_parameters"] for r in records} == {
         r: rec.summary["fitted_parameters"] for r, rec in records.items()}
 
 
@@ -253,7 +255,7 @@ def test_rerun_that_times_out_replaces_the_old_record(tmp_path):
         assert outcome.ran == 1 and outcome.reran_stale
         (summary,) = outcome.summaries
         assert summary["status"] == "timeout" and summary["code_version"] == NUMERICS_VERSION
-        stored = read_run(run_path(tmp_path, cell.run_id))[0]
+        stored = read_run_summary(run_path(tmp_path, cell.run_id))
         assert stored["status"] == "timeout" and stored["code_version"] == NUMERICS_VERSION
     finally:
         if not present:  # as it was: a later `import sweep_algos` registers it again

@@ -25,7 +25,7 @@ from moebench.sweep.store import (
     is_packed,
     load_results,
     pack,
-    read_run,
+    read_run_summary,
     run_checksum,
     runs_dir,
     stored_summaries,
@@ -84,7 +84,7 @@ def copy(finished, tmp_path):
 
 
 def _all_runs(out):
-    return {p.name: read_run(p) for p in sorted(runs_dir(out).glob("*.parquet"))}
+    return {p.name: verify_run_file(p) for p in sorted(runs_dir(out).glob("*.parquet"))}
 
 
 def _deterministic(summary: pd.DataFrame) -> pd.DataFrame:
@@ -96,7 +96,8 @@ def test_run_file_carries_a_checksum_that_is_verified(tmp_path):
            "expert_error": 0.5, "gating_error": 0.2} for i in range(3)]
     path = write_run(tmp_path, {"run_id": "r1", "status": "ok", "expert_error": 0.5}, ck)
     meta = pq.read_schema(path).metadata
-    summary, frame = read_run(path)
+    rec = verify_run_file(path)
+    summary, frame = rec.summary, rec.checkpoints
     assert meta[CHECKSUM_KEY].decode() == run_checksum(meta[SUMMARY_KEY], frame)
     assert meta[CHECKSUM_KEY].startswith(b"sha256:") and summary["expert_error"] == 0.5
     # a summary edited after the fact no longer matches
@@ -110,7 +111,7 @@ def test_run_file_carries_a_checksum_that_is_verified(tmp_path):
     # files written before checksums existed (no key) are still read
     legacy = {k: v for k, v in meta.items() if k != CHECKSUM_KEY}
     pq.write_table(table.replace_schema_metadata(legacy), path)
-    assert read_run(path)[0]["expert_error"] == 0.5
+    assert read_run_summary(path)["expert_error"] == 0.5
 
 
 def test_corrupt_run_file_resumes_only_that_cell_with_a_correct_summary(
@@ -172,9 +173,9 @@ def test_pack_unpack_round_trip_is_exact(copy, capsys):
     pd.testing.assert_frame_equal(s2, s0)
     after = _all_runs(copy)
     assert after.keys() == before.keys()
-    for name, (summary, frame) in before.items():
-        assert after[name][0] == summary
-        pd.testing.assert_frame_equal(after[name][1], frame)
+    for name, rec in before.items():
+        assert after[name].summary == rec.summary
+        pd.testing.assert_frame_equal(after[name].checkpoints, rec.checkpoints)
 
 
 def test_unpacked_run_files_keep_the_exact_summary_bytes(copy, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 from moebench.sweep.config import load_config
 from moebench.sweep.runner import run_sweep
-from moebench.sweep.store import consolidate, read_run, run_path, runfiles
+from moebench.sweep.store import consolidate, read_run_summary, run_path, runfiles
 from moebench.sweep.store import packed as packed_module
 
 CONFIG = """
@@ -62,7 +62,7 @@ def test_each_run_file_is_checksummed_once_by_the_parent(tmp_path, counted):
     assert counted == []  # the summaries came over the pipe, not from the files
     stored = {s["run_id"]: s for s in outcome.summaries}
     for rid in ids:  # ... and they are what the files hold
-        assert stored[rid]["status"] == read_run(run_path(out, rid))[0]["status"]
+        assert stored[rid]["status"] == read_run_summary(run_path(out, rid))["status"]
     counted.clear()
     consolidate(out, ids, verified=outcome.verified)
     assert len(counted) == N_RUNS  # each new run file read once

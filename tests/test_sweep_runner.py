@@ -14,8 +14,8 @@ from moebench.sweep.store import (
     consolidate,
     finished_run_ids,
     load_results,
-    read_run,
     runs_dir,
+    verify_run_file,
 )
 
 METRICS = ["expert_error", "gating_error", "train_log_likelihood", "test_log_likelihood",
@@ -146,7 +146,8 @@ def test_retry_failed_reruns_only_failures(full_sweep, tmp_path):
 def test_run_file_holds_summary_and_checkpoints(full_sweep):
     _, out, _, summary, _ = full_sweep
     rid = summary.loc[summary.status == "ok", "run_id"].iloc[0]
-    run_summary, ck = read_run(runs_dir(out) / f"{rid}.parquet")
+    rec = verify_run_file(runs_dir(out) / f"{rid}.parquet")
+    run_summary, ck = rec.summary, rec.checkpoints
     assert run_summary["run_id"] == rid and run_summary["status"] == "ok"
     assert len(ck) == run_summary["n_iter"] + 1
     assert finished_run_ids(out) >= set(summary["run_id"])
@@ -187,16 +188,16 @@ def test_stuck_rule():
 
 
 def test_run_cell_with_non_gaussian_inputs(algos):
-    from moebench.sweep.data_sources import synthetic_data
+    from moebench.sweep.data_sources import load_cell_data
     from moebench.sweep.worker import run_cell
 
     raw = raw_config(repetitions=1, algorithm=raw_config()["algorithm"][:1])
     raw["data"] = {"n": 800, "d": 4, "k": 2, "n_test": 300,
                    "input_distribution": ["gaussian", "uniform"], "gating_angle": 60.0}
     cells = validate_config(raw).cells()
-    gauss, unif = (synthetic_data(c) for c in cells)
-    assert np.allclose(gauss[0].experts, unif[0].experts)  # same truth, other inputs
-    assert np.abs(unif[1]).max() <= np.sqrt(3) + 1e-12 < np.abs(gauss[1]).max()
+    gauss, unif = (load_cell_data(c) for c in cells)
+    assert np.allclose(gauss.truth.experts, unif.truth.experts)  # same truth, other inputs
+    assert np.abs(unif.X).max() <= np.sqrt(3) + 1e-12 < np.abs(gauss.X).max()
     summary = run_cell(cells[1], "", write=False)
     assert summary["status"] == "ok" and summary["input_distribution"] == "uniform"
     assert np.isfinite(summary["expert_error"])

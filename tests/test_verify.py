@@ -12,7 +12,13 @@ import pytest
 
 from moebench.cli import main
 from moebench.sweep.runner import available_cores
-from moebench.sweep.store import read_run, run_path, stored_runs, write_run
+from moebench.sweep.store import (
+    read_run_summary,
+    run_path,
+    stored_runs,
+    verify_run_file,
+    write_run,
+)
 from moebench.sweep.verify import (
     ATOL,
     RTOL,
@@ -86,7 +92,8 @@ def copy_of(folder: Path, tmp_path: Path) -> Path:
 
 def rewrite(out: Path, run_id: str, **changes) -> None:
     """Write the run file of ``run_id`` again (a valid checksum) with ``changes``."""
-    summary, frame = read_run(run_path(out, run_id))
+    rec = verify_run_file(run_path(out, run_id))
+    summary, frame = rec.summary, rec.checkpoints
     for key, value in changes.items():
         if value is None:
             summary.pop(key)
@@ -123,7 +130,7 @@ def test_verify_seeded_sample(tiny):
 def test_changed_metric_differs(tiny, tmp_path, capsys, factor):
     out = copy_of(tiny, tmp_path)
     rid = next(r for r, rec in stored_runs(out).items() if rec.summary["label"] == "joint_em")
-    stored = read_run(run_path(out, rid))[0]["test_log_likelihood"]
+    stored = read_run_summary(run_path(out, rid))["test_log_likelihood"]
     rewrite(out, rid, test_log_likelihood=stored * factor)
     assert main(["verify", str(out), "--run-id", rid]) == 1
     lines = capsys.readouterr().out.splitlines()
@@ -136,7 +143,7 @@ def test_changed_metric_differs(tiny, tmp_path, capsys, factor):
 def test_changed_parameters_and_missing_column_differ(tiny, tmp_path, capsys):
     out = copy_of(tiny, tmp_path)
     rid = next(r for r, rec in stored_runs(out).items() if rec.summary["label"] == "tensor_em")
-    summary = read_run(run_path(out, rid))[0]
+    summary = read_run_summary(run_path(out, rid))
     params = json.loads(summary["fitted_parameters"])
     params["experts"][0][0] += 1e-9
     rewrite(out, rid, fitted_parameters=json.dumps(params), fitted_made_up=0.5)

@@ -105,13 +105,6 @@ def load_cell_data(cell: Cell) -> CellData:
     return data_source(cell.data).load(cell)
 
 
-def synthetic_data(cell: Cell) -> tuple[MoEModel, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(truth, X, y, X_test, y_test) of a synthetic cell (see :class:`SyntheticSource`)."""
-    d = SyntheticSource().load(cell)
-    assert d.truth is not None
-    return d.truth, d.X, d.y, d.X_test, d.y_test
-
-
 def _rows(model: MoEModel, n: int, seed: np.random.SeedSequence, distribution: str
           ) -> tuple[np.ndarray, np.ndarray]:
     Xs, ys = [], []

@@ -43,7 +43,6 @@ from moebench.sweep.store.packed import (
     PACK_KEY,
     RECORDS_FILE,
     is_packed,
-    pack_metadata,
     packed_run_ids,
 )
 from moebench.sweep.store.packing import PackOutcome, pack, unpack
@@ -79,7 +78,6 @@ from moebench.sweep.store.runfiles import (
     finished_run_ids,
     quarantine,
     quarantine_dir,
-    read_run,
     read_run_summary,
     run_path,
     runs_dir,
@@ -116,8 +114,8 @@ __all__ = [
     "build_tables", "check_config_owner", "check_thin_checkpoints", "checkpoint_segments",
     "clean_temporaries", "code_version_of", "consolidate", "file_identity",
     "finished_run_ids", "git_commit", "is_packed", "kernel_path", "load_results",
-    "make_record", "pack", "pack_metadata", "packed_run_ids", "provenance", "quarantine",
-    "quarantine_dir", "read_run", "read_run_summary", "run_checksum", "run_path", "runs_dir",
+    "make_record", "pack", "packed_run_ids", "provenance", "quarantine",
+    "quarantine_dir", "read_run_summary", "run_checksum", "run_path", "runs_dir",
     "stored_checksums", "stored_runs", "stored_summaries", "thin_checkpoint_rows",
     "thin_record", "unpack", "verify_run_file", "warn", "write_record", "write_run",
 ]

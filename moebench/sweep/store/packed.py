@@ -189,7 +189,13 @@ def records_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
 
 
 def packed_metadata(records: list[RunRecord], checkpoint_rows: int) -> dict[str, Any]:
-    """The ``moebench_pack`` metadata of records.parquet (see :func:`pack_metadata`)."""
+    """The ``moebench_pack`` metadata of records.parquet.
+
+    Keys: ``format`` (1; 2 when some run's checkpoints are thinned), ``runs``,
+    ``checkpoint_rows``; and, for a folder with thinned runs, ``thinned_runs``,
+    ``thin_checkpoints`` (the sorted N values used) and ``checkpoint_rows_full`` (the
+    rows before thinning).
+    """
     meta: dict[str, Any] = {"format": PACK_FORMAT, "runs": len(records),
                             "checkpoint_rows": checkpoint_rows}
     thinned = [r.thinning for r in records if r.thinning]
@@ -201,27 +207,3 @@ def packed_metadata(records: list[RunRecord], checkpoint_rows: int) -> dict[str,
             t["checkpoint_rows_full"] for t in thinned) - sum(
             len(r.checkpoints) for r in records if r.thinning)
     return meta
-
-
-def pack_metadata(out: str | os.PathLike) -> dict[str, Any]:
-    """The packing record of a packed folder (``{}`` when it is not packed).
-
-    Keys: ``format`` (1; 2 when some run's checkpoints are thinned), ``runs``,
-    ``checkpoint_rows``; and, for a folder with thinned runs, ``thinned_runs``,
-    ``thin_checkpoints`` (the sorted N values used) and ``checkpoint_rows_full`` (the
-    rows before thinning).
-
-    Raises
-    ------
-    ValueError
-        When records.parquet cannot be read.
-    """
-    path = Path(out) / RECORDS_FILE
-    if not path.is_file():
-        return {}
-    try:
-        raw = (pq.read_schema(path).metadata or {}).get(PACK_KEY)
-        return json.loads(raw) if raw else {}
-    except Exception as exc:  # noqa: BLE001 - a damaged table may raise anything
-        raise _damaged_pack(path, str(exc).strip().splitlines()[0] if str(exc) else
-                            type(exc).__name__) from None

@@ -74,7 +74,8 @@ def pack(out: str | os.PathLike, thin_checkpoints: int | None = None) -> PackOut
         (:func:`thin_checkpoint_rows`; an integer in :data:`THIN_RANGE`). Summaries
         are kept exactly; each thinned run records its N and its full row count
         (:class:`RunRecord`), and records.parquet's metadata says so
-        (:func:`pack_metadata`). Runs thinned before are left as they are. The
+        (``moebench_pack``: :func:`~moebench.sweep.store.packed.packed_metadata`).
+        Runs thinned before are left as they are. The
         dropped rows are gone for good once the run files are deleted. Default: keep
         every checkpoint.
 
@@ -157,7 +158,8 @@ def unpack(out: str | os.PathLike, force: bool = False) -> int:
     packed run has a verified run file, so the last verified copy is never deleted.
 
     Each run file gets the summary exactly as packed and the same checkpoint rows
-    (so :func:`read_run` gives back equal summaries and frames); a thinned run's file
+    (so :func:`~moebench.sweep.store.runfiles.verify_run_file` gives back equal summaries
+    and frames); a thinned run's file
     carries its thinning record (metadata key ``moebench_thinning``) and its checksum.
     ``summary.parquet`` and ``checkpoints.parquet`` stay (they are the consolidated
     tables of an unpacked folder too). Returns the number of run files written.

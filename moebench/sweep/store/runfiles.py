@@ -16,7 +16,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow.parquet as pq
 
 from moebench.io import TMP_PREFIX, atomic_write_bytes
@@ -133,12 +132,6 @@ def verify_run_file(path: str | os.PathLike) -> RunRecord:
 def read_run_summary(path: str | os.PathLike) -> dict[str, Any]:
     """The summary dict stored in a run file (verified; raises CorruptRunError)."""
     return verify_run_file(path).summary
-
-
-def read_run(path: str | os.PathLike) -> tuple[dict[str, Any], pd.DataFrame]:
-    """(summary, checkpoints frame) of one run file (verified; raises CorruptRunError)."""
-    rec = verify_run_file(path)
-    return rec.summary, rec.checkpoints
 
 
 #: suffix of the file that holds a set-aside file's reason (beside it, in the quarantine)
