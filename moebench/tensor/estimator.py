@@ -395,28 +395,16 @@ class TensorEM(MoEEstimator):
                 activation, "tensor_em with refine=True (valid on disk for nonlinear "
                 "experts: refine=False)")
 
-    def _check_options(self) -> dict[str, Any]:
-        """Options as plain Python values (``fit`` has checked them against the declaration)."""
-        return {
-            "n_starts": int(self.n_starts),
-            "n_power_iter": int(self.n_power_iter),
-            "chunk_size": None if self.chunk_size is None else int(self.chunk_size),
-            "gating_em_iter": int(self.gating_em_iter),
-            "gating_newton_steps": int(self.gating_newton_steps),
-            "gating_tol": float(self.gating_tol),
-            "ridge": float(self.ridge),
-        }
-
     # -- the tensor part ----------------------------------------------------------------
-    def _whiten(self, X: np.ndarray, s2: np.ndarray, k: int, opts: dict[str, Any],
-                rng: np.random.Generator, c2: float | None = None) -> Whitening:
+    def _whiten(self, X: np.ndarray, s2: np.ndarray, k: int, rng: np.random.Generator,
+                c2: float | None = None) -> Whitening:
         """Whiten T2 by its k eigenpairs with the sign of ``c2`` and set the T2 diagnostics
         (eigenvalues, eigengap, noise level, signal directions, below_sample_complexity_)."""
         d = X.shape[1]
         method = self.whitening
         if method == "auto":
             method = "eigh" if d <= AUTO_EIGH_MAX_D else "randomized"
-        kw = dict(chunk_size=opts["chunk_size"], backend=self.backend, dtype=DTYPES[self.dtype])
+        kw = dict(chunk_size=self.chunk_size, backend=self.backend, dtype=DTYPES[self.dtype])
         T2: Any = (second_moment(X, s2, **kw) if method == "eigh"
                    else SecondMomentOperator(X, s2, **kw))
         seed = int(rng.integers(2**31))
@@ -478,7 +466,6 @@ class TensorEM(MoEEstimator):
             attributes (``coefficients_``, ``t2_eigenvalues_``, ..., ``gating_converged_``,
             ``assumption_check_``, ``phase_times_``, ``phase_gating_norms_``).
         """
-        opts = self._check_options()
         n, d = X.shape
         n_min = min_samples(d, k)
         if n < n_min:
@@ -513,7 +500,7 @@ class TensorEM(MoEEstimator):
             coef = ablation_coefficients(self.label_transform, activation, sigma0)
             s2, s3 = ablation_labels(y, self.label_transform)
         self.coefficients_ = coef
-        wh = self._whiten(X, s2, k, opts, rng, coef.c2)
+        wh = self._whiten(X, s2, k, rng, coef.c2)
         if self.below_sample_complexity_:
             warnings.warn(
                 f"tensor_em: only {wh.n_signal} of the k = {k} eigenvalues of T2 kept (sign "
@@ -521,7 +508,7 @@ class TensorEM(MoEEstimator):
                 "tensor step is below its sample complexity (below_sample_complexity_)",
                 RuntimeWarning, stacklevel=3,
             )
-        T3w = whitened_third_moment(X, s3, wh.W, chunk_size=opts["chunk_size"],
+        T3w = whitened_third_moment(X, s3, wh.W, chunk_size=self.chunk_size,
                                     backend=self.backend, dtype=DTYPES[self.dtype])
         times["moments"] = time.perf_counter() - tick
         history.record("moments", 0, float("nan"), t2_eigengap=self.t2_eigengap_)
@@ -529,7 +516,7 @@ class TensorEM(MoEEstimator):
         # 3. decomposition and un-whitening
         tick = time.perf_counter()
         experts, dec = recover_experts(T3w, wh, coef.c3, self.decomposition, rng,
-                                       n_starts=opts["n_starts"], n_iter=opts["n_power_iter"])
+                                       n_starts=self.n_starts, n_iter=self.n_power_iter)
         lam = dec.eigenvalues
         self.tensor_eigenvalues_ = lam.copy()
         self.decomposition_residual_ = dec.residual
@@ -549,10 +536,10 @@ class TensorEM(MoEEstimator):
             tick = time.perf_counter()
             res = gating_em(
                 X, y, experts, sigma0, activation, history, stop, update_sigma=sigma is None,
-                gating_em_iter=opts["gating_em_iter"],
-                gating_newton_steps=opts["gating_newton_steps"],
+                gating_em_iter=self.gating_em_iter,
+                gating_newton_steps=self.gating_newton_steps,
                 gating_method=self.gating_method, gating_acceleration=self.gating_acceleration,
-                ridge=opts["ridge"], backend=self.backend)
+                ridge=float(self.ridge), backend=self.backend)
             times["gating_em"] = time.perf_counter() - tick
             self.gating_converged_ = res.converged
             self.gating_n_iter_ = res.n_iter
