@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from moebench.activations import Activation
-from moebench.base import History, RestartedEstimator, StartFit
+from moebench.base import RestartedEstimator
 from moebench.em import (
     MSTEPS,
     EMResult,
@@ -32,6 +32,7 @@ from moebench.em import (
     run_em,
     sigma_m_step,
 )
+from moebench.history import History, StartFit
 from moebench.model import MoEModel
 from moebench.registry import algorithm_class, register
 from moebench.starts import (

@@ -56,8 +56,9 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
 from moebench.activations import Activation
-from moebench.base import History, LocalSearchWhen, MoEEstimator
+from moebench.base import LocalSearchWhen, MoEEstimator
 from moebench.em import GATING_EM_CONSTRAINTS, GATING_EM_RIDGE, EMResult, gating_em
+from moebench.history import History
 from moebench.registry import register
 from moebench.stopping import StoppingCriterion
 from moebench.tensor.decomposition import DECOMPOSITIONS, decompose, multilinear

@@ -58,7 +58,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 import moebench  # noqa: E402
 from moebench import em  # noqa: E402
-from moebench.base import History  # noqa: E402
+from moebench.history import History  # noqa: E402
 from moebench.io import atomic_write_bytes  # noqa: E402
 from moebench.tensor.backend import (  # noqa: E402
     TorchBackend,

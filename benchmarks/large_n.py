@@ -153,7 +153,7 @@ def fit(args: argparse.Namespace) -> None:
 
     import moebench
     from moebench import chunked
-    from moebench.base import History
+    from moebench.history import History
 
     limits = threadpool_limits(1)  # undone at the end (the function may run in-process)
     torch_threads = torch.get_num_threads()

@@ -38,8 +38,8 @@ import numpy as np
 from scipy.optimize import minimize
 
 from moebench.activations import Activation
-from moebench.base import History
 from moebench.chunked import is_out_of_core, row_blocks
+from moebench.history import History
 from moebench.model import LOG_2PI
 from moebench.stopping import StoppingCriterion
 from moebench.tensor.backend import array_backend

@@ -23,8 +23,8 @@ from scipy.optimize import minimize
 
 from moebench.acceleration import GATING_ACCELERATIONS, QN_MIN_ITER, gating_em_quasi_newton
 from moebench.activations import ACTIVATIONS, Activation, _sigmoid_deriv
-from moebench.base import History, StartFit
 from moebench.chunked import LazyRows, blocked_mean, blocked_sum, is_out_of_core
+from moebench.history import History, StartFit
 from moebench.model import LOG_2PI, MoEModel
 from moebench.stopping import StoppingCriterion
 from moebench.tensor.backend import Backend, array_backend, to_backend

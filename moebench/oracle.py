@@ -30,9 +30,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from moebench.activations import Activation
-from moebench.base import History, MoEEstimator
+from moebench.base import MoEEstimator
 from moebench.em import GATING_METHODS, run_em
 from moebench.fastmath import log_softmax_rows, normalize_log_rows
+from moebench.history import History
 from moebench.model import LOG_2PI
 from moebench.registry import register
 from moebench.starts import data_scale_start

@@ -22,7 +22,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from moebench.activations import Activation, get_activation
-from moebench.base import History, MoEEstimator
+from moebench.base import MoEEstimator
+from moebench.history import History
 from moebench.model import LOG_2PI
 from moebench.registry import register
 from moebench.validation import Interval, check_array, check_X_y

@@ -9,7 +9,7 @@ options its class declares in ``budget_parameters``), hands it to every loop of 
 - **Budgets are totals.** ``max_iter`` counts the iterations of the whole fit, in the
   unit the class declares (``iteration_unit``: "EM iteration", "alternating step", ...),
   summed over restarts and phases; ``max_time`` is the wall-clock budget of the whole fit
-  (the clock of the fit's :class:`~moebench.base.History`, which excludes metric time):
+  (the clock of the fit's :class:`~moebench.history.History`, which excludes metric time):
   the work before the first iteration (a moment method's tensor step, a start's search)
   is charged to it too. ``joint_em(n_init=3, max_iter=100)`` runs at most 100 EM
   iterations in all.
@@ -34,7 +34,7 @@ STOP_REASONS = ("converged", "max_iter", "max_time")
 
 
 class Clock(Protocol):
-    """Anything with ``elapsed()`` in seconds (a :class:`moebench.base.History`)."""
+    """Anything with ``elapsed()`` in seconds (a :class:`moebench.history.History`)."""
 
     def elapsed(self) -> float:
         """Seconds since the fit started, less metric time."""
@@ -54,7 +54,7 @@ class StoppingCriterion:
     tol : float or None
         Relative log-likelihood tolerance; None disables the criterion.
     clock : object with ``elapsed()``, optional
-        The fit's clock (its :class:`~moebench.base.History`); needed when ``max_time``
+        The fit's clock (its :class:`~moebench.history.History`); needed when ``max_time``
         is set.
     unit : str or None
         What one iteration is ("EM iteration", "epoch", ...), for messages and docs.

@@ -5,8 +5,8 @@ import pytest
 from scipy.special import softmax
 
 import moebench
-from moebench.base import History
 from moebench.em import e_step, expert_m_step, gating_m_step, run_em, sigma_m_step
+from moebench.history import History
 from moebench.metrics import parameter_errors
 
 

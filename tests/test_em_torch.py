@@ -22,7 +22,7 @@ import pytest
 import moebench
 from moebench import em
 from moebench.activations import get_activation
-from moebench.base import History
+from moebench.history import History
 from moebench.tensor.backend import array_backend, is_tensor, to_backend
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None

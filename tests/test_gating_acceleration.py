@@ -8,7 +8,7 @@ import pytest
 import moebench
 from moebench import acceleration, em
 from moebench.activations import get_activation
-from moebench.base import History
+from moebench.history import History
 
 
 def _problem(n, d, k, activation="linear", seed=0, noise=0.05):

@@ -225,8 +225,8 @@ def test_benchmark_script_fit_and_collect(tmp_path, capsys):
 
     from PIL import Image
 
-    from moebench.base import History
     from moebench.cli import main as cli_main
+    from moebench.history import History
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     try:

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 import moebench
-from moebench.base import History, RestartedEstimator, StartFit, TaggedHistory
+from moebench.base import RestartedEstimator
 from moebench.em import run_em
+from moebench.history import History, StartFit, TaggedHistory
 from moebench.model import MoEModel
 from moebench.registry import algorithm_class
 from moebench.starts import random_start, random_unit_experts

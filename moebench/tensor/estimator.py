@@ -53,7 +53,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from moebench.activations import Activation
-from moebench.base import History, LocalSearchWhen, MoEEstimator
+from moebench.base import LocalSearchWhen, MoEEstimator
 from moebench.em import (
     GATING_EM_CONSTRAINTS,
     GATING_EM_RIDGE,
@@ -61,6 +61,7 @@ from moebench.em import (
     check_expert_step_out_of_core,
     gating_em,
 )
+from moebench.history import History
 from moebench.model import MoEModel
 from moebench.registry import algorithm_class, register
 from moebench.stopping import StoppingCriterion
