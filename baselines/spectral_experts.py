@@ -34,7 +34,7 @@ constant. With M_p = sum_h pi_h beta_h^{⊗p}:
    experts' norms are identified.
 3. **Gating**: an MoE gating softmax(W x) has no intercept, so constant non-uniform weights
    pi cannot be expressed; ``mixing_weights_`` holds the estimated pi and ``gating_`` is
-   fitted afterwards by the gating EM shared with tensor_em (:func:`moebench.em.gating_em`,
+   fitted afterwards by the gating EM shared with tensor_em (:func:`moebench.gating_em.gating_em`,
    ridge-bounded): the experts fixed, from a zero gating (equal weights), which stays near
    zero when the mixing really is constant. ``refine=True`` is
    ``joint_em(init="spectral_experts")``: joint EM from that start, exactly as tensor_em's
@@ -57,7 +57,8 @@ from scipy.linalg import cho_factor, cho_solve
 
 from moebench.activations import Activation
 from moebench.base import LocalSearchWhen, MoEEstimator
-from moebench.em import GATING_EM_CONSTRAINTS, GATING_EM_RIDGE, EMResult, gating_em
+from moebench.em import EMResult
+from moebench.gating_em import GATING_EM_CONSTRAINTS, GATING_EM_RIDGE, gating_em
 from moebench.history import History
 from moebench.registry import register
 from moebench.stopping import StoppingCriterion

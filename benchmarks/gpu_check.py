@@ -58,6 +58,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 import moebench  # noqa: E402
 from moebench import em  # noqa: E402
+from moebench.gating_em import gating_em  # noqa: E402
 from moebench.history import History  # noqa: E402
 from moebench.io import atomic_write_bytes  # noqa: E402
 from moebench.tensor.backend import (  # noqa: E402
@@ -164,8 +165,8 @@ def check_agreement(n: int, d: int, k: int, be: TorchBackend) -> list[dict[str, 
     from moebench.stopping import StoppingCriterion
 
     def em_stage(Xb, backend, refine):
-        res = em.gating_em(Xb, y, experts0, 0.2, act, History(), StoppingCriterion(tol=1e-8),
-                           update_sigma=True, gating_em_iter=30, backend=backend)
+        res = gating_em(Xb, y, experts0, 0.2, act, History(), StoppingCriterion(tol=1e-8),
+                        update_sigma=True, gating_em_iter=30, backend=backend)
         if refine:
             res = em.run_em(Xb, y, res.experts, res.gating, res.sigma, act, max_iter=5,
                             tol=1e-6, ridge=1e-6, gating_newton_steps=3, expert_max_iter=3,

@@ -39,6 +39,7 @@ from scipy.optimize import minimize
 
 from moebench.activations import Activation
 from moebench.chunked import is_out_of_core, row_blocks
+from moebench.em import EMResult, _start_point, run_em
 from moebench.history import History
 from moebench.model import LOG_2PI
 from moebench.stopping import StoppingCriterion
@@ -268,8 +269,6 @@ def gating_em_quasi_newton(
     FloatingPointError
         If the log-likelihood becomes non-finite.
     """
-    from moebench.em import EMResult, _start_point, run_em
-
     experts, gating, sigma, clock = _start_point(experts, gating, sigma, history)
     stop = stopping if stopping is not None else StoppingCriterion(
         max_time=max_time, tol=tol, clock=clock)

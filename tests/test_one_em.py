@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import moebench
-from moebench.em import GATING_EM_RIDGE
+from moebench.gating_em import GATING_EM_RIDGE
 from moebench.registry import algorithm_class
 
 OUTCOME = ("experts_", "gating_", "sigma_", "n_iter_", "log_likelihood_", "stop_reason_",

@@ -7,7 +7,7 @@ import pytest
 
 import moebench
 from moebench import registry
-from moebench.em import gating_em
+from moebench.gating_em import gating_em
 from moebench.metrics import parameter_errors
 from moebench.sweep.config import ConfigError, validate_config
 from moebench.tensor.label_transforms import ablation_coefficients

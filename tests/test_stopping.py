@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import moebench
-from moebench.em import GATING_EM_RIDGE, gating_em, gating_norm_bound
+from moebench.gating_em import GATING_EM_RIDGE, gating_em, gating_norm_bound
 from moebench.history import History
 from moebench.registry import algorithm_class, available_algorithms
 from moebench.starts import random_unit_experts

@@ -33,10 +33,10 @@ consistent and efficient algorithms" (arXiv:1802.07417). Steps of :class:`Tensor
    Sign identifiability: when c3 != 0 the sign of each a_i is identified (linear,
    sigmoid, relu, tanh, ...). An even g (g(-t) = g(t)) makes a_i and -a_i give
    the same model; then h3 is even and c3 = E[h3'''(Z)] = 0 and the fit is refused.
-4. **Gating EM** (:func:`moebench.em.gating_em`): from a zero gating (equal gate
+4. **Gating EM** (:func:`moebench.gating_em.gating_em`): from a zero gating (equal gate
    probabilities), E-steps and weighted multinomial logistic-regression M-steps with the
    experts fixed; sigma is re-estimated by its M-step when it was not given. The
-   objective carries a ridge (default :data:`moebench.em.GATING_EM_RIDGE`), which bounds
+   objective carries a ridge (default :data:`moebench.gating_em.GATING_EM_RIDGE`), which bounds
    the gating: ||W||_F <= sqrt(2 log k / ridge) (the maximum of the unpenalised gating
    likelihood may not exist on wrong experts).
 5. Optional ``refine=True``: joint EM from this start, which is
@@ -54,13 +54,8 @@ import numpy as np
 
 from moebench.activations import Activation
 from moebench.base import LocalSearchWhen, MoEEstimator
-from moebench.em import (
-    GATING_EM_CONSTRAINTS,
-    GATING_EM_RIDGE,
-    EMResult,
-    check_expert_step_out_of_core,
-    gating_em,
-)
+from moebench.em import EMResult, check_expert_step_out_of_core
+from moebench.gating_em import GATING_EM_CONSTRAINTS, GATING_EM_RIDGE, gating_em
 from moebench.history import History
 from moebench.model import MoEModel
 from moebench.registry import algorithm_class, register
@@ -207,7 +202,7 @@ class TensorEM(MoEEstimator):
         and ``gating_newton_steps`` inner Newton or L-BFGS steps per M-step).
     ridge : float
         Ridge lambda of the gating EM's objective (units of standardised X): bounds the
-        fitted gating by ||W||_F <= sqrt(2 log k / lambda) (:func:`moebench.em.gating_em`).
+        fitted gating by ||W||_F <= sqrt(2 log k / lambda) (:func:`moebench.gating_em.gating_em`).
     refine : bool
         Fit ``joint_em(init="tensor")`` instead: joint EM from the tensor step and gating
         EM (the same code path, options and budget as ``joint_em``; equal to the bit).
