@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from moebench.activations import Activation
-from moebench.base import RestartedEstimator
 from moebench.em import (
     MSTEPS,
     EMResult,
@@ -35,6 +34,7 @@ from moebench.em import (
 from moebench.history import History, StartFit
 from moebench.model import MoEModel
 from moebench.registry import algorithm_class, register
+from moebench.restarts import RestartedEstimator
 from moebench.starts import (
     data_scale_start,
     random_start,

@@ -2,22 +2,24 @@
 
 Like scikit-learn: the constructor stores parameters, :meth:`MoEEstimator.fit`
 learns, fitted attributes end in ``_``. Subclasses implement ``_fit``, or, for a
-method fitted from ``n_init`` random starts, subclass :class:`RestartedEstimator`
-and implement ``_fit_single`` (one start): the restart loop lives there.
+method fitted from ``n_init`` random starts, subclass
+:class:`moebench.restarts.RestartedEstimator` and implement ``_fit_single`` (one start):
+the restart loop lives there. The parameter protocol (``get_params``, ``set_params``,
+declared constraints) is :class:`moebench.params.ParamsMixin`.
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import numpy as np
 
 from moebench.activations import Activation, get_activation
 from moebench.chunked import is_out_of_core
 from moebench.generator import as_seed_sequence
-from moebench.history import History, StartFit, TaggedHistory
+from moebench.history import History
 from moebench.model import MoEModel
+from moebench.params import ParamsMixin
 from moebench.stopping import StoppingCriterion
 from moebench.validation import (
     SIGMA_COLLAPSE_RTOL,
@@ -35,7 +37,6 @@ from moebench.validation import (
     feature_names,
     input_scale,
     rms,
-    validate_params,
 )
 
 #: the sweep budgets an estimator class can declare it honours (``budget_parameters``)
@@ -88,7 +89,7 @@ class LocalSearchWhen:
         return False if obj is None else bool(getattr(obj, self.option))
 
 
-class MoEEstimator:
+class MoEEstimator(ParamsMixin):
     """Base class of every mixture-of-experts estimator.
 
     Parameters
@@ -187,76 +188,6 @@ class MoEEstimator:
         self.sigma = sigma
         self.random_state = random_state
 
-    # -- parameters -------------------------------------------------------
-    @classmethod
-    def _get_param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self" and
-                sig.parameters[p].kind not in (inspect.Parameter.VAR_KEYWORD,
-                                               inspect.Parameter.VAR_POSITIONAL)]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters as a dict (the scikit-learn protocol).
-
-        Parameters
-        ----------
-        deep : bool
-            Also return the parameters of parameter values that are estimators
-            themselves (anything with ``get_params``), as ``<name>__<parameter>``.
-
-        Returns
-        -------
-        dict
-            Parameter name -> the value stored by the constructor or ``set_params``.
-        """
-        out: dict[str, Any] = {}
-        for name in self._get_param_names():
-            value = getattr(self, name)
-            if deep and hasattr(value, "get_params") and not isinstance(value, type):
-                out.update((f"{name}__{key}", val) for key, val in value.get_params().items())
-            out[name] = value
-        return out
-
-    def set_params(self, **params: Any) -> MoEEstimator:
-        """Set constructor parameters (``<name>__<parameter>`` reaches a nested estimator).
-
-        Values are stored unchanged and checked by ``fit``.
-
-        Returns
-        -------
-        self
-
-        Raises
-        ------
-        ValueError
-            For a name that is not a constructor parameter; the message lists the valid ones.
-        """
-        valid = self._get_param_names()
-        nested: dict[str, dict[str, Any]] = {}
-        for key, value in params.items():
-            name, sep, sub = key.partition("__")
-            if name not in valid:
-                raise ValueError(
-                    f"unknown parameter {name!r} for {type(self).__name__}; "
-                    f"valid: {', '.join(valid)}"
-                )
-            if sep:
-                nested.setdefault(name, {})[sub] = value
-            else:
-                setattr(self, name, value)
-        for name, sub_params in nested.items():
-            inner = getattr(self, name)
-            if not hasattr(inner, "set_params"):
-                raise ValueError(
-                    f"parameter {name!r} of {type(self).__name__} is {inner!r}, which has no "
-                    f"parameters to set ({', '.join(sorted(sub_params))})"
-                )
-            inner.set_params(**sub_params)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params(deep=False).items())
-        return f"{type(self).__name__}({args})"
 
     # -- scikit-learn protocol (scikit-learn itself stays an optional extra) --
     #: scikit-learn < 1.6 reads the estimator type from this attribute
@@ -289,45 +220,6 @@ class MoEEstimator:
         """Whether ``fit`` has run (scikit-learn's ``check_is_fitted`` asks this)."""
         return hasattr(self, "experts_")
 
-    # -- declarations -----------------------------------------------------
-    @classmethod
-    def parameter_constraints(cls) -> dict[str, list[Any]]:
-        """Declared valid values of each constructor parameter (merged along the MRO)."""
-        merged: dict[str, list[Any]] = {}
-        for klass in reversed(cls.__mro__):
-            merged.update(vars(klass).get("_parameter_constraints", {}))
-        return {name: merged[name] for name in cls._get_param_names() if name in merged}
-
-    @classmethod
-    def undeclared_parameters(cls) -> list[str]:
-        """Constructor parameters without a declaration (``check_algorithm`` refuses them)."""
-        declared = cls.parameter_constraints()
-        return [name for name in cls._get_param_names() if name not in declared]
-
-    @classmethod
-    def check_params(cls, params: dict[str, Any]) -> None:
-        """Check constructor parameter values against the class's declaration.
-
-        Parameters
-        ----------
-        params : dict
-            Some or all constructor parameters. Undeclared ones are not checked.
-
-        Raises
-        ------
-        ValueError
-            For an unknown name, or a value outside the declared valid values; the
-            message names the parameter, the value and the valid values.
-        """
-        owner = cls.name or cls.__name__
-        valid = cls._get_param_names()
-        unknown = sorted(set(params) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for "
-                             f"{owner}; valid: {', '.join(valid)}")
-        constraints = cls.parameter_constraints()
-        validate_params(constraints, {k: v for k, v in params.items() if k in constraints},
-                        owner)
 
     @classmethod
     def budget_options(cls, max_iter: int | None = None, max_time: float | None = None
@@ -614,113 +506,3 @@ class MoEEstimator:
         self._check_fitted()
         self._check_features(X)
         return self.model_.mean_log_likelihood(*check_X_y(X, y))
-
-
-class RestartedEstimator(MoEEstimator):
-    """An estimator fitted from ``n_init`` starts, keeping the best (as scikit-learn's
-    ``BaseMixture``).
-
-    Subclasses implement :meth:`_fit_single` (one start: draw a starting point from
-    ``rng``, iterate, record into ``history``, ask the fit's
-    :class:`~moebench.stopping.StoppingCriterion` ``stop`` after each iteration) and take
-    ``n_init`` and ``max_time`` as constructor parameters; their declarations live here.
-    :meth:`_fit` owns the loop:
-
-    - one generator ``self._rng()`` for the whole fit; each start draws from it in
-      turn, after :meth:`_restart_context` (work shared by every start);
-    - every record of start j carries ``restart=j``; one clock runs across starts;
-    - one stopping criterion (:meth:`MoEEstimator.stopping`) for the whole fit: the
-      budgets are totals across all starts (``max_iter`` counts the iterations of every
-      start, in the class's ``iteration_unit``; ``max_time`` the wall time of the fit).
-      A start after a budget is spent does not run; then, or when the budget cut a start,
-      the fit's ``stop_reason_`` is that budget ("max_iter" or "max_time");
-    - the start with the highest :meth:`_restart_score` (the final log-likelihood) is
-      kept, a finite start replacing a diverged one (log-likelihood -inf);
-      ``n_iter_`` is the sum over the starts that ran; ``converged_`` is the kept
-      start's.
-    """
-
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        "n_init": [Interval(int, 1, None)],
-        "max_time": [Interval(float, 0, None, closed="neither"), None],
-    }
-    n_init: int
-    max_time: float | None
-
-    def stopping(self, history: History, tol: float | None = None) -> StoppingCriterion:
-        """:meth:`MoEEstimator.stopping`; ``max_time`` (a parameter of every restarted
-        estimator) is the time budget even when ``budget_parameters`` does not name it."""
-        stop = super().stopping(history, tol)
-        if "max_time" not in self.budget_parameters and self.max_time is not None:
-            stop = StoppingCriterion(stop.max_iter, self.max_time, tol, history, stop.unit)
-        return stop
-
-    def _n_starts(self) -> int:
-        """Starts to run (default ``n_init``; a deterministic start runs once)."""
-        return int(self.n_init)
-
-    def _stop_tol(self) -> float | None:
-        """The tolerance of the fit's stopping criterion (default: none; the subclass's
-        ``_fit_single`` applies its own criterion or the criterion's)."""
-        return None
-
-    def _restart_context(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
-                         sigma: float | None, rng: np.random.Generator) -> Any:
-        """Work shared by every start, done once before the first (default: None)."""
-        return None
-
-    def _fit_single(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
-                    sigma: float | None, history: History, rng: np.random.Generator,
-                    stop: StoppingCriterion, context: Any) -> StartFit:
-        """Fit from one start drawn from ``rng``; ask ``stop`` after each iteration.
-
-        ``history`` tags every record with the restart index; ``stop`` is the fit's one
-        stopping criterion (budgets are totals over all starts: ``stop.check(ll, prev)``
-        counts the iteration and returns the reason to stop, or None); ``context`` is what
-        :meth:`_restart_context` returned.
-        """
-        raise NotImplementedError
-
-    def _restart_score(self, result: StartFit) -> float:
-        """What picks the kept start (highest wins): its final log-likelihood."""
-        return result.log_likelihood
-
-    def _finish_restarts(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
-                         sigma: float | None, history: History, best: StartFit,
-                         n_iter: int) -> StartFit:
-        """Turn the kept start into the fit (default: as it is); ``n_iter`` is the sum."""
-        return best
-
-    def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
-             sigma: float | None, history: History) -> None:
-        rng = self._rng()
-        stop = self.stopping(history, tol=self._stop_tol())
-        context = self._restart_context(X, y, k, activation, sigma, rng)
-        best: StartFit | None = None
-        best_score = -np.inf
-        total_iter = 0
-        cut: str | None = None  # the budget that cut a start or left starts unrun
-        for j in range(self._n_starts()):
-            if j > 0:
-                spent = stop.spent()
-                if spent is not None:
-                    cut = cut or spent
-                    break
-            tagged = cast(History, TaggedHistory(history, restart=j))
-            result = self._fit_single(X, y, k, activation, sigma, tagged, rng, stop, context)
-            total_iter += result.n_iter
-            if result.stop_reason in ("max_iter", "max_time"):
-                cut = cut or result.stop_reason
-            score = self._restart_score(result)
-            if best is None or score > best_score or (
-                    best_score == -np.inf and _finite(result)):
-                best, best_score = result, score
-        assert best is not None
-        best = self._finish_restarts(X, y, k, activation, sigma, history, best, total_iter)
-        self._set_fit(best.experts, best.gating, best.sigma, total_iter, best.log_likelihood,
-                      cut or best.stop_reason, converged=bool(best.converged))
-
-
-def _finite(result: StartFit) -> bool:
-    """Whether a start's experts, gating and sigma are all finite."""
-    return all(np.all(np.isfinite(v)) for v in (result.experts, result.gating, result.sigma))
