@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from moebench.activations import Activation
+from moebench.backend import BACKENDS, to_backend
 from moebench.em import (
     MSTEPS,
     EMResult,
@@ -42,7 +43,6 @@ from moebench.starts import (
     search_in_subspace,
 )
 from moebench.stopping import StoppingCriterion
-from moebench.tensor.backend import BACKENDS, to_backend
 from moebench.validation import Interval, Options
 
 from ._spectral import spectral_subspace

@@ -60,10 +60,10 @@ from moebench.base import LocalSearchWhen, MoEEstimator
 from moebench.em import EMResult
 from moebench.gating_em import GATING_EM_CONSTRAINTS, GATING_EM_RIDGE, gating_em
 from moebench.history import History
+from moebench.moment_fit import fit_moment_estimator
 from moebench.registry import register
 from moebench.stopping import StoppingCriterion
 from moebench.tensor.decomposition import DECOMPOSITIONS, decompose, multilinear
-from moebench.tensor.estimator import fit_moment_estimator
 from moebench.tensor.whitening import whiten
 from moebench.validation import DegenerateFitError, Interval, Options
 

@@ -58,15 +58,15 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 import moebench  # noqa: E402
 from moebench import em  # noqa: E402
-from moebench.gating_em import gating_em  # noqa: E402
-from moebench.history import History  # noqa: E402
-from moebench.io import atomic_write_bytes  # noqa: E402
-from moebench.tensor.backend import (  # noqa: E402
+from moebench.backend import (  # noqa: E402
     TorchBackend,
     array_backend,
     is_tensor,
     to_backend,
 )
+from moebench.gating_em import gating_em  # noqa: E402
+from moebench.history import History  # noqa: E402
+from moebench.io import atomic_write_bytes  # noqa: E402
 
 TOL = 1e-10
 #: (n, d, k) of the timings; --quick uses the smaller n

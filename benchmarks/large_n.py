@@ -434,7 +434,7 @@ def sgd_grid_figure(fits: list[dict[str, Any]], path: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: ``fit`` (one fit per process) and ``collect``."""
-    from moebench.cli_checks import finite_float, int_at_least
+    from moebench.cli.checks import finite_float, int_at_least
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -16,8 +16,7 @@ from moebench.registry import (
     register,
 )
 from moebench.validation import DegenerateFitError
-
-__version__ = "0.1.0"
+from moebench.version import __version__
 
 __all__ = [
     "Activation",

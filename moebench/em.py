@@ -22,11 +22,11 @@ import numpy as np
 from scipy.optimize import minimize
 
 from moebench.activations import ACTIVATIONS, Activation, _sigmoid_deriv
+from moebench.backend import Backend, array_backend, to_backend
 from moebench.chunked import LazyRows, blocked_mean, blocked_sum, is_out_of_core
 from moebench.history import History, StartFit
 from moebench.model import LOG_2PI, MoEModel
 from moebench.stopping import StoppingCriterion
-from moebench.tensor.backend import Backend, array_backend, to_backend
 from moebench.validation import check_choice
 
 MSTEPS = ("full", "gradient")
@@ -70,7 +70,7 @@ def _e_step_gate(X, y, experts, gating, sigma, activation, means=None, log_proba
     gate log-probabilities at ``gating`` when the caller has them).
     Row-wise log-sum-exps on numpy arrays use :mod:`moebench.fastmath` (column passes,
     not scipy's per-row reductions); torch tensors use torch's
-    (:func:`moebench.tensor.backend.array_backend`).
+    (:func:`moebench.backend.array_backend`).
     """
     if is_out_of_core(X):  # X on disk: the mean over row blocks; responsibilities lazily
         def block(Xb, yb, mb):
@@ -124,7 +124,7 @@ def _gating_hessian(xp: Backend, X, P, ridge: float) -> np.ndarray:
     """The negative Hessian of the gating objective (numpy, ((k-1) d)^2): block (i, j) is
     X^T diag(p_i (delta_ij - p_j)) X / n, plus ``ridge`` on the diagonal. The weights have
     one sign per block (p_i (1 - p_i) >= 0 on the diagonal, -p_i p_j off it), so each
-    block is one :meth:`~moebench.tensor.backend.Backend.weighted_gram` (a SYRK)."""
+    block is one :meth:`~moebench.backend.Backend.weighted_gram` (a SYRK)."""
     if is_out_of_core(X):  # X on disk: the mean over row blocks
         return blocked_mean(lambda Xb, Pb: _gating_hessian(xp, Xb, Pb, ridge), X, P)
     n, d = X.shape
@@ -414,10 +414,14 @@ class EMResult(StartFit):
     "max_time")."""
 
 
-def _start_point(experts, gating, sigma: float, history: History | None
+def loop_start(experts, gating, sigma: float, history: History | None
                  ) -> tuple[np.ndarray, np.ndarray, float, History]:
     """An EM loop's start: float copies of the experts and the gating (last row 0), sigma
-    as a float, and the clock (``history``, else a fresh :class:`History`)."""
+    as a float, and the clock (``history``, else a fresh :class:`History`).
+
+    Shared by :func:`run_em` and the quasi-Newton gating EM
+    (:func:`moebench.acceleration.gating_em_quasi_newton`).
+    """
     experts = np.array(experts, dtype=float)
     gating = np.array(gating, dtype=float)
     gating = gating - gating[-1]
@@ -482,7 +486,7 @@ def run_em(
     phase : str
         Phase label of the records.
     backend : {"numpy", "torch"} or None
-        Array library of the E- and M-steps (:mod:`moebench.tensor.backend`; torch on CUDA
+        Array library of the E- and M-steps (:mod:`moebench.backend`; torch on CUDA
         when available). ``X`` and ``y`` move to the device here unless they are tensors there
         already; the parameters stay numpy. None: the library of ``X`` as given.
     stopping : StoppingCriterion, optional
@@ -501,7 +505,7 @@ def run_em(
     """
     check_choice(mstep, "mstep", MSTEPS)
     X, y = to_backend(X, y, backend)
-    experts, gating, sigma, clock = _start_point(experts, gating, sigma, history)
+    experts, gating, sigma, clock = loop_start(experts, gating, sigma, history)
     # with the experts fixed (tensor_em's gating EM) their means are computed once
     means = None if update_experts else _means(X, experts, activation)
     # the E-step's gate log-probabilities start the next gating M-step (same gating)

@@ -22,9 +22,9 @@ import pytest
 import moebench
 from moebench import em
 from moebench.activations import get_activation
+from moebench.backend import array_backend, is_tensor, to_backend
 from moebench.gating_em import gating_em
 from moebench.history import History
-from moebench.tensor.backend import array_backend, is_tensor, to_backend
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
@@ -57,7 +57,7 @@ def setup(request):
 
 
 def em_torch_cpu():
-    from moebench.tensor.backend import TorchBackend
+    from moebench.backend import TorchBackend
 
     return TorchBackend(device="cpu")
 
@@ -269,7 +269,7 @@ def test_tensor_em_refine_nonlinear_agrees_to_lm_decisions(act):
 
 @needs_torch
 def test_data_move_to_the_device_once_per_fit(monkeypatch):
-    from moebench.tensor.backend import TorchBackend
+    from moebench.backend import TorchBackend
 
     moved: list[tuple[int, ...]] = []
     orig = TorchBackend.asarray

@@ -142,7 +142,7 @@ def test_executor_flag(in_tmp, capsys):
 def _run_help() -> str:
     import argparse
 
-    from moebench.sweep.cli import add_run_parser
+    from moebench.cli.sweep import add_run_parser
 
     sub = argparse.ArgumentParser().add_subparsers()
     add_run_parser(sub)

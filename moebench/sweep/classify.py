@@ -83,6 +83,10 @@ from moebench.sweep.polish import (
     polish_gating,
 )
 
+#: the log-likelihood gap per sample below the best run that counts as stuck (``--stuck-tol``;
+#: the gridlock rule and the reports use it too)
+DEFAULT_TOL = 1e-3
+
 FINE, SLOW, LOCAL_MAX, SADDLE, SINGULAR = "fine", "slow", "local maximum", "saddle", "singular"
 UNFINISHED, FAILED, NOT_CLASSIFIED = "unfinished", "failed", "not classified"
 NO_PARAMETERS = "not classified (no parameters)"
@@ -240,12 +244,6 @@ def polish_key(parameters: str, learn_sigma: bool, polisher: str = "joint") -> s
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def climbs_likelihood(est: Any) -> bool:
-    """Whether a (fitted or unfitted) estimator climbs the likelihood: ``local_search``,
-    or a moment method whose ``refine`` ends it in joint EM."""
-    return bool(getattr(est, "local_search", False)) or bool(getattr(est, "refine", False))
-
-
 def climbing_variants(summary: pd.DataFrame, cells: dict[str, Any]) -> dict[str, bool]:
     """Per variant label: whether it climbs the likelihood (:func:`variant_polishers` names
     a polisher for it)."""
@@ -263,7 +261,7 @@ def variant_polishers(summary: pd.DataFrame, cells: dict[str, Any]) -> dict[str,
     other oracles (``needs_truth``) and non-climbing methods: "".
     """
     from moebench.registry import algorithm_class
-    from moebench.sweep.worker import build_estimator
+    from moebench.sweep.worker import build_estimator, climbs_likelihood
 
     out: dict[str, str] = {}
     by_label = {}
@@ -364,7 +362,7 @@ def classify_results(results: str | os.PathLike, jobs: int = 1, tol: float | Non
         Parallel processes (one data set per task).
     tol : float, optional
         Per-sample log-likelihood tolerance (default
-        :data:`moebench.sweep.gridlock.DEFAULT_TOL`); reports at a larger tolerance reuse
+        :data:`DEFAULT_TOL`); reports at a larger tolerance reuse
         the polish, a smaller one needs ``classify`` with it.
     progress : callable, optional
         Receives one line per finished data set.
@@ -375,7 +373,6 @@ def classify_results(results: str | os.PathLike, jobs: int = 1, tol: float | Non
         ``classes`` is also written to ``RESULTS/classes.parquet``; ``polished`` counts the
         polishes run now, ``reused`` those taken from ``RESULTS/polish.parquet``.
     """
-    from moebench.sweep.gridlock import DEFAULT_TOL
     from moebench.sweep.rerun import PARAMETERS_KEY, stored_cells, with_parameters
     from moebench.sweep.store import load_results
 

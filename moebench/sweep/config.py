@@ -48,7 +48,6 @@ import itertools
 import json
 import math
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -59,13 +58,9 @@ import numpy as np
 
 from moebench.activations import available_activations
 from moebench.generator import GATING_KINDS, INPUT_DISTRIBUTIONS, make_moe_model
+from moebench.io import tomllib
 from moebench.registry import algorithm_class, available_algorithms, reference_algorithms
 from moebench.sweep.columns import SYNTHETIC_SETTING_COLUMNS
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 TOP_KEYS = ("name", "description", "seed", "repetitions", "success_threshold", "data", "budget",
             "algorithm", "report")

@@ -23,7 +23,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -31,8 +31,17 @@ import pandas as pd
 from moebench.generator import iter_moe_blocks, make_moe_model, standardize
 from moebench.model import MoEModel
 
-if TYPE_CHECKING:
-    from moebench.sweep.config import Cell
+
+class DataRequest(Protocol):
+    """What a data source is asked for: one run's data setting and the seeds derived from
+    it (a :class:`moebench.sweep.config.Cell`; declared here so that the config, which
+    reads CSV sources while it is checked, can import this module and not the reverse)."""
+
+    data: dict[str, Any]
+
+    def data_seed(self, *salt: str) -> np.random.SeedSequence:
+        """The data's seed from the setting's values of ``salt``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,7 @@ class CellData:
 class DataSource(Protocol):
     """What the worker asks of a data source: the rows of a cell."""
 
-    def load(self, cell: Cell) -> CellData:
+    def load(self, cell: DataRequest) -> CellData:
         """Training and held-out rows of ``cell`` (and the truth, or None)."""
         ...
 
@@ -64,7 +73,7 @@ class SyntheticSource:
     ``n_test``; none depend on the algorithm.
     """
 
-    def load(self, cell: Cell) -> CellData:
+    def load(self, cell: DataRequest) -> CellData:
         """The true model, training rows and held-out rows of a synthetic cell."""
         s = cell.data
         entropy = cell.data_seed("n", "n_test", "input_distribution").entropy
@@ -86,7 +95,7 @@ class CSVSource:
     every k and algorithm sees the same folds.
     """
 
-    def load(self, cell: Cell) -> CellData:
+    def load(self, cell: DataRequest) -> CellData:
         """The standardised training and held-out rows of the cell's fold; no truth."""
         s = cell.data
         table = load_csv_source(s["source"])
@@ -100,7 +109,7 @@ def data_source(data: dict[str, Any]) -> DataSource:
     return CSVSource() if "source" in data else SyntheticSource()
 
 
-def load_cell_data(cell: Cell) -> CellData:
+def load_cell_data(cell: DataRequest) -> CellData:
     """The rows of ``cell`` from its data source."""
     return data_source(cell.data).load(cell)
 

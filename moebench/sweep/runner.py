@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from moebench.cli_checks import describe_error
+from moebench.io import describe_error
 from moebench.sweep.columns import FAILED_STATUSES
 from moebench.sweep.config import Cell, SweepConfig
 from moebench.sweep.lifeline import interrupt_on_signals

@@ -214,7 +214,7 @@ def folder_style(summary: pd.DataFrame, folder: Any) -> Style:
     """
     from pathlib import Path
 
-    from moebench.sweep.config import tomllib  # (tomli on Python 3.10)
+    from moebench.io import tomllib
 
     path = Path(folder)
     path = (path.parent if path.is_file() else path) / "config.toml"

@@ -15,7 +15,7 @@ summary with the stored one:
   ``finished_at``, ``threads`` and the provenance columns.
 * **bit-equal** when the stored run was made on the same *path* as the re-run: the same
   moment kernels (``kernel_path``: the fused C kernels or numpy's BLAS, see
-  :data:`moebench.tensor.backend.FUSED_KERNELS` and ``MOEBENCH_FUSED_KERNELS``), the same
+  :data:`moebench.backend.FUSED_KERNELS` and ``MOEBENCH_FUSED_KERNELS``), the same
   BLAS library (``blas``) and one thread (``threads``), by the same code
   (``code_version``). Floats must be equal to the last bit (NaN equals NaN), and so must
   ``fitted_parameters`` (its JSON text: float64 round-trips exactly).

@@ -203,12 +203,19 @@ def _load_builtin() -> None:
             importlib.import_module(module)
 
 
+def _rank(view: View) -> int:
+    """A built-in view's module's place in :data:`BUILTIN_MODULES`; any other view after."""
+    module = view.func.__module__
+    return BUILTIN_MODULES.index(module) if module in BUILTIN_MODULES else len(BUILTIN_MODULES)
+
+
 def views(kind: str) -> dict[str, View]:
-    """The registered views of ``kind`` (``"figure"`` or ``"table"``), in registration
-    order (the built-in ones first)."""
+    """The registered views of ``kind`` (``"figure"`` or ``"table"``): the built-in ones
+    first, module by module in :data:`BUILTIN_MODULES` order (whichever module was imported
+    first), each module's and then the other views in registration order."""
     _check_kind(kind)
     _load_builtin()
-    return dict(_VIEWS[kind])
+    return dict(sorted(_VIEWS[kind].items(), key=lambda item: _rank(item[1])))
 
 
 def get_view(kind: str, name: str) -> View:

@@ -27,7 +27,6 @@ import numpy as np
 
 from moebench.metrics import parameter_errors, prediction_mse
 from moebench.registry import algorithm_class, available_algorithms, get_algorithm
-from moebench.sweep.classify import climbs_likelihood
 from moebench.sweep.columns import METRIC_COLUMNS
 from moebench.sweep.config import Cell
 from moebench.sweep.data_sources import CellData, load_cell_data
@@ -38,6 +37,12 @@ from moebench.validation import DegenerateFitError, absurd_log_likelihood, rms
 
 #: keys of a summary that hold final metrics
 METRIC_KEYS = METRIC_COLUMNS
+
+
+def climbs_likelihood(est: Any) -> bool:
+    """Whether a (fitted or unfitted) estimator climbs the likelihood: ``local_search``,
+    or a moment method whose ``refine`` ends it in joint EM."""
+    return bool(getattr(est, "local_search", False)) or bool(getattr(est, "refine", False))
 
 
 # --------------------------------------------------------------------------- threads

@@ -1,4 +1,8 @@
-"""The ``moebench`` command line.
+"""The ``moebench`` command line: the top layer, which nothing in moebench imports.
+
+The verbs of the sweep (run, plot, report, verify, classify) are in
+:mod:`moebench.cli.sweep`, those of the store (pack, unpack) in :mod:`moebench.cli.store`,
+the shared argparse types and path checks in :mod:`moebench.cli.checks`.
 
 Each verb is a function ``cmd_<verb>(args) -> int`` and a parser builder
 ``add_<verb>_parser(subparsers)``; errors in user input end the command with a
@@ -23,24 +27,18 @@ from pathlib import Path
 import numpy as np
 
 from moebench.activations import ACTIVATIONS
-from moebench.cli_checks import (
-    check_out_dir,
-    check_out_file,
-    describe_error,
-    finite_float,
-    int_at_least,
-)
-from moebench.generator import GATING_KINDS, make_moe
-from moebench.io import TMP_PREFIX, atomic_write_bytes
-from moebench.registry import algorithm_class, algorithm_descriptions, oracle_algorithms
-from moebench.sweep.cli import (
+from moebench.cli.checks import check_out_dir, check_out_file, finite_float, int_at_least
+from moebench.cli.store import add_pack_parser, add_unpack_parser
+from moebench.cli.sweep import (
     add_classify_parser,
     add_plot_parser,
     add_report_parser,
     add_run_parser,
     add_verify_parser,
 )
-from moebench.sweep.store.verbs import add_pack_parser, add_unpack_parser
+from moebench.generator import GATING_KINDS, make_moe
+from moebench.io import TMP_PREFIX, atomic_write_bytes, describe_error
+from moebench.registry import algorithm_class, algorithm_descriptions, oracle_algorithms
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -291,6 +289,3 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"traceback", file=sys.stderr)
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

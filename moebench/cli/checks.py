@@ -98,14 +98,3 @@ def check_out_file(path: str | os.PathLike, option: str = "--out") -> Path:
         raise ValueError(f"{option} {str(path)!r} is an existing directory; give a file path")
     _check_creatable(path, path.parent, option)
     return path
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line for an expected error: the message, or an OS error's path and reason."""
-    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
-        text = f"{exc.filename}: {exc.strerror}"
-        if exc.filename2 is not None:
-            text += f" (-> {exc.filename2})"
-    else:
-        text = str(exc) or type(exc).__name__
-    return " ".join(line.strip() for line in text.strip().splitlines() if line.strip())

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from moebench.cli_checks import check_out_dir, check_out_file, finite_float, int_at_least
+from moebench.cli.checks import check_out_dir, check_out_file, finite_float, int_at_least
 from moebench.io import atomic_write_bytes
 from moebench.sweep.gridlock import DEFAULT_TOL, STUCK_MIN, SUCCESS_MIN
 from moebench.sweep.runner import EXECUTORS
