@@ -9,8 +9,8 @@ from pathlib import Path
 
 from moebench.cli.checks import check_out_dir, check_out_file, finite_float, int_at_least
 from moebench.io import atomic_write_bytes
+from moebench.sweep.executors import EXECUTORS
 from moebench.sweep.gridlock import DEFAULT_TOL, STUCK_MIN, SUCCESS_MIN
-from moebench.sweep.runner import EXECUTORS
 from moebench.sweep.views import choices_help, views
 
 #: the gridlock rule as the help texts state it ("%%": argparse help is %-formatted)
@@ -36,15 +36,11 @@ def _results_dir_for(config_name: str) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate a sweep config, run its unfinished cells, consolidate, draw the figure."""
     from moebench.sweep.config import load_config, resolve_config
+    from moebench.sweep.executors import check_scheduler
     from moebench.sweep.plots import default_figure
     from moebench.sweep.report import report_table
-    from moebench.sweep.runner import (
-        FAILED,
-        check_scheduler,
-        count_runs,
-        estimate_cost,
-        run_sweep,
-    )
+    from moebench.sweep.runner import FAILED, run_sweep
+    from moebench.sweep.selection import count_runs, estimate_cost
     from moebench.sweep.store import check_config_owner, consolidate
 
     if args.scheduler and args.executor != "dask":
@@ -177,7 +173,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_with_default_jobs(args: argparse.Namespace) -> int:
-    from moebench.sweep.runner import available_cores
+    from moebench.sweep.executors import available_cores
 
     if args.jobs is None:
         args.jobs = available_cores()
