@@ -165,7 +165,7 @@ class Variant:
 
 
 @dataclass(frozen=True)
-class Cell:
+class Run:
     """One run: a data setting, an algorithm variant and a repetition."""
 
     data: dict[str, Any]
@@ -227,7 +227,7 @@ class SweepConfig:
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
 
-    def cells(self) -> list[Cell]:
+    def cells(self) -> list[Run]:
         """Every run of the sweep, in a fixed order (setting, repetition, variant).
 
         A variant that fixes part of the setting (the real-data reference: k = 1,
@@ -236,7 +236,7 @@ class SweepConfig:
         """
         return list(self.iter_cells())
 
-    def iter_cells(self) -> Iterator[Cell]:
+    def iter_cells(self) -> Iterator[Run]:
         """The runs of :meth:`cells`, one at a time (memory: the settings, not the runs)."""
         pairs = self.pairs()
         by_setting: dict[int, list[tuple[Variant, dict[str, Any]]]] = {}
@@ -245,7 +245,7 @@ class SweepConfig:
         for i in sorted(by_setting):
             for rep in range(self.repetitions):
                 for v, d in by_setting[i]:
-                    yield Cell(d, v, rep, self.seed, self.success_threshold)
+                    yield Run(d, v, rep, self.seed, self.success_threshold)
 
     def pairs(self) -> list[tuple[int, Variant, dict[str, Any]]]:
         """(index of the data setting, variant, the variant's setting) of every distinct

@@ -11,7 +11,7 @@ A data source (as benchopt's datasets) turns a cell into its arrays::
     standardised with the training fold's mean and covariance (so held-out scores
     are in standardised units); there is no ``truth``.
 
-Every seed derives from the cell (:meth:`moebench.sweep.config.Cell.data_seed`) and
+Every seed derives from the run (:meth:`moebench.sweep.config.Run.data_seed`) and
 none from the algorithm, so every variant of a repetition sees the same rows.
 """
 
@@ -34,7 +34,7 @@ from moebench.model import MoEModel
 
 class DataRequest(Protocol):
     """What a data source is asked for: one run's data setting and the seeds derived from
-    it (a :class:`moebench.sweep.config.Cell`; declared here so that the config, which
+    it (a :class:`moebench.sweep.config.Run`; declared here so that the config, which
     reads CSV sources while it is checked, can import this module and not the reverse)."""
 
     data: dict[str, Any]

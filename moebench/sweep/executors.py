@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from moebench.io import describe_error
-from moebench.sweep.config import Cell
+from moebench.sweep.config import Run
 from moebench.sweep.store import file_identity, read_run_summary, run_path, write_run
 from moebench.sweep.worker import WRITE_FAILED_EXIT, failure_summary
 
@@ -67,7 +67,7 @@ def _written(path: Path, before: tuple[int, ...] | None) -> bool:
     return now is not None and now != before and path.is_file()
 
 
-def _finish(out: str, cell: Cell, exitcode: int | None, config: str, started: float,
+def _finish(out: str, cell: Run, exitcode: int | None, config: str, started: float,
             before: tuple[int, ...] | None = None,
             received: dict[str, Any] | None = None) -> dict[str, Any]:
     """The summary of a finished worker: the one it sent after writing its run file (not
@@ -98,9 +98,10 @@ def _receive(conn: Any, conns: dict[Any, str], received: dict[str, dict[str, Any
         conn.close()
 
 
-def run_local(cells: Iterable[Cell], out: str, jobs: int, config: str,
+def run_local(cells: Iterable[Run], out: str, jobs: int, config: str,
               on_done: Callable[[dict[str, Any]], None]) -> None:
-    """Run ``cells`` in at most ``jobs`` worker processes at a time.
+    """Do the runs ``cells`` (:class:`~moebench.sweep.config.Run`) in at most ``jobs`` worker
+    processes at a time.
 
     Each worker writes its run file and then sends its summary back over a pipe, so the
     parent does not read the file it was just given; a worker that sent nothing (killed,
@@ -117,8 +118,8 @@ def run_local(cells: Iterable[Cell], out: str, jobs: int, config: str,
     ctx = _mp_context()
     threads = threads_per_job(jobs)
     queue = iter(cells)
-    pending: deque[Cell] = deque(itertools.islice(queue, 1))  # the next cell, if any
-    running: dict[int, tuple[Any, Cell, float]] = {}
+    pending: deque[Run] = deque(itertools.islice(queue, 1))  # the next run, if any
+    running: dict[int, tuple[Any, Run, float]] = {}
     # the run file a re-run replaces (--force, --rerun-stale), so that it is not taken for
     # the new result
     before: dict[str, tuple[int, ...] | None] = {}
@@ -222,9 +223,9 @@ def check_scheduler(address: str, timeout: float = 5.0) -> None:
                          f"or give the address it prints") from None
 
 
-def run_cell_dask(cell: Cell, out: str, threads: int, config: str,
+def run_cell_dask(cell: Run, out: str, threads: int, config: str,
                   replaces: tuple[int, ...] | None = None) -> dict[str, Any]:
-    """The dask task: run one cell in the worker process, under a hard timeout.
+    """The dask task: do one run in the worker process, under a hard timeout.
 
     A run over its timeout is recorded as ``"timeout"`` and the worker process is
     ended (``os._exit``; the dask nanny starts a fresh one), the only way to stop
@@ -265,9 +266,9 @@ def run_cell_dask(cell: Cell, out: str, threads: int, config: str,
         done.set()
 
 
-def run_dask(cells: list[Cell], out: str, jobs: int, config: str,
+def run_dask(cells: list[Run], out: str, jobs: int, config: str,
              on_done: Callable[[dict[str, Any]], None], scheduler: str | None = None) -> None:
-    """Submit every cell to a dask.distributed cluster and collect the results.
+    """Submit every run to a dask.distributed cluster and collect the results.
 
     ``out`` must be a folder every worker can write (a shared file system for a
     remote cluster). Without ``scheduler`` a LocalCluster of ``jobs`` worker

@@ -19,14 +19,14 @@ import numpy as np
 import pandas as pd
 
 from moebench.model import MoEModel
-from moebench.sweep.config import Cell, load_config
+from moebench.sweep.config import Run, load_config
 from moebench.sweep.store import PARAMETERS_KEY, stored_summaries
 
 __all__ = ["PARAMETERS_KEY", "fitted_model", "fitted_parameters", "parameters_json",
            "stored_cells", "with_parameters"]
 
 
-def stored_cells(results: str | os.PathLike) -> dict[str, Cell]:
+def stored_cells(results: str | os.PathLike) -> dict[str, Run]:
     """Every run of the folder's stored config, by ``run_id``.
 
     Raises

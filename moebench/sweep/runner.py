@@ -1,4 +1,4 @@
-"""Run the cells of a sweep: skip finished ones, run the rest in parallel, record everything.
+"""Run the runs of a sweep: skip finished ones, run the rest in parallel, record everything.
 
 :func:`run_sweep` checks the stored runs, selects the runs to do
 (:mod:`moebench.sweep.selection`), hands them to an executor
@@ -20,7 +20,7 @@ from moebench.sweep.columns import FAILED_STATUSES
 from moebench.sweep.config import SweepConfig
 from moebench.sweep.executors import EXECUTORS, run_dask, run_local
 from moebench.sweep.lifeline import interrupt_on_signals
-from moebench.sweep.selection import CellSelection, iter_selected
+from moebench.sweep.selection import RunSelection, iter_selected
 from moebench.sweep.store import RunRecord, clean_temporaries, code_version_of, stored_runs
 from moebench.version import NUMERICS_VERSION
 
@@ -81,14 +81,14 @@ class SweepOutcome:
     """What :func:`run_sweep` did."""
 
     out: Path
-    #: the selected cells (a :class:`CellSelection`: counted, streamed on iteration)
-    cells: CellSelection
+    #: the selected runs (a :class:`RunSelection`: counted, streamed on iteration)
+    cells: RunSelection
     skipped: int
     ran: int
     failures: int
     wall_time: float
     summaries: list[dict[str, Any]]
-    #: selected cells with a stored run (before this sweep)
+    #: selected runs with a stored record (before this sweep)
     stored: int = 0
     #: run id -> code version of the selected stored runs made by other code (all of
     #: them, re-run or not)
@@ -116,7 +116,7 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force:
               executor: str = "local", scheduler: str | None = None,
               filters: Iterable[str] = (), limit: int | None = None, progress: bool = True,
               retry_failed: bool = False, *, rerun_stale: bool = False) -> SweepOutcome:
-    """Run every cell of ``config`` not yet finished in ``out``.
+    """Run every run of ``config`` not yet finished in ``out``.
 
     Parameters
     ----------
@@ -129,7 +129,7 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force:
     scheduler : str, optional
         Address of a running dask scheduler (dask executor).
     filters, limit
-        Run only the cells matching every ``key=value`` filter, at most ``limit``.
+        Run only the runs matching every ``key=value`` filter, at most ``limit``.
     retry_failed : bool
         Re-run runs whose status is error, nan, timeout or degenerate.
     rerun_stale : bool
@@ -151,14 +151,14 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force:
     clean_temporaries(out)
     filters = tuple(filters)
     # verified runs (run files and a packed folder's records); damaged files are
-    # quarantined here, so their cells count as not run
+    # quarantined here, so they count as not run
     verified = {} if force else stored_runs(out)
     stored = {rid: rec.summary for rid, rec in verified.items()}
     done = set(stored)
     if retry_failed and done:
         done = {rid for rid, s in stored.items() if s.get("status") not in FAILED}
     # one pass over the selection to count it (nothing is listed), a second one streams
-    # the cells to run to the executor
+    # the runs to do to the executor
     selected = stored_selected = todo_count = 0
     stale: dict[str, int] = {}
     for cell in iter_selected(config, filters, limit):
@@ -172,7 +172,7 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force:
         todo_count += rid not in done or (rerun_stale and rid in stale)
     if rerun_stale:
         done -= set(stale)
-    cells = CellSelection(config, filters, limit, selected)
+    cells = RunSelection(config, filters, limit, selected)
     todo = (c for c in iter_selected(config, filters, limit) if c.run_id not in done)
     summaries: list[dict[str, Any]] = []
     bar = Progress(total=selected, initial=selected - todo_count, enabled=progress)

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from moebench.sweep.config import Cell, SweepConfig
+from moebench.sweep.config import Run, SweepConfig
 
 
 @dataclass(frozen=True)
-class CellSelection:
-    """The cells a sweep selected, as a sequence that is never listed: ``len`` is the count
+class RunSelection:
+    """The runs a sweep selected, as a sequence that is never listed: ``len`` is the count
     (:func:`count_runs`), iterating streams them again (:func:`iter_selected`)."""
 
     config: SweepConfig
@@ -26,7 +26,7 @@ class CellSelection:
     limit: int | None
     count: int
 
-    def __iter__(self) -> Iterator[Cell]:
+    def __iter__(self) -> Iterator[Run]:
         return iter_selected(self.config, self.filters, self.limit)
 
     def __len__(self) -> int:
@@ -75,9 +75,9 @@ def _value_matches(field: Any, value: str) -> bool:
         return False
 
 
-def cell_matches(cell: Cell, parsed: dict[str, list[str]], *, repetition: bool = True) -> bool:
-    """Whether ``cell`` matches every filter key (one of its values); ``repetition=False``
-    leaves the repetition filter out (the counting checks it once for every cell)."""
+def cell_matches(cell: Run, parsed: dict[str, list[str]], *, repetition: bool = True) -> bool:
+    """Whether the run ``cell`` matches every filter key (one of its values); ``repetition=False``
+    leaves the repetition filter out (the counting checks it once for every run)."""
     for key, values in parsed.items():
         if key in cell.variant.setting:
             continue  # a variant that fixes this key (the reference: k = 1) matches any
@@ -94,9 +94,10 @@ def cell_matches(cell: Cell, parsed: dict[str, list[str]], *, repetition: bool =
     return True
 
 
-def select_cells(cells: Iterable[Cell], filters: Iterable[str] = (), limit: int | None = None
-                 ) -> list[Cell]:
-    """Cells matching every ``key=value`` filter (data keys, label, algorithm, repetition).
+def select_cells(cells: Iterable[Run], filters: Iterable[str] = (), limit: int | None = None
+                 ) -> list[Run]:
+    """The runs of ``cells`` matching every ``key=value`` filter (data keys, label,
+    algorithm, repetition).
 
     A key given more than once matches any of its values (see :func:`parse_filters`).
     """
@@ -107,8 +108,8 @@ def select_cells(cells: Iterable[Cell], filters: Iterable[str] = (), limit: int 
 
 
 def iter_selected(config: SweepConfig, filters: Iterable[str] = (), limit: int | None = None
-                  ) -> Iterator[Cell]:
-    """The cells of :func:`select_cells` on ``config.cells()``, streamed (nothing is listed)."""
+                  ) -> Iterator[Run]:
+    """The runs of :func:`select_cells` on ``config.cells()``, streamed (nothing is listed)."""
     parsed = parse_filters(filters, config.data_grid[0] if config.data_grid else ())
     chosen = (c for c in config.iter_cells() if cell_matches(c, parsed))
     return itertools.islice(chosen, limit) if limit is not None else chosen
@@ -159,7 +160,7 @@ def count_runs(config: SweepConfig, filters: Iterable[str] = (), limit: int | No
     by_pair: list[tuple[str, dict[str, Any], int]] = []
     for _, variant, data in config.pairs():
         total += config.repetitions
-        cell = Cell(data, variant, 0, config.seed, config.success_threshold)
+        cell = Run(data, variant, 0, config.seed, config.success_threshold)
         if reps and cell_matches(cell, parsed, repetition=False):
             selected += reps
             by_variant[variant.label] = by_variant.get(variant.label, 0) + reps

@@ -28,7 +28,7 @@ import numpy as np
 from moebench.metrics import parameter_errors, prediction_mse
 from moebench.registry import algorithm_class, available_algorithms, get_algorithm
 from moebench.sweep.columns import METRIC_COLUMNS
-from moebench.sweep.config import Cell
+from moebench.sweep.config import Run
 from moebench.sweep.data_sources import CellData, load_cell_data
 from moebench.sweep.rerun import PARAMETERS_KEY, parameters_json
 from moebench.sweep.store import provenance, write_run
@@ -74,7 +74,7 @@ def preload() -> None:
 
 
 # --------------------------------------------------------------------------- one run
-def base_summary(cell: Cell, config: str = "") -> dict[str, Any]:
+def base_summary(cell: Run, config: str = "") -> dict[str, Any]:
     """Identifying columns of a run: ids, data setting, variant, seeds, budgets."""
     v = cell.variant
     data = dict(cell.data)
@@ -101,7 +101,7 @@ def _params_json(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
-def failure_summary(cell: Cell, status: str, message: str, config: str = "",
+def failure_summary(cell: Run, status: str, message: str, config: str = "",
                     wall_time: float = math.nan) -> dict[str, Any]:
     """Summary of a run that produced no result (timeout, crashed worker)."""
     out = base_summary(cell, config)
@@ -142,7 +142,7 @@ class FitOutcome:
     stop_reason: str = ""
 
 
-def build_estimator(cell: Cell, truth: Any = None) -> Any:
+def build_estimator(cell: Run, truth: Any = None) -> Any:
     """The unfitted estimator of the cell's variant.
 
     The class declares which of its options carry the sweep budgets; the setting
@@ -217,7 +217,7 @@ def score_status(summary: dict[str, Any], data: CellData) -> tuple[str, str]:
     return ("degenerate", f"held-out data: {reason}") if reason is not None else ("ok", "")
 
 
-def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
+def run_cell(cell: Run, out: str, threads: int = 1, config: str = "",
              write: bool = True) -> dict[str, Any]:
     """Run one cell in this process and write its run file; returns its summary.
 
@@ -270,7 +270,7 @@ def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
 WRITE_FAILED_EXIT = 74
 
 
-def process_main(cell: Cell, out: str, threads: int, config: str,
+def process_main(cell: Run, out: str, threads: int, config: str,
                  owner: int | None = None, conn: Any = None) -> None:
     """Entry point of a worker process started by the local executor.
 
