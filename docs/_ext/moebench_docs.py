@@ -393,8 +393,8 @@ def algorithm_rows(name: str) -> dict[str, Any]:
     """What the options table of one algorithm shows, from its class declarations."""
     from numpydoc.docscrape import NumpyDocString
 
+    from moebench.constraints import describe_constraints
     from moebench.registry import algorithm_class
-    from moebench.validation import describe_constraints
 
     cls = algorithm_class(name)
     try:
