@@ -12,6 +12,10 @@ shorthands of :func:`make_constraint`.
 
 from __future__ import annotations
 
+import argparse
+import math
+import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -120,10 +124,22 @@ class Interval(Constraint):
 
 
 class Options(Constraint):
-    """One of a fixed set of values (compared by type and value: ``True`` is not ``1``)."""
+    """One of a fixed set of values (compared by type and value: ``True`` is not ``1``).
+
+    Parameters
+    ----------
+    options : iterable or callable
+        The valid values, or a function returning them (a registry's current names, read
+        at each check, so that names registered later are valid too).
+    """
 
     def __init__(self, options: Any) -> None:
-        self.options = tuple(options)
+        self._options = options if callable(options) else tuple(options)
+
+    @property
+    def options(self) -> tuple[Any, ...]:
+        """The valid values (for a registry: its names now)."""
+        return tuple(self._options()) if callable(self._options) else self._options
 
     def is_satisfied_by(self, value: Any) -> bool:
         return any(type(value) is type(o) and value == o for o in self.options)
@@ -137,6 +153,64 @@ class Options(Constraint):
     def invalid_examples(self) -> list[Any]:
         strings = [o for o in self.options if isinstance(o, str)]
         return [(strings[0] + "_typo") if strings else "no_such_option", 3.5]
+
+
+class ListOf(Constraint):
+    """A list of at least ``min_items`` values, each valid under ``item``.
+
+    Parameters
+    ----------
+    item : constraint
+        Every element's constraint (any declaration entry of :func:`make_constraint`).
+    min_items : int
+        The fewest elements accepted (1: a non-empty list).
+    """
+
+    def __init__(self, item: Any, min_items: int = 1) -> None:
+        self.item = make_constraint(item)
+        self.min_items = min_items
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        return (isinstance(value, list) and len(value) >= self.min_items
+                and all(self.item.is_satisfied_by(v) for v in value))
+
+    def __str__(self) -> str:
+        size = "a non-empty list" if self.min_items == 1 else (
+            "a list" if self.min_items == 0 else f"a list of at least {self.min_items}")
+        return f"{size}, each {self.item}"
+
+    def valid_examples(self) -> list[Any]:
+        inside = self.item.valid_examples()
+        return [inside[:1] * max(1, self.min_items)] if inside else []
+
+    def invalid_examples(self) -> list[Any]:
+        outside = self.item.invalid_examples()
+        return ([[]] if self.min_items else []) + ([outside[:1]] if outside else []) + ["x"]
+
+
+class Matches(Constraint):
+    """A string that matches a regular expression in full, described in words.
+
+    Parameters
+    ----------
+    pattern : str or re.Pattern
+        The expression (``fullmatch``).
+    description : str
+        What a valid string is, for messages (e.g. ``"a plain name ..."``).
+    """
+
+    def __init__(self, pattern: str | re.Pattern[str], description: str) -> None:
+        self.pattern = re.compile(pattern)
+        self.description = description
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        return isinstance(value, str) and self.pattern.fullmatch(value) is not None
+
+    def __str__(self) -> str:
+        return self.description
+
+    def invalid_examples(self) -> list[Any]:
+        return [3]
 
 
 class _Boolean(Constraint):
@@ -326,3 +400,41 @@ def validate_params(constraints: dict[str, list[Any]], params: dict[str, Any],
             raise ValueError(f"unknown parameter {name!r}{where}; valid: "
                              f"{', '.join(constraints)}")
         validate_parameter(name, value, constraints[name])
+
+
+# --------------------------------------------------------------------------- command line
+def argparse_type(spec: Any) -> Callable[[str], Any]:
+    """An argparse ``type=`` callable that checks a value against a declared constraint.
+
+    The command line then refuses a bad value with the constraint's own words, the ones a
+    config key or an estimator option with the same constraint gives: ``argument --jobs:
+    must be an integer >= 1; got 0`` (the config: ``repetitions must be an integer >= 1;
+    got 0``).
+
+    Parameters
+    ----------
+    spec : constraint
+        A declaration entry (:func:`make_constraint`): an :class:`Interval` parses the text
+        as its kind (``int`` or ``float``), any other constraint checks the text itself.
+
+    Returns
+    -------
+    callable
+        ``parse(text)``: the value, or :class:`argparse.ArgumentTypeError`.
+    """
+    constraint = make_constraint(spec)
+
+    def parse(text: str) -> Any:
+        value: Any = text
+        if isinstance(constraint, Interval):
+            try:
+                value = constraint.kind(text)
+            except ValueError:  # not a number of that kind: the text is what was given
+                raise argparse.ArgumentTypeError(f"must be {constraint}; got {text!r}") from None
+        if not constraint.is_satisfied_by(value):  # the number read; the text if it overflowed
+            shown = text if isinstance(value, float) and not math.isfinite(value) else value
+            raise argparse.ArgumentTypeError(f"must be {constraint}; got {shown!r}")
+        return value
+
+    parse.__name__ = str(constraint)
+    return parse
