@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,11 +22,6 @@ from moebench.sweep.config_keys import (
     TOP,
     ConfigKey,
 )
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 BASE = {"seed": 0, "repetitions": 1,
         "data": {"n": 500, "d": 5, "k": 2},
@@ -50,7 +44,7 @@ def patched(path: str, value, base=BASE):
 # --------------------------------------------------------------------------- shipped configs
 @pytest.mark.parametrize("name", named_configs())
 def test_every_shipped_config_loads(name):
-    from moebench.sweep.config import resolve_config
+    from moebench.sweep.config import resolve_config, tomllib
 
     raw = tomllib.loads(resolve_config(name)[0])
     csv = raw.get("data", {}).get("source", {}).get("csv")
