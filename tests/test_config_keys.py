@@ -115,7 +115,8 @@ def test_the_validator_accepts_exactly_the_declared_keys():
     ("algorithm.0.params", [1], "algorithm[0].params must be a table of estimator options"),
     ("algorithm.0.name", "jointem", "unknown algorithm[0].name 'jointem'; valid choices are "
                                     "'alt_min', 'joint_em'"),
-    ("algorithm", [3], "algorithm must be a non-empty list, each a table; got [3]"),
+    ("algorithm", [3], "algorithm must be a non-empty list, each an [[algorithm]] "
+                          "table; got [3]"),
     # [report]
     ("report", {"references": "em"}, "report.references must be a non-empty list, each a "
                                      "string; got 'em'"),

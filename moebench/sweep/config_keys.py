@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from moebench.activations import available_activations
@@ -180,7 +180,6 @@ def refuse_unknown(keys: Any, valid: tuple[str, ...], where: str) -> None:
 CONFIG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 _NAME = Matches(CONFIG_NAME, "a plain name: 1 to 100 letters, digits, '_', '-' or '.', not "
                 "starting with '.' or '-' (no '/', no '..', not an absolute path)")
-_TABLE = InstanceOf(dict, "a table")
 _STRING = InstanceOf(str, "a string")
 _OPTIONS_TABLE = InstanceOf(dict, "a table of estimator options")
 _LABEL = Matches(re.compile(r".+", re.S), "a non-empty string")
@@ -192,24 +191,6 @@ _ANGLE = Interval(float, 0, 90)
 #: checked by their argparse type and by :func:`moebench.sweep.runner.run_sweep` and
 #: :func:`moebench.sweep.classify.classify_results` alike
 JOBS = Interval(int, 1)
-
-
-def _budget_keys(where: str) -> tuple[ConfigKey, ...]:
-    """``max_iter``, ``max_time``, ``timeout``: in ``[budget]`` and (overriding it) in each
-    ``[[algorithm]]``; one declaration, two tables."""
-    default = where == "budget"
-    return (
-        ConfigKey("max_iter", Interval(int, 1), 200 if default else None,
-                  "iteration budget, passed to estimators that declare one" if default else
-                  "this variant's iteration budget (overrides `[budget]`)"),
-        ConfigKey("max_time", _POSITIVE, 60.0 if default else None,
-                  "time budget in seconds, passed to estimators that declare one" if default
-                  else "this variant's time budget (overrides `[budget]`)"),
-        ConfigKey("timeout", _POSITIVE, None,
-                  "hard limit in seconds: the run is killed and recorded as `timeout` "
-                  "(none: 2 * max_time + 30)" if default else
-                  "this variant's hard limit (overrides `[budget]`)"),
-    )
 
 
 # --------------------------------------------------------------------------- the tables
@@ -225,7 +206,7 @@ TOP = ConfigTable("top", "Top-level keys", (
               "the `[data]` table: a synthetic grid or a CSV source (below)"),
     ConfigKey("budget", InstanceOf(dict, "a table ([budget])"), None,
               "the `[budget]` table: defaults for every algorithm (below)"),
-    ConfigKey("algorithm", ListOf(_TABLE), REQUIRED,
+    ConfigKey("algorithm", ListOf(InstanceOf(dict, "an [[algorithm]] table")), REQUIRED,
               "one `[[algorithm]]` table per variant (below); at least one"),
     ConfigKey("report", InstanceOf(dict, "a table ([report])"), None,
               "the `[report]` table: colours and references of the figures and tables "
@@ -287,7 +268,15 @@ SOURCE = ConfigTable("source", "`[data] source = {...}`", (
     ConfigKey("sep", _STRING, "auto", "the separator; `\"auto\"` sniffs it"),
 ))
 
-BUDGET = ConfigTable("budget", "`[budget]`: defaults for every algorithm", _budget_keys("budget"))
+#: the budgets: in ``[budget]`` and, overriding it, in each ``[[algorithm]]`` (the same keys)
+BUDGET = ConfigTable("budget", "`[budget]`: defaults for every algorithm", (
+    ConfigKey("max_iter", Interval(int, 1), 200,
+              "iteration budget, passed to estimators that declare one"),
+    ConfigKey("max_time", _POSITIVE, 60.0,
+              "time budget in seconds, passed to estimators that declare one"),
+    ConfigKey("timeout", _POSITIVE, None, "hard limit in seconds: the run is killed and "
+              "recorded as `timeout` (none: 2 * max_time + 30)"),
+))
 
 ALGORITHM = ConfigTable("algorithm", "`[[algorithm]]`: one table per variant", (
     ConfigKey("name", Options(lambda: available_algorithms(oracles=True)), REQUIRED,
@@ -307,7 +296,8 @@ ALGORITHM = ConfigTable("algorithm", "`[[algorithm]]`: one table per variant", (
     ConfigKey("only", InstanceOf(dict, "a table of data keys, e.g. only = {n = [100000], "
                                    "k = 3}"), {},
               "run this variant only where these data keys take these values"),
-    *_budget_keys("algorithm"),
+    *(replace(key, default=None, doc=f"this variant's `{key.name}` (none: `[budget]`'s)")
+      for key in BUDGET),
 ))
 
 REPORT = ConfigTable("report", "`[report]`: how figures and tables show the variants "
