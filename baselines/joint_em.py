@@ -23,6 +23,7 @@ import numpy as np
 
 from moebench.activations import Activation
 from moebench.backend import BACKENDS, to_backend
+from moebench.constraints import Interval, Options
 from moebench.em import (
     MSTEPS,
     EMResult,
@@ -43,7 +44,6 @@ from moebench.starts import (
     search_in_subspace,
 )
 from moebench.stopping import StoppingCriterion
-from moebench.validation import Interval, Options
 
 from ._spectral import spectral_subspace
 

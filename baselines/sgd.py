@@ -21,12 +21,13 @@ import numpy as np
 from moebench.activations import Activation
 from moebench.backend import read_only_arrays
 from moebench.chunked import is_out_of_core, row_blocks
+from moebench.constraints import Interval, Options
 from moebench.history import History, StartFit
 from moebench.registry import register
 from moebench.restarts import RestartedEstimator
 from moebench.starts import data_scale_start, random_start, search_in_subspace
 from moebench.stopping import StoppingCriterion
-from moebench.validation import Interval, Options, rms
+from moebench.validation import rms
 
 from ._spectral import spectral_subspace
 

@@ -434,7 +434,7 @@ def sgd_grid_figure(fits: list[dict[str, Any]], path: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: ``fit`` (one fit per process) and ``collect``."""
-    from moebench.cli.checks import finite_float, int_at_least
+    from moebench.constraints import Interval, argparse_type
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -445,12 +445,13 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--max-time", type=float, default=None,
                    help="wall-time cap (s) of the fit (the max_time option)")
-    f.add_argument("--max-epochs", type=int_at_least(1), default=None,
+    f.add_argument("--max-epochs", type=argparse_type(Interval(int, 1)), default=None,
                    help="sgd only: epochs of its schedule (default "
                         f"{FITS['sgd']['options']['max_epochs']}); writes sgd_<N>ep.json")
-    f.add_argument("--lr", type=finite_float(0.0, strict=True), default=None,
+    f.add_argument("--lr", type=argparse_type(Interval(float, 0, None, "neither")),
+                   default=None,
                    help="sgd only: learning rate (default: sgd's 0.05); adds _lr<LR> to the name")
-    f.add_argument("--batch-size", type=int_at_least(1), default=None,
+    f.add_argument("--batch-size", type=argparse_type(Interval(int, 1)), default=None,
                    help="sgd only: minibatch rows (default: sgd's auto, 4096 at this n); "
                         "adds _b<B> to the name")
     c = sub.add_parser("collect", help="per-fit JSON files -> table and figure")

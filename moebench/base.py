@@ -16,22 +16,24 @@ import numpy as np
 
 from moebench.activations import Activation, get_activation
 from moebench.chunked import is_out_of_core
+from moebench.constraints import Interval
+from moebench.degenerate import (
+    SIGMA_COLLAPSE_RTOL,
+    DegenerateFitError,
+    absurd_log_likelihood,
+    check_degenerate_data,
+    check_min_samples,
+    check_scales,
+)
 from moebench.generator import as_seed_sequence
 from moebench.history import History
 from moebench.model import MoEModel
 from moebench.params import ParamsMixin
 from moebench.stopping import StoppingCriterion
 from moebench.validation import (
-    SIGMA_COLLAPSE_RTOL,
-    DegenerateFitError,
-    Interval,
-    absurd_log_likelihood,
     check_array,
-    check_degenerate_data,
     check_feature_names,
-    check_min_samples,
     check_n_experts,
-    check_scales,
     check_sigma,
     check_X_y,
     feature_names,
@@ -159,7 +161,7 @@ class MoEEstimator(ParamsMixin):
     #: shown by ``moebench list`` and the README's algorithm table
     assumes: ClassVar[tuple[str, ...]] = ()
     #: valid values of each constructor parameter (scikit-learn style): name -> list of
-    #: constraints (see :mod:`moebench.validation`), any one of which makes a value valid.
+    #: constraints (see :mod:`moebench.constraints`), any one of which makes a value valid.
     #: Declarations merge along the class hierarchy: a subclass declares its own options.
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "n_experts": [Interval(int, 2, None)],

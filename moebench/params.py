@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, ClassVar
 
-from moebench.validation import validate_params
+from moebench.constraints import validate_params
 
 
 class ParamsMixin:

@@ -13,9 +13,9 @@ import numpy as np
 
 from moebench.activations import Activation
 from moebench.base import MoEEstimator
+from moebench.constraints import Interval
 from moebench.history import History, StartFit, TaggedHistory
 from moebench.stopping import StoppingCriterion
-from moebench.validation import Interval
 
 
 class RestartedEstimator(MoEEstimator):

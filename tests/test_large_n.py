@@ -267,7 +267,7 @@ def test_benchmark_script_fit_and_collect(tmp_path, capsys):
     with pytest.raises(SystemExit):
         large_n.main(["fit", "--data", str(data), "--fit", "sgd", "--lr", "-1",
                       "--out", str(tmp_path / "runs3")])
-    assert "a finite number > 0" in capsys.readouterr().err
+    assert "a finite real number > 0; got -1.0" in capsys.readouterr().err
     assert not (tmp_path / "runs3").exists()
     # sgd's learning rate and batch size, where given, name the curve
     large_n.main(["fit", "--data", str(data), "--fit", "sgd", "--max-epochs", "3",

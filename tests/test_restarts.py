@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 import moebench
+from moebench.constraints import Interval
 from moebench.em import run_em
 from moebench.history import History, StartFit, TaggedHistory
 from moebench.model import MoEModel
 from moebench.registry import algorithm_class
 from moebench.restarts import RestartedEstimator
 from moebench.starts import random_start, random_unit_experts
-from moebench.validation import Interval
 
 
 class Toy(RestartedEstimator):

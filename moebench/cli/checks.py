@@ -1,67 +1,17 @@
 """Checks of command-line values, shared by the verbs of the ``moebench`` command.
 
-Numeric options are checked by argparse ``type=`` callables (so a bad value is
-refused while parsing, before anything runs, with argparse's one-line
-``argument --X: ...`` message); output paths are checked before anything is
-written. Every message names the option, the bad value and what would be valid.
+Numeric options are checked while parsing, before anything runs, by argparse types
+derived from declared constraints (:func:`moebench.constraints.argparse_type`; an option
+that mirrors a config key takes the key's: :mod:`moebench.sweep.config_keys`), with
+argparse's one-line ``argument --X: ...`` message; output paths are checked here, before
+anything is written. Every message names the option, the bad value and what would be
+valid.
 """
 
 from __future__ import annotations
 
-import argparse
-import math
 import os
-from collections.abc import Callable
 from pathlib import Path
-
-
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """argparse type: an integer >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"must be an integer >= {minimum}; got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}; got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
-
-
-def finite_float(minimum: float | None = None, strict: bool = False,
-                 maximum: float | None = None) -> Callable[[str], float]:
-    """argparse type: a finite float, optionally in ``[minimum, maximum]``.
-
-    ``strict`` makes the lower bound exclusive (``> minimum``).
-    """
-    op = ">" if strict else ">="
-    if minimum is not None and maximum is not None:
-        valid = f"a finite number in [{minimum:g}, {maximum:g}]"
-    elif minimum is not None:
-        valid = f"a finite number {op} {minimum:g}"
-    else:
-        valid = "a finite number"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {valid}; got {text!r}") from None
-        bad = not math.isfinite(value)
-        if minimum is not None:
-            bad = bad or value < minimum or (strict and value == minimum)
-        if maximum is not None:
-            bad = bad or value > maximum
-        if bad:
-            raise argparse.ArgumentTypeError(f"must be {valid}; got {text!r}")
-        return value
-
-    parse.__name__ = valid
-    return parse
 
 
 def _check_creatable(path: Path, start: Path, option: str) -> None:

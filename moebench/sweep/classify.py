@@ -69,6 +69,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from moebench.constraints import validate_parameter
+from moebench.sweep.config_keys import JOBS
 from moebench.sweep.polish import (
     CERTIFY_GRAD_TOL,
     HESSIAN_EPS,
@@ -379,8 +381,7 @@ def classify_results(results: str | os.PathLike, jobs: int = 1, tol: float | Non
     tol = DEFAULT_TOL if tol is None else float(tol)
     if not (math.isfinite(tol) and tol >= 0):
         raise ValueError(f"tol must be finite and >= 0; got {tol!r}")
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1; got {jobs}")
+    validate_parameter("jobs", jobs, [JOBS])
     t0 = time.perf_counter()
     folder = Path(results)
     if folder.is_file():

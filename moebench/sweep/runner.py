@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moebench.constraints import validate_parameter
 from moebench.sweep.columns import FAILED_STATUSES
 from moebench.sweep.config import SweepConfig
+from moebench.sweep.config_keys import JOBS
 from moebench.sweep.executors import EXECUTORS, run_dask, run_local
 from moebench.sweep.lifeline import interrupt_on_signals
 from moebench.sweep.selection import RunSelection, iter_selected
@@ -142,8 +144,7 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, jobs: int = 1, force:
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; valid choices: "
                          f"{', '.join(EXECUTORS)}")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"--jobs must be an integer >= 1; got {jobs!r}")
+    validate_parameter("jobs", jobs, [JOBS])
     if scheduler and executor != "dask":
         raise ValueError("--scheduler needs --executor dask")
     out = Path(out)

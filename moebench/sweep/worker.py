@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from moebench.degenerate import DegenerateFitError, absurd_log_likelihood
 from moebench.metrics import parameter_errors, prediction_mse
 from moebench.registry import algorithm_class, available_algorithms, get_algorithm
 from moebench.sweep.columns import METRIC_COLUMNS
@@ -33,7 +34,7 @@ from moebench.sweep.data_sources import CellData, load_cell_data
 from moebench.sweep.rerun import PARAMETERS_KEY, parameters_json
 from moebench.sweep.store import provenance, write_run
 from moebench.sweep.store.records import jsonable
-from moebench.validation import DegenerateFitError, absurd_log_likelihood, rms
+from moebench.validation import rms
 
 #: keys of a summary that hold final metrics
 METRIC_KEYS = METRIC_COLUMNS
@@ -223,9 +224,9 @@ def run_cell(cell: Run, out: str, threads: int = 1, config: str = "",
 
     Data source -> estimator -> evaluation -> record. Failures (an exception, a
     non-finite fit) are recorded with their status and message, never raised. A
-    :class:`moebench.validation.DegenerateFitError` from ``fit`` (fewer rows than
+    :class:`moebench.degenerate.DegenerateFitError` from ``fit`` (fewer rows than
     parameters, a collapsed sigma, an absurd training log-likelihood), or a held-out
-    mean log-likelihood more than :data:`moebench.validation.ABSURD_LL_MARGIN` nats per
+    mean log-likelihood more than :data:`moebench.degenerate.ABSURD_LL_MARGIN` nats per
     sample below the null model N(0, rms(y_train)^2), is recorded with status
     ``"degenerate"``.
     """

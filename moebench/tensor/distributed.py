@@ -31,6 +31,7 @@ import numpy as np
 
 from moebench.activations import Activation, get_activation
 from moebench.base import MoEEstimator
+from moebench.degenerate import constant_labels_error, identical_rows_error
 from moebench.generator import as_seed_sequence
 from moebench.tensor import moments
 from moebench.tensor.decomposition import DECOMPOSITIONS, TensorDecomposition, recover_experts
@@ -48,14 +49,7 @@ from moebench.tensor.whitening import (
     whiten,
     whitening_method,
 )
-from moebench.validation import (
-    check_choice,
-    check_n_experts,
-    check_positive_int,
-    constant_labels_error,
-    identical_rows_error,
-    input_scale,
-)
+from moebench.validation import check_choice, check_n_experts, check_positive_int, input_scale
 
 
 def _dask() -> Any:
@@ -362,8 +356,8 @@ def tensor_step(X: Any, y: Any, k: int, activation: str | Activation = "linear",
         X is not a 2-d Dask array; y's length differs from X's rows; k > d; fewer than
         ``min_samples(d, k)`` rows; non-finite X or y; an unknown option (the message
         lists the valid choices); T2 of rank < k. Constant y or identical rows of X
-        raise :class:`~moebench.validation.DegenerateFitError` (a ValueError) with the
-        estimators' message (:func:`~moebench.validation.check_degenerate_data`).
+        raise :class:`~moebench.degenerate.DegenerateFitError` (a ValueError) with the
+        estimators' message (:func:`~moebench.degenerate.check_degenerate_data`).
     ImportError
         dask is not installed.
     """

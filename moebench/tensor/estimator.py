@@ -55,6 +55,8 @@ import numpy as np
 from moebench.activations import Activation
 from moebench.backend import BACKENDS
 from moebench.base import LocalSearchWhen, MoEEstimator
+from moebench.constraints import Interval, Options
+from moebench.degenerate import DegenerateFitError
 from moebench.em import EMResult, check_expert_step_out_of_core
 from moebench.gating_em import GATING_EM_CONSTRAINTS, GATING_EM_RIDGE, gating_em
 from moebench.history import History
@@ -88,9 +90,6 @@ from moebench.tensor.whitening import (
 from moebench.validation import (  # noqa: F401 (INPUT_RMS_* re-exported)
     INPUT_RMS_NOISE_SDS,
     INPUT_RMS_TOL,
-    DegenerateFitError,
-    Interval,
-    Options,
     input_scale,
     rms,
 )
