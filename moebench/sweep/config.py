@@ -37,6 +37,11 @@ A config is a TOML file (or the name of one shipped in :mod:`moebench.configs`):
     only = {n = [100000], k = 3}   # optional: run this variant only where these data keys
                                    # take these values (a value or a list per key)
 
+Data on disk: ``[data] memmap = "DIR"`` (the folder of ``moebench generate --out DIR``)
+with the generator's keys (n, d, k, activation, sigma, gating, gating_scale, min_angle,
+``generator_seed``: its ``--seed``) and n_test; the runs read X.npy and y.npy as memmaps
+(:class:`moebench.sweep.data_sources.MemmapSource`).
+
 Every table, key and value is checked before anything runs; an error names the
 key, the bad value and the valid choices.
 """
@@ -74,6 +79,12 @@ SYNTHETIC_DATA_KEYS = SYNTHETIC_SETTING_COLUMNS
 #: of its own over the other ``[data]`` values; the sweep runs their union
 CELLS_KEY = "cells"
 CSV_DATA_KEYS = ("source", "k", "activation", "folds")
+#: ``[data]`` keys of a sweep on the memmaps of ``moebench generate --out DIR``
+#: (``memmap``: that folder, one path; ``generator_seed``: generate's ``--seed``, a value or
+#: a list like the other keys); ``cells`` as for synthetic data
+MEMMAP_DATA_KEYS = ("memmap", "n", "d", "k", "activation", "sigma", "gating", "gating_scale",
+                    "min_angle", "generator_seed", "n_test")
+MEMMAP_DEFAULTS: dict[str, Any] = {"generator_seed": 0}
 SOURCE_KEYS = ("csv", "target", "features", "sep")
 BUDGET_KEYS = ("max_iter", "max_time", "timeout")
 ALGORITHM_KEYS = ("name", "label", "params", "grid", "known_sigma", "activations",
@@ -191,6 +202,9 @@ class Cell:
         source = key.get("source")
         if isinstance(source, dict) and "digest" in source:
             key["source"] = {**source, "csv": Path(source["csv"]).name}
+        # a memmap data set is identified by its generator parameters (the other keys),
+        # which its params.json must match when it is loaded, not by its folder
+        key.pop("memmap", None)
         return key
 
     @property
@@ -340,10 +354,36 @@ def _choice(value: Any, where: str, choices: list[str] | tuple[str, ...]) -> str
     return value
 
 
-def _check_synthetic(data: dict[str, Any]) -> list[dict[str, Any]]:
-    _unknown(data, (*SYNTHETIC_DATA_KEYS, CELLS_KEY), "data.")
+def _check_memmap(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The grid of a memmap sweep: synthetic keys that ``moebench generate`` takes, plus
+    ``generator_seed``; every setting names the folder ``memmap``."""
+    _unknown(data, (*MEMMAP_DATA_KEYS, CELLS_KEY), "data.")
+    folder = data["memmap"]
+    if not isinstance(folder, str) or not folder:
+        raise ConfigError(f"data.memmap must be the folder of `moebench generate --out DIR` (one "
+                          f"path); got {folder!r}")
+    for i, cell in enumerate(data.get(CELLS_KEY) or []):
+        if isinstance(cell, dict) and "memmap" in cell:
+            raise ConfigError(f"data.cells[{i}].memmap: the folder is one path for the sweep; "
+                              f"set it in [data] only")
+    rest = {key: value for key, value in data.items() if key != "memmap"}
+    grid = _check_synthetic(rest, MEMMAP_DEFAULTS)
+    for setting in grid:
+        _int(setting["generator_seed"], "data.generator_seed", 0)
+        setting["memmap"] = folder
+    return grid
+
+
+def _check_synthetic(data: dict[str, Any], extra: dict[str, Any] | None = None
+                     ) -> list[dict[str, Any]]:
+    """The grid of a synthetic ``[data]`` table (``extra``: more keys and their defaults,
+    the memmap sweep's ``generator_seed``; then only the keys ``generate`` takes)."""
+    extra = extra or {}
+    valid = (tuple(k for k in MEMMAP_DATA_KEYS if k != "memmap") if extra
+             else SYNTHETIC_DATA_KEYS)
+    _unknown(data, (*valid, CELLS_KEY), "data.")
     if CELLS_KEY not in data:
-        return _synthetic_grid(data)
+        return _synthetic_grid(data, extra)
     cells = data[CELLS_KEY]
     if not isinstance(cells, list) or not cells or not all(isinstance(c, dict) for c in cells):
         raise ConfigError(
@@ -354,8 +394,8 @@ def _check_synthetic(data: dict[str, Any]) -> list[dict[str, Any]]:
     grid: list[dict[str, Any]] = []
     seen: set[str] = set()
     for i, cell in enumerate(cells):
-        _unknown(cell, SYNTHETIC_DATA_KEYS, f"data.cells[{i}].")
-        for setting in _synthetic_grid({**base, **cell}):
+        _unknown(cell, valid, f"data.cells[{i}].")
+        for setting in _synthetic_grid({**base, **cell}, extra):
             key = _canonical(setting)
             if key not in seen:  # overlapping cells run once
                 seen.add(key)
@@ -363,16 +403,19 @@ def _check_synthetic(data: dict[str, Any]) -> list[dict[str, Any]]:
     return grid
 
 
-def _synthetic_grid(data: dict[str, Any]) -> list[dict[str, Any]]:
+def _synthetic_grid(data: dict[str, Any], extra: dict[str, Any] | None = None
+                    ) -> list[dict[str, Any]]:
     """The product grid of one table of synthetic data keys, every setting checked."""
-    axes = {key: _as_list(data.get(key, default)) for key, default in DATA_DEFAULTS.items()}
+    axes = {key: _as_list(data.get(key, default))
+            for key, default in {**DATA_DEFAULTS, **(extra or {})}.items()}
     for key, values in axes.items():
         if not values:
             raise ConfigError(f"data.{key} is an empty list; give at least one value")
         for v in values:
             where = f"data.{key}"
-            if key in ("n", "d", "k", "n_test"):
-                _int(v, where, 2 if key in ("k", "n_test") else 1)
+            if key in ("n", "d", "k", "n_test", "generator_seed"):
+                _int(v, where, 2 if key in ("k", "n_test") else 0 if key == "generator_seed"
+                     else 1)
             elif key == "activation":
                 _choice(v, "data.activation", available_activations())
             elif key == "gating":
@@ -533,7 +576,8 @@ def _check_only(only: Any, where: str) -> dict[str, tuple[Any, ...]]:
     if not isinstance(only, dict):
         raise ConfigError(f"{where}only must be a table of data keys, e.g. only = {{n = [100000], "
                           f"k = 3}}; got {only!r}")
-    _unknown(only, tuple(dict.fromkeys(SYNTHETIC_DATA_KEYS + CSV_DATA_KEYS)), f"{where}only.")
+    _unknown(only, tuple(dict.fromkeys(SYNTHETIC_DATA_KEYS + CSV_DATA_KEYS + MEMMAP_DATA_KEYS)),
+             f"{where}only.")
     out = {}
     for key, values in only.items():
         values = _as_list(values)
@@ -595,7 +639,8 @@ def validate_config(raw: dict[str, Any], name: str = "sweep", source: str = "<di
     data = raw.get("data", {})
     if not isinstance(data, dict):
         raise ConfigError("[data] must be a table")
-    grid = _check_csv(data) if "source" in data else _check_synthetic(data)
+    grid = (_check_csv(data) if "source" in data
+            else _check_memmap(data) if "memmap" in data else _check_synthetic(data))
     budget_raw = raw.get("budget", {})
     if not isinstance(budget_raw, dict):
         raise ConfigError("[budget] must be a table")
