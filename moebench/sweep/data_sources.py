@@ -125,7 +125,8 @@ class MemmapSource:
         meta = json.loads((folder / "params.json").read_text())
         recorded = meta.get("params", {})
         wanted = generator_params(s)
-        diff = [f"{key} = {recorded.get(key)!r} (wanted {value!r})"
+        diff = [f"{'generator_seed' if key == 'random_state' else key} = "
+                f"{recorded.get(key)!r}, this cell's {value!r}"
                 for key, value in wanted.items() if recorded.get(key) != value]
         if diff:
             raise ValueError(
