@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # benchmarks.plain and tools.asv_report from a checkout
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.plain import ALGORITHM_ROWS  # noqa: E402
 from tools.asv_report import (  # noqa: E402
     OUT,
     TARGET_F32_SPEEDUP,
@@ -189,12 +190,6 @@ def measure(n: int, d: int, k: int, rounds: int, threads: int, tag: str, out: Pa
 
 
 # --------------------------------------------------------------------------- --algorithms
-#: the algorithms of the table: label -> (registry name, options); sigma is given
-ALGORITHM_ROWS = {
-    "tensor_em": ("tensor_em", {}),
-    "tensor_em_refine": ("tensor_em", {"refine": True}),
-    "joint_em": ("joint_em", {"n_init": 1}),
-}
 
 
 def _median(values: list[float]) -> float:
