@@ -379,7 +379,7 @@ class MoEEstimator(ParamsMixin):
         else:
             X_fit = X
         truth = scaled_truth(truth, e, s)
-        history = History(truth)
+        history = History(truth, count_passes=is_out_of_core(X))
         self._fit(X_fit, y, k, act, sigma, history)
         self.history_ = history.records
         if e or s != 1.0:

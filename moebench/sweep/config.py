@@ -37,6 +37,11 @@ A config is a TOML file (or the name of one shipped in :mod:`moebench.configs`):
     only = {n = [100000], k = 3}   # optional: run this variant only where these data keys
                                    # take these values (a value or a list per key)
 
+Data on disk: ``[data] memmap = "DIR"`` (the folder of ``moebench generate --out DIR``)
+with the generator's keys (n, d, k, activation, sigma, gating, gating_scale, min_angle,
+``generator_seed``: its ``--seed``) and n_test; the runs read X.npy and y.npy as memmaps
+(:class:`moebench.sweep.data_sources.MemmapSource`).
+
 Every table, key and value is checked before anything runs, through the declaration
 of every key in :mod:`moebench.sweep.config_keys` (its constraint, default and doc);
 an error names the key, the bad value and the valid choices.
@@ -64,11 +69,14 @@ from moebench.sweep.config_keys import (  # noqa: F401 (ConfigError: the sweep's
     BUDGET,
     CELLS_KEY,
     CSV,
+    MEMMAP,
+    MEMMAP_KEY,
     REPORT,
     SOURCE,
     SYNTHETIC,
     TOP,
     ConfigError,
+    ConfigTable,
     refuse_unknown,
 )
 
@@ -172,6 +180,9 @@ class Run:
         source = key.get("source")
         if isinstance(source, dict) and "digest" in source:
             key["source"] = {**source, "csv": Path(source["csv"]).name}
+        # a memmap data set is identified by its generator parameters (the other keys),
+        # which its params.json must match when it is loaded, not by its folder
+        key.pop(MEMMAP_KEY, None)
         return key
 
     @property
@@ -294,12 +305,39 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def _check_synthetic(data: dict[str, Any]) -> list[dict[str, Any]]:
-    SYNTHETIC.check_known(data, "data.")
+def _check_memmap(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The grid of a memmap sweep: the keys of :data:`~moebench.sweep.config_keys.MEMMAP`
+    (those of ``moebench generate``, plus ``generator_seed``); every setting names the
+    folder ``memmap``."""
+    MEMMAP.check_known(data, "data.")
+    folder = MEMMAP.get(data, MEMMAP_KEY, "data.")
+    rest = {key: value for key, value in data.items() if key != MEMMAP_KEY}
+    grid = _check_synthetic(rest, MEMMAP)
+    for setting in grid:
+        setting[MEMMAP_KEY] = folder
+    return grid
+
+
+def _cell_keys(table: ConfigTable) -> tuple[str, ...]:
+    """The keys of ``table`` (synthetic or memmap) that a cell of ``cells`` may set."""
+    return tuple(k for k in table.names() if k not in (CELLS_KEY, MEMMAP_KEY))
+
+
+def _setting_keys(table: ConfigTable) -> tuple[str, ...]:
+    """The data-setting keys of a grid of ``table``: every synthetic setting key (at its
+    default where ``table`` does not take it) and ``table``'s own (``generator_seed``)."""
+    return tuple(dict.fromkeys(SYNTHETIC_DATA_KEYS + _cell_keys(table)))
+
+
+def _check_synthetic(data: dict[str, Any], table: ConfigTable = SYNTHETIC
+                     ) -> list[dict[str, Any]]:
+    """The grid of a synthetic ``[data]`` table (``table``: the keys it may hold, the
+    memmap sweep's :data:`~moebench.sweep.config_keys.MEMMAP` less ``memmap``)."""
+    table.check_known(data, "data.")
     if CELLS_KEY not in data:
-        return _synthetic_grid(data)
+        return _synthetic_grid(data, table)
     try:
-        cells = SYNTHETIC.get(data, CELLS_KEY, "data.")
+        cells = table.get(data, CELLS_KEY, "data.")
     except ConfigError as exc:
         raise ConfigError(f"{exc}; e.g. cells = [{{k = 2, sigma = 0.05}}, {{k = 4, sigma = "
                           f"[0.05, 0.5]}}]") from None
@@ -307,8 +345,11 @@ def _check_synthetic(data: dict[str, Any]) -> list[dict[str, Any]]:
     grid: list[dict[str, Any]] = []
     seen: set[str] = set()
     for i, cell in enumerate(cells):
-        refuse_unknown(cell, SYNTHETIC_DATA_KEYS, f"data.cells[{i}].")
-        for setting in _synthetic_grid({**base, **cell}):
+        if MEMMAP_KEY in cell and MEMMAP_KEY in table.names():
+            raise ConfigError(f"data.cells[{i}].memmap: the folder is one path for the sweep; "
+                              f"set it in [data] only")
+        refuse_unknown(cell, _cell_keys(table), f"data.cells[{i}].")
+        for setting in _synthetic_grid({**base, **cell}, table):
             key = _canonical(setting)
             if key not in seen:  # overlapping cells run once
                 seen.add(key)
@@ -316,12 +357,13 @@ def _check_synthetic(data: dict[str, Any]) -> list[dict[str, Any]]:
     return grid
 
 
-def _synthetic_grid(data: dict[str, Any]) -> list[dict[str, Any]]:
+def _synthetic_grid(data: dict[str, Any], table: ConfigTable = SYNTHETIC
+                    ) -> list[dict[str, Any]]:
     """The product grid of one table of synthetic data keys, every setting checked."""
     # a value listed twice is one grid point (the runs would be the same)
-    axes = {key: list({_canonical(v): v for v in _as_list(SYNTHETIC.get(data, key,
-                                                                        "data."))}.values())
-            for key in SYNTHETIC_DATA_KEYS}
+    axes = {key: list({_canonical(v): v for v in _as_list(
+                (table if key in table.names() else SYNTHETIC).get(data, key, "data."))}.values())
+            for key in _setting_keys(table)}
     grid = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
     checked: set[str] = set()
     for setting in grid:
@@ -436,9 +478,10 @@ def _check_algorithms(entries: Any, budget: dict[str, Any]) -> list[Variant]:
 
 
 def _check_only(only: dict[str, Any], where: str) -> dict[str, tuple[Any, ...]]:
-    """``only = {key = value or [values]}``: data keys (synthetic or CSV), each value checked
-    by the key's declaration."""
+    """``only = {key = value or [values]}``: data keys (synthetic, memmap or CSV), each value
+    checked by the key's declaration."""
     data_keys = {**{key.name: key for key in CSV if key.name != "source"},
+                 **{key.name: key for key in MEMMAP if key.name != CELLS_KEY},
                  **{key: SYNTHETIC[key] for key in SYNTHETIC_DATA_KEYS}}
     refuse_unknown(only, tuple(data_keys), f"{where}only.")
     out = {}
@@ -524,7 +567,8 @@ def validate_config(raw: dict[str, Any], name: str = "sweep", source: str = "<di
     threshold = float(TOP.get(raw, "success_threshold", ""))
     desc = TOP.get(raw, "description", "")
     data = TOP.get(raw, "data", "") or {}
-    grid = _check_csv(data) if "source" in data else _check_synthetic(data)
+    grid = (_check_csv(data) if "source" in data
+            else _check_memmap(data) if MEMMAP_KEY in data else _check_synthetic(data))
     budget_raw = TOP.get(raw, "budget", "") or {}
     BUDGET.check_known(budget_raw, "budget.")
     budget = _check_budget(budget_raw, "budget.", BUDGET.defaults())

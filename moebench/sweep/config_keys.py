@@ -203,7 +203,7 @@ TOP = ConfigTable("top", "Top-level keys", (
     ConfigKey("success_threshold", _POSITIVE, 0.1,
               "a run succeeds when its matched expert error is below this"),
     ConfigKey("data", InstanceOf(dict, "a table ([data])"), None,
-              "the `[data]` table: a synthetic grid or a CSV source (below)"),
+              "the `[data]` table: a synthetic grid, data on disk or a CSV source (below)"),
     ConfigKey("budget", InstanceOf(dict, "a table ([budget])"), None,
               "the `[budget]` table: defaults for every algorithm (below)"),
     ConfigKey("algorithm", ListOf(InstanceOf(dict, "an [[algorithm]] table")), REQUIRED,
@@ -248,6 +248,27 @@ SYNTHETIC = ConfigTable(
     ))
 #: the synthetic ``[data]`` key that lists explicit cells (not a data-setting key)
 CELLS_KEY = "cells"
+
+#: the synthetic keys a ``[data] memmap`` sweep takes (those of ``moebench generate``)
+_GENERATE_KEYS = ("n", "d", "k", "activation", "sigma", "gating", "gating_scale", "min_angle",
+                  "n_test")
+#: the ``[data]`` key that names the folder of a sweep on data on disk (not a setting key
+#: of the grid: one path for the sweep, set in ``[data]`` only)
+MEMMAP_KEY = "memmap"
+
+MEMMAP = ConfigTable(
+    "data", "`[data]`: data on disk, the memmaps of `moebench generate --out DIR` "
+    "(`memmap` present; see [Data on disk](#data-on-disk))", (
+        ConfigKey(MEMMAP_KEY, Matches(re.compile(r".+", re.S), "the folder of `moebench "
+                                      "generate --out DIR` (one path)"), REQUIRED,
+                  "the folder holding X.npy and y.npy (relative: from the current "
+                  "directory); one path for the sweep, set in `[data]` only"),
+        *(SYNTHETIC[name] for name in _GENERATE_KEYS),
+        ConfigKey("generator_seed", Interval(int, 0), 0,
+                  "the data set: the `--seed` of `moebench generate` that wrote the folder "
+                  "(checked against the folder's record)", grid=True),
+        SYNTHETIC[CELLS_KEY],
+    ))
 
 CSV = ConfigTable("csv", "`[data]`: real data from a CSV file (`source` present)", (
     ConfigKey("source", InstanceOf(dict, 'a table {csv = "path", target = "column", ...}'),
@@ -312,7 +333,7 @@ REPORT = ConfigTable("report", "`[report]`: how figures and tables show the vari
 ))
 
 #: every table, in the order of the reference
-TABLES = (TOP, SYNTHETIC, CSV, SOURCE, BUDGET, ALGORITHM, REPORT)
+TABLES = (TOP, SYNTHETIC, MEMMAP, CSV, SOURCE, BUDGET, ALGORITHM, REPORT)
 
 
 # --------------------------------------------------------------------------- the reference

@@ -10,6 +10,9 @@ A data source (as benchopt's datasets) turns a cell into its arrays::
     A CSV/TSV file, split into k folds; the inputs are whitened and the target
     standardised with the training fold's mean and covariance (so held-out scores
     are in standardised units); there is no ``truth``.
+:class:`MemmapSource`
+    The ``.npy`` memmaps of ``moebench generate --out DIR`` (data on disk, fitted out of
+    core), identified by their generator parameters, not by their folder.
 
 Every seed derives from the run (:meth:`moebench.sweep.config.Run.data_seed`) and
 none from the algorithm, so every variant of a repetition sees the same rows.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from moebench.activations import get_activation
 from moebench.generator import iter_moe_blocks, make_moe_model, standardize
 from moebench.model import MoEModel
 
@@ -104,9 +109,87 @@ class CSVSource:
         return CellData(*standardized_fold(table, train, test))
 
 
+class MemmapSource:
+    """The ``X.npy`` / ``y.npy`` memmaps of ``moebench generate --out DIR`` (``data.memmap``).
+
+    The training rows are loaded with ``mmap_mode="r"``: X stays on disk and the
+    estimators take their out-of-core paths (:mod:`moebench.chunked`). The folder is
+    where the data lie, not what they are: the cell's generator parameters (``n``, ``d``,
+    ``k``, ``activation``, ``sigma``, ``gating``, ``gating_scale``, ``min_angle`` and
+    ``generator_seed``, the ``--seed`` of ``generate``) identify the data set, and the
+    folder's ``params.json`` must record the same ones. The true model is the one
+    ``params.json`` records; ``n_test`` held-out rows are drawn from it in memory, seeded
+    by the cell (every variant of a data set sees the same ones).
+    """
+
+    def load(self, cell: DataRequest) -> CellData:
+        """The memmapped training rows, held-out rows drawn from the truth, the truth."""
+        s = cell.data
+        folder = _resolve(s["memmap"])
+        missing = [name for name in MEMMAP_FILES if not (folder / name).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"data.memmap: no {', '.join(missing)} in {str(folder)!r}; make this data set "
+                f"with `{generate_command(s)}`")
+        meta = json.loads((folder / "params.json").read_text())
+        recorded = meta.get("params", {})
+        wanted = generator_params(s)
+        diff = [f"{'generator_seed' if key == 'random_state' else key} = "
+                f"{recorded.get(key)!r}, this cell's {value!r}"
+                for key, value in wanted.items() if recorded.get(key) != value]
+        if diff:
+            raise ValueError(
+                f"data.memmap: {str(folder)!r} holds another data set ({'; '.join(diff)}); "
+                f"make this one with `{generate_command(s)}`")
+        X = np.load(folder / "X.npy", mmap_mode="r")
+        y = np.load(folder / "y.npy", mmap_mode="r")
+        if X.shape != (s["n"], s["d"]) or y.shape != (s["n"],):
+            raise ValueError(
+                f"data.memmap: X.npy {X.shape} and y.npy {y.shape} in {str(folder)!r} do not have "
+                f"the shapes ({s['n']}, {s['d']}) and ({s['n']},) of params.json (an interrupted "
+                f"or altered write?); make it again with `{generate_command(s)}`")
+        truth = MoEModel(np.asarray(meta["experts"], float), np.asarray(meta["gating"], float),
+                         float(meta["sigma"]), get_activation(meta["activation"]))
+        entropy = cell.data_seed("n", "n_test").entropy
+        Xt, yt = _rows(truth, s["n_test"],
+                       np.random.SeedSequence(entropy, spawn_key=(2, s["n_test"])), "gaussian")
+        return CellData(X, y, Xt, yt, truth)
+
+
+#: the files ``moebench generate --out DIR`` writes and :class:`MemmapSource` reads
+MEMMAP_FILES = ("X.npy", "y.npy", "params.json")
+#: ``moebench generate`` options and their defaults: cell key -> (option, default)
+GENERATE_OPTIONS: dict[str, tuple[str, Any]] = {
+    "n": ("--n", None), "d": ("--d", None), "k": ("--k", None),
+    "activation": ("--activation", "linear"), "sigma": ("--sigma", 0.1),
+    "gating": ("--gating", "orthogonal"), "gating_scale": ("--gating-scale", 1.0),
+    "min_angle": ("--min-angle", 0.0), "generator_seed": ("--seed", 0),
+}
+
+
+def generator_params(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``params`` that ``moebench generate`` records in ``params.json`` for a cell."""
+    out = {key: data[key] for key in GENERATE_OPTIONS if key != "generator_seed"}
+    out["random_state"] = data["generator_seed"]
+    return out
+
+
+def generate_command(data: dict[str, Any]) -> str:
+    """The ``moebench generate`` command that writes a memmap cell's data set."""
+    words = ["moebench generate"]
+    for key, (option, default) in GENERATE_OPTIONS.items():
+        if default is None or data[key] != default:
+            words.append(f"{option} {data[key]}")
+    words.append(f"--out {data['memmap']}")
+    return " ".join(words)
+
+
 def data_source(data: dict[str, Any]) -> DataSource:
-    """The data source of a cell's data setting: a CSV file when it names ``source``."""
-    return CSVSource() if "source" in data else SyntheticSource()
+    """The data source of a cell's data setting: a CSV file when it names ``source``, the
+    memmaps of ``moebench generate`` when it names ``memmap``, else synthetic rows."""
+    if "source" in data:
+        return CSVSource()
+    return MemmapSource() if "memmap" in data else SyntheticSource()
 
 
 def load_cell_data(cell: DataRequest) -> CellData:

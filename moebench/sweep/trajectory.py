@@ -118,7 +118,9 @@ def run_curve(run: pd.DataFrame, x: str = "iteration", metric: str = "expert_err
     x : str
         ``"iteration"``: the recorded iteration + 1 (the record's position + 1 where the
         iterations do not increase, e.g. across restarts); ``"time"``: the estimator's
-        clock, non-decreasing and at least 1e-4 s (a log axis).
+        clock, non-decreasing and at least 1e-4 s (a log axis); ``"passes"``: the passes
+        over an on-disk X so far (the checkpoints' optional ``passes`` column; a run
+        without it gives an empty curve).
     metric : str
         The checkpoint column; ``log_likelihood`` is always as recorded.
     raw : bool
@@ -135,11 +137,15 @@ def run_curve(run: pd.DataFrame, x: str = "iteration", metric: str = "expert_err
         y = anytime_values(run["log_likelihood"].to_numpy(float), y)
     if x == "time":
         xs = np.maximum.accumulate(np.maximum(run["time"].to_numpy(float), 1e-4))
+    elif x == "passes":
+        if "passes" not in run.columns:
+            return np.array([]), np.array([])
+        xs = np.fmax.accumulate(run["passes"].to_numpy(float))
     else:
         it = run["iteration"].to_numpy(float)
         xs = it if np.all(np.diff(it) > 0) else np.arange(len(it), dtype=float)
         xs = xs + 1.0
-    keep = np.isfinite(y)
+    keep = np.isfinite(y) & np.isfinite(xs)
     return xs[keep], y[keep]
 
 

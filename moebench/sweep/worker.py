@@ -3,7 +3,9 @@
 :func:`run_cell` loads the cell's rows from its data source
 (:mod:`moebench.sweep.data_sources`), builds and fits the registered estimator the
 variant names (:func:`fit_estimator`; budgets go to the parameters the class
-declares), scores it (:func:`evaluate`), and writes the run file.
+declares), scores it (:func:`evaluate`), and writes the run file. The run's peak memory
+and the fit's passes over an on-disk X are measured around it
+(:mod:`moebench.sweep.resources`).
 
 The local executor's forkserver imports :mod:`moebench.sweep.preload`, which
 calls :func:`preload` so that every worker starts with the algorithms and torch
@@ -25,13 +27,15 @@ from typing import Any
 
 import numpy as np
 
+from moebench.chunked import blocked_mean, is_out_of_core
 from moebench.degenerate import DegenerateFitError, absurd_log_likelihood
 from moebench.metrics import parameter_errors, prediction_mse
 from moebench.registry import algorithm_class, available_algorithms, get_algorithm
-from moebench.sweep.columns import METRIC_COLUMNS
+from moebench.sweep.columns import METRIC_COLUMNS, RESOURCE_COLUMNS
 from moebench.sweep.config import Run
 from moebench.sweep.data_sources import CellData, load_cell_data
 from moebench.sweep.rerun import PARAMETERS_KEY, parameters_json
+from moebench.sweep.resources import ResourceMeter
 from moebench.sweep.store import provenance, write_run
 from moebench.sweep.store.records import jsonable
 from moebench.validation import rms
@@ -83,6 +87,7 @@ def base_summary(cell: Run, config: str = "") -> dict[str, Any]:
     if source is not None:
         data["dataset"] = os.path.basename(source["csv"])
         data["target"] = source["target"]
+    data.pop("memmap", None)  # where the data set lies here: not part of the result
     out: dict[str, Any] = {"run_id": cell.run_id, "data_id": cell.data_id, "config": config,
                            "label": v.label, "algorithm": v.algorithm}
     out.update(data)
@@ -108,6 +113,7 @@ def failure_summary(cell: Run, status: str, message: str, config: str = "",
     out = base_summary(cell, config)
     out.update({key: math.nan for key in METRIC_KEYS})
     out["success"] = False
+    out.update({key: math.nan for key in RESOURCE_COLUMNS})
     out.update({"status": status, "message": message, "stop_reason": "", "n_iter": 0,
                 "fit_time": math.nan, "wall_time": wall_time,
                 "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
@@ -191,19 +197,29 @@ def evaluate(est: Any, data: CellData, success_threshold: float) -> dict[str, An
     """
     out: dict[str, Any] = {"sigma_hat": float(est.sigma_),
                            PARAMETERS_KEY: parameters_json(est)}
-    if climbs_likelihood(est):  # every likelihood-climbing fit: gradient norm and the
-        est.stationarity(data.X, data.y)  # smallest loss-Hessian eigenvalue (Lanczos if large)
+    on_disk = is_out_of_core(data.X)
+    if climbs_likelihood(est) and not on_disk:  # every likelihood-climbing fit in memory:
+        # gradient norm and the smallest loss-Hessian eigenvalue (Lanczos if large); on
+        # disk its (n, k) arrays and Hessian-vector passes are left out (grad_norm: NaN)
+        est.stationarity(data.X, data.y)
     out.update(fitted_scalars(est))
-    out["train_log_likelihood"] = est.score(data.X, data.y)
+    out["train_log_likelihood"] = _mean_score(est.score, data.X, data.y)
     out["test_log_likelihood"] = est.score(data.X_test, data.y_test)
     out["test_mse"] = prediction_mse(est, data.X_test, data.y_test)
     truth = data.truth
     if truth is not None:
         out.update(parameter_errors(est.experts_, est.gating_, truth, success_threshold))
-        out["true_train_log_likelihood"] = truth.mean_log_likelihood(data.X, data.y)
+        out["true_train_log_likelihood"] = _mean_score(truth.mean_log_likelihood, data.X,
+                                                       data.y)
         out["true_test_log_likelihood"] = truth.mean_log_likelihood(data.X_test, data.y_test)
         out["true_test_mse"] = prediction_mse(truth, data.X_test, data.y_test)
     return out
+
+
+def _mean_score(score: Any, X: np.ndarray, y: np.ndarray) -> float:
+    """``score(X, y)`` (a mean over rows); over row blocks when X is on disk (a memmap), so
+    that no (n, k) array is formed."""
+    return float(blocked_mean(score, X, y))
 
 
 def score_status(summary: dict[str, Any], data: CellData) -> tuple[str, str]:
@@ -239,15 +255,18 @@ def run_cell(cell: Run, out: str, threads: int = 1, config: str = "",
     summary["warnings"] = ""
     fit = FitOutcome()
     status, message = "ok", ""
+    meter = ResourceMeter()
     try:
-        data = load_cell_data(cell)
-        est = build_estimator(cell, data.truth)
-        try:
-            fit_estimator(est, data, fit)
-        finally:
-            summary["warnings"] = fit.warnings
-        summary.update(evaluate(est, data, cell.success_threshold))
-        status, message = score_status(summary, data)
+        with meter:
+            data = load_cell_data(cell)
+            est = build_estimator(cell, data.truth)
+            try:
+                with meter.counting_passes(data.X):
+                    fit_estimator(est, data, fit)
+            finally:
+                summary["warnings"] = fit.warnings
+            summary.update(evaluate(est, data, cell.success_threshold))
+            status, message = score_status(summary, data)
     except DegenerateFitError as exc:
         status, message = "degenerate", f"{type(exc).__name__}: {exc}"
     except FloatingPointError as exc:
@@ -256,6 +275,7 @@ def run_cell(cell: Run, out: str, threads: int = 1, config: str = "",
         tb = traceback.extract_tb(exc.__traceback__)
         where = f" (at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno})" if tb else ""
         status, message = "error", f"{type(exc).__name__}: {exc}{where}"
+    summary.update(meter.columns())
     summary.update({"status": status, "message": message, "stop_reason": fit.stop_reason,
                     "n_iter": fit.n_iter, "fit_time": fit.fit_time,
                     "wall_time": time.perf_counter() - start,

@@ -32,6 +32,7 @@ import numpy as np
 
 from moebench import backend as _backend
 from moebench.backend import Backend, fused_weighted_gram, get_backend
+from moebench.chunked import count_pass
 from moebench.validation import check_positive_int
 
 #: Bytes of one chunk (in the compute dtype) when ``chunk_size`` is None: the chunk and
@@ -243,6 +244,7 @@ def second_moment(
             else default_chunk_size(d, dt))  # checked on the fused path too
     acc = np.zeros((d, d))
     buf = None
+    count_pass(X)  # one pass over X (fused or chunked)
     fused = _fused_input(X, be, dt) if dt == np.float64 else None
     if fused is not None:
         acc = fused_weighted_gram(fused, s2)
@@ -323,6 +325,7 @@ class SecondMomentOperator:
         be, dt = self.backend, self.dtype
         Ob = be.asarray(Om, dt)
         acc = np.zeros(Om.shape)
+        count_pass(self.X)
         for i, j in _chunk_bounds(n, d, self.chunk_size, dt):
             Xc = be.asarray(self.X[i:j], dt)
             P = Xc @ Ob
@@ -399,6 +402,7 @@ def whitened_third_moment(
     p = int(offsets[-1])
     rows = (check_positive_int(chunk_size, "chunk_size") if chunk_size is not None
             else default_chunk_size(d, dt, p + k))  # checked on the fused path too
+    count_pass(X)  # one pass over X (fused or chunked)
     fused = _fused_input(X, be, dt) if k <= FUSED_MAX_K else None
     if fused is not None:  # one pass: projection and cubic sums in registers
         width = FUSED_MAX_K if dt == np.float64 else 16  # 3 or 2 registers of lanes
@@ -470,6 +474,7 @@ def third_moment_products(
     R = np.zeros(V.shape)
     xs = np.zeros(d)
     pv = np.zeros(V.shape[1])
+    count_pass(X)
     for i, j in _chunk_bounds(n, d, chunk_size, dt):
         Xc = be.asarray(X[i:j], dt)
         sc = be.asarray(s3[i:j], dt)
