@@ -33,6 +33,7 @@ from moebench.cli_checks import (
 from moebench.generator import GATING_KINDS, make_moe
 from moebench.io import TMP_PREFIX, atomic_write_bytes
 from moebench.registry import algorithm_class, algorithm_descriptions, oracle_algorithms
+from moebench.site.cli import add_site_parser
 from moebench.sweep.cli import (
     add_classify_parser,
     add_plot_parser,
@@ -188,6 +189,7 @@ PARSER_BUILDERS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_pack_parser,
     add_unpack_parser,
     add_verify_parser,
+    add_site_parser,
 ]
 
 
@@ -202,6 +204,7 @@ DOCS_PAGES: dict[str, str] = {
     "pack": "docs/results_schema.md",
     "unpack": "docs/results_schema.md",
     "verify": "docs/results_schema.md",
+    "site": "docs/site.md",
 }
 
 
