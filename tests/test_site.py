@@ -148,7 +148,13 @@ def test_cell_page_lists_every_run(built):
         assert f"<td>{rid}</td>" in page
     spec = json.loads(re.search(r'id="spec-trajectories">(.*?)</script>', page).group(1)
                       .replace("<\\/", "</"))
-    assert len(spec["panels"][0]["series"]) == len(cell.rows)
+    runs = sweep.summary.loc[cell.rows]
+    series = spec["panels"][0]["series"]
+    assert [s["name"] for s in series] == list(dict.fromkeys(runs["label"]))
+    for s in series:  # each run of the variant is one stretch between gaps (null)
+        stretches = "".join("|" if v is None else "." for v in s["y"]).split("|")
+        assert len(stretches) == int((runs["label"] == s["name"]).sum())
+        assert len(s["x"]) == len(s["xt"]) == len(s["y"]) == len(s["rep"])
 
 
 def test_out_folder_rules(built, tmp_path):
@@ -212,8 +218,11 @@ def test_timings_page(tmp_path):
 def test_dumps_and_display_rows():
     text = dumps({"a": np.array([1.0, np.nan, 1e-5, 123456.0]), "b": [0.5, 2.0], "c": "</x>",
                   "d": np.inf, "e": [1, 2]})
-    assert text == '{"a":[1,null,1e-05,1.235e+05],"b":[0.5,2],"c":"<\\/x>","d":null,"e":[1,2]}'
-    assert json.loads(text.replace("<\\/", "</"))["a"][3] == 123500
+    assert text == ('{"a":[1.0,null,1e-05,123500.0],"b":[0.5,2.0],"c":"<\\/x>","d":null,'
+                    '"e":[1,2]}')
+    values = np.array([0.123456, -98765.4321, 3.14159e-7, 2.0**60, 0.0, 1e-310])
+    rounded = json.loads(dumps(values))
+    assert rounded == [0.1235, -98770.0, 3.142e-07, 1.153e18, 0.0, 0.0]  # subnormal: 0
     assert display_rows(5, 10).tolist() == [0, 1, 2, 3, 4]
     rows = display_rows(1000, 20)
     assert rows[0] == 0 and rows[-1] == 999 and len(rows) <= 22

@@ -1,14 +1,16 @@
 """``moebench site`` in a real browser (issue 30 item 4): headless Chromium via Playwright.
 
 Debian's ``chromium`` is launched by its path (Playwright cannot download its own build
-here); ``.ci/run`` installs it, so these tests run in CI. Without playwright or a Chromium
-executable they are skipped with the reason. The site is built once from copies of two
+here); ``.ci/run`` installs it, so these tests run in CI, where ``MOEBENCH_REQUIRE_BROWSER=1``
+turns a missing browser into a failure. Elsewhere, without playwright or a Chromium
+executable, they are skipped with the reason. The site is built once from copies of two
 committed folders: ``gridlock_30seeds`` (gridlock maps, 12 cells) and ``consistency_wide``
 (sample complexity).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -17,8 +19,11 @@ import pytest
 from moebench.site import build_site
 from moebench.site.screenshot import browser_missing, find_browser
 
+#: set (as ``.ci/run`` does) to make a missing browser a failure, not a skip
+REQUIRE_ENV = "MOEBENCH_REQUIRE_BROWSER"
 pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(browser_missing() is not None,
+              pytest.mark.skipif(browser_missing() is not None
+                                 and os.environ.get(REQUIRE_ENV, "") in ("", "0"),
                                  reason=f"no headless browser: {browser_missing()}")]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +32,9 @@ SWEEPS = ("gridlock_30seeds", "consistency_wide")
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
+    missing = browser_missing()
+    if missing:  # only reached with MOEBENCH_REQUIRE_BROWSER set
+        pytest.fail(f"{REQUIRE_ENV} is set but there is no headless browser: {missing}")
     base = tmp_path_factory.mktemp("browser_site")
     for name in SWEEPS:
         shutil.copytree(ROOT / "results" / name, base / "results" / name)
@@ -150,3 +158,22 @@ def test_compare_shows_both_variants(site, page):
     assert names == ["A: tensor_em_refine", "B: joint_em_1init"]
     assert int(page.locator("#compare-figure").get_attribute("data-points")) > 0
     assert page.errors == []
+
+
+def test_screenshot_command(tmp_path, capsys):
+    """`moebench site ... --screenshot PNG` (how docs/images/site.png is made) writes a PNG
+    of the page after its figures are drawn."""
+    from moebench.cli import main
+
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results" / "consistency_wide", results / "consistency_wide")
+    png = tmp_path / "shot" / "site.png"
+    assert main(["site", str(results), "--out", str(tmp_path / "site"), "--screenshot",
+                 str(png), "--screenshot-page", "sweeps/consistency_wide/index.html"]) == 0
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (1280, 900)
+    assert f"wrote {png}" in capsys.readouterr().out
+    assert main(["site", str(results), "--out", str(tmp_path / "site"), "--screenshot",
+                 str(png), "--screenshot-page", "nope.html"]) == 2

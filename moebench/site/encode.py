@@ -19,12 +19,23 @@ import numpy as np
 DIGITS = 4
 
 
+def round_significant(values: np.ndarray, digits: int = DIGITS) -> np.ndarray:
+    """``values`` rounded to ``digits`` significant digits, each the double nearest to its
+    decimal (so ``repr`` writes it short: 0.1235, 1235.0, 1.235e-05)."""
+    v = np.asarray(values, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        mag = np.floor(np.log10(np.abs(v)))
+        k = np.clip(np.where(np.isfinite(mag), digits - 1 - mag, 0), -300, 300)
+        up = np.round(v * 10.0 ** np.maximum(k, 0)) / 10.0 ** np.maximum(k, 0)
+        down = np.round(v / 10.0 ** np.maximum(-k, 0)) * 10.0 ** np.maximum(-k, 0)
+    return np.where(k >= 0, up, down)
+
+
 def _array(values: np.ndarray) -> str:
-    v = np.asarray(values, dtype=float).ravel()
-    form = f"{{:.{DIGITS}g}}".format
+    v = round_significant(np.asarray(values, dtype=float).ravel())
     if np.isfinite(v).all():
-        return "[" + ",".join(map(form, v.tolist())) + "]"
-    return "[" + ",".join(form(x) if math.isfinite(x) else "null" for x in v.tolist()) + "]"
+        return "[" + ",".join(map(repr, v.tolist())) + "]"
+    return "[" + ",".join(repr(x) if math.isfinite(x) else "null" for x in v.tolist()) + "]"
 
 
 def _number(value: float) -> str:

@@ -6,7 +6,8 @@ Each builder returns one figure spec that ``assets/site.js`` turns into plotly t
      "panels": [{"title": str, "series": [{"name", "color", "x", "y",
                                            optional "lo"/"hi" (a band), "ex"/"ey" (error
                                            bars: [minus, plus]), "links", "text",
-                                           "mode", "dash", "group"}]}],
+                                           "rep" (a repetition per point, the hover
+                                           label), "mode", "dash", "thin", "step"}]}],
      "region": [x0, x1, y0, y1] (a shaded corner), "together": bool (every panel at
      once, else one at a time with a selector), "xt": str (a second x axis, "xt" arrays)}
 
@@ -243,19 +244,28 @@ def gridlock_figures(sweep: Sweep, references: list[str], cell_links: dict[tuple
 
 def trajectories_figure(drawn: Drawn, cell: Cell) -> dict[str, Any]:
     """Every run of ``cell``: its anytime curve against iterations (``x``) and wall time
-    (``xt``), thinned to about :data:`RUN_POINTS` points, coloured by variant."""
+    (``xt``), thinned to about :data:`RUN_POINTS` points; one series per variant, its runs
+    one after another with a gap (``null``) between them, ``rep`` each point's repetition
+    (the hover label)."""
     runs, metric, colors = drawn.sweep.cell_runs(cell), drawn.metric, drawn.colors
+    gap = np.array([np.nan])
     series = []
-    for row in runs[["run_id", "label", "repetition"]].itertuples(index=False):
-        curve = drawn.curves.get(str(row.run_id))
-        if curve is None or not len(curve["iteration"][0]):
-            continue
-        (xi, y), (xt, _) = curve["iteration"], curve["time"]
-        keep = display_rows(len(xi), RUN_POINTS)
-        series.append({"name": str(row.label), "group": str(row.label), "step": True,
-                       "color": colors.get(row.label, "#444444"), "mode": "lines",
-                       "x": xi[keep], "xt": xt[keep] if len(xt) == len(xi) else xi[keep],
-                       "y": y[keep], "text": f"{row.label} repetition {row.repetition}"})
+    for label, frame in runs.groupby("label", sort=False):
+        parts: dict[str, list[np.ndarray]] = {"x": [], "xt": [], "y": [], "rep": []}
+        reps = frame["repetition"] if "repetition" in frame else np.full(len(frame), np.nan)
+        for rid, rep in zip(frame["run_id"], reps, strict=True):
+            curve = drawn.curves.get(str(rid))
+            if curve is None or not len(curve["iteration"][0]):
+                continue
+            (xi, y), (xt, _) = curve["iteration"], curve["time"]
+            keep = display_rows(len(xi), RUN_POINTS)
+            for key, values in (("x", xi[keep]), ("xt", xt[keep]), ("y", y[keep]),
+                                ("rep", np.full(len(keep), float(rep)))):
+                parts[key] += [values, gap]
+        if parts["x"]:
+            series.append({"name": str(label), "color": colors.get(label, "#444444"),
+                           "mode": "lines+markers", "step": True, "thin": True,
+                           **{k: np.concatenate(v[:-1]) for k, v in parts.items()}})
     return {"title": f"each run's {metric.replace('_', ' ')} (at the best log-likelihood so "
                      "far), coloured by variant", "x": X_LABELS["iteration"],
             "xt": X_LABELS["time"], "y": metric.replace("_", " "), "xlog": True,

@@ -7,6 +7,7 @@ Every page links ``site.css``, ``site.js`` and ``plotly.min.js`` from the site's
 
 from __future__ import annotations
 
+import functools
 import html
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -54,13 +55,17 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "data
             f"<tbody>\n{body}\n</tbody></table>")
 
 
-def markdown(text: str) -> str:
-    """Markdown (the report tables, a verdict table) as HTML, tables made sortable and
-    filterable."""
+@functools.lru_cache(maxsize=1)
+def _markdown_parser() -> Any:
     from markdown_it import MarkdownIt
 
-    md = MarkdownIt("commonmark", {"html": False}).enable("table")
-    out = md.render(text)
+    return MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+def markdown(text: str) -> str:
+    """Markdown (the report tables, a verdict table) as HTML, tables made sortable and
+    filterable; raw HTML in the text is shown as text."""
+    out = _markdown_parser().render(text)
     return out.replace("<table>", '<table class="report sortable filterable">')
 
 

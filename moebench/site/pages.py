@@ -84,7 +84,7 @@ def classes_and_stuck(summary: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     except (ValueError, KeyError):
         return pd.Series("", index=summary.index), pd.Series(False, index=summary.index)
     classes = summary["class"] if is_certified(summary) else marked["run_class"]
-    return classes.astype(str), marked["stuck"].astype(bool)
+    return classes.astype(str).astype(object), marked["stuck"].astype(bool)
 
 
 # --------------------------------------------------------------------------- index

@@ -21,14 +21,16 @@
         fill: "tonexty", fillcolor: rgba(s.color, 0.2), hoverinfo: "skip", showlegend: false,
         legendgroup: s.name }, suffix));
     }
-    var group = s.group || s.name;
+    var group = s.name;
     var first = !legendSeen[group];
     legendSeen[group] = true;
     var t = Object.assign({ x: x, y: s.y, name: s.name, mode: s.mode || "lines",
       legendgroup: group, showlegend: first,
-      line: { color: s.color, width: s.group ? 1 : 2, shape: shape, dash: s.dash ? "dash" : "solid" },
-      marker: { color: s.colors || s.color, size: s.links ? 9 : 6 } }, suffix);
-    if (s.text) { t.text = s.text; t.hovertemplate = "%{text}<br>x=%{x}<br>y=%{y}<extra></extra>"; }
+      line: { color: s.color, width: s.thin ? 1 : 2, shape: shape, dash: s.dash ? "dash" : "solid" },
+      marker: { color: s.colors || s.color, size: s.links ? 9 : (s.thin ? 3 : 6) } }, suffix);
+    if (s.rep) { t.text = s.rep.map(function (r) { return r === null ? "" : s.name + ", repetition " + r; }); }
+    if (s.text) { t.text = s.text; }
+    if (t.text) { t.hovertemplate = "%{text}<br>x=%{x}<br>y=%{y}<extra></extra>"; }
     if (s.links) { t.customdata = s.links; }
     if (s.ex) { t.error_x = { type: "data", symmetric: false, arrayminus: s.ex[0], array: s.ex[1], color: "#bbbbbb", thickness: 0.8, width: 0 }; }
     if (s.ey) { t.error_y = { type: "data", symmetric: false, arrayminus: s.ey[0], array: s.ey[1], color: "#bbbbbb", thickness: 0.8, width: 0 }; }
