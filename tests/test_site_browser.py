@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -160,20 +162,25 @@ def test_compare_shows_both_variants(site, page):
     assert page.errors == []
 
 
-def test_screenshot_command(tmp_path, capsys):
+def test_screenshot_command(tmp_path):
     """`moebench site ... --screenshot PNG` (how docs/images/site.png is made) writes a PNG
-    of the page after its figures are drawn."""
-    from moebench.cli import main
-
+    of the page after its figures are drawn. In a subprocess: Playwright's sync API does not
+    nest inside this module's running browser."""
     results = tmp_path / "results"
     shutil.copytree(ROOT / "results" / "consistency_wide", results / "consistency_wide")
     png = tmp_path / "shot" / "site.png"
-    assert main(["site", str(results), "--out", str(tmp_path / "site"), "--screenshot",
-                 str(png), "--screenshot-page", "sweeps/consistency_wide/index.html"]) == 0
+
+    def site(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "moebench.cli", "site", str(results),
+                               "--out", str(tmp_path / "site"), "--screenshot", str(png),
+                               *extra], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+    done = site("--screenshot-page", "sweeps/consistency_wide/index.html")
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {png}" in done.stdout
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1280, 900)
-    assert f"wrote {png}" in capsys.readouterr().out
-    assert main(["site", str(results), "--out", str(tmp_path / "site"), "--screenshot",
-                 str(png), "--screenshot-page", "nope.html"]) == 2
+    done = site("--screenshot-page", "nope.html")
+    assert done.returncode == 2 and "is not a page of the site" in done.stderr
