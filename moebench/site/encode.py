@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,11 +32,17 @@ def round_significant(values: np.ndarray, digits: int = DIGITS) -> np.ndarray:
     return np.where(k >= 0, up, down)
 
 
+#: a whole number's ".0" (dropped: "2" for "2.0")
+_POINT_ZERO = re.compile(r"\.0(?=[,\]])")
+
+
 def _array(values: np.ndarray) -> str:
     v = round_significant(np.asarray(values, dtype=float).ravel())
     if np.isfinite(v).all():
-        return "[" + ",".join(map(repr, v.tolist())) + "]"
-    return "[" + ",".join(repr(x) if math.isfinite(x) else "null" for x in v.tolist()) + "]"
+        text = "[" + ",".join(map(repr, v.tolist())) + "]"
+    else:
+        text = "[" + ",".join(repr(x) if math.isfinite(x) else "null" for x in v.tolist()) + "]"
+    return _POINT_ZERO.sub("", text)
 
 
 def _number(value: float) -> str:
