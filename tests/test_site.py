@@ -249,3 +249,37 @@ def test_full_results_site(tmp_path):
     assert outcome.bytes <= 25 * 2**20
     assert network_references(outcome.out) == []
     assert seconds < 60, f"{seconds:.1f} s (a loaded machine?)"
+
+
+def test_a_folder_that_fails_to_draw_is_set_aside(built, tmp_path, monkeypatch):
+    """A sweep whose pages raise becomes one line on the index; the others still build and
+    nothing of the failed one is left in the site."""
+    import moebench.site.build as build
+
+    results = built[1]
+    real = build.cell_page
+
+    def failing(drawn, cell, classes):
+        if drawn.sweep.name == "label_ablation":
+            raise RuntimeError("boom\nsecond line")
+        return real(drawn, cell, classes)
+
+    monkeypatch.setattr(build, "cell_page", failing)
+    outcome = build_site([results / "consistency_wide", results / "label_ablation"],
+                         tmp_path / "site")
+    assert outcome.sweeps == ["consistency_wide"]
+    [skipped] = outcome.skipped
+    assert skipped.reason == "could not be drawn: RuntimeError: boom"
+    assert not (outcome.out / "sweeps" / "label_ablation").exists()
+    assert not (outcome.out / "compare" / "label_ablation.js").exists()
+    assert "label_ablation: could not be drawn" in (outcome.out / "index.html").read_text()
+
+
+def test_a_folder_without_its_config_says_so(built, tmp_path):
+    folder = tmp_path / "results" / "consistency_wide"
+    shutil.copytree(built[1] / "consistency_wide", folder)
+    (folder / "config.toml").unlink()
+    outcome = build_site([folder], tmp_path / "site")
+    cell = next((outcome.out / "sweeps" / "consistency_wide" / "cells").glob("*.html"))
+    text = cell.read_text()
+    assert "holds no config.toml" in text and "moebench run" not in text

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from urllib.parse import quote
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def _fmt(value: Any) -> str:
 
 def sweep_href(name: str) -> str:
     """The sweep page's path from the site's root."""
-    return f"sweeps/{name}/index.html"
+    return f"sweeps/{quote(name)}/index.html"
 
 
 def provenance(summary: pd.DataFrame) -> dict[str, str]:
@@ -254,10 +255,14 @@ def cell_page(drawn: Drawn, cell: Cell, classes: pd.Series) -> str:
     parts.append('<ul class="meta">' + "".join(
         f"<li><b>{esc(k)}</b> = {esc(format_value(v))}</li>" for k, v in setting.items())
         + "</ul>")
-    cmd = rerun_command(sweep, cell)
-    parts.append("<h2>Re-run</h2><p>The same runs (the config's seeds), into a fresh folder; "
-                 "<code>moebench verify RESULTS --run-id RUN_ID</code> re-runs one stored run "
-                 f"and compares it:</p><pre class=\"command\">{esc(cmd)}</pre>")
+    if (sweep.path / "config.toml").is_file():
+        parts.append("<h2>Re-run</h2><p>The same runs (the config's seeds), into a fresh "
+                     "folder; <code>moebench verify RESULTS --run-id RUN_ID</code> re-runs one "
+                     "stored run and compares it:</p>"
+                     f'<pre class="command">{esc(rerun_command(sweep, cell))}</pre>')
+    else:
+        parts.append("<h2>Re-run</h2>" + note(f"{sweep.path} holds no config.toml: its runs "
+                                               "cannot be re-run from the folder"))
     by = []
     for label, g in runs.groupby("label", sort=False):
         gok = g["status"].isin(OK_STATUSES)

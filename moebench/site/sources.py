@@ -15,6 +15,7 @@ import contextlib
 import io
 import os
 import re
+import shlex
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -74,7 +75,8 @@ class Cell:
 
     def filters(self) -> list[str]:
         """``--filter KEY=VALUE`` arguments that select the cell's runs."""
-        return [f"--filter {c}={format_value(v)}" for c, v in self.setting.items()]
+        return [f"--filter {shlex.quote(f'{c}={format_value(v)}')}"
+                for c, v in self.setting.items()]
 
 
 @dataclass

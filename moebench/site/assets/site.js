@@ -208,6 +208,12 @@
     return k + "/" + n + " [" + Math.round(100 * ci[0]) + "–" + Math.round(100 * ci[1]) + "%]";
   }
 
+  function esc(text) {
+    return String(text).replace(/[&<>"']/g, function (c) {
+      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
+    });
+  }
+
   function fmt(v) { return v === null || v === undefined || !isFinite(v) ? "" : Number(v).toPrecision(3); }
 
   function loadSweep(name, done) {
@@ -267,8 +273,8 @@
       var va = sel.A.variant.value, vb = sel.B.variant.value;
       var head = ["cell", "A runs", "A success", "A stuck", "A median error", "A fit time (s)",
         "B runs", "B success", "B stuck", "B median error", "B fit time (s)"];
-      var html = "<p class=\"caption\">A = " + sel.A.sweep.value + " / " + va + ", B = " +
-        sel.B.sweep.value + " / " + vb + "</p><table class=\"data sortable filterable compare-table\"><thead><tr>" +
+      var html = "<p class=\"caption\">A = " + esc(sel.A.sweep.value + " / " + va) + ", B = " +
+        esc(sel.B.sweep.value + " / " + vb) + "</p><table class=\"data sortable filterable compare-table\"><thead><tr>" +
         head.map(function (h) { return "<th>" + h + "</th>"; }).join("") + "</tr></thead><tbody>";
       var cellSel = document.getElementById("compare-cell");
       var keep = cellSel.value;
@@ -276,7 +282,8 @@
       pairs().forEach(function (p) {
         var a = p[0].stats[va] || {}, b = p[1].stats[vb] || {};
         var o = document.createElement("option"); o.value = p[0].title; o.textContent = p[0].title; cellSel.appendChild(o);
-        html += "<tr><td><a href=\"sweeps/" + encodeURIComponent(sel.A.sweep.value) + "/cells/" + p[0].key + ".html\">" + p[0].title + "</a></td>" +
+        html += "<tr><td><a href=\"sweeps/" + encodeURIComponent(sel.A.sweep.value) + "/cells/" +
+          encodeURIComponent(p[0].key) + ".html\">" + esc(p[0].title) + "</a></td>" +
           [a, b].map(function (s) {
             return "<td>" + (s.runs || 0) + "</td><td>" + rate(s.success, s.runs) + "</td><td>" + rate(s.stuck, s.runs) +
               "</td><td>" + fmt(s.error) + "</td><td>" + fmt(s.time) + "</td>";
