@@ -213,6 +213,8 @@ def test_timings_page(tmp_path):
     panels = {p["title"]: p["series"][0]["y"] for p in spec["panels"]}
     assert panels == {"peakmem_data_only (MiB)": [2], "time_gram (s)": [0.01, 0.1]}
     assert 'href="timings.html">timings (asv)' in (outcome.out / "index.html").read_text()
+    [skipped] = outcome.skipped  # not a sweep: said so, with where its timings are
+    assert skipped.reason.endswith("its asv timings (benchmarks.csv) are on the timings page")
 
 
 def test_dumps_and_display_rows():

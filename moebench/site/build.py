@@ -32,7 +32,7 @@ from moebench.site.pages import (
     verdict_table,
 )
 from moebench.site.sources import Skipped, Sweep, discover, load_sweep
-from moebench.site.timings import find_timings, timings_page
+from moebench.site.timings import TIMINGS_FILE, find_timings, timings_page
 
 #: file that marks a folder as a site this command wrote (and may replace)
 MARKER = ".moebench-site"
@@ -197,6 +197,8 @@ def build_site(results: Sequence[str | os.PathLike], out: str | os.PathLike,
                     (tmp / "compare" / f"{item.name}.js").write_text(script, encoding="utf-8")
                     outcome.sweeps.append(item.name)
             if isinstance(item, Skipped):
+                if (folder / TIMINGS_FILE).is_file():
+                    item.reason += f"; its asv timings ({TIMINGS_FILE}) are on the timings page"
                 outcome.skipped.append(item)
             items.append(item)
         timings = find_timings(folders)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from urllib.parse import quote
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
