@@ -285,3 +285,36 @@ def test_a_folder_without_its_config_says_so(built, tmp_path):
     cell = next((outcome.out / "sweeps" / "consistency_wide" / "cells").glob("*.html"))
     text = cell.read_text()
     assert "holds no config.toml" in text and "moebench run" not in text
+
+
+def test_asv_result_files(tmp_path):
+    """asv's own result files (in a results folder, or an asv results folder's newest run
+    per machine) become charts: each value at its parameter combination."""
+    run = {"commit_hash": "b1e1cf3f41", "date": 1795633298000, "params": {"machine": "h100"},
+           "result_columns": ["result", "params", "version"],
+           "results": {"bench.EM.time_e_step": [[0.5, None, 2.0, 4.0],
+                                                [["1000", "10000"], ["'numpy'", "'torch'"]],
+                                                "v"],
+                       "bench.EM.peakmem_step": [[2.0**20], [], "v"]}}
+    gpu = tmp_path / "results" / "performance" / "gpu"
+    gpu.mkdir(parents=True)
+    (gpu / "asv_run.json").write_text(json.dumps(run))
+    (gpu / "other.json").write_text('{"rows": []}')  # not an asv result: ignored
+    asv = tmp_path / ".asv" / "results" / "vm"
+    asv.mkdir(parents=True)
+    (asv / "machine.json").write_text("{}")
+    (asv / "old-env.json").write_text(json.dumps({**run, "commit_hash": "0ld"}))
+    time.sleep(0.01)
+    (asv / "new-env.json").write_text(json.dumps({**run, "commit_hash": "new"}))
+    outcome = build_site([tmp_path / "results"], tmp_path / "site", asv=[asv.parent])
+    page = (outcome.out / "timings.html").read_text()
+    titles = re.findall(r"<h2>([^<]*)</h2>", page)
+    assert titles == [f"{gpu / 'asv_run.json'}: asv run of b1e1cf3f41 on h100, 2026-11-25",
+                      f"{asv / 'new-env.json'}: asv run of new on h100, 2026-11-25"]
+    spec = json.loads(re.search(r'id="spec-timing_0_0">(.*?)</script>', page).group(1))
+    panels = {p["title"]: (p["series"][0]["x"], p["series"][0]["y"]) for p in spec["panels"]}
+    assert panels == {"peakmem_step (MiB)": (["()"], [1]),
+                      "time_e_step (s)": (["(1000, numpy)", "(10000, numpy)",
+                                           "(10000, torch)"], [0.5, 2, 4])}
+    with pytest.raises(ValueError, match="--asv"):
+        build_site([tmp_path / "results"], tmp_path / "site2", asv=[tmp_path / "none"])

@@ -137,7 +137,8 @@ def network_references(out: Path) -> list[str]:
 
 
 def build_site(results: Sequence[str | os.PathLike], out: str | os.PathLike,
-               verdict: str | os.PathLike | None = None) -> SiteOutcome:
+               verdict: str | os.PathLike | None = None,
+               asv: Sequence[str | os.PathLike] = ()) -> SiteOutcome:
     """Build the static results site of ``results`` into ``out``.
 
     Parameters
@@ -149,6 +150,9 @@ def build_site(results: Sequence[str | os.PathLike], out: str | os.PathLike,
     verdict : path, optional
         A Markdown file whose first table with a "claim" heading is the verdict table
         (default: the README.md beside or above the first of ``results``, if it has one).
+    asv : sequence of paths
+        asv results folders (``.asv/results``): the newest run of each machine is shown
+        on the timings page, with the asv results found in ``results``.
 
     Returns
     -------
@@ -166,6 +170,10 @@ def build_site(results: Sequence[str | os.PathLike], out: str | os.PathLike,
     out = Path(out)
     _check_target(out)
     folders = discover(results)
+    for a in asv:
+        if not Path(a).is_dir():
+            raise ValueError(f"--asv {str(a)!r} is not a directory; give an asv results folder "
+                             "(asv.conf.json's results_dir, here .asv/results)")
     if verdict is not None:
         text = Path(verdict).read_text(encoding="utf-8")
         table = verdict_table(text)
@@ -201,7 +209,7 @@ def build_site(results: Sequence[str | os.PathLike], out: str | os.PathLike,
                     item.reason += f"; its asv timings ({TIMINGS_FILE}) are on the timings page"
                 outcome.skipped.append(item)
             items.append(item)
-        timings = find_timings(folders)
+        timings = find_timings(folders, [Path(a) for a in asv])
         (tmp / "index.html").write_text(index_page(items, found, bool(timings)),
                                         encoding="utf-8")
         sweeps = [(s.name, [str(v) for v in dict.fromkeys(s.summary["label"])], len(s.summary))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+#: asv's results folder (asv.conf.json's results_dir), read when it exists
+DEFAULT_ASV = ".asv/results"
+
 
 def cmd_site(args: argparse.Namespace) -> int:
     """Build the static results site; optionally screenshot a page of it."""
@@ -13,7 +16,9 @@ def cmd_site(args: argparse.Namespace) -> int:
 
     if args.screenshot:
         check_out_file(args.screenshot, "--screenshot")
-    outcome = build_site(args.results, args.out, verdict=args.verdict)
+    asv = args.asv if args.asv is not None else \
+        ([DEFAULT_ASV] if Path(DEFAULT_ASV).is_dir() else [])
+    outcome = build_site(args.results, args.out, verdict=args.verdict, asv=asv)
     print(outcome.line())
     for item in outcome.skipped:
         print(f"  not drawn: {item.name}: {item.reason}")
@@ -47,6 +52,10 @@ def add_site_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verdict", default=None, metavar="MARKDOWN",
                    help="a Markdown file whose first table with a 'claim' heading is the "
                    "verdict table of the index (default: the README.md beside or above RESULTS)")
+    p.add_argument("--asv", action="append", default=None, metavar="DIR",
+                   help="an asv results folder whose newest run per machine the timings page "
+                   f"shows, with the asv results found in RESULTS (repeatable; default: "
+                   f"{DEFAULT_ASV} where it exists)")
     p.add_argument("--screenshot", default=None, metavar="PNG",
                    help="also write a PNG of a page (needs playwright and Chromium)")
     p.add_argument("--screenshot-page", default="index.html", metavar="PAGE",
