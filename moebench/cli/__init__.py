@@ -2,7 +2,8 @@
 
 The verbs of the sweep (run, plot, report, verify, classify) are in
 :mod:`moebench.cli.sweep`, those of the store (pack, unpack) in :mod:`moebench.cli.store`,
-the shared argparse types and path checks in :mod:`moebench.cli.checks`.
+the results site's (site) in :mod:`moebench.cli.site`, the shared argparse types and path
+checks in :mod:`moebench.cli.checks`.
 
 Each verb is a function ``cmd_<verb>(args) -> int`` and a parser builder
 ``add_<verb>_parser(subparsers)``; errors in user input end the command with a
@@ -28,6 +29,7 @@ import numpy as np
 
 from moebench.activations import ACTIVATIONS
 from moebench.cli.checks import check_out_dir, check_out_file
+from moebench.cli.site import add_site_parser
 from moebench.cli.store import add_pack_parser, add_unpack_parser
 from moebench.cli.sweep import (
     add_classify_parser,
@@ -190,6 +192,7 @@ PARSER_BUILDERS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_pack_parser,
     add_unpack_parser,
     add_verify_parser,
+    add_site_parser,
 ]
 
 
@@ -204,6 +207,7 @@ DOCS_PAGES: dict[str, str] = {
     "pack": "docs/results_schema.md",
     "unpack": "docs/results_schema.md",
     "verify": "docs/results_schema.md",
+    "site": "docs/site.md",
 }
 
 
