@@ -239,7 +239,7 @@ def test_cells_split_on_varying_settings(built):
 
 
 @pytest.mark.skipif(os.environ.get("MOEBENCH_SITE_FULL") != "1",
-                    reason="the site of every committed folder (about 30 s): set "
+                    reason="the site of every committed folder (about 20 s): set "
                     "MOEBENCH_SITE_FULL=1 to build it")
 def test_full_results_site(tmp_path):
     """Issue 30's targets: every committed folder, <= 25 MB, under a minute, offline."""
