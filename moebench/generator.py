@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -258,6 +259,35 @@ def make_moe_model(
     A = sample_experts(d, k, rng, min_angle=min_angle, expert_angle=expert_angle)
     W = sample_gating(A, rng, gating, gating_scale, gating_angle)
     return MoEModel(A, W, sigma, get_activation(activation))
+
+
+def truth_model(table: dict[str, Any], d: int, k: int, activation: str | Activation
+                ) -> MoEModel:
+    """The :class:`~moebench.model.MoEModel` of a config's ``data.truth`` table (lists).
+
+    Raises
+    ------
+    ValueError
+        For unknown keys, missing ``experts`` or ``gating``, bad values, or a truth whose
+        d and k differ from the setting's.
+    """
+    keys = ("experts", "gating", "expert_bias", "gating_bias", "sigma")
+    unknown = sorted(set(table) - set(keys))
+    if unknown:
+        raise ValueError(f"unknown key data.truth.{unknown[0]}; valid keys: {', '.join(keys)}")
+    missing = [key for key in ("experts", "gating", "sigma") if key not in table]
+    if missing:
+        raise ValueError(f"data.truth needs {', '.join(missing)} (keys: {', '.join(keys)})")
+    sigma = table["sigma"]
+    model = MoEModel(np.asarray(table["experts"], dtype=float),
+                     np.asarray(table["gating"], dtype=float),
+                     np.asarray(sigma, dtype=float) if isinstance(sigma, list) else sigma,
+                     activation,
+                     expert_bias=table.get("expert_bias"), gating_bias=table.get("gating_bias"))
+    if (model.n_features, model.n_experts) != (d, k):
+        raise ValueError(f"data.truth has d = {model.n_features}, k = {model.n_experts}; the "
+                         f"setting has d = {d}, k = {k}")
+    return model
 
 
 def _input_transform(

@@ -56,7 +56,10 @@ class History:
             "time": now,
             "log_likelihood": float(log_likelihood),
         }
-        if self.truth is not None and experts is not None:
+        # matched errors need the truth's number of experts and inputs (Voronoi losses,
+        # for any k, are computed on the final fit only)
+        if (self.truth is not None and experts is not None
+                and np.shape(experts) == self.truth.experts.shape):
             g = gating if gating is not None else np.zeros_like(experts)
             if np.all(np.isfinite(experts)) and np.all(np.isfinite(g)):
                 errs = parameter_errors(experts, g, self.truth)

@@ -28,7 +28,8 @@ not attained by any translation and is not used.) ``t1`` is searched: for d = 1
 a grid of :data:`TRANSLATION_GRID` points over the span of the alignment shifts
 ``beta1*_j - beta1_i`` (widened by 1 on each side), then bounded Brent refinement
 around the best :data:`TRANSLATION_STARTS` grid points to ``|dt1| <`` 1e-10; for
-d > 1 Nelder–Mead from every alignment shift (``xatol`` 1e-10, ``fatol`` 1e-13).
+d > 1 Nelder–Mead from the :data:`TRANSLATION_NM_STARTS` alignment shifts of lowest loss
+(``xatol`` 1e-8, ``fatol`` 1e-13, at most 400 d iterations each).
 ``t = 0`` is always a candidate, so the translated loss never exceeds the plain
 one. Cells change with ``t1``: translations that would make a cell larger than
 the known ``rbar`` are skipped.
@@ -49,6 +50,8 @@ RBAR: dict[int, float] = {2: 4.0, 3: 6.0}
 TRANSLATION_GRID = 2001
 TRANSLATION_STARTS = 5
 TRANSLATION_XTOL = 1e-10
+TRANSLATION_NM_STARTS = 3
+TRANSLATION_NM_XTOL = 1e-8
 
 
 @dataclass(frozen=True)
@@ -220,9 +223,14 @@ def _search_t1(fit: Atoms, true: Atoms, rtab: np.ndarray) -> float:
                 options={"xatol": TRANSLATION_XTOL})
             best = min(best, float(res.fun))
         return best
-    for start in shifts:
+    values = _losses(fit, true, shifts, rtab)[0]
+    order = np.argsort(values, kind="stable")[:TRANSLATION_NM_STARTS]
+    for start in shifts[order]:
+        if not np.isfinite(f(start)):
+            continue
         res = minimize(f, start, method="Nelder-Mead",
-                       options={"xatol": TRANSLATION_XTOL, "fatol": 1e-13, "maxiter": 4000})
+                       options={"xatol": TRANSLATION_NM_XTOL, "fatol": 1e-13,
+                                "maxiter": 400 * d})
         best = min(best, float(res.fun), f(start))
     return best
 

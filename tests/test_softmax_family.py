@@ -115,3 +115,110 @@ def test_bad_designs_and_truths(kwargs, match):
         args.pop("truth")
     with pytest.raises(ValueError, match=match):
         make_moe(**args)
+
+
+# --------------------------------------------------------------------------- fits
+def _paper_data(n, seed=0):
+    return make_moe(n, 1, 2, truth=paper_truth(), input_distribution="grid", random_state=seed)
+
+
+def test_joint_em_fits_biases_and_per_expert_noise_from_a_random_start():
+    from moebench import get_algorithm
+
+    data = _paper_data(20_000)
+    est = get_algorithm("joint_em", n_experts=2, random_state=0, intercepts=True,
+                        noise="per_expert", n_init=5, max_iter=2000, init="data_scale")
+    est.fit(data.X, data.y)
+    order = np.argsort(est.expert_bias_)[::-1]  # the truth's order: b = 15, then -5
+    assert np.allclose(est.expert_bias_[order], [15.0, -5.0], atol=0.1)
+    assert np.allclose(est.experts_[order, 0], [-20.0, 20.0], atol=0.2)
+    assert np.allclose(est.sigma_[order], [0.3, 0.4], atol=0.02)
+    m = est.model_
+    assert m.has_biases and m.per_expert_sigma
+    assert est.score(data.X, data.y) == pytest.approx(m.mean_log_likelihood(data.X, data.y))
+    assert est.score(data.X, data.y) >= paper_truth().mean_log_likelihood(data.X, data.y) - 1e-3
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_near_truth_start_overspecified_fit_and_voronoi_losses(k):
+    from moebench import get_algorithm
+    from moebench.metrics import voronoi_loss
+
+    data = _paper_data(5000)
+    est = get_algorithm("joint_em", n_experts=k, random_state=0, intercepts=True,
+                        noise="per_expert", init="near_truth", n_init=1, max_iter=2000)
+    assert est.needs_truth and not type(est).needs_truth
+    est.fit(data.X, data.y, truth=data)
+    assert est.experts_.shape == (k, 1) and est.sigma_.shape == (k,)
+    plain = voronoi_loss(est.model_, data.model)
+    moved = voronoi_loss(est.model_, data.model, translation=True)
+    assert moved <= plain and moved < 0.5
+    with pytest.raises(ValueError, match="needs at least the truth's 2 experts|truth=None"):
+        get_algorithm("joint_em", n_experts=k, init="near_truth").fit(data.X, data.y)
+
+
+def test_near_truth_start_follows_the_protocol():
+    from moebench.starts import near_truth_start
+
+    start = near_truth_start(np.random.default_rng(0), paper_truth(), 4, 10**4)
+    # atoms 0 and 3 copy true atoms 0 and 1 (the reference); 1, 2 copy drawn atoms
+    assert abs(start["expert_bias"][0] - 15) < 0.1 and abs(start["expert_bias"][3] + 5) < 0.1
+    assert start["gating_bias"][-1] == 0.0 and start["gating"][-1, 0] == 0.0
+    var = start["sigma"] ** 2  # the authors' code starts variances at the true sds
+    assert np.all(var >= np.array([0.3, 0.3, 0.3, 0.4])[[0, 1, 2, 3]] - 1e-12)
+    with pytest.raises(ValueError, match="at least the truth's 2 experts"):
+        near_truth_start(np.random.default_rng(0), paper_truth(), 1, 100)
+
+
+def test_joint_em_refuses_what_its_options_exclude():
+    from moebench import get_algorithm
+
+    data = _paper_data(500)
+    with pytest.raises(ValueError, match="backend 'numpy' only"):
+        get_algorithm("joint_em", noise="per_expert", backend="torch").fit(data.X, data.y)
+    with pytest.raises(ValueError, match="moment start"):
+        get_algorithm("joint_em", intercepts=True, init="tensor").fit(data.X, data.y)
+    with pytest.raises(ValueError, match="noise"):
+        get_algorithm("joint_em", noise="each").fit(data.X, data.y)
+
+
+def test_per_expert_gradient_matches_finite_differences_and_stationarity_at_the_mle():
+    from moebench import get_algorithm
+    from moebench.stationarity import per_expert_gradient, per_expert_stationarity
+
+    rng = np.random.default_rng(0)
+    X = np.hstack([rng.uniform(0, 1, (400, 1)), np.ones((400, 1))])
+    y = rng.standard_normal(400)
+    A, W, s = rng.standard_normal((3, 2)), rng.standard_normal((3, 2)), np.array([0.5, 1, 2])
+
+    def ll(A, W, s):
+        return paper_like(X, y, A, W, s)
+
+    g = per_expert_gradient(X, y, A, W, s, "linear")
+    h, num = 1e-6, []
+    for idx in range(6):
+        dA = np.zeros(6)
+        dA[idx] = h
+        num.append((ll(A + dA.reshape(3, 2), W, s) - ll(A - dA.reshape(3, 2), W, s)) / (2 * h))
+    for idx in range(3):
+        ds = np.zeros(3)
+        ds[idx] = h
+        num.append((ll(A, W, s * np.exp(ds)) - ll(A, W, s * np.exp(-ds))) / (2 * h))
+    assert np.allclose(g[:6], num[:6], rtol=1e-5, atol=1e-7)
+    assert np.allclose(g[-3:], num[6:], rtol=1e-5, atol=1e-7)
+    data = _paper_data(3000)
+    est = get_algorithm("joint_em", n_experts=2, random_state=0, intercepts=True,
+                        noise="per_expert", init="near_truth", n_init=1, max_iter=2000, tol=1e-12)
+    est.fit(data.X, data.y, truth=data)
+    grad_norm, min_eig = est.stationarity(data.X, data.y)
+    assert grad_norm < 1e-4 and min_eig > 0  # a strict local maximum (exact fit)
+    far = per_expert_stationarity(np.hstack([data.X, np.ones((3000, 1))]), data.y,
+                                  np.array([[-19.0, 15.0], [20.0, -5.0]]),
+                                  np.array([[25.0, -8.0], [0.0, 0.0]]), np.array([0.3, 0.4]),
+                                  "linear")
+    assert far[0] > 1.0
+
+
+def paper_like(X, y, A, W, s):
+    m = MoEModel(A, W, s, "linear")
+    return m.mean_log_likelihood(X, y)

@@ -256,6 +256,14 @@ KEY_DOCS: dict[str, str] = {
     "data.gating_angle": "tilt of the gating rows into the experts' span, degrees "
                          "(0: orthogonal, 90: inside the span)",
     "data.input_distribution": "law of the (standardised) inputs",
+    "data.k_fit": "experts the estimators fit (an integer >= 2); default: `k`, the truth's. "
+                  "A list fits several k to the same data",
+    "data.truth": "an explicit true model instead of a random one: a table of `experts` "
+                  "and `gating` (k x d lists), optional `expert_bias`, `gating_bias` (k) and "
+                  "`sigma` (a number or k standard deviations); `d`, `k` must match it",
+    "data.input_interval": "`[low, high]` of `input_distribution = \"uniform\"` (default "
+                           "[-sqrt 3, sqrt 3]) or `\"grid\"` (the fixed design "
+                           "linspace(low, high, n), d = 1; default [0, 1])",
     "data.n_test": "held-out rows drawn from the same true model (an integer >= 2)",
     "data.cells": "explicit cells instead of one product grid: a list of tables of data "
                   "keys (e.g. `[{k = 2, sigma = 0.05}, {k = 4, sigma = 0.5}]`), each a grid "

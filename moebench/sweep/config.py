@@ -58,7 +58,13 @@ from typing import Any
 import numpy as np
 
 from moebench.activations import available_activations
-from moebench.generator import GATING_KINDS, INPUT_DISTRIBUTIONS, make_moe_model
+from moebench.generator import (
+    GATING_KINDS,
+    INPUT_DISTRIBUTIONS,
+    check_input_design,
+    make_moe_model,
+    truth_model,
+)
 from moebench.registry import algorithm_class, available_algorithms, reference_algorithms
 from moebench.sweep.columns import SYNTHETIC_SETTING_COLUMNS
 
@@ -69,7 +75,10 @@ else:  # pragma: no cover
 
 TOP_KEYS = ("name", "description", "seed", "repetitions", "success_threshold", "data", "budget",
             "algorithm", "report")
-SYNTHETIC_DATA_KEYS = SYNTHETIC_SETTING_COLUMNS
+#: the softmax-gated family (issue 29): fitted k, an explicit truth, the input interval;
+#: optional (left out of ids, seeds and summaries while None)
+FAMILY_DATA_KEYS = ("k_fit", "truth", "input_interval")
+SYNTHETIC_DATA_KEYS = (*SYNTHETIC_SETTING_COLUMNS, *FAMILY_DATA_KEYS)
 #: synthetic ``[data]`` key with explicit cells: a list of tables of data keys, each a grid
 #: of its own over the other ``[data]`` values; the sweep runs their union
 CELLS_KEY = "cells"
@@ -85,11 +94,13 @@ DATA_DEFAULTS: dict[str, Any] = {
     "n": 10_000, "d": 10, "k": 3, "activation": "linear", "sigma": 0.1, "gating": "orthogonal",
     "gating_scale": 1.0, "min_angle": 0.0, "expert_angle": None, "gating_angle": None,
     "input_distribution": "gaussian", "n_test": 10_000,
+    "k_fit": None, "truth": None, "input_interval": None,
 }
 #: data keys left out of run ids and seeds while at their default (ids stay stable when
 #: such an option is added)
 OPTIONAL_DATA_DEFAULTS: dict[str, Any] = {"expert_angle": None, "gating_angle": None,
-                                          "input_distribution": "gaussian"}
+                                          "input_distribution": "gaussian",
+                                          **{key: None for key in FAMILY_DATA_KEYS}}
 #: the data keys that make_moe_model checks (a setting is validated once per distinct value)
 MODEL_KEYS = ("d", "k", "activation", "sigma", "gating", "gating_scale", "min_angle",
               "expert_angle", "gating_angle")
@@ -366,6 +377,9 @@ def _check_synthetic(data: dict[str, Any]) -> list[dict[str, Any]]:
 def _synthetic_grid(data: dict[str, Any]) -> list[dict[str, Any]]:
     """The product grid of one table of synthetic data keys, every setting checked."""
     axes = {key: _as_list(data.get(key, default)) for key, default in DATA_DEFAULTS.items()}
+    interval = data.get("input_interval")
+    if isinstance(interval, list) and interval and not isinstance(interval[0], list):
+        axes["input_interval"] = [interval]  # one [low, high], not an axis of two values
     for key, values in axes.items():
         if not values:
             raise ConfigError(f"data.{key} is an empty list; give at least one value")
@@ -383,23 +397,33 @@ def _synthetic_grid(data: dict[str, Any]) -> list[dict[str, Any]]:
                 _num(v, where, 0.0, strict=key == "expert_angle")
             elif key in ("sigma", "gating_scale", "min_angle"):
                 _num(v, where, 0.0, strict=key == "sigma")
+            elif key == "k_fit" and v is not None:
+                _int(v, where, 2)
+            elif key == "truth" and v is not None and not isinstance(v, dict):
+                raise ConfigError(f"data.truth must be a table {{experts, gating, expert_bias, "
+                                  f"gating_bias, sigma}}; got {v!r}")
     # a value listed twice is one grid point (the runs would be the same)
     axes = {key: list({_canonical(v): v for v in values}.values())
             for key, values in axes.items()}
     grid = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
     checked: set[str] = set()
     for setting in grid:
-        model = {key: setting[key] for key in MODEL_KEYS}
+        model = {key: setting[key] for key in (*MODEL_KEYS, "truth", "input_distribution",
+                                               "input_interval")}
         key = _canonical(model)
-        if key in checked:  # n, n_test, input_distribution do not change the model
+        if key in checked:  # n, n_test, k_fit do not change the model
             continue
         checked.add(key)
         try:  # catches k > d, orthogonal gating without room, impossible angles
-            make_moe_model(model["d"], model["k"], model["activation"], model["sigma"],
-                           model["gating"], model["gating_scale"], model["min_angle"],
-                           model["expert_angle"], random_state=0,
-                           gating_angle=model["gating_angle"])
-        except ValueError as exc:
+            check_input_design(model["input_distribution"], model["d"], model["input_interval"])
+            if model["truth"] is not None:
+                truth_model(model["truth"], model["d"], model["k"], model["activation"])
+            else:
+                make_moe_model(model["d"], model["k"], model["activation"], model["sigma"],
+                               model["gating"], model["gating_scale"], model["min_angle"],
+                               model["expert_angle"], random_state=0,
+                               gating_angle=model["gating_angle"])
+        except (ValueError, TypeError) as exc:
             raise ConfigError(f"data setting {_canonical(setting)} is invalid: {exc}") from None
     return grid
 
