@@ -62,7 +62,8 @@ INPUTS: dict[str, str] = {
 #: the modules that hold the built-in views (imported by :func:`views`)
 BUILTIN_MODULES = ("moebench.sweep.plots", "moebench.sweep.plots_finals",
                    "moebench.sweep.plots_maps", "moebench.sweep.report",
-                   "moebench.sweep.report_time", "moebench.sweep.theorem")
+                   "moebench.sweep.report_time", "moebench.sweep.theorem",
+                   "moebench.sweep.rates")
 
 
 @dataclass(frozen=True)
