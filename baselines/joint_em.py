@@ -244,6 +244,11 @@ class JointEM(RestartedEstimator):
                              f"(valid with init_options: {', '.join(MOMENT_INITS)})")
         return k, act
 
+    @classmethod
+    def excludes_biases(cls, params: dict[str, Any]) -> bool:
+        """A moment start runs a method without biases (its tensor or spectral step)."""
+        return params.get("init", "random") in MOMENT_INITS
+
     def _n_starts(self) -> int:
         """A moment start is deterministic: it runs once."""
         return 1 if self.init in MOMENT_INITS else int(self.n_init)

@@ -142,6 +142,9 @@ class MoEEstimator:
     description: ClassVar[str] = ""
     #: whether the method needs n_experts <= n_features
     requires_k_le_d: ClassVar[bool] = False
+    #: whether the method's model has no gating biases or expert intercepts (the tensor
+    #: step): the sweep config checker refuses it on a truth with biases
+    assumes_no_biases: ClassVar[bool] = False
     #: activations the method supports (None: any)
     supported_activations: ClassVar[tuple[str, ...] | None] = None
     #: whether ``fit`` climbs the likelihood to a local maximum, so that ending below the
@@ -375,6 +378,12 @@ class MoEEstimator:
                 f"valid choices: {', '.join(cls.supported_activations)}"
             )
         return k, act
+
+    @classmethod
+    def excludes_biases(cls, params: dict[str, Any]) -> bool:
+        """Whether this class, with these options, cannot have a truth with biases (default:
+        :attr:`assumes_no_biases`; joint_em's moment starts run the tensor step)."""
+        return cls.assumes_no_biases
 
     @classmethod
     def check_out_of_core(cls, activation: Activation, params: dict[str, Any]) -> None:

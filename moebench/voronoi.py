@@ -3,12 +3,12 @@
 Every expert is an *atom* ``(beta0, beta1, b, a, v)``: gating bias, gating
 weights, expert intercept, expert weights and noise variance ``v = sigma^2``,
 gates stored with the last expert as reference (its gate 0). Fitted atom ``i``
-falls in the Voronoi cell ``A_j`` of the true atom ``j`` nearest under
+falls in the Voronoi cell ``A_j`` of the true atom ``j`` nearest under::
 
     dist(i, j) = |beta1_i - beta1*_j| + |b_i - b*_j| + |a_i - a*_j| + |v_i - v*_j|
 
 (Euclidean norms for d > 1; ties go to the lower ``j``). With ``D_ij = dist(i, j)``
-and ``r = rbar(|A_j|)`` the loss is
+and ``r = rbar(|A_j|)`` the loss is::
 
     sum_{j: |A_j| = 1} exp(beta0_i) D_ij
     + sum_{j: |A_j| >= 2} sum_{i in A_j} exp(beta0_i) (|d beta1|^r + |d b|^r

@@ -222,3 +222,55 @@ def test_per_expert_gradient_matches_finite_differences_and_stationarity_at_the_
 def paper_like(X, y, A, W, s):
     m = MoEModel(A, W, s, "linear")
     return m.mean_log_likelihood(X, y)
+
+
+# --------------------------------------------------------------------------- configs
+_TRUTH = """
+[data.truth]
+experts = [[-20.0, 0.0], [20.0, 1.0]]
+gating = [[25.0, 0.0], [0.0, 0.0]]
+sigma = [0.3, 0.4]
+"""
+
+
+def _config(tmp_path, data, algorithm, truth=_TRUTH):
+    path = tmp_path / "c.toml"
+    path.write_text(f'name = "c"\n[data]\n{data}\n{truth}\n[[algorithm]]\n{algorithm}\n')
+    from moebench.sweep.config import load_config
+
+    return load_config(path)
+
+
+def test_shipped_reproduction_configs_load():
+    from moebench.sweep.config import load_config
+
+    cfg = load_config("softmax_gating")
+    cells = list(cfg.cells())
+    assert len(cells) == 16 * 3 * 40
+    same_data = {tuple(c.data_seed("n", "n_test", "input_distribution", "input_interval",
+                                   "k_fit").entropy) for c in cells if c.repetition == 0}
+    assert len(same_data) == 1  # every n and fitted k of a repetition: one truth, one seed
+    assert len({c.data_id for c in cells if c.repetition == 0 and c.data["n"] == 100}) == 3
+    assert len(list(load_config("softmax_gating_starts").cells())) == 16 * 3 * 10
+
+
+def test_config_refuses_what_methods_exclude(tmp_path):
+    from moebench.sweep.config import ConfigError
+
+    ok = _config(tmp_path, "n = 200\nd = 2\nk = 2\nk_fit = [2, 3]", 'name = "joint_em"')
+    assert {c.data["k_fit"] for c in ok.cells()} == {2, 3}
+    biased = _TRUTH + "expert_bias = [1.0, 2.0]\n"
+    with pytest.raises(ConfigError, match="no gating biases or expert intercepts"):
+        _config(tmp_path, "n = 200\nd = 2\nk = 2", 'name = "tensor_em"', biased)
+    with pytest.raises(ConfigError, match="no gating biases or expert intercepts"):
+        _config(tmp_path, "n = 200\nd = 2\nk = 2",
+                'name = "joint_em"\nparams = {init = "tensor"}', biased)
+    with pytest.raises(ConfigError, match="n_experts <= d"):
+        _config(tmp_path, "n = 200\nd = 2\nk = 2\nk_fit = 3", 'name = "alt_min"')
+    with pytest.raises(ConfigError, match="truth has d = 2, k = 2"):
+        _config(tmp_path, "n = 200\nd = 2\nk = 3", 'name = "joint_em"')
+    with pytest.raises(ConfigError, match="needs d = 1"):
+        _config(tmp_path, 'n = 200\nd = 2\nk = 2\ninput_distribution = "grid"',
+                'name = "joint_em"')
+    with pytest.raises(ConfigError, match="k_fit must be an integer >= 2"):
+        _config(tmp_path, "n = 200\nd = 2\nk = 2\nk_fit = 1", 'name = "joint_em"')

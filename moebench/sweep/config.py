@@ -643,15 +643,22 @@ def validate_config(raw: dict[str, Any], name: str = "sweep", source: str = "<di
             setting = {**setting, **v.setting}
             act = setting["activation"]
             d = setting["d"] if "d" in setting else len(setting["source"]["features"])
-            if (setting["k"], d, act) in checked:  # each distinct setting once
+            k = setting["k"] if setting.get("k_fit") is None else setting["k_fit"]
+            biased = isinstance(setting.get("truth"), dict) and any(
+                setting["truth"].get(key) is not None for key in ("expert_bias", "gating_bias"))
+            if (k, d, act, biased) in checked:  # each distinct setting once
                 continue
-            checked.add((setting["k"], d, act))
+            checked.add((k, d, act, biased))
             try:  # the class's own capability check, the one its fit runs
-                cls.check_setting(setting["k"], d, act, params=v.params)
+                cls.check_setting(k, d, act, params=v.params)
+                if biased and cls.excludes_biases(v.params):
+                    raise ValueError("its model has no gating biases or expert intercepts "
+                                     "(the tensor step); valid on data.truth without "
+                                     "expert_bias and gating_bias")
             except ValueError as exc:
                 raise ConfigError(
                     f"algorithm {v.algorithm!r} (variant {v.label!r}) cannot run the data "
-                    f"setting k={setting['k']}, d={d}, activation={act!r}: {exc} (restrict it "
+                    f"setting k={k}, d={d}, activation={act!r}: {exc} (restrict it "
                     f"with activations = [...] in its [[algorithm]] table, or change [data])"
                 ) from None
     if "report" in raw:  # the figures' and tables' settings (moebench.sweep.style)
