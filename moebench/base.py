@@ -54,7 +54,9 @@ def scaled_truth(truth: MoEModel | None, e: int, s: float = 1.0) -> MoEModel | N
     experts, gating = np.ldexp(truth.experts, e), np.ldexp(truth.gating, e)
     if s != 1.0:
         experts, gating = experts * s, gating * s
-    return MoEModel(experts, gating, truth.sigma, truth.activation)
+    # biases and noise do not change with the units of X
+    return MoEModel(experts, gating, truth.sigma, truth.activation,
+                    expert_bias=truth.expert_bias, gating_bias=truth.gating_bias)
 
 
 def to_input_units(a: np.ndarray, e: int, s: float) -> np.ndarray:
@@ -143,6 +145,9 @@ class MoEEstimator(ParamsMixin):
     description: ClassVar[str] = ""
     #: whether the method needs n_experts <= n_features
     requires_k_le_d: ClassVar[bool] = False
+    #: whether the method's model has no gating biases or expert intercepts (the tensor
+    #: step): the sweep config checker refuses it on a truth with biases
+    assumes_no_biases: ClassVar[bool] = False
     #: activations the method supports (None: any)
     supported_activations: ClassVar[tuple[str, ...] | None] = None
     #: whether ``fit`` climbs the likelihood to a local maximum, so that ending below the
@@ -269,6 +274,12 @@ class MoEEstimator(ParamsMixin):
         return k, act
 
     @classmethod
+    def excludes_biases(cls, params: dict[str, Any]) -> bool:
+        """Whether this class, with these options, cannot have a truth with biases (default:
+        :attr:`assumes_no_biases`; joint_em's moment starts run the tensor step)."""
+        return cls.assumes_no_biases
+
+    @classmethod
     def check_out_of_core(cls, activation: Activation, params: dict[str, Any]) -> None:
         """Whether this class, with these options, can fit X on disk (a numpy.memmap).
 
@@ -359,9 +370,11 @@ class MoEEstimator(ParamsMixin):
         check_degenerate_data(X, y, self.name or type(self).__name__)
         check_min_samples(*X.shape, k, sigma is None, self.name or type(self).__name__)
         truth = as_truth(truth)
-        if truth is not None and truth.experts.shape != (k, X.shape[1]):
+        # the truth may have another number of experts (over- or under-specified fits);
+        # its inputs must be X's
+        if truth is not None and truth.n_features != X.shape[1]:
             raise ValueError(
-                f"truth has shape {truth.experts.shape}, expected ({k}, {X.shape[1]})"
+                f"truth has d = {truth.n_features} inputs, X has {X.shape[1]} features"
             )
         # fit in standardised coordinates: X / 2**e (exact; e = 0 for unit-scale X), then
         # divided by the rest of its rms s unless that is 1 within sampling noise
@@ -379,6 +392,8 @@ class MoEEstimator(ParamsMixin):
         else:
             X_fit = X
         truth = scaled_truth(truth, e, s)
+        #: X_fit = X / fit_scale: a start built from the truth (near_truth) scales its noise
+        self._fit_scale = float(np.ldexp(s, e))
         history = History(truth, count_passes=is_out_of_core(X))
         self._fit(X_fit, y, k, act, sigma, history)
         self.history_ = history.records
@@ -398,7 +413,9 @@ class MoEEstimator(ParamsMixin):
         if (e or s != 1.0) and isinstance(getattr(self, "phase_gating_norms_", None), dict):
             self.phase_gating_norms_ = {p: float(to_input_units(v, e, s))
                                         for p, v in self.phase_gating_norms_.items()}
-        self.sigma_ = float(self.sigma_)
+        # one noise level, or one per expert (a fit that learns per-expert noise)
+        self.sigma_ = (float(self.sigma_) if np.ndim(self.sigma_) == 0
+                       else np.asarray(self.sigma_, dtype=float))
         self.n_iter_ = int(self.n_iter_)
         self._check_fit_outcome()
         self.n_features_in_ = X.shape[1]
@@ -456,9 +473,10 @@ class MoEEstimator(ParamsMixin):
         """Raise :class:`DegenerateFitError` for a collapsed sigma or an absurd likelihood."""
         who = self.name or type(self).__name__
         scale = rms(y)
-        if sigma is None and self.sigma_ < SIGMA_COLLAPSE_RTOL * scale:
+        low = float(np.min(self.sigma_))
+        if sigma is None and low < SIGMA_COLLAPSE_RTOL * scale:
             raise DegenerateFitError(
-                f"{who} fit is degenerate: its fitted noise level sigma_ = {self.sigma_:.3g} "
+                f"{who} fit is degenerate: its fitted noise level sigma_ = {low:.3g} "
                 f"fell below {SIGMA_COLLAPSE_RTOL:g} rms(y) = "
                 f"{SIGMA_COLLAPSE_RTOL * scale:.3g} (rms(y) = {scale:.3g}): some expert fits "
                 f"its rows almost exactly, where the likelihood has no maximum"
@@ -485,7 +503,9 @@ class MoEEstimator(ParamsMixin):
     def model_(self) -> MoEModel:
         """The fitted :class:`MoEModel`."""
         self._check_fitted()
-        return MoEModel(self.experts_, self.gating_, self.sigma_, self._check_activation())
+        return MoEModel(self.experts_, self.gating_, self.sigma_, self._check_activation(),
+                        expert_bias=getattr(self, "expert_bias_", None),
+                        gating_bias=getattr(self, "gating_bias_", None))
 
     def _check_features(self, X: Any) -> None:
         """Refuse a DataFrame whose columns differ from those seen at fit (as scikit-learn)."""

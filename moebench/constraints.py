@@ -156,7 +156,8 @@ class Options(Constraint):
 
 
 class ListOf(Constraint):
-    """A list of at least ``min_items`` values, each valid under ``item``.
+    """A list of at least ``min_items`` (and at most ``max_items``) values, each valid
+    under ``item``.
 
     Parameters
     ----------
@@ -164,19 +165,27 @@ class ListOf(Constraint):
         Every element's constraint (any declaration entry of :func:`make_constraint`).
     min_items : int
         The fewest elements accepted (1: a non-empty list).
+    max_items : int or None
+        The most elements accepted (None: no limit).
     """
 
-    def __init__(self, item: Any, min_items: int = 1) -> None:
+    def __init__(self, item: Any, min_items: int = 1, max_items: int | None = None) -> None:
         self.item = make_constraint(item)
         self.min_items = min_items
+        self.max_items = max_items
 
     def is_satisfied_by(self, value: Any) -> bool:
         return (isinstance(value, list) and len(value) >= self.min_items
+                and (self.max_items is None or len(value) <= self.max_items)
                 and all(self.item.is_satisfied_by(v) for v in value))
 
     def __str__(self) -> str:
-        size = "a non-empty list" if self.min_items == 1 else (
-            "a list" if self.min_items == 0 else f"a list of at least {self.min_items}")
+        if self.max_items is not None:
+            size = (f"a list of {self.max_items}" if self.max_items == self.min_items
+                    else f"a list of {self.min_items} to {self.max_items}")
+        else:
+            size = "a non-empty list" if self.min_items == 1 else (
+                "a list" if self.min_items == 0 else f"a list of at least {self.min_items}")
         return f"{size}, each {self.item}"
 
     def valid_examples(self) -> list[Any]:

@@ -30,6 +30,8 @@ from moebench.stopping import StoppingCriterion
 from moebench.validation import check_choice
 
 MSTEPS = ("full", "gradient")
+#: one noise level for every expert, or one per expert
+NOISE_MODELS = ("shared", "per_expert")
 GATING_METHODS = ("auto", "newton", "lbfgs")
 #: (k - 1) * d above which "auto" uses L-BFGS: a Newton step costs O(n d^2 k^2)
 NEWTON_MAX_PARAMS = 400
@@ -83,13 +85,13 @@ def _e_step_gate(X, y, experts, gating, sigma, activation, means=None, log_proba
         means = _means(X, experts, activation)
     logp = (log_proba if log_proba is not None
             else xp.log_softmax_rows(X @ xp.param(gating, X).T))
-    sigma = float(sigma)
+    sigma = float(sigma) if np.ndim(sigma) == 0 else xp.param(np.asarray(sigma, float), X)
     lj = y[:, None] - means
     lj /= sigma
     lj **= 2
     lj *= -0.5
     lj += logp
-    lj -= np.log(sigma) + 0.5 * LOG_2PI
+    lj -= (np.log(sigma) if isinstance(sigma, float) else xp.log(sigma)) + 0.5 * LOG_2PI
     resp, norm = xp.normalize_log_rows(lj)
     return resp, float(norm.mean()), logp
 
@@ -384,6 +386,22 @@ def sigma_m_step(
     return float(np.sqrt(max(var, floor)))
 
 
+def sigma_per_expert_m_step(
+    X: np.ndarray, y: np.ndarray, resp: np.ndarray, experts: np.ndarray, activation: Activation,
+    means: np.ndarray | None = None,
+) -> np.ndarray:
+    """sigma_i^2 = sum_n r_ni (y_n - g(a_i . x_n))^2 / sum_n r_ni for each expert, floored.
+
+    X in memory, numpy (the per-expert noise option refuses the other paths).
+    """
+    if means is None:
+        means = _means(X, experts, activation)
+    weight = resp.sum(axis=0)
+    var = (resp * (y[:, None] - means) ** 2).sum(axis=0) / np.maximum(weight, 1e-300)
+    floor = 1e-12 * (float(np.var(y)) + 1e-300)
+    return np.sqrt(np.maximum(var, floor))
+
+
 def _gradient_m_step(X, y, resp, experts, gating, activation, step_size):
     """One gradient-ascent step on the expected complete-data log-likelihood (affine in
     means over rows: on disk, the weighted mean of its row blocks' steps)."""
@@ -407,6 +425,11 @@ def _penalised(ll: float, gating: np.ndarray, ridge: float) -> float:
     return float(ll - 0.5 * ridge * float(np.sum(free * free)))
 
 
+def _record_sigma(sigma: float | np.ndarray) -> float:
+    """A record's one ``sigma``: the noise level, or the rms of the per-expert ones."""
+    return float(sigma) if np.ndim(sigma) == 0 else float(np.sqrt(np.mean(np.square(sigma))))
+
+
 @dataclass
 class EMResult(StartFit):
     """Outcome of :func:`run_em` (one start of a restarted fit: experts, gating, sigma,
@@ -425,7 +448,8 @@ def loop_start(experts, gating, sigma: float, history: History | None
     experts = np.array(experts, dtype=float)
     gating = np.array(gating, dtype=float)
     gating = gating - gating[-1]
-    return experts, gating, float(sigma), history if history is not None else History()
+    sigma = float(sigma) if np.ndim(sigma) == 0 else np.array(sigma, dtype=float)
+    return experts, gating, sigma, history if history is not None else History()
 
 
 def run_em(
@@ -453,6 +477,7 @@ def run_em(
     backend: str | None = None,
     stopping: StoppingCriterion | None = None,
     limit_name: str = "max_iter",
+    noise: str = "shared",
 ) -> EMResult:
     """Expectation-maximisation for the MoE, joint or with the experts fixed.
 
@@ -497,6 +522,9 @@ def run_em(
         When the criterion's iteration budget is already spent, no iteration runs.
     limit_name : str
         The stop reason when ``max_iter`` (this loop's own limit) ends it.
+    noise : {"shared", "per_expert"}
+        One noise level for every expert, or one per expert (``sigma`` then a (k,)
+        array; X in memory, numpy backend).
 
     Returns
     -------
@@ -504,6 +532,7 @@ def run_em(
         With ``stop_reason`` "converged", ``limit_name``, "max_iter" or "max_time".
     """
     check_choice(mstep, "mstep", MSTEPS)
+    check_choice(noise, "noise", NOISE_MODELS)
     X, y = to_backend(X, y, backend)
     experts, gating, sigma, clock = loop_start(experts, gating, sigma, history)
     # with the experts fixed (tensor_em's gating EM) their means are computed once
@@ -513,7 +542,8 @@ def run_em(
     # the gating EM (experts fixed) climbs the ridge-penalised objective: its records carry it
     penalised = history is not None and not update_experts
     if history is not None:
-        history.record(phase, iteration_offset, ll, experts=experts, gating=gating, sigma=sigma,
+        history.record(phase, iteration_offset, ll, experts=experts, gating=gating,
+                       sigma=_record_sigma(sigma),
                        **({"objective": _penalised(ll, gating, ridge)} if penalised else {}))
     stop = stopping if stopping is not None else StoppingCriterion(
         max_time=max_time, tol=tol, clock=clock)
@@ -538,7 +568,9 @@ def run_em(
                 experts = new_experts
         # the new experts' means, computed once for the sigma step and the E-step
         cur_means = means if means is not None else _means(X, experts, activation)
-        if update_sigma:
+        if update_sigma and noise == "per_expert":
+            sigma = sigma_per_expert_m_step(X, y, resp, experts, activation, cur_means)
+        elif update_sigma:
             sigma = sigma_m_step(X, y, resp, experts, activation, cur_means)
         # the gate log-probabilities of the gating M-step's last evaluation, when it has them
         resp, new_ll, log_proba = _e_step_gate(X, y, experts, gating, sigma, activation,
@@ -547,8 +579,9 @@ def run_em(
             raise FloatingPointError(f"EM produced a non-finite log-likelihood at iteration {it}")
         if history is not None:
             history.record(phase, iteration_offset + it, new_ll, experts=experts, gating=gating,
-                           sigma=sigma, **({"objective": _penalised(new_ll, gating, ridge)}
-                                           if penalised else {}))
+                           sigma=_record_sigma(sigma),
+                           **({"objective": _penalised(new_ll, gating, ridge)}
+                              if penalised else {}))
         # the criterion's O(1) check: tolerance, then this loop's limit, the fit's
         # iteration budget, the time budget
         stop_reason = stop.check(new_ll, ll, limit_name if it >= limit else None)

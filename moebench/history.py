@@ -64,7 +64,10 @@ class History:
         }
         if self._passes0 is not None:
             rec["passes"] = passes() - self._passes0
-        if self.truth is not None and experts is not None:
+        # matched errors need the truth's number of experts and inputs (Voronoi losses,
+        # for any k, are computed on the final fit only)
+        if (self.truth is not None and experts is not None
+                and np.shape(experts) == self.truth.experts.shape):
             g = gating if gating is not None else np.zeros_like(experts)
             if np.all(np.isfinite(experts)) and np.all(np.isfinite(g)):
                 errs = parameter_errors(experts, g, self.truth)

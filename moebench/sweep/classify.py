@@ -23,7 +23,9 @@ them for the report headers):
 * **saddle**: still short, stationary, smallest eigenvalue < ``-HESSIAN_EPS`` (an ascent
   direction remains);
 * **singular**: still short, stationary, smallest eigenvalue within ``HESSIAN_EPS`` of 0
-  (second order cannot tell; or it could not be computed);
+  (second order cannot tell; or it could not be computed), or a fit of more experts than
+  the truth has (``k_fit > k``: extra atoms make the Hessian singular by nature, so its
+  sign says nothing about saddle or local maximum);
 * **unfinished**: still short and not stationary when the polisher ends (still climbing:
   its budget, or its tolerance on a flat slope, ended it);
 * **failed**: the run's status is not ok, or the polisher raised;
@@ -117,7 +119,7 @@ CLASS_DEFINITIONS = {
                f"{HESSIAN_EPS:g} (certified local maximum; a local optimum)",
     SADDLE: f"still short, stationary, smallest loss-Hessian eigenvalue < -{HESSIAN_EPS:g}",
     SINGULAR: f"still short, stationary, smallest loss-Hessian eigenvalue within "
-              f"±{HESSIAN_EPS:g} (or not computable)",
+              f"±{HESSIAN_EPS:g} (or not computable), or over-specified (k_fit > k)",
     UNFINISHED: "still short and not stationary when the polisher ends (still climbing)",
     FAILED: "status not ok, or the polisher failed",
     NOT_CLASSIFIED: "a method that does not climb the likelihood (moment or hard-assignment "
@@ -218,6 +220,9 @@ def assign_classes(frame: pd.DataFrame, tol: float) -> pd.Series:
     stationary = grad <= CERTIFY_GRAD_TOL
     climbs = frame["climbs"].astype(bool)
     params = frame["has_parameters"].astype(bool)
+    # more experts fitted than the truth has: the Hessian is singular by nature there
+    over = (frame["k_fit"].astype(float) > frame["k"].astype(float)
+            if {"k_fit", "k"} <= set(frame.columns) else pd.Series(False, index=frame.index))
     conditions = [
         ~ok | (climbs & short & error),
         ~climbs,
@@ -226,11 +231,12 @@ def assign_classes(frame: pd.DataFrame, tol: float) -> pd.Series:
         ~polished,
         ~still_short,
         ~stationary,
+        over.fillna(False).astype(bool),
         eig > HESSIAN_EPS,
         eig < -HESSIAN_EPS,
     ]
     choices = [FAILED, NOT_CLASSIFIED, FINE, NO_PARAMETERS, NOT_POLISHED,
-               SLOW, UNFINISHED, LOCAL_MAX, SADDLE]
+               SLOW, UNFINISHED, SINGULAR, LOCAL_MAX, SADDLE]
     return pd.Series(np.select(conditions, choices, default=SINGULAR), index=frame.index)
 
 

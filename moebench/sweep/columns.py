@@ -23,7 +23,8 @@ SETTING_COLUMNS = ("dataset", *SYNTHETIC_SETTING_COLUMNS)
 #: summary columns that hold final metrics (NaN where a run or an estimator has none)
 METRIC_COLUMNS = ("expert_error", "expert_max_angle", "gating_error", "success", "sigma_hat",
                   "train_log_likelihood", "test_log_likelihood", "test_mse",
-                  "true_train_log_likelihood", "true_test_log_likelihood", "true_test_mse")
+                  "true_train_log_likelihood", "true_test_log_likelihood", "true_test_mse",
+                  "voronoi_loss", "voronoi_loss_translated")
 #: summary columns of a run's resource use, measured in the worker
 #: (:mod:`moebench.sweep.resources`): peak resident memory (kernel high-water mark, file
 #: pages of a memmap included), peak anonymous resident memory (sampled), and the fit's

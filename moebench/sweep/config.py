@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from moebench.generator import make_moe_model
+from moebench.generator import check_input_design, make_moe_model, truth_model
 from moebench.io import tomllib
 from moebench.registry import algorithm_class, reference_algorithms
 from moebench.sweep.columns import SYNTHETIC_SETTING_COLUMNS
@@ -69,6 +69,7 @@ from moebench.sweep.config_keys import (  # noqa: F401 (ConfigError: the sweep's
     BUDGET,
     CELLS_KEY,
     CSV,
+    FAMILY_DATA_KEYS,
     MEMMAP,
     MEMMAP_KEY,
     REPORT,
@@ -80,7 +81,9 @@ from moebench.sweep.config_keys import (  # noqa: F401 (ConfigError: the sweep's
     refuse_unknown,
 )
 
-SYNTHETIC_DATA_KEYS = SYNTHETIC_SETTING_COLUMNS
+#: the synthetic data keys: the setting columns and the softmax-gated family's optional
+#: keys (k_fit, truth, input_interval)
+SYNTHETIC_DATA_KEYS = (*SYNTHETIC_SETTING_COLUMNS, *FAMILY_DATA_KEYS)
 #: estimator arguments the runner sets itself
 RESERVED_PARAMS = ("n_experts", "activation", "random_state", "sigma")
 #: defaults of the synthetic data-setting keys (``cells`` is not one)
@@ -88,7 +91,8 @@ DATA_DEFAULTS: dict[str, Any] = {key: SYNTHETIC[key].default for key in SYNTHETI
 #: data keys left out of run ids and seeds while at their default (ids stay stable when
 #: such an option is added)
 OPTIONAL_DATA_DEFAULTS: dict[str, Any] = {"expert_angle": None, "gating_angle": None,
-                                          "input_distribution": "gaussian"}
+                                          "input_distribution": "gaussian",
+                                          **{key: None for key in FAMILY_DATA_KEYS}}
 #: the data keys that make_moe_model checks (a setting is validated once per distinct value)
 MODEL_KEYS = ("d", "k", "activation", "sigma", "gating", "gating_scale", "min_angle",
               "expert_angle", "gating_angle")
@@ -361,23 +365,30 @@ def _synthetic_grid(data: dict[str, Any], table: ConfigTable = SYNTHETIC
                     ) -> list[dict[str, Any]]:
     """The product grid of one table of synthetic data keys, every setting checked."""
     # a value listed twice is one grid point (the runs would be the same)
-    axes = {key: list({_canonical(v): v for v in _as_list(
-                (table if key in table.names() else SYNTHETIC).get(data, key, "data."))}.values())
-            for key in _setting_keys(table)}
+    axes = {}
+    for key in _setting_keys(table):
+        declared = table if key in table.names() else SYNTHETIC
+        values = declared[key].axis(declared.get(data, key, "data."))
+        axes[key] = list({_canonical(v): v for v in values}.values())
     grid = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
     checked: set[str] = set()
     for setting in grid:
-        model = {key: setting[key] for key in MODEL_KEYS}
+        model = {key: setting[key] for key in (*MODEL_KEYS, "truth", "input_distribution",
+                                               "input_interval")}
         key = _canonical(model)
-        if key in checked:  # n, n_test, input_distribution do not change the model
+        if key in checked:  # n, n_test, k_fit do not change the model
             continue
         checked.add(key)
         try:  # catches k > d, orthogonal gating without room, impossible angles
-            make_moe_model(model["d"], model["k"], model["activation"], model["sigma"],
-                           model["gating"], model["gating_scale"], model["min_angle"],
-                           model["expert_angle"], random_state=0,
-                           gating_angle=model["gating_angle"])
-        except ValueError as exc:
+            check_input_design(model["input_distribution"], model["d"], model["input_interval"])
+            if model["truth"] is not None:
+                truth_model(model["truth"], model["d"], model["k"], model["activation"])
+            else:
+                make_moe_model(model["d"], model["k"], model["activation"], model["sigma"],
+                               model["gating"], model["gating_scale"], model["min_angle"],
+                               model["expert_angle"], random_state=0,
+                               gating_angle=model["gating_angle"])
+        except (ValueError, TypeError) as exc:
             raise ConfigError(f"data setting {_canonical(setting)} is invalid: {exc}") from None
     return grid
 
@@ -540,15 +551,22 @@ def _check_setting(v: Variant, grid: list[dict[str, Any]]) -> None:
         setting = {**setting, **v.setting}
         act = setting["activation"]
         d = setting["d"] if "d" in setting else len(setting["source"]["features"])
-        if (setting["k"], d, act) in checked:  # each distinct setting once
+        k = setting["k"] if setting.get("k_fit") is None else setting["k_fit"]
+        biased = isinstance(setting.get("truth"), dict) and any(
+            setting["truth"].get(key) is not None for key in ("expert_bias", "gating_bias"))
+        if (k, d, act, biased) in checked:  # each distinct setting once
             continue
-        checked.add((setting["k"], d, act))
+        checked.add((k, d, act, biased))
         try:
-            cls.check_setting(setting["k"], d, act, params=v.params)
+            cls.check_setting(k, d, act, params=v.params)
+            if biased and cls.excludes_biases(v.params):
+                raise ValueError("its model has no gating biases or expert intercepts "
+                                 "(the tensor step); valid on data.truth without "
+                                 "expert_bias and gating_bias")
         except ValueError as exc:
             raise ConfigError(
                 f"algorithm {v.algorithm!r} (variant {v.label!r}) cannot run the data "
-                f"setting k={setting['k']}, d={d}, activation={act!r}: {exc} (restrict it "
+                f"setting k={k}, d={d}, activation={act!r}: {exc} (restrict it "
                 f"with activations = [...] in its [[algorithm]] table, or change [data])"
             ) from None
 

@@ -83,13 +83,27 @@ class ConfigKey:
             ``"<where> must be <valid values>; got <value>"`` (for options: ``"unknown
             <where> <value>; valid choices are ..."``); for a grid key, an empty list.
         """
-        if self.grid and isinstance(value, list):
+        if self.grid and isinstance(value, list) and self._is_axis(value):
             if not value:
                 raise ConfigError(f"{where} is an empty list; give at least one value")
             for v in value:
                 self.check_one(v, where)
             return value
         return self.check_one(value, where)
+
+    def _is_axis(self, value: list[Any]) -> bool:
+        """Whether the list ``value`` of a grid key lists values (a grid axis): always, but
+        for a key whose one value is itself a list (``input_interval = [low, high]``),
+        where only a list of lists is an axis."""
+        if not isinstance(self.constraint, ListOf):
+            return True
+        return bool(value) and all(isinstance(v, list) for v in value)
+
+    def axis(self, value: Any) -> list[Any]:
+        """The values of a grid axis: ``value``'s elements where it lists values, else
+        ``[value]`` (a checked value: :meth:`check`)."""
+        return list(value) if self.grid and isinstance(value, list) and self._is_axis(value) \
+            else [value]
 
     def check_one(self, value: Any, where: str) -> Any:
         """``value`` if one value is valid under the key's constraint (lists are values)."""
@@ -241,6 +255,19 @@ SYNTHETIC = ConfigTable(
                   "law of the (standardised) inputs", grid=True),
         ConfigKey("n_test", Interval(int, 2), 10_000,
                   "held-out rows drawn from the same true model", grid=True),
+        ConfigKey("k_fit", Interval(int, 2), None,
+                  "experts the estimators fit (none: `k`, the truth's); a list fits several "
+                  "k to the same data (over-specified fits)", grid=True),
+        ConfigKey("truth", InstanceOf(dict, "a table {experts, gating, expert_bias, "
+                                      "gating_bias, sigma}"), None,
+                  "an explicit true model instead of a random one: `experts` and `gating` "
+                  "(k x d lists), optional `expert_bias`, `gating_bias` (k) and `sigma` (a "
+                  "number or k standard deviations); `d` and `k` must match it", grid=True),
+        ConfigKey("input_interval", ListOf(Interval(float, None, None), min_items=2,
+                                           max_items=2), None,
+                  "`[low, high]` of `input_distribution = \"uniform\"` (none: [-sqrt 3, "
+                  "sqrt 3]) or `\"grid\"` (the fixed design linspace(low, high, n), d = 1; "
+                  "none: [0, 1]); a list of such pairs is a grid axis", grid=True),
         ConfigKey("cells", ListOf(InstanceOf(dict, "a table of data keys")), None,
                   "explicit cells instead of one product grid: a list of tables of data "
                   "keys (e.g. `[{k = 2, sigma = 0.05}, {k = 4, sigma = 0.5}]`), each a grid "
@@ -248,6 +275,10 @@ SYNTHETIC = ConfigTable(
     ))
 #: the synthetic ``[data]`` key that lists explicit cells (not a data-setting key)
 CELLS_KEY = "cells"
+#: the softmax-gated family's synthetic keys (issue 29): fitted k, an explicit truth, the
+#: input interval; optional (left out of run ids, seeds and summaries while None), so not
+#: setting columns of every results table
+FAMILY_DATA_KEYS = ("k_fit", "truth", "input_interval")
 
 #: the synthetic keys a ``[data] memmap`` sweep takes (those of ``moebench generate``)
 _GENERATE_KEYS = ("n", "d", "k", "activation", "sigma", "gating", "gating_scale", "min_angle",

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from moebench.activations import get_activation
-from moebench.generator import iter_moe_blocks, make_moe_model, standardize
+from moebench.generator import iter_moe_blocks, make_moe_model, standardize, truth_model
 from moebench.model import MoEModel
 
 
@@ -81,12 +81,17 @@ class SyntheticSource:
     def load(self, cell: DataRequest) -> CellData:
         """The true model, training rows and held-out rows of a synthetic cell."""
         s = cell.data
-        entropy = cell.data_seed("n", "n_test", "input_distribution").entropy
-        model = make_moe_model(s["d"], s["k"], s["activation"], s["sigma"], s["gating"],
-                               s["gating_scale"], s["min_angle"], s["expert_angle"],
-                               random_state=np.random.SeedSequence(entropy, spawn_key=(0,)),
-                               gating_angle=s["gating_angle"])
-        dist = s["input_distribution"]
+        # every fitted k sees the same data (k_fit and the input law are not in the seed)
+        entropy = cell.data_seed("n", "n_test", "input_distribution", "input_interval",
+                                 "k_fit").entropy
+        if s.get("truth") is not None:
+            model = truth_model(s["truth"], s["d"], s["k"], s["activation"])
+        else:
+            model = make_moe_model(s["d"], s["k"], s["activation"], s["sigma"], s["gating"],
+                                   s["gating_scale"], s["min_angle"], s["expert_angle"],
+                                   random_state=np.random.SeedSequence(entropy, spawn_key=(0,)),
+                                   gating_angle=s["gating_angle"])
+        dist = (s["input_distribution"], s.get("input_interval"))
         X, y = _rows(model, s["n"], np.random.SeedSequence(entropy, spawn_key=(1, s["n"])), dist)
         Xt, yt = _rows(model, s["n_test"],
                        np.random.SeedSequence(entropy, spawn_key=(2, s["n_test"])), dist)
@@ -152,7 +157,8 @@ class MemmapSource:
                          float(meta["sigma"]), get_activation(meta["activation"]))
         entropy = cell.data_seed("n", "n_test").entropy
         Xt, yt = _rows(truth, s["n_test"],
-                       np.random.SeedSequence(entropy, spawn_key=(2, s["n_test"])), "gaussian")
+                       np.random.SeedSequence(entropy, spawn_key=(2, s["n_test"])),
+                       ("gaussian", None))
         return CellData(X, y, Xt, yt, truth)
 
 
@@ -197,10 +203,12 @@ def load_cell_data(cell: DataRequest) -> CellData:
     return data_source(cell.data).load(cell)
 
 
-def _rows(model: MoEModel, n: int, seed: np.random.SeedSequence, distribution: str
-          ) -> tuple[np.ndarray, np.ndarray]:
+def _rows(model: MoEModel, n: int, seed: np.random.SeedSequence,
+          design: tuple[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     Xs, ys = [], []
-    for X, y, _ in iter_moe_blocks(model, n, seed, input_distribution=distribution):
+    distribution, interval = design
+    for X, y, _ in iter_moe_blocks(model, n, seed, input_distribution=distribution,
+                                   input_interval=None if interval is None else tuple(interval)):
         Xs.append(X)
         ys.append(y)
     return np.concatenate(Xs), np.concatenate(ys)

@@ -69,7 +69,8 @@ def fitted_model(summary: Mapping[str, Any]) -> MoEModel | None:
         return None
     sigma = params["sigma"]
     return MoEModel(params["experts"], params["gating"],
-                    float(sigma) if sigma.ndim == 0 else sigma, summary["activation"])
+                    float(sigma) if sigma.ndim == 0 else sigma, summary["activation"],
+                    expert_bias=params.get("expert_bias"), gating_bias=params.get("gating_bias"))
 
 
 def with_parameters(summary: pd.DataFrame, results: str | os.PathLike) -> pd.DataFrame:

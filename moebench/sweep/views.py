@@ -28,7 +28,7 @@ reference, the phase maps per variant): key ``""`` is the file itself, key ``"x"
 The built-in views live in :mod:`moebench.sweep.plots`, :mod:`moebench.sweep.plots_finals`,
 :mod:`moebench.sweep.plots_maps`, :mod:`moebench.sweep.report`,
 :mod:`moebench.sweep.report_time`, :mod:`moebench.sweep.theorem` and
-:mod:`moebench.sweep.plots_resources`; :func:`views` imports
+:mod:`moebench.sweep.plots_resources` and :mod:`moebench.sweep.rates`; :func:`views` imports
 them on first use (``docs/adding_a_view.md`` shows how to add one).
 """
 
@@ -64,7 +64,7 @@ INPUTS: dict[str, str] = {
 BUILTIN_MODULES = ("moebench.sweep.plots", "moebench.sweep.plots_finals",
                    "moebench.sweep.plots_maps", "moebench.sweep.report",
                    "moebench.sweep.report_time", "moebench.sweep.theorem",
-                   "moebench.sweep.plots_resources")
+                   "moebench.sweep.plots_resources", "moebench.sweep.rates")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ already imported.
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import os
 import sys
@@ -29,10 +30,10 @@ import numpy as np
 
 from moebench.chunked import blocked_mean, is_out_of_core
 from moebench.degenerate import DegenerateFitError, absurd_log_likelihood
-from moebench.metrics import parameter_errors, prediction_mse
+from moebench.metrics import parameter_errors, prediction_mse, voronoi_loss
 from moebench.registry import algorithm_class, available_algorithms, get_algorithm
 from moebench.sweep.columns import METRIC_COLUMNS, RESOURCE_COLUMNS
-from moebench.sweep.config import Run
+from moebench.sweep.config import FAMILY_DATA_KEYS, Run
 from moebench.sweep.data_sources import CellData, load_cell_data
 from moebench.sweep.rerun import PARAMETERS_KEY, parameters_json
 from moebench.sweep.resources import ResourceMeter
@@ -42,6 +43,8 @@ from moebench.validation import rms
 
 #: keys of a summary that hold final metrics
 METRIC_KEYS = METRIC_COLUMNS
+#: largest input dimension whose runs store the translation-minimised Voronoi loss
+TRANSLATED_MAX_D = 2
 
 
 def climbs_likelihood(est: Any) -> bool:
@@ -90,6 +93,11 @@ def base_summary(cell: Run, config: str = "") -> dict[str, Any]:
     data.pop("memmap", None)  # where the data set lies here: not part of the result
     out: dict[str, Any] = {"run_id": cell.run_id, "data_id": cell.data_id, "config": config,
                            "label": v.label, "algorithm": v.algorithm}
+    for key in FAMILY_DATA_KEYS:  # columns only where given (older summaries unchanged)
+        if data.get(key) is None:
+            data.pop(key, None)
+        elif key != "k_fit":
+            data[key] = json.dumps(data[key], separators=(",", ":"))
     out.update(data)
     out.update({"repetition": cell.repetition, "seed": cell.seed,
                 "algorithm_seed": str(cell.algorithm_seed()),
@@ -162,7 +170,8 @@ def build_estimator(cell: Run, truth: Any = None) -> Any:
     options = {**v.params, **algorithm_class(v.algorithm).budget_options(
         max_iter=v.max_iter, max_time=v.max_time)}
     sigma = truth.sigma if (v.known_sigma and truth is not None) else None
-    return get_algorithm(v.algorithm, n_experts=cell.data["k"],
+    k_fit = cell.data.get("k_fit")
+    return get_algorithm(v.algorithm, n_experts=cell.data["k"] if k_fit is None else k_fit,
                          activation=cell.data["activation"], sigma=sigma,
                          random_state=cell.algorithm_seed(), **options)
 
@@ -195,7 +204,8 @@ def evaluate(est: Any, data: CellData, success_threshold: float) -> dict[str, An
     Scores use the estimator's own ``score`` (mean log-likelihood) and ``predict``;
     parameter errors and the truth's scores need a truth (synthetic data).
     """
-    out: dict[str, Any] = {"sigma_hat": float(est.sigma_),
+    # one noise level, or the rms of the per-expert ones (all of them: fitted_parameters)
+    out: dict[str, Any] = {"sigma_hat": float(np.sqrt(np.mean(np.square(est.sigma_)))),
                            PARAMETERS_KEY: parameters_json(est)}
     on_disk = is_out_of_core(data.X)
     if climbs_likelihood(est) and not on_disk:  # every likelihood-climbing fit in memory:
@@ -208,7 +218,9 @@ def evaluate(est: Any, data: CellData, success_threshold: float) -> dict[str, An
     out["test_mse"] = prediction_mse(est, data.X_test, data.y_test)
     truth = data.truth
     if truth is not None:
-        out.update(parameter_errors(est.experts_, est.gating_, truth, success_threshold))
+        if np.shape(est.experts_) == truth.experts.shape:  # matched errors need the same k
+            out.update(parameter_errors(est.experts_, est.gating_, truth, success_threshold))
+        out.update(voronoi_losses(est.model_, truth))
         out["true_train_log_likelihood"] = _mean_score(truth.mean_log_likelihood, data.X,
                                                        data.y)
         out["true_test_log_likelihood"] = truth.mean_log_likelihood(data.X_test, data.y_test)
@@ -220,6 +232,20 @@ def _mean_score(score: Any, X: np.ndarray, y: np.ndarray) -> float:
     """``score(X, y)`` (a mean over rows); over row blocks when X is on disk (a memmap), so
     that no (n, k) array is formed."""
     return float(blocked_mean(score, X, y))
+
+
+def voronoi_losses(model: Any, truth: Any) -> dict[str, float]:
+    """The Voronoi loss and, for d <= :data:`TRANSLATED_MAX_D`, its translation-minimised
+    form (:mod:`moebench.voronoi`); NaN where a cell is larger than rbar is known for, or
+    (translated) d is larger (its Nelder–Mead search costs seconds a run there)."""
+    out = {"voronoi_loss": math.nan, "voronoi_loss_translated": math.nan}
+    try:
+        out["voronoi_loss"] = voronoi_loss(model, truth)
+        if truth.n_features <= TRANSLATED_MAX_D:
+            out["voronoi_loss_translated"] = voronoi_loss(model, truth, translation=True)
+    except ValueError:  # a Voronoi cell of more than 3 fitted atoms: no known exponent
+        pass
+    return out
 
 
 def score_status(summary: dict[str, Any], data: CellData) -> tuple[str, str]:

@@ -262,6 +262,7 @@ class TensorEM(MoEEstimator):
     """
 
     description = "Tensor method for the experts, then gating-only EM (Makkuva et al. 2019)"
+    assumes_no_biases = True
     assumes = ("Gaussian inputs", "gating orthogonal to experts", "k <= d",
                "unit-norm experts", "c2, c3 of g nonzero (not even g)")
     requires_k_le_d: ClassVar[bool] = True
