@@ -23,14 +23,14 @@ import numpy as np
 from scipy.special import logsumexp
 
 from moebench.activations import Activation
-from moebench.base import RestartedEstimator
+from moebench.constraints import Interval
 from moebench.em import gating_m_step
 from moebench.history import History, StartFit
 from moebench.model import MoEModel, log_joint
 from moebench.registry import register
+from moebench.restarts import RestartedEstimator
 from moebench.starts import search_in_subspace
 from moebench.stopping import StoppingCriterion
-from moebench.validation import Interval
 
 from ._spectral import spectral_subspace
 

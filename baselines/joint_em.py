@@ -22,9 +22,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from moebench.activations import Activation
-from moebench.base import RestartedEstimator
+from moebench.backend import BACKENDS, to_backend
+from moebench.constraints import Interval, Options
 from moebench.em import (
     MSTEPS,
+    NOISE_MODELS,
     EMResult,
     check_expert_step_out_of_core,
     expert_m_step,
@@ -35,15 +37,15 @@ from moebench.em import (
 from moebench.history import History, StartFit
 from moebench.model import MoEModel
 from moebench.registry import algorithm_class, register
+from moebench.restarts import RestartedEstimator
 from moebench.starts import (
     data_scale_start,
+    near_truth_start,
     random_start,
     random_unit_experts,
     search_in_subspace,
 )
 from moebench.stopping import StoppingCriterion
-from moebench.tensor.backend import BACKENDS, to_backend
-from moebench.validation import Interval, Options
 
 from ._spectral import spectral_subspace
 
@@ -53,10 +55,22 @@ from ._spectral import spectral_subspace
 #: the iteration budget
 MOMENT_INITS = {"tensor": ("tensor_em", True), "tensor_experts": ("tensor_em", False),
                 "spectral_experts": ("spectral_experts", True)}
-INITS = ("random", "responsibilities", "spectral", "data_scale", *MOMENT_INITS)
+INITS = ("random", "responsibilities", "spectral", "data_scale", "near_truth", *MOMENT_INITS)
 #: M-steps: the shared ones of :func:`moebench.em.run_em`, and "newton1" (one Newton gating
 #: step and one least-squares / Levenberg-Marquardt expert step per M-step)
 JOINT_MSTEPS = (*MSTEPS, "newton1")
+
+
+class NeedsTruthWhen:
+    """``needs_truth`` that one option value decides: False on the class (joint_em is no
+    oracle by default), and on an instance whether ``option`` has ``value`` (joint_em's
+    ``init="near_truth"`` starts from the truth)."""
+
+    def __init__(self, option: str, value: Any) -> None:
+        self.option, self.value = option, value
+
+    def __get__(self, obj: Any, owner: type | None = None) -> bool:
+        return False if obj is None else getattr(obj, self.option) == self.value
 
 
 @register("joint_em")
@@ -85,6 +99,10 @@ class JointEM(RestartedEstimator):
         (``spectral_experts(refine=True)`` is this fit). The start's work is charged to
         ``max_time`` and reported apart (``phase_times_``, history phases "moments",
         "decomposition", "gating_em"); ``max_iter`` counts the joint-EM iterations only.
+        ``"near_truth"``: every fitted atom a noisy copy of a true atom (Nguyen et al.
+        2023's protocol, :func:`moebench.starts.near_truth_start`); it needs the truth,
+        ``fit(X, y, truth=...)``, like an oracle; with ``intercepts`` it copies the
+        biases, with ``noise="per_expert"`` the per-expert noise levels.
     init_options : dict or None
         Options of the moment estimator that computes a moment start (tensor_em's
         ``decomposition``, ``n_starts``, ``whitening``, ``gating_em_iter``, ``gating_tol``,
@@ -116,6 +134,12 @@ class JointEM(RestartedEstimator):
     backend : {"numpy", "torch"}
         Array library of the EM iterations (torch: on CUDA when available, float64);
         the data move to the device once per fit, the starts are drawn with numpy.
+    intercepts : bool
+        Also fit expert intercepts and gating biases (``expert_bias_``, ``gating_bias_``;
+        the last gating bias 0): EM on X with a column of ones appended.
+    noise : {"shared", "per_expert"}
+        One noise level, or one per expert (``sigma_`` a (k,) array; numpy backend, X in
+        memory). A given ``sigma`` stays fixed either way.
 
     Attributes
     ----------
@@ -143,7 +167,10 @@ class JointEM(RestartedEstimator):
         "gating_newton_steps": [Interval(int, 1, None)],
         "expert_max_iter": [Interval(int, 1, None)],
         "backend": [Options(BACKENDS)],
+        "intercepts": ["boolean"],
+        "noise": [Options(NOISE_MODELS)],
     }
+    needs_truth = NeedsTruthWhen("init", "near_truth")  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -163,6 +190,8 @@ class JointEM(RestartedEstimator):
         expert_max_iter: int = 2,
         max_time: float | None = None,
         backend: str = "numpy",
+        intercepts: bool = False,
+        noise: str = "shared",
     ) -> None:
         super().__init__(n_experts, activation, sigma, random_state)
         self.init = init
@@ -177,6 +206,8 @@ class JointEM(RestartedEstimator):
         self.expert_max_iter = expert_max_iter
         self.max_time = max_time
         self.backend = backend
+        self.intercepts = intercepts
+        self.noise = noise
 
     @classmethod
     def check_setting(cls, n_experts: Any, n_features: int | None = None,
@@ -188,6 +219,15 @@ class JointEM(RestartedEstimator):
         k, act = super().check_setting(n_experts, n_features, activation, params=params)
         params = params or {}
         init, options = params.get("init", "random"), params.get("init_options")
+        if params.get("noise") == "per_expert" and params.get("backend", "numpy") != "numpy":
+            raise ValueError("joint_em: noise='per_expert' runs on backend 'numpy' only; got "
+                             f"backend={params.get('backend')!r}")
+        if init in MOMENT_INITS and (params.get("intercepts") or
+                                     params.get("noise") == "per_expert"):
+            raise ValueError(f"joint_em: init={init!r} (a moment start) has no biases or "
+                             f"per-expert noise; valid with intercepts=True or "
+                             f"noise='per_expert': init in random, responsibilities, "
+                             f"data_scale, near_truth")
         if init in MOMENT_INITS:
             start_cls = algorithm_class(MOMENT_INITS[init][0])
             if isinstance(options, dict):
@@ -203,6 +243,11 @@ class JointEM(RestartedEstimator):
             raise ValueError(f"init_options={options!r} needs a moment start; got init={init!r} "
                              f"(valid with init_options: {', '.join(MOMENT_INITS)})")
         return k, act
+
+    @classmethod
+    def excludes_biases(cls, params: dict[str, Any]) -> bool:
+        """A moment start runs a method without biases (its tensor or spectral step)."""
+        return params.get("init", "random") in MOMENT_INITS
 
     def _n_starts(self) -> int:
         """A moment start is deterministic: it runs once."""
@@ -224,6 +269,9 @@ class JointEM(RestartedEstimator):
         """On X on disk, the expert M-step (mstep="full", and the first M-step of
         init="responsibilities") needs linear experts."""
         asks = []
+        if params.get("noise") == "per_expert" or params.get("intercepts"):
+            raise ValueError("joint_em: intercepts=True and noise='per_expert' need X in "
+                             "memory; got X on disk (a numpy.memmap): load it (np.asarray(X))")
         if params.get("mstep", "full") == "full":
             asks.append("mstep='full'")
         if params.get("init", "random") == "responsibilities":
@@ -238,6 +286,10 @@ class JointEM(RestartedEstimator):
                  ) -> tuple[np.ndarray, np.ndarray, float]:
         n, d = X.shape
         s0 = float(np.std(y)) + 1e-12 if sigma is None else sigma
+        if self.noise == "per_expert" and sigma is None:
+            s0 = np.full(k, s0)
+        if self.init == "near_truth":
+            return self._near_truth(X, k, sigma, rng)
         if self.init == "random":
             experts, gating = random_start(rng, k, d)
             return experts, gating, s0
@@ -255,7 +307,28 @@ class JointEM(RestartedEstimator):
         gating = gating_m_step(X, resp, np.zeros((k, d)), ridge=self.ridge,
                                max_iter=self.gating_newton_steps)
         s = sigma_m_step(X, y, resp, experts, activation) if sigma is None else sigma
+        if self.noise == "per_expert" and sigma is None:
+            s = np.full(k, s)
         return experts, gating, s
+
+    def _near_truth(self, X: np.ndarray, k: int, sigma: float | None,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Any]:
+        """:func:`~moebench.starts.near_truth_start` in the fit's coordinates (the bias
+        columns last when ``intercepts``); noise per expert, or their rms when shared."""
+        truth = self._truth
+        if truth is None:
+            raise ValueError("joint_em with init='near_truth' starts from the true parameters: "
+                             "fit(X, y, truth=...) with truth a MoEModel or MoEData "
+                             "(synthetic data only); got truth=None")
+        n = X.shape[0]
+        start = near_truth_start(rng, truth, k, n, self._fit_scale)
+        experts, gating = start["experts"], start["gating"]
+        if self.intercepts:
+            experts = np.hstack([experts, start["expert_bias"][:, None]])
+            gating = np.hstack([gating, start["gating_bias"][:, None]])
+        s0: Any = start["sigma"] if self.noise == "per_expert" else float(
+            np.sqrt(np.mean(start["sigma"] ** 2)))
+        return experts, gating, s0 if sigma is None else sigma
 
     def _stop_tol(self) -> float | None:
         """The EM's tolerance ``tol`` (the fit's stopping criterion applies it)."""
@@ -269,8 +342,34 @@ class JointEM(RestartedEstimator):
     def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
              sigma: float | None, history: History) -> None:
         self._times: dict[str, float] = {}
+        self._truth = history.truth
+        if self.intercepts:  # biases: EM on [X, 1]; the last column holds them
+            X = np.hstack([np.asarray(X, dtype=float), np.ones((X.shape[0], 1))])
         super()._fit(X, y, k, activation, sigma, history)
+        if self.intercepts:
+            self.expert_bias_ = self.experts_[:, -1].copy()
+            self.gating_bias_ = self.gating_[:, -1] - self.gating_[-1, -1]
+            self.experts_, self.gating_ = self.experts_[:, :-1], self.gating_[:, :-1]
         self.phase_times_ = self._times
+
+    def _stationarity(self, X: np.ndarray, y: np.ndarray,
+                      activation: Activation) -> tuple[float, float]:
+        """The base check on every fitted parameter: biases as the weights of a column of
+        ones, per-expert noise by :func:`moebench.stationarity.per_expert_stationarity`."""
+        from moebench.stationarity import per_expert_stationarity, stationarity
+
+        experts, gating = self.experts_, self.gating_
+        if self.intercepts:
+            X = np.hstack([X, np.ones((X.shape[0], 1))])
+            experts = np.hstack([experts, self.expert_bias_[:, None]])
+            gating = np.hstack([gating, self.gating_bias_[:, None]])
+        if np.ndim(self.sigma_) == 1:
+            if self.sigma is not None:  # a given sigma: no noise parameter moves
+                return stationarity(X, y, experts, gating, float(self.sigma), activation,
+                                    learn_sigma=False)
+            return per_expert_stationarity(X, y, experts, gating, self.sigma_, activation)
+        return stationarity(X, y, experts, gating, self.sigma_, activation,
+                            learn_sigma=self.sigma is None)
 
     def _finish_restarts(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
                          sigma: float | None, history: History, best: StartFit,
@@ -324,7 +423,7 @@ class JointEM(RestartedEstimator):
             gating_newton_steps=1 if one_step else self.gating_newton_steps,
             expert_max_iter=1 if one_step else self.expert_max_iter,
             step_size=self.step_size, history=history, phase="em",
-            backend=self.backend, stopping=stop,
+            backend=self.backend, stopping=stop, noise=self.noise,
         )
         self._times["em"] = self._times.get("em", 0.0) + time.perf_counter() - tick
         extra["gating_norms"]["em"] = float(np.linalg.norm(res.gating))

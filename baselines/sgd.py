@@ -19,14 +19,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from moebench.activations import Activation
-from moebench.base import RestartedEstimator
-from moebench.chunked import is_out_of_core, row_blocks
+from moebench.backend import read_only_arrays
+from moebench.chunked import count_pass, is_out_of_core, row_blocks
+from moebench.constraints import Interval, Options
 from moebench.history import History, StartFit
 from moebench.registry import register
+from moebench.restarts import RestartedEstimator
 from moebench.starts import data_scale_start, random_start, search_in_subspace
 from moebench.stopping import StoppingCriterion
-from moebench.tensor.backend import read_only_arrays
-from moebench.validation import Interval, Options, rms
+from moebench.validation import rms
 
 from ._spectral import spectral_subspace
 
@@ -262,13 +263,13 @@ class SGD(RestartedEstimator):
             return a[idx if isinstance(idx, slice) else idx.to(a.device)].to(dtype=tdtype,
                                                                             device=device)
 
-        blocks = row_blocks(X, width=max(d, 16))
-
         def full_ll(A, Wf, log_s) -> float:
-            """Mean log-likelihood on all rows (no gradient), summed over row blocks."""
+            """Mean log-likelihood on all rows (no gradient), summed over row blocks (each
+            call one pass over X, counted by :func:`moebench.chunked.row_blocks`)."""
             with torch.no_grad():
                 return -sum(float(nll(A, Wf, log_s, rows(Xt, sl), rows(yt, sl)))
-                            * ((sl.stop - sl.start) / n) for sl in blocks)
+                            * ((sl.stop - sl.start) / n)
+                            for sl in row_blocks(X, width=max(d, 16)))
 
         return SimpleNamespace(
             gen=gen, device=device, tdtype=tdtype, nll=nll, full=full, batch=batch,
@@ -313,6 +314,7 @@ class SGD(RestartedEstimator):
         for epoch in range(self.max_epochs + 1):
             last = epoch == self.max_epochs
             if full:
+                count_pass(X)  # the full-data loss (and gradient) reads every row once
                 if last:
                     with torch.no_grad():
                         loss_val = float(nll(A, Wf, log_s, Xt, yt))
@@ -349,6 +351,7 @@ class SGD(RestartedEstimator):
                 step += 1
                 continue
             perm = torch.randperm(n, generator=c.gen).to(device)
+            count_pass(X)  # the epoch's minibatches read every row once
             for start in range(0, n, batch):
                 idx = perm[start:start + batch]
                 for group in opt.param_groups:

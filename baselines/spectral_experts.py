@@ -57,15 +57,16 @@ from scipy.linalg import cho_factor, cho_solve
 
 from moebench.activations import Activation
 from moebench.base import LocalSearchWhen, MoEEstimator
+from moebench.constraints import Interval, Options
+from moebench.degenerate import DegenerateFitError
 from moebench.em import EMResult
 from moebench.gating_em import GATING_EM_CONSTRAINTS, GATING_EM_RIDGE, gating_em
 from moebench.history import History
+from moebench.moment_fit import fit_moment_estimator
 from moebench.registry import register
 from moebench.stopping import StoppingCriterion
 from moebench.tensor.decomposition import DECOMPOSITIONS, decompose, multilinear
-from moebench.tensor.estimator import fit_moment_estimator
 from moebench.tensor.whitening import whiten
-from moebench.validation import DegenerateFitError, Interval, Options
 
 #: largest d accepted: the cubic regression has d(d+1)(d+2)/6 features (1540 at d = 20) and
 #: its Gram matrix costs O(n p^2) (about 2.4e11 flops at n = 1e5, d = 20)

@@ -155,15 +155,14 @@ class AlgorithmsVsPlain:
             raise NotImplementedError("only tensor_em runs at the large setting")
         if d > 10 and activation != "linear":
             raise NotImplementedError("the large setting runs linear experts only")
-        from benchmarks import report
-
-        self.report = report
         self.data = moebench.make_moe(n, d, k, activation=activation, sigma=0.1,
                                       gating="orthogonal" if d > k else "generic",
                                       random_state=0)
 
     def _moebench(self, algorithm, activation):
-        name, options = self.report.ALGORITHM_ROWS[algorithm]
+        from benchmarks.plain import ALGORITHM_ROWS
+
+        name, options = ALGORITHM_ROWS[algorithm]
         est = moebench.get_algorithm(name, n_experts=self.data.experts.shape[0],
                                      activation=activation, sigma=0.1, random_state=0,
                                      **options)
@@ -182,6 +181,7 @@ class AlgorithmsVsPlain:
         self._plain(algorithm, activation)
 
     def _ratios(self, algorithm, activation, plain_too):
+        import statistics
         import time
 
         A = self.data.experts
@@ -197,7 +197,7 @@ class AlgorithmsVsPlain:
             t0 = time.perf_counter()
             self.data.X @ A.T
             floor.append(time.perf_counter() - t0)
-        med = self.report._median
+        med = statistics.median
         return med(moe), (med(pl) if plain_too else float("nan")), med(floor)
 
     def track_ratio_to_floor(self, setting, algorithm, activation):

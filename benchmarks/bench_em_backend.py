@@ -17,8 +17,8 @@ import numpy as np
 import moebench
 from benchmarks.common import _cached
 from moebench import em
+from moebench.backend import to_backend
 from moebench.generator import make_moe_model
-from moebench.tensor.backend import to_backend
 
 BACKENDS = ["numpy", "torch"]
 #: "d,k" of the EM suites: issue 13's table setting and the large one
@@ -30,7 +30,7 @@ def _torch_backend(backend: str):
     if backend == "numpy":
         return None
     try:
-        from moebench.tensor.backend import get_backend
+        from moebench.backend import get_backend
 
         return get_backend("torch")
     except ValueError:  # pragma: no cover - torch is a dependency

@@ -6,8 +6,9 @@ gating-only EM with damped Newton M-steps, and joint EM with Levenberg-Marquardt
 (Gauss-Newton) expert M-steps. It follows moebench step for step (same starts, same
 iteration rules, same tolerances), so the final errors agree with moebench's; it has no
 input validation, no history, no restarts and no budgets. It exists so that
-``benchmarks/report.py --algorithms`` and ``bench_algorithms.AlgorithmsVsPlain`` can
-time moebench against it in the same process.
+``bench_algorithms.AlgorithmsVsPlain`` (asv) and ``tools/measure.py --algorithms`` can
+time moebench against it in the same process; :data:`ALGORITHM_ROWS` is the moebench side
+of each row.
 
 Not part of the package (imported by the benchmarks only). The label-transform
 constants come from :func:`moebench.tensor.label_transforms.transform_coefficients`
@@ -25,6 +26,12 @@ from moebench.starts import random_start
 from moebench.tensor.label_transforms import transform_coefficients
 
 LOG_2PI = float(np.log(2.0 * np.pi))
+#: the algorithms compared: label -> (moebench registry name, options); sigma is given
+ALGORITHM_ROWS = {
+    "tensor_em": ("tensor_em", {}),
+    "tensor_em_refine": ("tensor_em", {"refine": True}),
+    "joint_em": ("joint_em", {"n_init": 1}),
+}
 
 
 # -- the model ---------------------------------------------------------------------------

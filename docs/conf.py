@@ -30,7 +30,7 @@ extensions = [
 ]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "examples", "README.md"]
+exclude_patterns = ["_build", "_extra", "examples", "README.md"]
 
 myst_enable_extensions = ["colon_fence"]
 myst_heading_anchors = 3
@@ -45,3 +45,7 @@ numpydoc_xref_param_type = False
 html_theme = "alabaster"
 html_title = f"moebench {release}"
 html_static_path: list[str] = []
+# A results site built into docs/_extra/site (`moebench site results --out docs/_extra/site`,
+# git-ignored; docs/site.md) is copied into the built docs as site/; without one the docs
+# build as before (no network, nothing slow).
+html_extra_path = ["_extra"] if (DOCS / "_extra" / "site" / "index.html").is_file() else []

@@ -7,6 +7,7 @@ The public entry points are :func:`make_moe` (synthetic data),
 
 from moebench.activations import Activation, available_activations, get_activation
 from moebench.base import MoEEstimator
+from moebench.degenerate import DegenerateFitError
 from moebench.generator import MoEData, iter_moe_chunks, make_moe, make_moe_model
 from moebench.model import MoEModel
 from moebench.registry import (
@@ -15,9 +16,7 @@ from moebench.registry import (
     get_algorithm,
     register,
 )
-from moebench.validation import DegenerateFitError
-
-__version__ = "0.1.0"
+from moebench.version import __version__
 
 __all__ = [
     "Activation",

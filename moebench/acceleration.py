@@ -38,12 +38,12 @@ import numpy as np
 from scipy.optimize import minimize
 
 from moebench.activations import Activation
+from moebench.backend import array_backend
 from moebench.chunked import is_out_of_core, row_blocks
-from moebench.em import EMResult, _start_point, run_em
+from moebench.em import EMResult, loop_start, run_em
 from moebench.history import History
 from moebench.model import LOG_2PI
 from moebench.stopping import StoppingCriterion
-from moebench.tensor.backend import array_backend
 
 #: ``gating_acceleration`` choices of the EM stage: the quasi-Newton path of this module,
 #: or "none" (the plain gating EM of :func:`moebench.em.run_em`)
@@ -75,7 +75,7 @@ class _MarginalLikelihood:
 
     ``X``, ``y`` and ``means_t`` (g(A X^T), (k, n)) are numpy arrays or torch tensors on
     one device (the operations run on their backend,
-    :func:`moebench.tensor.backend.array_backend`); ``z``, the value and the gradient are
+    :func:`moebench.backend.array_backend`); ``z``, the value and the gradient are
     numpy. ``evaluate(z)`` returns ``(-objective, -gradient)`` for scipy's minimiser and
     keeps the last point's mean log-likelihood (without the ridge term) and sigma.
 
@@ -269,7 +269,7 @@ def gating_em_quasi_newton(
     FloatingPointError
         If the log-likelihood becomes non-finite.
     """
-    experts, gating, sigma, clock = _start_point(experts, gating, sigma, history)
+    experts, gating, sigma, clock = loop_start(experts, gating, sigma, history)
     stop = stopping if stopping is not None else StoppingCriterion(
         max_time=max_time, tol=tol, clock=clock)
     tol = stop.tol if stop.tol is not None else 0.0

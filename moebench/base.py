@@ -2,40 +2,43 @@
 
 Like scikit-learn: the constructor stores parameters, :meth:`MoEEstimator.fit`
 learns, fitted attributes end in ``_``. Subclasses implement ``_fit``, or, for a
-method fitted from ``n_init`` random starts, subclass :class:`RestartedEstimator`
-and implement ``_fit_single`` (one start): the restart loop lives there.
+method fitted from ``n_init`` random starts, subclass
+:class:`moebench.restarts.RestartedEstimator` and implement ``_fit_single`` (one start):
+the restart loop lives there. The parameter protocol (``get_params``, ``set_params``,
+declared constraints) is :class:`moebench.params.ParamsMixin`.
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import numpy as np
 
 from moebench.activations import Activation, get_activation
 from moebench.chunked import is_out_of_core
-from moebench.generator import as_seed_sequence
-from moebench.history import History, StartFit, TaggedHistory
-from moebench.model import MoEModel
-from moebench.stopping import StoppingCriterion
-from moebench.validation import (
+from moebench.constraints import Interval
+from moebench.degenerate import (
     SIGMA_COLLAPSE_RTOL,
     DegenerateFitError,
-    Interval,
     absurd_log_likelihood,
-    check_array,
     check_degenerate_data,
-    check_feature_names,
     check_min_samples,
-    check_n_experts,
     check_scales,
+)
+from moebench.generator import as_seed_sequence
+from moebench.history import History
+from moebench.model import MoEModel
+from moebench.params import ParamsMixin
+from moebench.stopping import StoppingCriterion
+from moebench.validation import (
+    check_array,
+    check_feature_names,
+    check_n_experts,
     check_sigma,
     check_X_y,
     feature_names,
     input_scale,
     rms,
-    validate_params,
 )
 
 #: the sweep budgets an estimator class can declare it honours (``budget_parameters``)
@@ -51,7 +54,9 @@ def scaled_truth(truth: MoEModel | None, e: int, s: float = 1.0) -> MoEModel | N
     experts, gating = np.ldexp(truth.experts, e), np.ldexp(truth.gating, e)
     if s != 1.0:
         experts, gating = experts * s, gating * s
-    return MoEModel(experts, gating, truth.sigma, truth.activation)
+    # biases and noise do not change with the units of X
+    return MoEModel(experts, gating, truth.sigma, truth.activation,
+                    expert_bias=truth.expert_bias, gating_bias=truth.gating_bias)
 
 
 def to_input_units(a: np.ndarray, e: int, s: float) -> np.ndarray:
@@ -88,7 +93,7 @@ class LocalSearchWhen:
         return False if obj is None else bool(getattr(obj, self.option))
 
 
-class MoEEstimator:
+class MoEEstimator(ParamsMixin):
     """Base class of every mixture-of-experts estimator.
 
     Parameters
@@ -140,6 +145,9 @@ class MoEEstimator:
     description: ClassVar[str] = ""
     #: whether the method needs n_experts <= n_features
     requires_k_le_d: ClassVar[bool] = False
+    #: whether the method's model has no gating biases or expert intercepts (the tensor
+    #: step): the sweep config checker refuses it on a truth with biases
+    assumes_no_biases: ClassVar[bool] = False
     #: activations the method supports (None: any)
     supported_activations: ClassVar[tuple[str, ...] | None] = None
     #: whether ``fit`` climbs the likelihood to a local maximum, so that ending below the
@@ -158,7 +166,7 @@ class MoEEstimator:
     #: shown by ``moebench list`` and the README's algorithm table
     assumes: ClassVar[tuple[str, ...]] = ()
     #: valid values of each constructor parameter (scikit-learn style): name -> list of
-    #: constraints (see :mod:`moebench.validation`), any one of which makes a value valid.
+    #: constraints (see :mod:`moebench.constraints`), any one of which makes a value valid.
     #: Declarations merge along the class hierarchy: a subclass declares its own options.
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "n_experts": [Interval(int, 2, None)],
@@ -187,76 +195,6 @@ class MoEEstimator:
         self.sigma = sigma
         self.random_state = random_state
 
-    # -- parameters -------------------------------------------------------
-    @classmethod
-    def _get_param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self" and
-                sig.parameters[p].kind not in (inspect.Parameter.VAR_KEYWORD,
-                                               inspect.Parameter.VAR_POSITIONAL)]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters as a dict (the scikit-learn protocol).
-
-        Parameters
-        ----------
-        deep : bool
-            Also return the parameters of parameter values that are estimators
-            themselves (anything with ``get_params``), as ``<name>__<parameter>``.
-
-        Returns
-        -------
-        dict
-            Parameter name -> the value stored by the constructor or ``set_params``.
-        """
-        out: dict[str, Any] = {}
-        for name in self._get_param_names():
-            value = getattr(self, name)
-            if deep and hasattr(value, "get_params") and not isinstance(value, type):
-                out.update((f"{name}__{key}", val) for key, val in value.get_params().items())
-            out[name] = value
-        return out
-
-    def set_params(self, **params: Any) -> MoEEstimator:
-        """Set constructor parameters (``<name>__<parameter>`` reaches a nested estimator).
-
-        Values are stored unchanged and checked by ``fit``.
-
-        Returns
-        -------
-        self
-
-        Raises
-        ------
-        ValueError
-            For a name that is not a constructor parameter; the message lists the valid ones.
-        """
-        valid = self._get_param_names()
-        nested: dict[str, dict[str, Any]] = {}
-        for key, value in params.items():
-            name, sep, sub = key.partition("__")
-            if name not in valid:
-                raise ValueError(
-                    f"unknown parameter {name!r} for {type(self).__name__}; "
-                    f"valid: {', '.join(valid)}"
-                )
-            if sep:
-                nested.setdefault(name, {})[sub] = value
-            else:
-                setattr(self, name, value)
-        for name, sub_params in nested.items():
-            inner = getattr(self, name)
-            if not hasattr(inner, "set_params"):
-                raise ValueError(
-                    f"parameter {name!r} of {type(self).__name__} is {inner!r}, which has no "
-                    f"parameters to set ({', '.join(sorted(sub_params))})"
-                )
-            inner.set_params(**sub_params)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params(deep=False).items())
-        return f"{type(self).__name__}({args})"
 
     # -- scikit-learn protocol (scikit-learn itself stays an optional extra) --
     #: scikit-learn < 1.6 reads the estimator type from this attribute
@@ -289,45 +227,6 @@ class MoEEstimator:
         """Whether ``fit`` has run (scikit-learn's ``check_is_fitted`` asks this)."""
         return hasattr(self, "experts_")
 
-    # -- declarations -----------------------------------------------------
-    @classmethod
-    def parameter_constraints(cls) -> dict[str, list[Any]]:
-        """Declared valid values of each constructor parameter (merged along the MRO)."""
-        merged: dict[str, list[Any]] = {}
-        for klass in reversed(cls.__mro__):
-            merged.update(vars(klass).get("_parameter_constraints", {}))
-        return {name: merged[name] for name in cls._get_param_names() if name in merged}
-
-    @classmethod
-    def undeclared_parameters(cls) -> list[str]:
-        """Constructor parameters without a declaration (``check_algorithm`` refuses them)."""
-        declared = cls.parameter_constraints()
-        return [name for name in cls._get_param_names() if name not in declared]
-
-    @classmethod
-    def check_params(cls, params: dict[str, Any]) -> None:
-        """Check constructor parameter values against the class's declaration.
-
-        Parameters
-        ----------
-        params : dict
-            Some or all constructor parameters. Undeclared ones are not checked.
-
-        Raises
-        ------
-        ValueError
-            For an unknown name, or a value outside the declared valid values; the
-            message names the parameter, the value and the valid values.
-        """
-        owner = cls.name or cls.__name__
-        valid = cls._get_param_names()
-        unknown = sorted(set(params) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for "
-                             f"{owner}; valid: {', '.join(valid)}")
-        constraints = cls.parameter_constraints()
-        validate_params(constraints, {k: v for k, v in params.items() if k in constraints},
-                        owner)
 
     @classmethod
     def budget_options(cls, max_iter: int | None = None, max_time: float | None = None
@@ -373,6 +272,12 @@ class MoEEstimator:
                 f"valid choices: {', '.join(cls.supported_activations)}"
             )
         return k, act
+
+    @classmethod
+    def excludes_biases(cls, params: dict[str, Any]) -> bool:
+        """Whether this class, with these options, cannot have a truth with biases (default:
+        :attr:`assumes_no_biases`; joint_em's moment starts run the tensor step)."""
+        return cls.assumes_no_biases
 
     @classmethod
     def check_out_of_core(cls, activation: Activation, params: dict[str, Any]) -> None:
@@ -465,9 +370,11 @@ class MoEEstimator:
         check_degenerate_data(X, y, self.name or type(self).__name__)
         check_min_samples(*X.shape, k, sigma is None, self.name or type(self).__name__)
         truth = as_truth(truth)
-        if truth is not None and truth.experts.shape != (k, X.shape[1]):
+        # the truth may have another number of experts (over- or under-specified fits);
+        # its inputs must be X's
+        if truth is not None and truth.n_features != X.shape[1]:
             raise ValueError(
-                f"truth has shape {truth.experts.shape}, expected ({k}, {X.shape[1]})"
+                f"truth has d = {truth.n_features} inputs, X has {X.shape[1]} features"
             )
         # fit in standardised coordinates: X / 2**e (exact; e = 0 for unit-scale X), then
         # divided by the rest of its rms s unless that is 1 within sampling noise
@@ -485,7 +392,9 @@ class MoEEstimator:
         else:
             X_fit = X
         truth = scaled_truth(truth, e, s)
-        history = History(truth)
+        #: X_fit = X / fit_scale: a start built from the truth (near_truth) scales its noise
+        self._fit_scale = float(np.ldexp(s, e))
+        history = History(truth, count_passes=is_out_of_core(X))
         self._fit(X_fit, y, k, act, sigma, history)
         self.history_ = history.records
         if e or s != 1.0:
@@ -504,7 +413,9 @@ class MoEEstimator:
         if (e or s != 1.0) and isinstance(getattr(self, "phase_gating_norms_", None), dict):
             self.phase_gating_norms_ = {p: float(to_input_units(v, e, s))
                                         for p, v in self.phase_gating_norms_.items()}
-        self.sigma_ = float(self.sigma_)
+        # one noise level, or one per expert (a fit that learns per-expert noise)
+        self.sigma_ = (float(self.sigma_) if np.ndim(self.sigma_) == 0
+                       else np.asarray(self.sigma_, dtype=float))
         self.n_iter_ = int(self.n_iter_)
         self._check_fit_outcome()
         self.n_features_in_ = X.shape[1]
@@ -562,9 +473,10 @@ class MoEEstimator:
         """Raise :class:`DegenerateFitError` for a collapsed sigma or an absurd likelihood."""
         who = self.name or type(self).__name__
         scale = rms(y)
-        if sigma is None and self.sigma_ < SIGMA_COLLAPSE_RTOL * scale:
+        low = float(np.min(self.sigma_))
+        if sigma is None and low < SIGMA_COLLAPSE_RTOL * scale:
             raise DegenerateFitError(
-                f"{who} fit is degenerate: its fitted noise level sigma_ = {self.sigma_:.3g} "
+                f"{who} fit is degenerate: its fitted noise level sigma_ = {low:.3g} "
                 f"fell below {SIGMA_COLLAPSE_RTOL:g} rms(y) = "
                 f"{SIGMA_COLLAPSE_RTOL * scale:.3g} (rms(y) = {scale:.3g}): some expert fits "
                 f"its rows almost exactly, where the likelihood has no maximum"
@@ -591,7 +503,9 @@ class MoEEstimator:
     def model_(self) -> MoEModel:
         """The fitted :class:`MoEModel`."""
         self._check_fitted()
-        return MoEModel(self.experts_, self.gating_, self.sigma_, self._check_activation())
+        return MoEModel(self.experts_, self.gating_, self.sigma_, self._check_activation(),
+                        expert_bias=getattr(self, "expert_bias_", None),
+                        gating_bias=getattr(self, "gating_bias_", None))
 
     def _check_features(self, X: Any) -> None:
         """Refuse a DataFrame whose columns differ from those seen at fit (as scikit-learn)."""
@@ -614,113 +528,3 @@ class MoEEstimator:
         self._check_fitted()
         self._check_features(X)
         return self.model_.mean_log_likelihood(*check_X_y(X, y))
-
-
-class RestartedEstimator(MoEEstimator):
-    """An estimator fitted from ``n_init`` starts, keeping the best (as scikit-learn's
-    ``BaseMixture``).
-
-    Subclasses implement :meth:`_fit_single` (one start: draw a starting point from
-    ``rng``, iterate, record into ``history``, ask the fit's
-    :class:`~moebench.stopping.StoppingCriterion` ``stop`` after each iteration) and take
-    ``n_init`` and ``max_time`` as constructor parameters; their declarations live here.
-    :meth:`_fit` owns the loop:
-
-    - one generator ``self._rng()`` for the whole fit; each start draws from it in
-      turn, after :meth:`_restart_context` (work shared by every start);
-    - every record of start j carries ``restart=j``; one clock runs across starts;
-    - one stopping criterion (:meth:`MoEEstimator.stopping`) for the whole fit: the
-      budgets are totals across all starts (``max_iter`` counts the iterations of every
-      start, in the class's ``iteration_unit``; ``max_time`` the wall time of the fit).
-      A start after a budget is spent does not run; then, or when the budget cut a start,
-      the fit's ``stop_reason_`` is that budget ("max_iter" or "max_time");
-    - the start with the highest :meth:`_restart_score` (the final log-likelihood) is
-      kept, a finite start replacing a diverged one (log-likelihood -inf);
-      ``n_iter_`` is the sum over the starts that ran; ``converged_`` is the kept
-      start's.
-    """
-
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        "n_init": [Interval(int, 1, None)],
-        "max_time": [Interval(float, 0, None, closed="neither"), None],
-    }
-    n_init: int
-    max_time: float | None
-
-    def stopping(self, history: History, tol: float | None = None) -> StoppingCriterion:
-        """:meth:`MoEEstimator.stopping`; ``max_time`` (a parameter of every restarted
-        estimator) is the time budget even when ``budget_parameters`` does not name it."""
-        stop = super().stopping(history, tol)
-        if "max_time" not in self.budget_parameters and self.max_time is not None:
-            stop = StoppingCriterion(stop.max_iter, self.max_time, tol, history, stop.unit)
-        return stop
-
-    def _n_starts(self) -> int:
-        """Starts to run (default ``n_init``; a deterministic start runs once)."""
-        return int(self.n_init)
-
-    def _stop_tol(self) -> float | None:
-        """The tolerance of the fit's stopping criterion (default: none; the subclass's
-        ``_fit_single`` applies its own criterion or the criterion's)."""
-        return None
-
-    def _restart_context(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
-                         sigma: float | None, rng: np.random.Generator) -> Any:
-        """Work shared by every start, done once before the first (default: None)."""
-        return None
-
-    def _fit_single(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
-                    sigma: float | None, history: History, rng: np.random.Generator,
-                    stop: StoppingCriterion, context: Any) -> StartFit:
-        """Fit from one start drawn from ``rng``; ask ``stop`` after each iteration.
-
-        ``history`` tags every record with the restart index; ``stop`` is the fit's one
-        stopping criterion (budgets are totals over all starts: ``stop.check(ll, prev)``
-        counts the iteration and returns the reason to stop, or None); ``context`` is what
-        :meth:`_restart_context` returned.
-        """
-        raise NotImplementedError
-
-    def _restart_score(self, result: StartFit) -> float:
-        """What picks the kept start (highest wins): its final log-likelihood."""
-        return result.log_likelihood
-
-    def _finish_restarts(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
-                         sigma: float | None, history: History, best: StartFit,
-                         n_iter: int) -> StartFit:
-        """Turn the kept start into the fit (default: as it is); ``n_iter`` is the sum."""
-        return best
-
-    def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
-             sigma: float | None, history: History) -> None:
-        rng = self._rng()
-        stop = self.stopping(history, tol=self._stop_tol())
-        context = self._restart_context(X, y, k, activation, sigma, rng)
-        best: StartFit | None = None
-        best_score = -np.inf
-        total_iter = 0
-        cut: str | None = None  # the budget that cut a start or left starts unrun
-        for j in range(self._n_starts()):
-            if j > 0:
-                spent = stop.spent()
-                if spent is not None:
-                    cut = cut or spent
-                    break
-            tagged = cast(History, TaggedHistory(history, restart=j))
-            result = self._fit_single(X, y, k, activation, sigma, tagged, rng, stop, context)
-            total_iter += result.n_iter
-            if result.stop_reason in ("max_iter", "max_time"):
-                cut = cut or result.stop_reason
-            score = self._restart_score(result)
-            if best is None or score > best_score or (
-                    best_score == -np.inf and _finite(result)):
-                best, best_score = result, score
-        assert best is not None
-        best = self._finish_restarts(X, y, k, activation, sigma, history, best, total_iter)
-        self._set_fit(best.experts, best.gating, best.sigma, total_iter, best.log_likelihood,
-                      cut or best.stop_reason, converged=bool(best.converged))
-
-
-def _finite(result: StartFit) -> bool:
-    """Whether a start's experts, gating and sigma are all finite."""
-    return all(np.all(np.isfinite(v)) for v in (result.experts, result.gating, result.sigma))

@@ -32,9 +32,29 @@ _PASSES = [0]
 
 
 def passes() -> int:
-    """Blocked passes over an on-disk X started so far in this process (:func:`row_blocks`
-    calls for a memmap): the benchmarks' count of reads of the data."""
+    """Passes over an on-disk X started so far in this process (:func:`count_pass` calls).
+
+    The count of reads of the data that the sweep's ``passes_over_x`` column and the
+    ``passes`` of a fit's history records take differences of. Counted: every blocked
+    pass (:func:`row_blocks`: the EM steps, the quasi-Newton objective, sgd's full-data
+    log-likelihood), the finite check (:func:`count_nonfinite`), each moment pass of the
+    tensor step (:mod:`moebench.tensor.moments`) and each sgd epoch (its minibatches
+    together read every row once). Not counted: whole-array reductions made by numpy or
+    BLAS on the memmap itself (the scale checks ``np.any(X)`` and ``rms(X)``).
+    """
     return _PASSES[0]
+
+
+def count_pass(X: Any) -> None:
+    """Count one pass over ``X`` when it is on disk (a 2-D ``numpy.memmap``; see :func:`passes`).
+
+    Parameters
+    ----------
+    X : array-like
+        The array the pass reads; in-memory arrays and 1-D memmaps (``y``) are not counted.
+    """
+    if is_out_of_core(X) and X.ndim == 2:
+        _PASSES[0] += 1
 
 
 def is_out_of_core(X: Any) -> bool:
@@ -93,12 +113,12 @@ def row_blocks(X: Any, width: int | None = None) -> list[slice]:
     -------
     list of slice
         Consecutive, covering ``range(n)``. For a memmap each call counts as one pass
-        (:func:`passes`).
+        (:func:`count_pass`).
     """
     n = X.shape[0]
     if not is_out_of_core(X):
         return [slice(0, n)]
-    _PASSES[0] += 1
+    count_pass(X)
     return slices(n, block_rows(X.shape[1] if width is None else width))
 
 
@@ -232,6 +252,7 @@ def count_nonfinite(X: np.ndarray) -> tuple[int, slice | None]:
     first : slice or None
         The first row block that holds one (None when ``bad == 0``).
     """
+    count_pass(X)
     bad, first = 0, None
     for sl in slices(X.shape[0], block_rows(X.shape[1] if X.ndim == 2 else 1)):
         block = X[sl]

@@ -22,14 +22,16 @@ import numpy as np
 from scipy.optimize import minimize
 
 from moebench.activations import ACTIVATIONS, Activation, _sigmoid_deriv
+from moebench.backend import Backend, array_backend, to_backend
 from moebench.chunked import LazyRows, blocked_mean, blocked_sum, is_out_of_core
 from moebench.history import History, StartFit
 from moebench.model import LOG_2PI, MoEModel
 from moebench.stopping import StoppingCriterion
-from moebench.tensor.backend import Backend, array_backend, to_backend
 from moebench.validation import check_choice
 
 MSTEPS = ("full", "gradient")
+#: one noise level for every expert, or one per expert
+NOISE_MODELS = ("shared", "per_expert")
 GATING_METHODS = ("auto", "newton", "lbfgs")
 #: (k - 1) * d above which "auto" uses L-BFGS: a Newton step costs O(n d^2 k^2)
 NEWTON_MAX_PARAMS = 400
@@ -70,7 +72,7 @@ def _e_step_gate(X, y, experts, gating, sigma, activation, means=None, log_proba
     gate log-probabilities at ``gating`` when the caller has them).
     Row-wise log-sum-exps on numpy arrays use :mod:`moebench.fastmath` (column passes,
     not scipy's per-row reductions); torch tensors use torch's
-    (:func:`moebench.tensor.backend.array_backend`).
+    (:func:`moebench.backend.array_backend`).
     """
     if is_out_of_core(X):  # X on disk: the mean over row blocks; responsibilities lazily
         def block(Xb, yb, mb):
@@ -83,13 +85,13 @@ def _e_step_gate(X, y, experts, gating, sigma, activation, means=None, log_proba
         means = _means(X, experts, activation)
     logp = (log_proba if log_proba is not None
             else xp.log_softmax_rows(X @ xp.param(gating, X).T))
-    sigma = float(sigma)
+    sigma = float(sigma) if np.ndim(sigma) == 0 else xp.param(np.asarray(sigma, float), X)
     lj = y[:, None] - means
     lj /= sigma
     lj **= 2
     lj *= -0.5
     lj += logp
-    lj -= np.log(sigma) + 0.5 * LOG_2PI
+    lj -= (np.log(sigma) if isinstance(sigma, float) else xp.log(sigma)) + 0.5 * LOG_2PI
     resp, norm = xp.normalize_log_rows(lj)
     return resp, float(norm.mean()), logp
 
@@ -124,7 +126,7 @@ def _gating_hessian(xp: Backend, X, P, ridge: float) -> np.ndarray:
     """The negative Hessian of the gating objective (numpy, ((k-1) d)^2): block (i, j) is
     X^T diag(p_i (delta_ij - p_j)) X / n, plus ``ridge`` on the diagonal. The weights have
     one sign per block (p_i (1 - p_i) >= 0 on the diagonal, -p_i p_j off it), so each
-    block is one :meth:`~moebench.tensor.backend.Backend.weighted_gram` (a SYRK)."""
+    block is one :meth:`~moebench.backend.Backend.weighted_gram` (a SYRK)."""
     if is_out_of_core(X):  # X on disk: the mean over row blocks
         return blocked_mean(lambda Xb, Pb: _gating_hessian(xp, Xb, Pb, ridge), X, P)
     n, d = X.shape
@@ -384,6 +386,22 @@ def sigma_m_step(
     return float(np.sqrt(max(var, floor)))
 
 
+def sigma_per_expert_m_step(
+    X: np.ndarray, y: np.ndarray, resp: np.ndarray, experts: np.ndarray, activation: Activation,
+    means: np.ndarray | None = None,
+) -> np.ndarray:
+    """sigma_i^2 = sum_n r_ni (y_n - g(a_i . x_n))^2 / sum_n r_ni for each expert, floored.
+
+    X in memory, numpy (the per-expert noise option refuses the other paths).
+    """
+    if means is None:
+        means = _means(X, experts, activation)
+    weight = resp.sum(axis=0)
+    var = (resp * (y[:, None] - means) ** 2).sum(axis=0) / np.maximum(weight, 1e-300)
+    floor = 1e-12 * (float(np.var(y)) + 1e-300)
+    return np.sqrt(np.maximum(var, floor))
+
+
 def _gradient_m_step(X, y, resp, experts, gating, activation, step_size):
     """One gradient-ascent step on the expected complete-data log-likelihood (affine in
     means over rows: on disk, the weighted mean of its row blocks' steps)."""
@@ -407,6 +425,11 @@ def _penalised(ll: float, gating: np.ndarray, ridge: float) -> float:
     return float(ll - 0.5 * ridge * float(np.sum(free * free)))
 
 
+def _record_sigma(sigma: float | np.ndarray) -> float:
+    """A record's one ``sigma``: the noise level, or the rms of the per-expert ones."""
+    return float(sigma) if np.ndim(sigma) == 0 else float(np.sqrt(np.mean(np.square(sigma))))
+
+
 @dataclass
 class EMResult(StartFit):
     """Outcome of :func:`run_em` (one start of a restarted fit: experts, gating, sigma,
@@ -414,14 +437,19 @@ class EMResult(StartFit):
     "max_time")."""
 
 
-def _start_point(experts, gating, sigma: float, history: History | None
+def loop_start(experts, gating, sigma: float, history: History | None
                  ) -> tuple[np.ndarray, np.ndarray, float, History]:
     """An EM loop's start: float copies of the experts and the gating (last row 0), sigma
-    as a float, and the clock (``history``, else a fresh :class:`History`)."""
+    as a float, and the clock (``history``, else a fresh :class:`History`).
+
+    Shared by :func:`run_em` and the quasi-Newton gating EM
+    (:func:`moebench.acceleration.gating_em_quasi_newton`).
+    """
     experts = np.array(experts, dtype=float)
     gating = np.array(gating, dtype=float)
     gating = gating - gating[-1]
-    return experts, gating, float(sigma), history if history is not None else History()
+    sigma = float(sigma) if np.ndim(sigma) == 0 else np.array(sigma, dtype=float)
+    return experts, gating, sigma, history if history is not None else History()
 
 
 def run_em(
@@ -449,6 +477,7 @@ def run_em(
     backend: str | None = None,
     stopping: StoppingCriterion | None = None,
     limit_name: str = "max_iter",
+    noise: str = "shared",
 ) -> EMResult:
     """Expectation-maximisation for the MoE, joint or with the experts fixed.
 
@@ -482,7 +511,7 @@ def run_em(
     phase : str
         Phase label of the records.
     backend : {"numpy", "torch"} or None
-        Array library of the E- and M-steps (:mod:`moebench.tensor.backend`; torch on CUDA
+        Array library of the E- and M-steps (:mod:`moebench.backend`; torch on CUDA
         when available). ``X`` and ``y`` move to the device here unless they are tensors there
         already; the parameters stay numpy. None: the library of ``X`` as given.
     stopping : StoppingCriterion, optional
@@ -493,6 +522,9 @@ def run_em(
         When the criterion's iteration budget is already spent, no iteration runs.
     limit_name : str
         The stop reason when ``max_iter`` (this loop's own limit) ends it.
+    noise : {"shared", "per_expert"}
+        One noise level for every expert, or one per expert (``sigma`` then a (k,)
+        array; X in memory, numpy backend).
 
     Returns
     -------
@@ -500,8 +532,9 @@ def run_em(
         With ``stop_reason`` "converged", ``limit_name``, "max_iter" or "max_time".
     """
     check_choice(mstep, "mstep", MSTEPS)
+    check_choice(noise, "noise", NOISE_MODELS)
     X, y = to_backend(X, y, backend)
-    experts, gating, sigma, clock = _start_point(experts, gating, sigma, history)
+    experts, gating, sigma, clock = loop_start(experts, gating, sigma, history)
     # with the experts fixed (tensor_em's gating EM) their means are computed once
     means = None if update_experts else _means(X, experts, activation)
     # the E-step's gate log-probabilities start the next gating M-step (same gating)
@@ -509,7 +542,8 @@ def run_em(
     # the gating EM (experts fixed) climbs the ridge-penalised objective: its records carry it
     penalised = history is not None and not update_experts
     if history is not None:
-        history.record(phase, iteration_offset, ll, experts=experts, gating=gating, sigma=sigma,
+        history.record(phase, iteration_offset, ll, experts=experts, gating=gating,
+                       sigma=_record_sigma(sigma),
                        **({"objective": _penalised(ll, gating, ridge)} if penalised else {}))
     stop = stopping if stopping is not None else StoppingCriterion(
         max_time=max_time, tol=tol, clock=clock)
@@ -534,7 +568,9 @@ def run_em(
                 experts = new_experts
         # the new experts' means, computed once for the sigma step and the E-step
         cur_means = means if means is not None else _means(X, experts, activation)
-        if update_sigma:
+        if update_sigma and noise == "per_expert":
+            sigma = sigma_per_expert_m_step(X, y, resp, experts, activation, cur_means)
+        elif update_sigma:
             sigma = sigma_m_step(X, y, resp, experts, activation, cur_means)
         # the gate log-probabilities of the gating M-step's last evaluation, when it has them
         resp, new_ll, log_proba = _e_step_gate(X, y, experts, gating, sigma, activation,
@@ -543,8 +579,9 @@ def run_em(
             raise FloatingPointError(f"EM produced a non-finite log-likelihood at iteration {it}")
         if history is not None:
             history.record(phase, iteration_offset + it, new_ll, experts=experts, gating=gating,
-                           sigma=sigma, **({"objective": _penalised(new_ll, gating, ridge)}
-                                           if penalised else {}))
+                           sigma=_record_sigma(sigma),
+                           **({"objective": _penalised(new_ll, gating, ridge)}
+                              if penalised else {}))
         # the criterion's O(1) check: tolerance, then this loop's limit, the fit's
         # iteration budget, the time budget
         stop_reason = stop.check(new_ll, ll, limit_name if it >= limit else None)

@@ -17,11 +17,12 @@ import numpy as np
 
 from moebench.acceleration import GATING_ACCELERATIONS, QN_MIN_ITER, gating_em_quasi_newton
 from moebench.activations import Activation
+from moebench.backend import to_backend
+from moebench.constraints import Interval, Options
 from moebench.em import GATING_METHODS, EMResult, run_em
 from moebench.history import History
 from moebench.stopping import StoppingCriterion
-from moebench.tensor.backend import to_backend
-from moebench.validation import Interval, Options, check_choice
+from moebench.validation import check_choice
 
 #: default ridge lambda of the gating EM with the experts fixed (units of standardised X,
 #: unit rms). It bounds the fitted gating by ||W||_F <= sqrt(2 log k / lambda) (372 at

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -178,23 +179,55 @@ def sample_gating(
     return np.vstack([scale * W, np.zeros((1, d))])
 
 
-INPUT_DISTRIBUTIONS = ("gaussian", "uniform", "student_t", "laplace")
+INPUT_DISTRIBUTIONS = ("gaussian", "uniform", "student_t", "laplace", "grid")
 STUDENT_T_DOF = 5.0
+#: the interval of each input design that has one, when none is given: ``uniform`` has
+#: mean 0 and variance 1 on it; ``grid`` is Nguyen et al.'s fixed design on [0, 1]
+DEFAULT_INPUT_INTERVALS: dict[str, tuple[float, float]] = {
+    "uniform": (-float(np.sqrt(3.0)), float(np.sqrt(3.0))), "grid": (0.0, 1.0)}
+
+
+def check_input_design(distribution: str, d: int,
+                       interval: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The interval of an input design (its default when None); ValueError for a bad one.
+
+    Only ``"uniform"`` and ``"grid"`` take an interval; ``"grid"`` needs d = 1.
+    """
+    check_choice(distribution, "input_distribution", INPUT_DISTRIBUTIONS)
+    if distribution == "grid" and d != 1:
+        raise ValueError(f"input_distribution='grid' (a fixed design linspace(low, high, n)) "
+                         f"needs d = 1; got d={d}")
+    if distribution not in DEFAULT_INPUT_INTERVALS:
+        if interval is not None:
+            raise ValueError(f"input_interval applies to input_distribution "
+                             f"{' or '.join(map(repr, DEFAULT_INPUT_INTERVALS))} only; got "
+                             f"{distribution!r} with input_interval={interval!r}")
+        return None
+    if interval is None:
+        return DEFAULT_INPUT_INTERVALS[distribution]
+    low, high = (float(v) for v in interval)
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(f"input_interval must be two finite numbers low < high; got "
+                         f"{interval!r}")
+    return low, high
 
 
 def sample_inputs(
-    rng: np.random.Generator, shape: tuple[int, int], distribution: str
+    rng: np.random.Generator, shape: tuple[int, int], distribution: str,
+    interval: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Standardised inputs (mean 0, identity covariance) of the given family.
 
     Only ``"gaussian"`` satisfies the paper's assumption; ``"uniform"`` (on
-    [-sqrt 3, sqrt 3]), ``"student_t"`` (5 degrees of freedom, heavy tails) and
-    ``"laplace"`` are for assumption-violation studies.
+    ``interval``, default [-sqrt 3, sqrt 3]: mean 0, variance 1), ``"student_t"``
+    (5 degrees of freedom, heavy tails) and ``"laplace"`` are for assumption-violation
+    studies. The fixed design ``"grid"`` draws nothing (:func:`iter_moe_blocks` lays it).
     """
     if distribution == "gaussian":
         return rng.standard_normal(shape)
     if distribution == "uniform":
-        return rng.uniform(-np.sqrt(3.0), np.sqrt(3.0), size=shape)
+        low, high = DEFAULT_INPUT_INTERVALS["uniform"] if interval is None else interval
+        return rng.uniform(low, high, size=shape)
     if distribution == "student_t":
         scale = np.sqrt(STUDENT_T_DOF / (STUDENT_T_DOF - 2))
         return rng.standard_t(STUDENT_T_DOF, size=shape) / scale
@@ -228,6 +261,35 @@ def make_moe_model(
     return MoEModel(A, W, sigma, get_activation(activation))
 
 
+def truth_model(table: dict[str, Any], d: int, k: int, activation: str | Activation
+                ) -> MoEModel:
+    """The :class:`~moebench.model.MoEModel` of a config's ``data.truth`` table (lists).
+
+    Raises
+    ------
+    ValueError
+        For unknown keys, missing ``experts`` or ``gating``, bad values, or a truth whose
+        d and k differ from the setting's.
+    """
+    keys = ("experts", "gating", "expert_bias", "gating_bias", "sigma")
+    unknown = sorted(set(table) - set(keys))
+    if unknown:
+        raise ValueError(f"unknown key data.truth.{unknown[0]}; valid keys: {', '.join(keys)}")
+    missing = [key for key in ("experts", "gating", "sigma") if key not in table]
+    if missing:
+        raise ValueError(f"data.truth needs {', '.join(missing)} (keys: {', '.join(keys)})")
+    sigma = table["sigma"]
+    model = MoEModel(np.asarray(table["experts"], dtype=float),
+                     np.asarray(table["gating"], dtype=float),
+                     np.asarray(sigma, dtype=float) if isinstance(sigma, list) else sigma,
+                     activation,
+                     expert_bias=table.get("expert_bias"), gating_bias=table.get("gating_bias"))
+    if (model.n_features, model.n_experts) != (d, k):
+        raise ValueError(f"data.truth has d = {model.n_features}, k = {model.n_experts}; the "
+                         f"setting has d = {d}, k = {k}")
+    return model
+
+
 def _input_transform(
     d: int, mean: np.ndarray | None, cov: np.ndarray | None
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -255,6 +317,7 @@ def iter_moe_blocks(
     mean: np.ndarray | None = None,
     chol: np.ndarray | None = None,
     input_distribution: str = "gaussian",
+    input_interval: tuple[float, float] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (X, y, z) in blocks of :data:`BLOCK_ROWS` rows; block b uses seed child b.
 
@@ -272,7 +335,10 @@ def iter_moe_blocks(
     mean, chol : ndarray, optional
         Affine map of the standardised input: ``X = Z chol^T + mean``.
     input_distribution : str
-        Family of the standardised input (see :func:`sample_inputs`).
+        Family of the standardised input (see :func:`sample_inputs`); ``"grid"``: the
+        rows of ``linspace(low, high, n)`` in order, only the labels are drawn.
+    input_interval : (float, float), optional
+        The interval of ``"uniform"`` and ``"grid"`` (see :func:`check_input_design`).
 
     Yields
     ------
@@ -284,7 +350,15 @@ def iter_moe_blocks(
     for b, child in enumerate(seed.spawn(n_blocks)):
         rows = min(block_rows, n - b * block_rows)
         rng = np.random.default_rng(child)
-        Z = sample_inputs(rng, (rows, model.n_features), input_distribution)
+        if input_distribution == "grid":
+            low, high = input_interval or DEFAULT_INPUT_INTERVALS["grid"]
+            index = np.arange(b * block_rows, b * block_rows + rows)
+            # numpy.linspace's own arithmetic, so the rows equal linspace(low, high, n)
+            Z = (index * ((high - low) / max(n - 1, 1)) + low)[:, None]
+            Z[index == n - 1] = high if n > 1 else low
+        else:
+            Z = sample_inputs(rng, (rows, model.n_features), input_distribution,
+                              input_interval)
         y, z = sample_labels(model, Z, rng)
         X = Z
         if chol is not None:
@@ -319,6 +393,8 @@ def _moe_stream(
     expert_angle: float | None,
     gating_angle: float | None,
     input_distribution: str,
+    input_interval: tuple[float, float] | None = None,
+    truth: MoEModel | None = None,
 ) -> _MoEStream:
     """The code path shared by :func:`make_moe` and :func:`iter_moe_chunks`.
 
@@ -327,13 +403,21 @@ def _moe_stream(
     """
     n = check_positive_int(n, "n")
     param_seed, data_seed = as_seed_sequence(random_state).spawn(2)
-    check_choice(input_distribution, "input_distribution", INPUT_DISTRIBUTIONS)
-    model = make_moe_model(
-        d, k, activation, sigma, gating, gating_scale, min_angle, expert_angle, param_seed,
-        gating_angle,
-    )
+    interval = check_input_design(input_distribution, int(d), input_interval)
+    if truth is not None:
+        if not isinstance(truth, MoEModel):
+            raise ValueError(f"truth must be a MoEModel; got {type(truth).__name__}")
+        if (truth.n_features, truth.n_experts) != (d, k):
+            raise ValueError(f"truth has d = {truth.n_features}, k = {truth.n_experts}; the "
+                             f"call asks for d = {d}, k = {k}")
+        model = truth
+    else:
+        model = make_moe_model(
+            d, k, activation, sigma, gating, gating_scale, min_angle, expert_angle, param_seed,
+            gating_angle,
+        )
     mean_arr, chol = _input_transform(d, mean, cov)
-    blocks = iter_moe_blocks(model, n, data_seed, mean_arr, chol, input_distribution)
+    blocks = iter_moe_blocks(model, n, data_seed, mean_arr, chol, input_distribution, interval)
     return _MoEStream(model, mean_arr, None if cov is None else np.asarray(cov, float), blocks)
 
 
@@ -353,6 +437,8 @@ def make_moe(
     expert_angle: float | None = None,
     gating_angle: float | None = None,
     input_distribution: str = "gaussian",
+    input_interval: tuple[float, float] | None = None,
+    truth: MoEModel | None = None,
     out: str | os.PathLike | None = None,
 ) -> MoEData:
     """Generate a synthetic mixture-of-experts regression data set.
@@ -360,7 +446,8 @@ def make_moe(
     Parameters
     ----------
     n, d, k : int
-        Samples, input dimension, experts (2 <= k <= d).
+        Samples, input dimension, experts (2 <= k <= d for a random truth; any k >= 2
+        with ``truth``).
     activation : str or Activation
         Expert activation (``moebench list`` shows the choices).
     sigma : float
@@ -383,8 +470,16 @@ def make_moe(
     gating_angle : float, optional
         Angle (degrees) of each gating row out of the experts' orthogonal
         complement: 0 is the paper's assumption, 90 lies in the experts' span.
-    input_distribution : {"gaussian", "uniform", "student_t", "laplace"}
+    input_distribution : {"gaussian", "uniform", "student_t", "laplace", "grid"}
         Family of the standardised input; non-Gaussian ones violate the theory.
+        ``"grid"`` (d = 1) is the fixed design ``linspace(low, high, n)``.
+    input_interval : (float, float), optional
+        [low, high] of ``"uniform"`` (default [-sqrt 3, sqrt 3]) and ``"grid"``
+        (default [0, 1]).
+    truth : MoEModel, optional
+        Draw the rows from this model (any k, biases, per-expert sigma) instead of a
+        random one; it must have ``d`` inputs and ``k`` experts, and the options that
+        draw a random truth (activation, sigma, gating, angles) are not used.
     out : path, optional
         Write ``X`` and ``y`` as ``.npy`` memmaps ``<out>/X.npy`` and ``<out>/y.npy``
         block by block (never more than one block in memory) and return memmaps.
@@ -399,7 +494,8 @@ def make_moe(
     iter_moe_chunks : the same rows, streamed chunk by chunk.
     """
     stream = _moe_stream(n, d, k, activation, sigma, gating, gating_scale, min_angle, mean, cov,
-                         random_state, expert_angle, gating_angle, input_distribution)
+                         random_state, expert_angle, gating_angle, input_distribution,
+                         input_interval, truth)
     if out is None:
         Xs, ys, zs = zip(*stream.blocks)
         return MoEData(np.concatenate(Xs), np.concatenate(ys), np.concatenate(zs), stream.model,
@@ -464,6 +560,8 @@ def iter_moe_chunks(
     expert_angle: float | None = None,
     gating_angle: float | None = None,
     input_distribution: str = "gaussian",
+    input_interval: tuple[float, float] | None = None,
+    truth: MoEModel | None = None,
     chunk_size: int | None = None,
 ) -> tuple[MoEModel, Iterator[tuple[np.ndarray, np.ndarray]]]:
     """The true model and an iterator of (X, y) chunks, identical to :func:`make_moe`'s rows.
@@ -476,7 +574,7 @@ def iter_moe_chunks(
     ----------
     n, d, k, activation, sigma, gating, gating_scale, min_angle, random_state
         As in :func:`make_moe`.
-    mean, cov, expert_angle, gating_angle, input_distribution
+    mean, cov, expert_angle, gating_angle, input_distribution, input_interval, truth
         As in :func:`make_moe` (keyword only).
     chunk_size : int, optional
         Rows per chunk (the last chunk may be shorter). Default: the generator's
@@ -493,7 +591,8 @@ def iter_moe_chunks(
     if chunk_size is not None:
         chunk_size = check_positive_int(chunk_size, "chunk_size")
     stream = _moe_stream(n, d, k, activation, sigma, gating, gating_scale, min_angle, mean, cov,
-                         random_state, expert_angle, gating_angle, input_distribution)
+                         random_state, expert_angle, gating_angle, input_distribution,
+                         input_interval, truth)
     return stream.model, _rechunk(stream.blocks, chunk_size)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from moebench.chunked import passes
 from moebench.metrics import parameter_errors
 from moebench.model import MoEModel
 
@@ -26,13 +27,18 @@ class History:
     truth : MoEModel, optional
         When given, each record carries the matched parameter errors; the time
         spent computing them is not counted in ``time``.
+    count_passes : bool
+        Each record also carries ``passes``: the passes over an on-disk X
+        (:func:`moebench.chunked.passes`) since the history was created. ``fit`` sets it
+        when X is a memmap.
     """
 
-    def __init__(self, truth: MoEModel | None = None) -> None:
+    def __init__(self, truth: MoEModel | None = None, count_passes: bool = False) -> None:
         self.truth = truth
         self.records: list[dict[str, Any]] = []
         self._start = time.perf_counter()
         self._excluded = 0.0
+        self._passes0 = passes() if count_passes else None
 
     def elapsed(self) -> float:
         """Seconds since creation, less the time spent on metrics."""
@@ -56,7 +62,12 @@ class History:
             "time": now,
             "log_likelihood": float(log_likelihood),
         }
-        if self.truth is not None and experts is not None:
+        if self._passes0 is not None:
+            rec["passes"] = passes() - self._passes0
+        # matched errors need the truth's number of experts and inputs (Voronoi losses,
+        # for any k, are computed on the final fit only)
+        if (self.truth is not None and experts is not None
+                and np.shape(experts) == self.truth.experts.shape):
             g = gating if gating is not None else np.zeros_like(experts)
             if np.all(np.isfinite(experts)) and np.all(np.isfinite(g)):
                 errs = parameter_errors(experts, g, self.truth)

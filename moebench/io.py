@@ -1,4 +1,6 @@
-"""Atomic file writes shared by the command line, the generator and the results store.
+"""Atomic file writes shared by the command line, the generator and the results store,
+the one-line description of an expected (e.g. file-system) error, and ``tomllib`` (the
+standard library's TOML reader, or its backport ``tomli`` on Python 3.10).
 
 A reader never sees a half-written file: every write goes to a temporary file in
 the same folder (named ``.tmp-<name>.<random>``) and replaces the target with
@@ -8,11 +10,20 @@ the same folder (named ``.tmp-<name>.<random>``) and replaces the target with
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the tomli backport (a dependency on Python 3.10)
+    import tomli as tomllib
+
+__all__ = ["TMP_PREFIX", "atomic_open", "atomic_save_figure", "atomic_write_bytes",
+           "describe_error", "tomllib"]
 
 #: prefix of the temporary files of an atomic write (results folders skip and clean them)
 TMP_PREFIX = ".tmp-"
@@ -100,3 +111,14 @@ def atomic_save_figure(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any)
     with atomic_open(path) as fh:
         fig.savefig(fh, **savefig_kwargs)
     return path
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an expected error: the message, or an OS error's path and reason."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        text = f"{exc.filename}: {exc.strerror}"
+        if exc.filename2 is not None:
+            text += f" (-> {exc.filename2})"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(line.strip() for line in text.strip().splitlines() if line.strip())

@@ -16,6 +16,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
 from moebench.model import MoEModel
+from moebench.voronoi import voronoi_loss as voronoi_loss  # re-exported: the metric suite
 
 DEFAULT_SUCCESS_THRESHOLD = 0.1
 

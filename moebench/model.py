@@ -1,14 +1,18 @@
 """The mixture-of-experts model.
 
-P(z = i | x) = softmax(W x)_i with W of shape (k, d) and last row 0 (only row
-differences are identifiable); y | x, z = i  ~  N(g(a_i . x), sigma^2).
-Every density is computed in log space with log-sum-exp.
+P(z = i | x) = softmax(W x + c)_i with W of shape (k, d) and gating biases c, last
+row and last bias 0 (only differences between experts are identifiable);
+y | x, z = i  ~  N(g(a_i . x + b_i), sigma_i^2). Without biases (c = b = 0) and with
+one sigma for every expert this is the paper's model, computed by the same
+operations as before the biases existed. Every density is computed in log space
+with log-sum-exp.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.special import log_softmax, logsumexp
@@ -35,16 +39,22 @@ class MoEModel:
         Expert weight vectors a_i.
     gating : ndarray of shape (k, d)
         Gating weights; stored with the last row shifted to 0.
-    sigma : float
-        Standard deviation of the label noise.
+    sigma : float or ndarray of shape (k,)
+        Standard deviation of the label noise: one for every expert, or one per expert.
     activation : str, Activation or callable
         Expert activation g.
+    expert_bias : ndarray of shape (k,), optional
+        Expert intercepts b_i (inside the activation); None: no intercepts.
+    gating_bias : ndarray of shape (k,), optional
+        Gating biases; stored with the last one shifted to 0. None: no biases.
     """
 
     experts: np.ndarray
     gating: np.ndarray
-    sigma: float
+    sigma: float | np.ndarray
     activation: Activation | str | Callable = "linear"
+    expert_bias: np.ndarray | None = None
+    gating_bias: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         experts = check_array(self.experts, "experts", 2)
@@ -54,11 +64,31 @@ class MoEModel:
                 f"experts and gating must have the same shape (k, d); got {experts.shape} "
                 f"and {gating.shape}"
             )
-        check_n_experts(experts.shape[0])
+        k = check_n_experts(experts.shape[0])
         object.__setattr__(self, "experts", experts)
         object.__setattr__(self, "gating", canonical_gating(gating))
-        object.__setattr__(self, "sigma", check_sigma(self.sigma, allow_none=False))
+        object.__setattr__(self, "sigma", check_expert_sigma(self.sigma, k))
         object.__setattr__(self, "activation", get_activation(self.activation))
+        for name in ("expert_bias", "gating_bias"):
+            value = getattr(self, name)
+            if value is not None:
+                value = check_array(value, name, 1)
+                if value.shape != (k,):
+                    raise ValueError(f"{name} must have shape ({k},) (one per expert); got "
+                                     f"{value.shape}")
+                if name == "gating_bias":
+                    value = value - value[-1]
+                object.__setattr__(self, name, value)
+
+    @property
+    def has_biases(self) -> bool:
+        """Whether the model has expert intercepts or gating biases."""
+        return self.expert_bias is not None or self.gating_bias is not None
+
+    @property
+    def per_expert_sigma(self) -> bool:
+        """Whether the noise level differs by expert (``sigma`` is an array)."""
+        return isinstance(self.sigma, np.ndarray)
 
     @property
     def n_experts(self) -> int:
@@ -81,17 +111,18 @@ class MoEModel:
 
     def gate_log_proba(self, X: np.ndarray) -> np.ndarray:
         """log P(z = i | x), shape (n, k)."""
-        return log_softmax(self._check_X(X) @ self.gating.T, axis=1)
+        return log_softmax(_affine(self._check_X(X), self.gating, self.gating_bias), axis=1)
 
     def expert_means(self, X: np.ndarray) -> np.ndarray:
-        """g(a_i . x) for every sample and expert, shape (n, k)."""
-        return self.activation.func(self._check_X(X) @ self.experts.T)
+        """g(a_i . x + b_i) for every sample and expert, shape (n, k)."""
+        return self.activation.func(_affine(self._check_X(X), self.experts, self.expert_bias))
 
     def log_joint(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """log P(z = i | x) + log N(y; g(a_i . x), sigma^2), shape (n, k)."""
         X, y = check_X_y(X, y)
         self._check_X(X)
-        return log_joint(X, y, self.experts, self.gating, self.sigma, self.activation)
+        return log_joint(X, y, self.experts, self.gating, self.sigma, self.activation,
+                         expert_bias=self.expert_bias, gating_bias=self.gating_bias)
 
     def log_likelihood(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Per-sample conditional log-density log p(y | x), shape (n,)."""
@@ -122,28 +153,50 @@ class MoEModel:
         return sample_labels(self, X, rng)
 
 
+def check_expert_sigma(sigma: Any, k: int) -> float | np.ndarray:
+    """A positive finite float, or a (k,) array of them (one standard deviation per expert)."""
+    if isinstance(sigma, (list, tuple)) or (isinstance(sigma, np.ndarray) and sigma.ndim > 0):
+        arr = check_array(sigma, "sigma", 1)
+        if arr.shape != (k,) or np.any(arr <= 0):
+            raise ValueError(f"sigma must be a positive float or ({k},) positive standard "
+                             f"deviations (one per expert); got {sigma!r}")
+        return arr
+    return check_sigma(sigma, allow_none=False)
+
+
+def _affine(X: np.ndarray, weights: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """X W^T, plus the bias when there is one (no extra operation without it)."""
+    out = X @ weights.T
+    if bias is not None:
+        out = out + bias
+    return out
+
+
 def log_joint(
-    X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.ndarray, sigma: float,
-    activation: Activation, means: np.ndarray | None = None,
+    X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.ndarray,
+    sigma: float | np.ndarray, activation: Activation, means: np.ndarray | None = None, *,
+    expert_bias: np.ndarray | None = None, gating_bias: np.ndarray | None = None,
 ) -> np.ndarray:
-    """log P(z = i | x) + log N(y; g(a_i . x), sigma^2) without input checks, shape (n, k).
+    """log P(z = i | x) + log N(y; g(a_i . x + b_i), sigma_i^2) without input checks, (n, k).
 
     The hot loop of EM calls this directly on already-validated arrays; ``means``
-    (the expert means g(X A^T)) can be passed when the experts are fixed.
+    (the expert means g(X A^T + b)) can be passed when the experts are fixed. ``sigma``
+    is a float or one standard deviation per expert.
     """
     if means is None:
-        means = activation.func(X @ experts.T)
+        means = activation.func(_affine(X, experts, expert_bias))
     resid = y[:, None] - means
     log_norm = -0.5 * (resid / sigma) ** 2 - np.log(sigma) - 0.5 * LOG_2PI
-    return log_softmax(X @ gating.T, axis=1) + log_norm
+    return log_softmax(_affine(X, gating, gating_bias), axis=1) + log_norm
 
 
 def sample_labels(
     model: MoEModel, X: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sample expert indices by the Gumbel-max trick, then noisy labels."""
-    logits = X @ model.gating.T
+    logits = _affine(X, model.gating, model.gating_bias)
     z = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
-    t = np.take_along_axis(X @ model.experts.T, z[:, None], axis=1)[:, 0]
-    y = model.activation.func(t) + model.sigma * rng.standard_normal(X.shape[0])
+    t = np.take_along_axis(_affine(X, model.experts, model.expert_bias), z[:, None], axis=1)[:, 0]
+    sigma = model.sigma[z] if model.per_expert_sigma else model.sigma
+    y = model.activation.func(t) + sigma * rng.standard_normal(X.shape[0])
     return y, z

@@ -31,6 +31,7 @@ import numpy as np
 
 from moebench.activations import Activation
 from moebench.base import MoEEstimator
+from moebench.constraints import Interval, Options
 from moebench.em import GATING_METHODS, run_em
 from moebench.fastmath import log_softmax_rows, normalize_log_rows
 from moebench.history import History
@@ -38,7 +39,6 @@ from moebench.model import LOG_2PI
 from moebench.registry import register
 from moebench.starts import data_scale_start
 from moebench.stationarity import HESSIAN_CHUNK, HESSIAN_MAX_PARAMS
-from moebench.validation import Interval, Options
 
 #: registry name of the oracle gating EM
 ORACLE = "oracle_gating_em"

@@ -23,10 +23,11 @@ import numpy as np
 
 from moebench.activations import Activation, get_activation
 from moebench.base import MoEEstimator
+from moebench.constraints import Interval
 from moebench.history import History
 from moebench.model import LOG_2PI
 from moebench.registry import register
-from moebench.validation import Interval, check_array, check_X_y
+from moebench.validation import check_array, check_X_y
 
 #: registry name of the linear-regression reference (also its label in sweeps)
 REFERENCE = "linear_regression"

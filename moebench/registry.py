@@ -57,10 +57,11 @@ def _load_all() -> None:
     if _loaded:
         return
     _loaded = True
+    # the algorithms sit above the registry (they register into it): loaded by name, as
+    # plugins are, so that the registry imports none of them
     for module in BUILTIN_MODULES:
         importlib.import_module(module)
-    import moebench.baselines as baselines
-
+    baselines = importlib.import_module("moebench.baselines")
     for info in pkgutil.iter_modules(baselines.__path__):
         if not info.name.startswith("_"):
             importlib.import_module(f"moebench.baselines.{info.name}")

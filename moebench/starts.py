@@ -3,6 +3,9 @@
 - :func:`random_start`: random unit experts and a small random gating (joint_em, sgd).
 - :func:`data_scale_start`: random experts and gating at the scale of the data
   (``init="data_scale"`` of joint_em and sgd).
+- :func:`near_truth_start`: every fitted atom a noisy copy of a true atom, the protocol
+  of Nguyen et al. (NeurIPS 2023) for over-specified softmax-gated fits (joint_em's
+  ``init="near_truth"``; it needs the truth, as an oracle does).
 - :func:`search_in_subspace`: the spectral start's search for the experts inside a
   subspace that spans them (joint_em, sgd, alt_min; the subspace itself, the top
   eigenvectors of a second moment, comes from the caller).
@@ -16,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from moebench.activations import Activation
+from moebench.model import MoEModel
 
 #: standard deviation of the entries of the random gating start
 GATING_SCALE = 0.01
@@ -148,3 +152,58 @@ def search_in_subspace(
         if not improved:
             break
     return cand[chosen].copy()
+
+
+#: Nguyen et al. (2023)'s start noise: standard deviations c n^p on gates, experts, variances
+NEAR_TRUTH_NOISE = {"gating": (0.005, -0.083), "experts": (0.05, -0.083),
+                    "variance": (0.005, -0.25)}
+
+
+def near_truth_start(rng: np.random.Generator, truth: MoEModel, k: int, n: int,
+                     x_scale: float = 1.0) -> dict[str, np.ndarray]:
+    """A start near the truth for ``k >= k*`` experts (Nguyen et al. 2023's protocol).
+
+    Fitted atoms 0..k*-2 copy the true non-reference atoms, the last fitted atom copies the
+    reference (the last true atom), and the k - k* atoms between copy true atoms drawn
+    uniformly from ``rng``; so every true atom is covered. Each copy gets Gaussian noise of
+    standard deviation 0.005 n^-0.083 on its gate (bias and weights) and 0.05 n^-0.083 on
+    its expert (intercept and weights). Its variance starts, as the authors' code does, at
+    the true *standard deviation* plus |N(0, 0.005 n^-0.25)| (noise is drawn in that
+    order: owners, gate weights, gate biases, expert weights, intercepts, variances).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    truth : MoEModel
+        The true model, in the fit's units.
+    k : int
+        Fitted experts, at least the truth's.
+    n : int
+        Training rows (the noise shrinks with n).
+    x_scale : float
+        The fit sees X / x_scale: weight noise is drawn in X's units and scaled by it.
+
+    Returns
+    -------
+    dict
+        ``experts`` (k, d), ``gating`` (k, d), ``expert_bias`` (k,), ``gating_bias`` (k,),
+        ``sigma`` (k,).
+    """
+    k_true, d = truth.n_experts, truth.n_features
+    if k < k_true:
+        raise ValueError(f"init='near_truth' needs at least the truth's {k_true} experts; "
+                         f"got n_experts={k}")
+    extra = rng.integers(0, k_true, size=k - k_true)
+    owners = np.concatenate([np.arange(k_true - 1), extra, [k_true - 1]]).astype(int)
+    sd = {key: c * float(n) ** p for key, (c, p) in NEAR_TRUTH_NOISE.items()}
+    zeros = np.zeros(k_true)
+    gating_bias = truth.gating_bias if truth.gating_bias is not None else zeros
+    expert_bias = truth.expert_bias if truth.expert_bias is not None else zeros
+    sigma = np.broadcast_to(np.asarray(truth.sigma, dtype=float), (k_true,))
+    gating = truth.gating[owners] + sd["gating"] * x_scale * rng.standard_normal((k, d))
+    g_bias = gating_bias[owners] + sd["gating"] * rng.standard_normal(k)
+    experts = truth.experts[owners] + sd["experts"] * x_scale * rng.standard_normal((k, d))
+    e_bias = expert_bias[owners] + sd["experts"] * rng.standard_normal(k)
+    variance = sigma[owners] + np.abs(sd["variance"] * rng.standard_normal(k))
+    return {"experts": experts, "gating": gating - gating[-1], "expert_bias": e_bias,
+            "gating_bias": g_bias - g_bias[-1], "sigma": np.sqrt(variance)}

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from moebench.base import BUDGETS, MoEEstimator
+from moebench.constraints import make_constraint
 from moebench.generator import make_moe
 from moebench.registry import algorithm_class, is_reference
-from moebench.validation import make_constraint
 
 #: the tiny problem every estimator must solve better than linear regression
 TINY = dict(n=3000, d=5, k=2, sigma=0.1, gating="orthogonal", gating_scale=1.0)
@@ -120,7 +120,7 @@ def check_declarations(cls: type[MoEEstimator], options: dict[str, Any]) -> None
     assert not missing, (
         f"no declared valid values for constructor parameter(s) {', '.join(missing)}: add "
         f"them to {cls.__name__}._parameter_constraints (constraint types: "
-        "moebench.validation.Interval, Options, 'boolean', None, callable, ...)"
+        "moebench.constraints.Interval, Options, 'boolean', None, callable, ...)"
     )
     names = cls._get_param_names()
     declared: dict[str, Any] = {}

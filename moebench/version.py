@@ -1,6 +1,6 @@
-"""The version of the numbers moebench computes: ``NUMERICS_VERSION``.
+"""The package's ``__version__`` and the version of its numbers, ``NUMERICS_VERSION``.
 
-Every run record stores it (summary column ``code_version``, see
+Every run record stores ``NUMERICS_VERSION`` (summary column ``code_version``, see
 :func:`moebench.sweep.store.provenance`), so a results folder knows which code made
 each of its runs, ``moebench run`` says when stored runs were made by older code
 (``--rerun-stale`` re-runs them), and ``moebench verify`` refuses to compare runs made by
@@ -22,6 +22,9 @@ record).
 """
 
 from __future__ import annotations
+
+#: the package version (``moebench.__version__``)
+__version__ = "0.1.0"
 
 #: the version of the numbers this code computes (bump it when any stored number moves)
 NUMERICS_VERSION = 2

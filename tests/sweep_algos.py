@@ -12,9 +12,9 @@ import time
 import numpy as np
 
 from moebench.base import MoEEstimator
+from moebench.constraints import Interval
 from moebench.em import run_em
 from moebench.registry import _REGISTRY, register
-from moebench.validation import Interval
 
 NAMES = ("sweeptest_em",)
 

@@ -1,4 +1,5 @@
-"""Smoke tests of the asv suites (run at tiny sizes) and of the report script."""
+"""Smoke tests of the asv suites (run at tiny sizes), of the asv results reader
+(``tools/asv_report.py``) and of what ``benchmarks/`` holds (asv suites and helpers only)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ os.environ["MOEBENCH_BENCH_THREADS"] = "0"
 os.environ["MOEBENCH_BENCH_CACHE"] = ""  # no .npy cache from tests
 
 bench_moments = pytest.importorskip("benchmarks.bench_moments")
-report = pytest.importorskip("benchmarks.report")
+report = pytest.importorskip("tools.asv_report")
+measure = pytest.importorskip("tools.measure")
 
 
 def _run_suite(cls, *params):
@@ -150,7 +152,7 @@ def test_report_algorithm_ratios_from_asv_json():
 
 def test_partial_asv_run_writes_algorithms_only(tmp_path):
     """An asv run of AlgorithmsVsPlain alone (``--bench``) never overwrites table.md with
-    empty kernel tables; ``--asv-algorithms`` writes its ratios to algorithms_asv.md."""
+    empty kernel tables; ``--algorithms`` writes its ratios to algorithms_asv.md."""
     params = [["'100000,10,3'"], ["'joint_em'"], ["'linear'", "'relu'"]]
     res = {"bench_algorithms.AlgorithmsVsPlain.track_ratio_to_plain": [[0.43, 0.44], params],
            "bench_algorithms.AlgorithmsVsPlain.track_ratio_to_floor": [[645.0, 1549.0], params]}
@@ -161,7 +163,7 @@ def test_partial_asv_run_writes_algorithms_only(tmp_path):
         {"commit_hash": "abc", "env_name": "e", "date": 1, "python": "3.11",
          "result_columns": ["result", "params"], "results": res, "version": 2}))
     out = tmp_path / "perf"
-    with pytest.raises(SystemExit, match="no moment-kernel results.*--asv-algorithms"):
+    with pytest.raises(SystemExit, match="no moment-kernel results.*--algorithms"):
         report.write_report(tmp_path / "results", None, out)
     assert not (out / "table.md").exists()
     written = report.write_algorithms_report(tmp_path / "results", None, out)
@@ -173,3 +175,31 @@ def test_partial_asv_run_writes_algorithms_only(tmp_path):
          "result_columns": ["result", "params"], "results": {}, "version": 2}))
     with pytest.raises(SystemExit, match="no AlgorithmsVsPlain results"):
         report.write_algorithms_report(tmp_path / "results", None, out)
+
+
+def test_benchmarks_holds_asv_suites_and_their_helpers_only():
+    """benchmarks/ is what asv discovers: bench_*.py suites, the helpers they import, the
+    CI smoke script; tools that are not asv suites live in tools/."""
+    tracked = sorted(p.name for p in (ROOT / "benchmarks").iterdir()
+                     if p.is_file() and p.suffix in (".py", ".sh"))
+    suites = [name for name in tracked if name.startswith("bench_")]
+    helpers = sorted(set(tracked) - set(suites))
+    assert suites and helpers == ["__init__.py", "ci_quick.sh", "common.py", "plain.py"]
+    imported = set()
+    for name in suites:
+        text = (ROOT / "benchmarks" / name).read_text()
+        imported |= {h for h in ("common", "plain") if f"benchmarks.{h}" in text
+                     or f"from benchmarks import {h}" in text}
+    assert imported == {"common", "plain"}  # every helper serves a suite
+
+
+def test_measure_tool_algorithms_small(tmp_path):
+    """tools/measure.py --algorithms at a tiny size: a note naming its command, no numbers
+    but its own."""
+    rows = measure.measure_algorithms(2000, 6, 2, [0], 1, 1, ["tensor_em"], ["linear"],
+                                      "tiny", tmp_path)
+    (row,) = rows
+    assert row["moebench_s"] > 0 and row["plain_s"] > 0
+    assert not any(key.startswith("issue") for key in row)
+    text = (tmp_path / "algorithms_tiny.md").read_text()
+    assert "python tools/measure.py --algorithms --n 2000 --d 6 --k 2 --tag tiny" in text

@@ -308,3 +308,14 @@ max_iter = 1
     assert main(["report", str(out)]) == 0
     text = capsys.readouterr().out
     assert "| local maximum |" in text and "below the truth" not in text
+
+
+def test_over_specified_stationary_short_runs_are_singular():
+    short = dict(train_log_likelihood=0.2, polished_log_likelihood=0.3, polished_grad_norm=1e-9)
+    rows = [dict(train_log_likelihood=0.5, k=2, k_fit=3),
+            dict(**short, polished_hessian_min_eig=0.1, k=2, k_fit=3),
+            dict(**short, polished_hessian_min_eig=-0.1, k=2, k_fit=4),
+            dict(**short, polished_hessian_min_eig=0.1, k=2, k_fit=2),
+            dict(**short, polished_hessian_min_eig=-0.1, k=2, k_fit=math.nan)]
+    got = list(c.assign_classes(_frame(rows), 1e-3))
+    assert got == [c.FINE, c.SINGULAR, c.SINGULAR, c.LOCAL_MAX, c.SADDLE]

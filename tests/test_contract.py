@@ -9,10 +9,10 @@ import pytest
 import moebench
 from moebench import registry
 from moebench.base import MoEEstimator
+from moebench.constraints import Interval, Options, validate_parameter
 from moebench.metrics import expert_error
 from moebench.sweep.config import ConfigError, validate_config
 from moebench.testing import check_algorithm
-from moebench.validation import Interval, Options, validate_parameter
 
 
 @pytest.mark.parametrize("name", moebench.available_algorithms())

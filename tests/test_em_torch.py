@@ -22,9 +22,9 @@ import pytest
 import moebench
 from moebench import em
 from moebench.activations import get_activation
+from moebench.backend import array_backend, is_tensor, to_backend
 from moebench.gating_em import gating_em
 from moebench.history import History
-from moebench.tensor.backend import array_backend, is_tensor, to_backend
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
@@ -57,7 +57,7 @@ def setup(request):
 
 
 def em_torch_cpu():
-    from moebench.tensor.backend import TorchBackend
+    from moebench.backend import TorchBackend
 
     return TorchBackend(device="cpu")
 
@@ -269,7 +269,7 @@ def test_tensor_em_refine_nonlinear_agrees_to_lm_decisions(act):
 
 @needs_torch
 def test_data_move_to_the_device_once_per_fit(monkeypatch):
-    from moebench.tensor.backend import TorchBackend
+    from moebench.backend import TorchBackend
 
     moved: list[tuple[int, ...]] = []
     orig = TorchBackend.asarray
@@ -335,36 +335,7 @@ def test_gating_em_agrees(update_sigma, acceleration):
         _close(getattr(out[0], field), getattr(out[1], field))
 
 
-# -- benchmarks: the GPU check script and the asv backend suite (tiny sizes, CPU torch) ------
-
-
-@needs_torch
-def test_gpu_check_script_runs_small(tmp_path, monkeypatch):
-    import json
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    monkeypatch.syspath_prepend(str(root))
-    monkeypatch.setenv("MOEBENCH_BENCH_CACHE", "")
-    gpu_check = pytest.importorskip("benchmarks.gpu_check")
-    monkeypatch.setattr(gpu_check, "QUICK_AGREEMENT_SETTINGS", [(3000, 6, 2)])
-    monkeypatch.setattr(gpu_check, "QUICK_SETTINGS", [(3000, 6, 2)])
-    status = gpu_check.main(["--out", str(tmp_path), "--quick", "--repeat", "1"])
-    report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert status == 0 and report["passed"]
-    quantities = {r["quantity"] for r in report["checks"]}
-    assert {"e_step responsibilities", "gating M-step (1 iteration)",
-            "expert M-step (2 LM steps)", "tensor_em fit experts",
-            "joint_em fit log_likelihood"} <= quantities
-    assert all(r["status"] == "ok" for r in report["checks"])
-    ops = {r["operation"] for r in report["timings"]}
-    assert {"E-step", "tensor_em fit", "joint_em fit"} <= ops
-    assert "| E-step |" in (tmp_path / "gpu_check.md").read_text()
-    assert (tmp_path / "gpu_check.csv").read_text().startswith("n,d,k,operation")
-    with pytest.raises(SystemExit):
-        gpu_check.main(["--out", str(tmp_path), "--repeat", "0"])
-    assert "benchmarks.gpu_check" in sys.modules
+# -- benchmarks: the asv backend suite (tiny sizes, CPU torch; the GPU checks: test_gpu.py) --
 
 
 @needs_torch

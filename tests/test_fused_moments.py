@@ -1,4 +1,4 @@
-"""The fused AVX2 moment kernels (``moebench/tensor/_fused.c``) against numpy's BLAS path."""
+"""The fused AVX2 moment kernels (``moebench/_fused.c``) against numpy's BLAS path."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import tempfile
 import numpy as np
 import pytest
 
-from moebench.tensor import backend, moments
+from moebench import backend
+from moebench.tensor import moments
 from moebench.tensor.moments import second_moment, whitened_third_moment
 
 fused_only = pytest.mark.skipif(not backend.FUSED_KERNELS,
@@ -126,7 +127,7 @@ def test_fused_kernels_refuse_non_finite_input():
 
 
 def test_environment_variable_turns_the_fused_kernels_off():
-    code = "from moebench.tensor import backend; print(backend.FUSED_KERNELS)"
+    code = "from moebench import backend; print(backend.FUSED_KERNELS)"
     env = {**os.environ, "MOEBENCH_FUSED_KERNELS": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout.strip()
@@ -134,13 +135,13 @@ def test_environment_variable_turns_the_fused_kernels_off():
 
 
 def test_without_the_extension_the_blas_path_runs():
-    """An install without a C compiler has no moebench.tensor._fused: the moments still
+    """An install without a C compiler has no moebench._fused: the moments still
     work (the BLAS path), equal to the fused ones."""
     code = (
-        "import sys; sys.modules['moebench.tensor._fused'] = None\n"  # import fails
+        "import sys; sys.modules['moebench._fused'] = None\n"  # import fails
         "import numpy as np\n"
         "from moebench.tensor import moments\n"
-        "from moebench.tensor import backend\n"
+        "from moebench import backend\n"
         "assert backend._fused is None and backend.FUSED_KERNELS is False\n"
         "rng = np.random.default_rng(0)\n"
         "X = rng.standard_normal((700, 9)); y = rng.standard_normal(700)\n"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import moebench
-from moebench.tensor.backend import get_backend
+from moebench.backend import get_backend
 from moebench.tensor.decomposition import multilinear
 from moebench.tensor.moments import (
     SecondMomentOperator,

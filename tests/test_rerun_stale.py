@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 
 from moebench.cli import main
+from moebench.sweep.executors import available_cores
 from moebench.sweep.rerun import (
     fitted_model,
     fitted_parameters,
     stored_cells,
     with_parameters,
 )
-from moebench.sweep.runner import available_cores
 from moebench.sweep.store import (
     code_version_of,
     is_packed,

@@ -1,4 +1,4 @@
-"""The restart loop owned by :class:`moebench.base.RestartedEstimator`, and the shared starts.
+"""The restart loop owned by :class:`moebench.restarts.RestartedEstimator`, and the shared starts.
 
 joint_em, sgd and alt_min keep only their single-start fit; the loop (``n_init``, the
 budgets as totals across restarts through one stopping criterion, keeping the best start,
@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 import moebench
-from moebench.base import RestartedEstimator
+from moebench.constraints import Interval
 from moebench.em import run_em
 from moebench.history import History, StartFit, TaggedHistory
 from moebench.model import MoEModel
 from moebench.registry import algorithm_class
+from moebench.restarts import RestartedEstimator
 from moebench.starts import random_start, random_unit_experts
-from moebench.validation import Interval
 
 
 class Toy(RestartedEstimator):

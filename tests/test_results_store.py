@@ -14,7 +14,8 @@ import pytest
 from moebench.cli import main
 from moebench.io import atomic_write_bytes
 from moebench.sweep.config import load_config
-from moebench.sweep.runner import run_sweep, select_cells
+from moebench.sweep.runner import run_sweep
+from moebench.sweep.selection import select_cells
 from moebench.sweep.store import (
     CHECKSUM_KEY,
     RECORDS_FILE,

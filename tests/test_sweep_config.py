@@ -72,10 +72,11 @@ def test_unknown_algorithm_and_activation():
     ({"repetitions": 0}, "repetitions must be an integer >= 1"),
     ({"seed": "x"}, "seed must be an integer"),
     ({"data": {"n": [], "d": 5, "k": 2}}, "data.n is an empty list"),
-    ({"data": {"n": 500, "d": 5, "k": 2, "sigma": -1.0}}, "data.sigma must be a finite number"),
+    ({"data": {"n": 500, "d": 5, "k": 2, "sigma": -1.0}},
+     "data.sigma must be a finite real number > 0; got -1.0"),
     ({"data": {"n": 500, "d": 3, "k": 4}}, "invalid"),
     ({"data": {"n": 500, "d": 3, "k": 3, "gating": "orthogonal"}}, "needs d > k"),
-    ({"budget": {"max_time": 0}}, "budget.max_time must be a finite number > 0"),
+    ({"budget": {"max_time": 0}}, "budget.max_time must be a finite real number > 0; got 0"),
     ({"algorithm": []}, "at least one"),
     ({"algorithm": [{"name": "joint_em"}, {"name": "joint_em"}]}, "used twice"),
     ({"algorithm": [{"name": "joint_em", "params": {"random_state": 1}}]}, "set by the runner"),
@@ -172,9 +173,9 @@ def test_data_cells_run_the_union_of_their_grids_once():
 
 
 @pytest.mark.parametrize("cells, needle", [
-    ([], "data.cells must be a non-empty list of tables"),
-    ({"k": 2}, "data.cells must be a non-empty list of tables"),
-    ([{"k": 2}, 3], "data.cells must be a non-empty list of tables"),
+    ([], "data.cells must be a non-empty list, each a table of data keys; got"),
+    ({"k": 2}, "data.cells must be a non-empty list, each a table of data keys; got"),
+    ([{"k": 2}, 3], "data.cells must be a non-empty list, each a table of data keys; got"),
     ([{"kk": 2}], "unknown key data.cells[0].'kk'; valid keys: n, d, k"),
     ([{"k": 9}], "exceeds the input dimension d = 5"),
     ([{"sigma": -1.0}], "data.sigma"),

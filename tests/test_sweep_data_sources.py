@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moebench.sweep.config import Cell, Variant, validate_config
+from moebench.sweep.config import Run, Variant, validate_config
 from moebench.sweep.data_sources import (
     CellData,
     CSVSource,
@@ -71,7 +71,7 @@ def in_tmp(tmp_path, monkeypatch):
 @pytest.mark.parametrize("kind", ["synthetic", "csv"])
 def test_rows_are_bit_identical_to_the_previous_worker(in_tmp, kind):
     data = SYNTHETIC if kind == "synthetic" else _csv_data()
-    got = load_cell_data(Cell(data, VARIANT, 1, 7, 0.1))
+    got = load_cell_data(Run(data, VARIANT, 1, 7, 0.1))
     expected = DIGESTS[kind]
     if kind == "csv":
         kernel = _blas_kernel()
@@ -85,8 +85,8 @@ def test_rows_are_bit_identical_to_the_previous_worker(in_tmp, kind):
 def test_the_source_is_chosen_by_the_data_setting(in_tmp):
     assert isinstance(data_source(SYNTHETIC), SyntheticSource)
     assert isinstance(data_source(_csv_data()), CSVSource)
-    syn = load_cell_data(Cell(SYNTHETIC, VARIANT, 0, 3, 0.1))
-    csv = load_cell_data(Cell(_csv_data(), VARIANT, 0, 3, 0.1))
+    syn = load_cell_data(Run(SYNTHETIC, VARIANT, 0, 3, 0.1))
+    csv = load_cell_data(Run(_csv_data(), VARIANT, 0, 3, 0.1))
     assert syn.truth is not None and syn.truth.experts.shape == (2, 4)
     assert syn.X.shape == (300, 4) and syn.X_test.shape == (50, 4)
     assert csv.truth is None and len(csv.y) + len(csv.y_test) == 60
@@ -142,7 +142,7 @@ def test_executor_flag(in_tmp, capsys):
 def _run_help() -> str:
     import argparse
 
-    from moebench.sweep.cli import add_run_parser
+    from moebench.cli.sweep import add_run_parser
 
     sub = argparse.ArgumentParser().add_subparsers()
     add_run_parser(sub)

@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 
 from moebench.sweep.config import validate_config
+from moebench.sweep.executors import threads_per_job
 from moebench.sweep.report import report_table
-from moebench.sweep.runner import run_sweep, select_cells, threads_per_job
+from moebench.sweep.runner import run_sweep
+from moebench.sweep.selection import select_cells
 from moebench.sweep.store import (
     clean_temporaries,
     consolidate,

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 import moebench
+from moebench import backend
 from moebench.generator import make_moe
 from moebench.metrics import parameter_errors
 from moebench.registry import algorithm_class, available_algorithms
-from moebench.tensor import backend
-from moebench.tensor.decomposition import EIGENGAP_TOL, compose, multilinear
-from moebench.tensor.estimator import TensorEM, gating_orthogonality, min_samples, recover_experts
+from moebench.tensor.decomposition import EIGENGAP_TOL, compose, multilinear, recover_experts
+from moebench.tensor.estimator import TensorEM, gating_orthogonality
+from moebench.tensor.moments import min_samples
 from moebench.tensor.whitening import whiten
 
 

@@ -30,7 +30,7 @@ def test_tensor_em_is_registered_and_its_old_module_is_gone():
 
 
 @pytest.mark.parametrize("old", ["moebench.moments", "moebench.decomposition",
-                                 "moebench.backend", "moebench.label_transforms",
+                                 "moebench.tensor.backend", "moebench.label_transforms",
                                  "moebench.em_torch"])
 def test_moved_modules_have_no_second_copy(old):
     with pytest.raises(ModuleNotFoundError):

@@ -11,18 +11,16 @@ from fast_estimators import ALGORITHMS, estimator
 
 import moebench
 from moebench.activations import get_activation
-from moebench.sweep.data_sources import fold_split
-from moebench.validation import (
+from moebench.degenerate import (
     ABSURD_LL_MARGIN,
     DegenerateFitError,
     absurd_log_likelihood,
-    check_feature_names,
     check_min_samples,
     n_parameters,
     null_log_likelihood,
-    power_of_two_scale,
-    rms,
 )
+from moebench.sweep.data_sources import fold_split
+from moebench.validation import check_feature_names, power_of_two_scale, rms
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from moebench.cli import main
-from moebench.sweep.runner import available_cores
+from moebench.sweep.executors import available_cores
 from moebench.sweep.store import (
     read_run_summary,
     run_path,

@@ -3,11 +3,9 @@
 Directives (usable from MyST pages as ```` ```{config-reference} ````):
 
 ``config-reference``
-    The sweep config keys, their defaults and valid choices, read from the config
-    validator's own schema (:mod:`moebench.sweep.config`: ``TOP_KEYS``,
-    ``SYNTHETIC_DATA_KEYS``, ``DATA_DEFAULTS``, ...). Every key needs a one-line
-    description in :data:`KEY_DOCS` below; a key the validator accepts without a
-    description, or a description of a key it does not accept, fails the build.
+    The sweep config keys, their defaults, valid values and one-line docs, rendered from
+    their one declaration (:mod:`moebench.sweep.config_keys`), the one the config
+    validator checks through.
 ``algorithm-options``
     One table per registered algorithm: what it assumes, its budgets and every
     constructor option with its default and valid values, read from the registry and
@@ -198,17 +196,6 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), "|" + "---|" * len(header), *map(line, rows), ""]
 
 
-def _lit(value: Any) -> str:
-    """A value as a TOML-ish literal in code."""
-    if value is None:
-        return "(none)"
-    if isinstance(value, bool):
-        return f"`{str(value).lower()}`"
-    if isinstance(value, str):
-        return f'`"{value}"`'
-    return f"`{value!r}`"
-
-
 class _GeneratedDirective(SphinxDirective):
     """A directive whose content is generated MyST Markdown (it is used in .md pages)."""
 
@@ -226,162 +213,14 @@ class _GeneratedDirective(SphinxDirective):
 
 
 # --------------------------------------------------------------------------- config reference
-#: one line per key the config validator accepts, "table.key" -> text; checked both ways
-KEY_DOCS: dict[str, str] = {
-    # top level
-    "top.name": "results go to `results/<name>/`; a plain name (1-100 letters, digits, "
-                "`_ - .`, not starting with `.` or `-`); default: the file name",
-    "top.description": "free text, shown nowhere but kept with the results",
-    "top.seed": "base seed of every per-run seed (an integer >= 0)",
-    "top.repetitions": "data sets (and algorithm seeds) per data setting (an integer >= 1)",
-    "top.success_threshold": "a run succeeds when its matched expert error is below this "
-                             "(a number > 0)",
-    "top.data": "the `[data]` table: a synthetic grid or a CSV source (below)",
-    "top.budget": "the `[budget]` table: defaults for every algorithm (below)",
-    "top.algorithm": "one `[[algorithm]]` table per variant (below); at least one",
-    "top.report": "the `[report]` table: colours and references of the figures and tables "
-                  "(below); optional",
-    # synthetic [data]
-    "data.n": "training rows (an integer >= 1)",
-    "data.d": "input dimension (an integer >= 1)",
-    "data.k": "number of experts (an integer >= 2; k <= d where an algorithm needs it)",
-    "data.activation": "the experts' activation g (`moebench list`)",
-    "data.sigma": "label noise standard deviation (a number > 0)",
-    "data.gating": "gating rows orthogonal to every expert (the paper's assumption) or "
-                   "isotropic",
-    "data.gating_scale": "norm of the gating rows (a number >= 0; 0: constant mixing)",
-    "data.min_angle": "minimum pairwise angle between experts, degrees (>= 0)",
-    "data.expert_angle": "every pair of experts at exactly this angle, degrees (> 0); "
-                         "replaces `min_angle`",
-    "data.gating_angle": "tilt of the gating rows into the experts' span, degrees "
-                         "(0: orthogonal, 90: inside the span)",
-    "data.input_distribution": "law of the (standardised) inputs",
-    "data.n_test": "held-out rows drawn from the same true model (an integer >= 2)",
-    "data.cells": "explicit cells instead of one product grid: a list of tables of data "
-                  "keys (e.g. `[{k = 2, sigma = 0.05}, {k = 4, sigma = 0.5}]`), each a grid "
-                  "over the other `[data]` values; the sweep runs their union once",
-    # CSV [data]
-    "csv.source": "`{csv = \"path\", target = \"column\", ...}`: read a CSV/TSV file "
-                  "(keys below)",
-    "csv.k": "number of experts (an integer >= 2)",
-    "csv.activation": "the experts' activation g",
-    "csv.folds": "k-fold cross-validation folds (2 to the number of rows)",
-    # data.source
-    "source.csv": "path of the CSV or TSV file (relative: from the current directory); "
-                  "required",
-    "source.target": "name of the target column; required",
-    "source.features": "the input columns (default: every column but the target)",
-    "source.sep": "the separator; `\"auto\"` sniffs it",
-    # [budget]
-    "budget.max_iter": "passed to estimators that declare an iteration budget "
-                       "(an integer >= 1)",
-    "budget.max_time": "seconds, passed to estimators that declare a time budget (> 0)",
-    "budget.timeout": "hard limit in seconds: the run is killed and recorded as "
-                      "`timeout` (default: 2 * max_time + 30)",
-    # [[algorithm]]
-    "algorithm.name": "a registered algorithm; required",
-    "algorithm.label": "the variant's name in tables and figures (default: name)",
-    "algorithm.params": "fixed estimator options, checked against the class's "
-                        "`_parameter_constraints` (see [Algorithms](algorithms.md))",
-    "algorithm.grid": "options to sweep: `{option = [values]}`, one variant per value "
-                      "(`label[option=value]`)",
-    "algorithm.known_sigma": "`true`: pass the true noise level instead of estimating it",
-    "algorithm.activations": "run this variant only on these data activations",
-    "algorithm.only": "run this variant only where these data keys take these values, e.g. "
-                      "`{n = [100000], k = 3}`",
-    "algorithm.max_iter": "this variant's iteration budget (overrides `[budget]`)",
-    "algorithm.max_time": "this variant's time budget (overrides `[budget]`)",
-    "algorithm.timeout": "this variant's hard limit (overrides `[budget]`)",
-    # [report]
-    "report.references": "the variants the gridlock rule needs to succeed (`moebench report "
-                         "--phase`, `moebench plot --kind gridlock`), a list of labels "
-                         "(default: the variants that start from the tensor step, "
-                         "refinements first)",
-    "report.colors": "`{label = \"colour\"}`: a matplotlib colour per variant label (default: "
-                     "[derived from the variant list](plots_reports.md#colours-and-references))",
-}
-
-
-def config_schema() -> dict[str, dict[str, Any]]:
-    """``{table: {key: default}}`` as the validator defines them.
-
-    Defaults of the top-level keys are read back from what :func:`validate_config`
-    makes of a config that leaves them out.
-    """
-    from moebench.sweep import config as c
-    from moebench.sweep.style import REPORT_KEYS
-
-    probe = c.validate_config({"algorithm": [{"name": "joint_em"}]}, name="probe")
-    top = {"name": None, "description": probe.description or None, "seed": probe.seed,
-           "repetitions": probe.repetitions, "success_threshold": probe.success_threshold,
-           "data": None, "budget": None, "algorithm": None, "report": None}
-    assert set(top) == set(c.TOP_KEYS), "TOP_KEYS changed: update config_schema"
-    defaults_budget = dict(c.BUDGET_DEFAULTS)
-    return {
-        "top": {key: top[key] for key in c.TOP_KEYS},
-        "data": {**{key: c.DATA_DEFAULTS.get(key) for key in c.SYNTHETIC_DATA_KEYS},
-                 c.CELLS_KEY: None},
-        "csv": {key: c.CSV_DEFAULTS.get(key) for key in c.CSV_DATA_KEYS},
-        "source": {key: {"sep": "auto"}.get(key) for key in c.SOURCE_KEYS},
-        "budget": {key: defaults_budget.get(key) for key in c.BUDGET_KEYS},
-        "algorithm": {key: {"known_sigma": False}.get(key) for key in c.ALGORITHM_KEYS},
-        "report": {key: None for key in REPORT_KEYS},
-    }
-
-
-def config_choices() -> dict[str, list[str]]:
-    """``{"table.key": valid values}`` for the keys the validator checks against a list."""
-    from moebench.activations import available_activations
-    from moebench.generator import GATING_KINDS, INPUT_DISTRIBUTIONS
-    from moebench.registry import available_algorithms
-
-    acts = list(available_activations())
-    return {"data.activation": acts, "csv.activation": acts, "algorithm.activations": acts,
-            "data.gating": list(GATING_KINDS),
-            "data.input_distribution": list(INPUT_DISTRIBUTIONS),
-            "algorithm.name": list(available_algorithms(references=True, oracles=True))}
-
-
-def undocumented_config_keys() -> tuple[list[str], list[str]]:
-    """(keys the validator accepts without a description, described keys it refuses)."""
-    schema = {f"{table}.{key}" for table, keys in config_schema().items() for key in keys}
-    return sorted(schema - set(KEY_DOCS)), sorted(set(KEY_DOCS) - schema)
-
-
-TABLE_TITLES = {
-    "top": "Top-level keys",
-    "data": "`[data]`: synthetic data (any key may be a list: the grid is their product)",
-    "csv": "`[data]`: real data from a CSV file (`source` present)",
-    "source": "`[data] source = {...}`",
-    "budget": "`[budget]`: defaults for every algorithm",
-    "algorithm": "`[[algorithm]]`: one table per variant",
-    "report": "`[report]`: how figures and tables show the variants (optional)",
-}
-
-
 class ConfigReference(_GeneratedDirective):
-    """Tables of every config key, generated from :mod:`moebench.sweep.config`."""
+    """Tables of every config key, rendered from their declarations
+    (:func:`moebench.sweep.config_keys.reference_markdown`)."""
 
     def generate(self) -> list[str]:
-        missing, extra = undocumented_config_keys()
-        if missing or extra:
-            raise ExtensionError(f"config reference: keys without a description in "
-                                 f"docs/_ext/moebench_docs.py KEY_DOCS: {missing}; described "
-                                 f"but not accepted by the validator: {extra}")
-        choices = config_choices()
-        out: list[str] = []
-        for table, keys in config_schema().items():
-            out += [f"**{TABLE_TITLES[table]}**", ""]
-            rows = []
-            for key, default in keys.items():
-                valid = choices.get(f"{table}.{key}")
-                text = KEY_DOCS[f"{table}.{key}"]
-                if valid:
-                    text += "; one of " + ", ".join(_lit(v) for v in valid)
-                rows.append([f"`{key}`", _lit(default) if default is not None else "",
-                             text])
-            out += _table(["key", "default", "meaning"], rows)
-        return out
+        from moebench.sweep.config_keys import reference_markdown
+
+        return reference_markdown()
 
 
 # --------------------------------------------------------------------------- algorithms
@@ -393,8 +232,8 @@ def algorithm_rows(name: str) -> dict[str, Any]:
     """What the options table of one algorithm shows, from its class declarations."""
     from numpydoc.docscrape import NumpyDocString
 
+    from moebench.constraints import describe_constraints
     from moebench.registry import algorithm_class
-    from moebench.validation import describe_constraints
 
     cls = algorithm_class(name)
     try:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from moebench import Activation, MoEEstimator, MoEModel, register
+from moebench.constraints import Interval
 from moebench.em import e_step, expert_m_step, gating_m_step, sigma_m_step
 from moebench.history import History
 from moebench.starts import random_unit_experts
-from moebench.validation import Interval
 
 
 @register("hard_em")

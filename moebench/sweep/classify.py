@@ -23,7 +23,9 @@ them for the report headers):
 * **saddle**: still short, stationary, smallest eigenvalue < ``-HESSIAN_EPS`` (an ascent
   direction remains);
 * **singular**: still short, stationary, smallest eigenvalue within ``HESSIAN_EPS`` of 0
-  (second order cannot tell; or it could not be computed);
+  (second order cannot tell; or it could not be computed), or a fit of more experts than
+  the truth has (``k_fit > k``: extra atoms make the Hessian singular by nature, so its
+  sign says nothing about saddle or local maximum);
 * **unfinished**: still short and not stationary when the polisher ends (still climbing:
   its budget, or its tolerance on a flat slope, ended it);
 * **failed**: the run's status is not ok, or the polisher raised;
@@ -69,6 +71,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from moebench.constraints import validate_parameter
+from moebench.sweep.config_keys import JOBS
 from moebench.sweep.polish import (
     CERTIFY_GRAD_TOL,
     HESSIAN_EPS,
@@ -82,6 +86,10 @@ from moebench.sweep.polish import (
     polish,
     polish_gating,
 )
+
+#: the log-likelihood gap per sample below the best run that counts as stuck (``--stuck-tol``;
+#: the gridlock rule and the reports use it too)
+DEFAULT_TOL = 1e-3
 
 FINE, SLOW, LOCAL_MAX, SADDLE, SINGULAR = "fine", "slow", "local maximum", "saddle", "singular"
 UNFINISHED, FAILED, NOT_CLASSIFIED = "unfinished", "failed", "not classified"
@@ -111,7 +119,7 @@ CLASS_DEFINITIONS = {
                f"{HESSIAN_EPS:g} (certified local maximum; a local optimum)",
     SADDLE: f"still short, stationary, smallest loss-Hessian eigenvalue < -{HESSIAN_EPS:g}",
     SINGULAR: f"still short, stationary, smallest loss-Hessian eigenvalue within "
-              f"±{HESSIAN_EPS:g} (or not computable)",
+              f"±{HESSIAN_EPS:g} (or not computable), or over-specified (k_fit > k)",
     UNFINISHED: "still short and not stationary when the polisher ends (still climbing)",
     FAILED: "status not ok, or the polisher failed",
     NOT_CLASSIFIED: "a method that does not climb the likelihood (moment or hard-assignment "
@@ -212,6 +220,9 @@ def assign_classes(frame: pd.DataFrame, tol: float) -> pd.Series:
     stationary = grad <= CERTIFY_GRAD_TOL
     climbs = frame["climbs"].astype(bool)
     params = frame["has_parameters"].astype(bool)
+    # more experts fitted than the truth has: the Hessian is singular by nature there
+    over = (frame["k_fit"].astype(float) > frame["k"].astype(float)
+            if {"k_fit", "k"} <= set(frame.columns) else pd.Series(False, index=frame.index))
     conditions = [
         ~ok | (climbs & short & error),
         ~climbs,
@@ -220,11 +231,12 @@ def assign_classes(frame: pd.DataFrame, tol: float) -> pd.Series:
         ~polished,
         ~still_short,
         ~stationary,
+        over.fillna(False).astype(bool),
         eig > HESSIAN_EPS,
         eig < -HESSIAN_EPS,
     ]
     choices = [FAILED, NOT_CLASSIFIED, FINE, NO_PARAMETERS, NOT_POLISHED,
-               SLOW, UNFINISHED, LOCAL_MAX, SADDLE]
+               SLOW, UNFINISHED, SINGULAR, LOCAL_MAX, SADDLE]
     return pd.Series(np.select(conditions, choices, default=SINGULAR), index=frame.index)
 
 
@@ -238,12 +250,6 @@ def polish_key(parameters: str, learn_sigma: bool, polisher: str = "joint") -> s
         fields.append(polisher)
     text = json.dumps(fields)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def climbs_likelihood(est: Any) -> bool:
-    """Whether a (fitted or unfitted) estimator climbs the likelihood: ``local_search``,
-    or a moment method whose ``refine`` ends it in joint EM."""
-    return bool(getattr(est, "local_search", False)) or bool(getattr(est, "refine", False))
 
 
 def climbing_variants(summary: pd.DataFrame, cells: dict[str, Any]) -> dict[str, bool]:
@@ -263,7 +269,7 @@ def variant_polishers(summary: pd.DataFrame, cells: dict[str, Any]) -> dict[str,
     other oracles (``needs_truth``) and non-climbing methods: "".
     """
     from moebench.registry import algorithm_class
-    from moebench.sweep.worker import build_estimator
+    from moebench.sweep.worker import build_estimator, climbs_likelihood
 
     out: dict[str, str] = {}
     by_label = {}
@@ -364,7 +370,7 @@ def classify_results(results: str | os.PathLike, jobs: int = 1, tol: float | Non
         Parallel processes (one data set per task).
     tol : float, optional
         Per-sample log-likelihood tolerance (default
-        :data:`moebench.sweep.gridlock.DEFAULT_TOL`); reports at a larger tolerance reuse
+        :data:`DEFAULT_TOL`); reports at a larger tolerance reuse
         the polish, a smaller one needs ``classify`` with it.
     progress : callable, optional
         Receives one line per finished data set.
@@ -375,15 +381,13 @@ def classify_results(results: str | os.PathLike, jobs: int = 1, tol: float | Non
         ``classes`` is also written to ``RESULTS/classes.parquet``; ``polished`` counts the
         polishes run now, ``reused`` those taken from ``RESULTS/polish.parquet``.
     """
-    from moebench.sweep.gridlock import DEFAULT_TOL
     from moebench.sweep.rerun import PARAMETERS_KEY, stored_cells, with_parameters
     from moebench.sweep.store import load_results
 
     tol = DEFAULT_TOL if tol is None else float(tol)
     if not (math.isfinite(tol) and tol >= 0):
         raise ValueError(f"tol must be finite and >= 0; got {tol!r}")
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1; got {jobs}")
+    validate_parameter("jobs", jobs, [JOBS])
     t0 = time.perf_counter()
     folder = Path(results)
     if folder.is_file():

@@ -23,7 +23,19 @@ SETTING_COLUMNS = ("dataset", *SYNTHETIC_SETTING_COLUMNS)
 #: summary columns that hold final metrics (NaN where a run or an estimator has none)
 METRIC_COLUMNS = ("expert_error", "expert_max_angle", "gating_error", "success", "sigma_hat",
                   "train_log_likelihood", "test_log_likelihood", "test_mse",
-                  "true_train_log_likelihood", "true_test_log_likelihood", "true_test_mse")
+                  "true_train_log_likelihood", "true_test_log_likelihood", "true_test_mse",
+                  "voronoi_loss", "voronoi_loss_translated")
+#: summary columns of a run's resource use, measured in the worker
+#: (:mod:`moebench.sweep.resources`): peak resident memory (kernel high-water mark, file
+#: pages of a memmap included), peak anonymous resident memory (sampled), and the fit's
+#: passes over an on-disk X (NaN in memory); NaN where not measured
+RESOURCE_COLUMNS = ("peak_rss_mib", "peak_anon_mib", "passes_over_x")
+#: resource columns that depend on the machine and the process, not on the fit:
+#: ``moebench verify`` does not compare them (``passes_over_x`` is deterministic)
+MACHINE_COLUMNS = ("peak_rss_mib", "peak_anon_mib")
+#: the data-set column of a memmap sweep (``generate --seed``): like the repetition it
+#: tells data sets of one setting apart, so it is not a setting column
+DATA_SET_COLUMNS = ("generator_seed",)
 
 #: statuses of a run with a result (figures and medians use these runs only)
 OK_STATUSES = ("ok",)

@@ -37,8 +37,14 @@ A config is a TOML file (or the name of one shipped in :mod:`moebench.configs`):
     only = {n = [100000], k = 3}   # optional: run this variant only where these data keys
                                    # take these values (a value or a list per key)
 
-Every table, key and value is checked before anything runs; an error names the
-key, the bad value and the valid choices.
+Data on disk: ``[data] memmap = "DIR"`` (the folder of ``moebench generate --out DIR``)
+with the generator's keys (n, d, k, activation, sigma, gating, gating_scale, min_angle,
+``generator_seed``: its ``--seed``) and n_test; the runs read X.npy and y.npy as memmaps
+(:class:`moebench.sweep.data_sources.MemmapSource`).
+
+Every table, key and value is checked before anything runs, through the declaration
+of every key in :mod:`moebench.sweep.config_keys` (its constraint, default and doc);
+an error names the key, the bad value and the valid choices.
 """
 
 from __future__ import annotations
@@ -46,9 +52,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
-import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -57,52 +60,42 @@ from typing import Any
 
 import numpy as np
 
-from moebench.activations import available_activations
-from moebench.generator import GATING_KINDS, INPUT_DISTRIBUTIONS, make_moe_model
-from moebench.registry import algorithm_class, available_algorithms, reference_algorithms
+from moebench.generator import check_input_design, make_moe_model, truth_model
+from moebench.io import tomllib
+from moebench.registry import algorithm_class, reference_algorithms
 from moebench.sweep.columns import SYNTHETIC_SETTING_COLUMNS
+from moebench.sweep.config_keys import (  # noqa: F401 (ConfigError: the sweep's config error)
+    ALGORITHM,
+    BUDGET,
+    CELLS_KEY,
+    CSV,
+    FAMILY_DATA_KEYS,
+    MEMMAP,
+    MEMMAP_KEY,
+    REPORT,
+    SOURCE,
+    SYNTHETIC,
+    TOP,
+    ConfigError,
+    ConfigTable,
+    refuse_unknown,
+)
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-TOP_KEYS = ("name", "description", "seed", "repetitions", "success_threshold", "data", "budget",
-            "algorithm", "report")
-SYNTHETIC_DATA_KEYS = SYNTHETIC_SETTING_COLUMNS
-#: synthetic ``[data]`` key with explicit cells: a list of tables of data keys, each a grid
-#: of its own over the other ``[data]`` values; the sweep runs their union
-CELLS_KEY = "cells"
-CSV_DATA_KEYS = ("source", "k", "activation", "folds")
-SOURCE_KEYS = ("csv", "target", "features", "sep")
-BUDGET_KEYS = ("max_iter", "max_time", "timeout")
-ALGORITHM_KEYS = ("name", "label", "params", "grid", "known_sigma", "activations",
-                  "only") + BUDGET_KEYS
+#: the synthetic data keys: the setting columns and the softmax-gated family's optional
+#: keys (k_fit, truth, input_interval)
+SYNTHETIC_DATA_KEYS = (*SYNTHETIC_SETTING_COLUMNS, *FAMILY_DATA_KEYS)
 #: estimator arguments the runner sets itself
 RESERVED_PARAMS = ("n_experts", "activation", "random_state", "sigma")
-
-DATA_DEFAULTS: dict[str, Any] = {
-    "n": 10_000, "d": 10, "k": 3, "activation": "linear", "sigma": 0.1, "gating": "orthogonal",
-    "gating_scale": 1.0, "min_angle": 0.0, "expert_angle": None, "gating_angle": None,
-    "input_distribution": "gaussian", "n_test": 10_000,
-}
+#: defaults of the synthetic data-setting keys (``cells`` is not one)
+DATA_DEFAULTS: dict[str, Any] = {key: SYNTHETIC[key].default for key in SYNTHETIC_DATA_KEYS}
 #: data keys left out of run ids and seeds while at their default (ids stay stable when
 #: such an option is added)
 OPTIONAL_DATA_DEFAULTS: dict[str, Any] = {"expert_angle": None, "gating_angle": None,
-                                          "input_distribution": "gaussian"}
+                                          "input_distribution": "gaussian",
+                                          **{key: None for key in FAMILY_DATA_KEYS}}
 #: the data keys that make_moe_model checks (a setting is validated once per distinct value)
 MODEL_KEYS = ("d", "k", "activation", "sigma", "gating", "gating_scale", "min_angle",
               "expert_angle", "gating_angle")
-CSV_DEFAULTS: dict[str, Any] = {"k": 2, "activation": "linear", "folds": 5}
-BUDGET_DEFAULTS: dict[str, Any] = {"max_iter": 200, "max_time": 60.0, "timeout": None}
-
-
-#: what a config name may be (it names the folder results/<name>)
-CONFIG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
-
-
-class ConfigError(ValueError):
-    """A sweep config that cannot run; the message names the key and the valid choices."""
 
 
 # --------------------------------------------------------------------------- loading
@@ -170,7 +163,7 @@ class Variant:
 
 
 @dataclass(frozen=True)
-class Cell:
+class Run:
     """One run: a data setting, an algorithm variant and a repetition."""
 
     data: dict[str, Any]
@@ -191,6 +184,9 @@ class Cell:
         source = key.get("source")
         if isinstance(source, dict) and "digest" in source:
             key["source"] = {**source, "csv": Path(source["csv"]).name}
+        # a memmap data set is identified by its generator parameters (the other keys),
+        # which its params.json must match when it is loaded, not by its folder
+        key.pop(MEMMAP_KEY, None)
         return key
 
     @property
@@ -232,7 +228,7 @@ class SweepConfig:
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
 
-    def cells(self) -> list[Cell]:
+    def cells(self) -> list[Run]:
         """Every run of the sweep, in a fixed order (setting, repetition, variant).
 
         A variant that fixes part of the setting (the real-data reference: k = 1,
@@ -241,7 +237,7 @@ class SweepConfig:
         """
         return list(self.iter_cells())
 
-    def iter_cells(self) -> Iterator[Cell]:
+    def iter_cells(self) -> Iterator[Run]:
         """The runs of :meth:`cells`, one at a time (memory: the settings, not the runs)."""
         pairs = self.pairs()
         by_setting: dict[int, list[tuple[Variant, dict[str, Any]]]] = {}
@@ -250,7 +246,7 @@ class SweepConfig:
         for i in sorted(by_setting):
             for rep in range(self.repetitions):
                 for v, d in by_setting[i]:
-                    yield Cell(d, v, rep, self.seed, self.success_threshold)
+                    yield Run(d, v, rep, self.seed, self.success_threshold)
 
     def pairs(self) -> list[tuple[int, Variant, dict[str, Any]]]:
         """(index of the data setting, variant, the variant's setting) of every distinct
@@ -306,56 +302,58 @@ def data_seed_sequence(seed: int, data: dict[str, Any], repetition: int, *salt: 
 
 
 # --------------------------------------------------------------------------- validation
-def _unknown(keys: Any, valid: tuple[str, ...], where: str) -> None:
-    bad = sorted(set(keys) - set(valid))
-    if bad:
-        raise ConfigError(
-            f"unknown key {where}{bad[0]!r}" + (f" (and {', '.join(map(repr, bad[1:]))})"
-                                                if len(bad) > 1 else "")
-            + f"; valid keys: {', '.join(valid)}"
-        )
-
-
+# Each key is checked by its declaration (moebench.sweep.config_keys); what is checked here
+# is what no single key declares: grids, budgets against each class, settings against
+# the generator and the algorithms, labels against each other.
 def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def _int(value: Any, where: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{where} must be an integer >= {minimum}; got {value!r}")
-    return value
+def _check_memmap(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The grid of a memmap sweep: the keys of :data:`~moebench.sweep.config_keys.MEMMAP`
+    (those of ``moebench generate``, plus ``generator_seed``); every setting names the
+    folder ``memmap``."""
+    MEMMAP.check_known(data, "data.")
+    folder = MEMMAP.get(data, MEMMAP_KEY, "data.")
+    rest = {key: value for key, value in data.items() if key != MEMMAP_KEY}
+    grid = _check_synthetic(rest, MEMMAP)
+    for setting in grid:
+        setting[MEMMAP_KEY] = folder
+    return grid
 
 
-def _num(value: Any, where: str, minimum: float = 0.0, strict: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < minimum or (strict and value == minimum):
-        op = ">" if strict else ">="
-        raise ConfigError(f"{where} must be a finite number {op} {minimum}; got {value!r}")
-    return float(value)
+def _cell_keys(table: ConfigTable) -> tuple[str, ...]:
+    """The keys of ``table`` (synthetic or memmap) that a cell of ``cells`` may set."""
+    return tuple(k for k in table.names() if k not in (CELLS_KEY, MEMMAP_KEY))
 
 
-def _choice(value: Any, where: str, choices: list[str] | tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"unknown {where} {value!r}; valid choices: {', '.join(choices)}")
-    return value
+def _setting_keys(table: ConfigTable) -> tuple[str, ...]:
+    """The data-setting keys of a grid of ``table``: every synthetic setting key (at its
+    default where ``table`` does not take it) and ``table``'s own (``generator_seed``)."""
+    return tuple(dict.fromkeys(SYNTHETIC_DATA_KEYS + _cell_keys(table)))
 
 
-def _check_synthetic(data: dict[str, Any]) -> list[dict[str, Any]]:
-    _unknown(data, (*SYNTHETIC_DATA_KEYS, CELLS_KEY), "data.")
+def _check_synthetic(data: dict[str, Any], table: ConfigTable = SYNTHETIC
+                     ) -> list[dict[str, Any]]:
+    """The grid of a synthetic ``[data]`` table (``table``: the keys it may hold, the
+    memmap sweep's :data:`~moebench.sweep.config_keys.MEMMAP` less ``memmap``)."""
+    table.check_known(data, "data.")
     if CELLS_KEY not in data:
-        return _synthetic_grid(data)
-    cells = data[CELLS_KEY]
-    if not isinstance(cells, list) or not cells or not all(isinstance(c, dict) for c in cells):
-        raise ConfigError(
-            "data.cells must be a non-empty list of tables of data keys, e.g. "
-            "cells = [{k = 2, sigma = 0.05}, {k = 4, sigma = [0.05, 0.5]}]; got "
-            f"{cells!r}")
+        return _synthetic_grid(data, table)
+    try:
+        cells = table.get(data, CELLS_KEY, "data.")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; e.g. cells = [{{k = 2, sigma = 0.05}}, {{k = 4, sigma = "
+                          f"[0.05, 0.5]}}]") from None
     base = {key: value for key, value in data.items() if key != CELLS_KEY}
     grid: list[dict[str, Any]] = []
     seen: set[str] = set()
     for i, cell in enumerate(cells):
-        _unknown(cell, SYNTHETIC_DATA_KEYS, f"data.cells[{i}].")
-        for setting in _synthetic_grid({**base, **cell}):
+        if MEMMAP_KEY in cell and MEMMAP_KEY in table.names():
+            raise ConfigError(f"data.cells[{i}].memmap: the folder is one path for the sweep; "
+                              f"set it in [data] only")
+        refuse_unknown(cell, _cell_keys(table), f"data.cells[{i}].")
+        for setting in _synthetic_grid({**base, **cell}, table):
             key = _canonical(setting)
             if key not in seen:  # overlapping cells run once
                 seen.add(key)
@@ -363,68 +361,46 @@ def _check_synthetic(data: dict[str, Any]) -> list[dict[str, Any]]:
     return grid
 
 
-def _synthetic_grid(data: dict[str, Any]) -> list[dict[str, Any]]:
+def _synthetic_grid(data: dict[str, Any], table: ConfigTable = SYNTHETIC
+                    ) -> list[dict[str, Any]]:
     """The product grid of one table of synthetic data keys, every setting checked."""
-    axes = {key: _as_list(data.get(key, default)) for key, default in DATA_DEFAULTS.items()}
-    for key, values in axes.items():
-        if not values:
-            raise ConfigError(f"data.{key} is an empty list; give at least one value")
-        for v in values:
-            where = f"data.{key}"
-            if key in ("n", "d", "k", "n_test"):
-                _int(v, where, 2 if key in ("k", "n_test") else 1)
-            elif key == "activation":
-                _choice(v, "data.activation", available_activations())
-            elif key == "gating":
-                _choice(v, "data.gating", GATING_KINDS)
-            elif key == "input_distribution":
-                _choice(v, "data.input_distribution", INPUT_DISTRIBUTIONS)
-            elif key in ("expert_angle", "gating_angle") and v is not None:
-                _num(v, where, 0.0, strict=key == "expert_angle")
-            elif key in ("sigma", "gating_scale", "min_angle"):
-                _num(v, where, 0.0, strict=key == "sigma")
     # a value listed twice is one grid point (the runs would be the same)
-    axes = {key: list({_canonical(v): v for v in values}.values())
-            for key, values in axes.items()}
+    axes = {}
+    for key in _setting_keys(table):
+        declared = table if key in table.names() else SYNTHETIC
+        values = declared[key].axis(declared.get(data, key, "data."))
+        axes[key] = list({_canonical(v): v for v in values}.values())
     grid = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
     checked: set[str] = set()
     for setting in grid:
-        model = {key: setting[key] for key in MODEL_KEYS}
+        model = {key: setting[key] for key in (*MODEL_KEYS, "truth", "input_distribution",
+                                               "input_interval")}
         key = _canonical(model)
-        if key in checked:  # n, n_test, input_distribution do not change the model
+        if key in checked:  # n, n_test, k_fit do not change the model
             continue
         checked.add(key)
         try:  # catches k > d, orthogonal gating without room, impossible angles
-            make_moe_model(model["d"], model["k"], model["activation"], model["sigma"],
-                           model["gating"], model["gating_scale"], model["min_angle"],
-                           model["expert_angle"], random_state=0,
-                           gating_angle=model["gating_angle"])
-        except ValueError as exc:
+            check_input_design(model["input_distribution"], model["d"], model["input_interval"])
+            if model["truth"] is not None:
+                truth_model(model["truth"], model["d"], model["k"], model["activation"])
+            else:
+                make_moe_model(model["d"], model["k"], model["activation"], model["sigma"],
+                               model["gating"], model["gating_scale"], model["min_angle"],
+                               model["expert_angle"], random_state=0,
+                               gating_angle=model["gating_angle"])
+        except (ValueError, TypeError) as exc:
             raise ConfigError(f"data setting {_canonical(setting)} is invalid: {exc}") from None
     return grid
 
 
 def _check_csv(data: dict[str, Any]) -> list[dict[str, Any]]:
-    _unknown(data, CSV_DATA_KEYS, "data.")
-    source = data["source"]
-    if not isinstance(source, dict):
-        raise ConfigError("data.source must be a table {csv = \"path\", target = \"column\"}")
-    _unknown(source, SOURCE_KEYS, "data.source.")
-    for key in ("csv", "target"):
-        if not isinstance(source.get(key), str):
-            raise ConfigError(f"data.source.{key} is required and must be a string")
-    features = source.get("features")
-    if features is not None and not (isinstance(features, list)
-                                     and all(isinstance(f, str) for f in features)):
-        raise ConfigError("data.source.features must be a list of column names")
-    src = {"csv": source["csv"], "target": source["target"], "features": features,
-           "sep": source.get("sep", "auto")}
-    if not isinstance(src["sep"], str):
-        raise ConfigError("data.source.sep must be a string (\"auto\", \",\", \"\\t\", ...)")
-    ks = [_int(k, "data.k", 2) for k in _as_list(data.get("k", CSV_DEFAULTS["k"]))]
-    acts = [_choice(a, "data.activation", available_activations())
-            for a in _as_list(data.get("activation", CSV_DEFAULTS["activation"]))]
-    folds = _int(data.get("folds", CSV_DEFAULTS["folds"]), "data.folds", 2)
+    CSV.check_known(data, "data.")
+    source = CSV.get(data, "source", "data.")
+    SOURCE.check_known(source, "data.source.")
+    src = {key: SOURCE.get(source, key, "data.source.") for key in SOURCE.names()}
+    ks = _as_list(CSV.get(data, "k", "data."))
+    acts = _as_list(CSV.get(data, "activation", "data."))
+    folds = CSV.get(data, "folds", "data.")
     from moebench.sweep.data_sources import file_digest, load_csv_source
 
     table = load_csv_source(src)  # fails now, not mid-sweep, on a missing file or column
@@ -440,43 +416,36 @@ def _check_csv(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _check_budget(table: dict[str, Any], where: str, base: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with the budgets ``table`` sets ([budget] or an [[algorithm]] table)."""
     out = dict(base)
-    if "max_iter" in table:
-        out["max_iter"] = _int(table["max_iter"], f"{where}max_iter", 1)
-    if "max_time" in table:
-        out["max_time"] = _num(table["max_time"], f"{where}max_time")
-    if "timeout" in table:
-        out["timeout"] = _num(table["timeout"], f"{where}timeout")
+    for key in BUDGET:  # the same declarations serve both tables
+        if key.name in table:
+            value = key.check(table[key.name], f"{where}{key.name}")
+            out[key.name] = value if key.name == "max_iter" else float(value)
     return out
 
 
 def _check_algorithms(entries: Any, budget: dict[str, Any]) -> list[Variant]:
-    if not isinstance(entries, list) or not entries:
+    if entries is None or entries == []:
         raise ConfigError("the config needs at least one [[algorithm]] table")
-    names = available_algorithms(oracles=True)
+    TOP["algorithm"].check(entries, "algorithm")
     variants: list[Variant] = []
     for i, entry in enumerate(entries):
         where = f"algorithm[{i}]."
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where[:-1]} must be a table")
-        _unknown(entry, ALGORITHM_KEYS, where)
-        if "name" not in entry:
-            raise ConfigError(f"{where}name is required; valid choices: {', '.join(names)}")
-        name = _choice(entry["name"], f"{where}name", names)
+        ALGORITHM.check_known(entry, where)
+        name = ALGORITHM.get(entry, "name", where)
         cls = algorithm_class(name)
         valid = [p for p in cls._get_param_names() if p not in RESERVED_PARAMS]
-        params = entry.get("params", {})
-        grid = entry.get("grid", {})
+        params = ALGORITHM.get(entry, "params", where)
+        grid = ALGORITHM.get(entry, "grid", where)
         for tname, table in (("params", params), ("grid", grid)):
-            if not isinstance(table, dict):
-                raise ConfigError(f"{where}{tname} must be a table of estimator options")
             for key in table:
                 if key in RESERVED_PARAMS:
                     raise ConfigError(
                         f"{where}{tname}.{key} is set by the runner (from the data setting and "
                         f"the seeds); remove it" + ("; use known_sigma = true to pass the true "
                                                     "sigma" if key == "sigma" else ""))
-            _unknown(table, tuple(valid), f"{where}{tname}.")
+            refuse_unknown(table, tuple(valid), f"{where}{tname}.")
         for key, values in grid.items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{where}grid.{key} must be a non-empty list of values")
@@ -497,20 +466,11 @@ def _check_algorithms(entries: Any, budget: dict[str, Any]) -> list[Variant]:
             except ValueError as exc:
                 raise ConfigError(f"{what}: {exc}") from None
         timeout = b["timeout"] if b["timeout"] is not None else 2.0 * b["max_time"] + 30.0
-        known_sigma = entry.get("known_sigma", False)
-        if not isinstance(known_sigma, bool):
-            raise ConfigError(f"{where}known_sigma must be true or false")
-        label = entry.get("label", name)
-        if not isinstance(label, str) or not label:
-            raise ConfigError(f"{where}label must be a non-empty string")
-        acts = entry.get("activations")
-        if acts is not None:
-            if not isinstance(acts, list) or not acts:
-                raise ConfigError(f"{where}activations must be a non-empty list of activations")
-            for a in acts:
-                _choice(a, f"{where}activations entry", available_activations())
-            acts = tuple(acts)
-        only = _check_only(entry.get("only", {}), where)
+        known_sigma = ALGORITHM.get(entry, "known_sigma", where)
+        label = ALGORITHM.get(entry, "label", where) or name
+        acts = ALGORITHM.get(entry, "activations", where)
+        acts = tuple(acts) if acts is not None else None
+        only = _check_only(ALGORITHM.get(entry, "only", where), where)
         points = [dict(zip(grid, combo, strict=True))
                   for combo in itertools.product(*grid.values())]
         for point in points:
@@ -528,17 +488,20 @@ def _check_algorithms(entries: Any, budget: dict[str, Any]) -> list[Variant]:
     return variants
 
 
-def _check_only(only: Any, where: str) -> dict[str, tuple[Any, ...]]:
-    """``only = {key = value or [values]}``: data keys (synthetic or CSV) and their values."""
-    if not isinstance(only, dict):
-        raise ConfigError(f"{where}only must be a table of data keys, e.g. only = {{n = [100000], "
-                          f"k = 3}}; got {only!r}")
-    _unknown(only, tuple(dict.fromkeys(SYNTHETIC_DATA_KEYS + CSV_DATA_KEYS)), f"{where}only.")
+def _check_only(only: dict[str, Any], where: str) -> dict[str, tuple[Any, ...]]:
+    """``only = {key = value or [values]}``: data keys (synthetic, memmap or CSV), each value
+    checked by the key's declaration."""
+    data_keys = {**{key.name: key for key in CSV if key.name != "source"},
+                 **{key.name: key for key in MEMMAP if key.name != CELLS_KEY},
+                 **{key: SYNTHETIC[key] for key in SYNTHETIC_DATA_KEYS}}
+    refuse_unknown(only, tuple(data_keys), f"{where}only.")
     out = {}
     for key, values in only.items():
         values = _as_list(values)
         if not values:
             raise ConfigError(f"{where}only.{key} is an empty list; give at least one value")
+        for value in values:
+            data_keys[key].check_one(value, f"{where}only.{key}")
         out[key] = tuple(values)
     return out
 
@@ -572,14 +535,40 @@ def _refuse_oracles(variants: list[Variant]) -> None:
                 f"on synthetic data ([data] without source), or remove it")
 
 
-def _check_name(name: Any, given: bool) -> str:
-    """A config name is a plain name: it becomes the folder ``results/<name>``."""
-    where = "name" if given else "name (from the file name; set name = \"...\" to choose one)"
-    if not isinstance(name, str) or not CONFIG_NAME.fullmatch(name):
+def _check_setting(v: Variant, grid: list[dict[str, Any]]) -> None:
+    """Refuse a variant whose ``only`` matches no setting, or that cannot run a setting it
+    runs on (the class's own capability check, the one its fit runs)."""
+    cls = algorithm_class(v.algorithm)
+    if v.only and not any(v.runs_on(setting) for setting in grid):
         raise ConfigError(
-            f"{where} {name!r} is not a plain name; valid: 1 to 100 letters, digits, '_', '-' "
-            f"or '.', not starting with '.' or '-' (no '/', no '..', not an absolute path)")
-    return name
+            f"variant {v.label!r}: only = {_canonical({k: list(x) for k, x in v.only.items()})}"
+            f" matches none of the {len(grid)} data setting(s); valid values: "
+            + "; ".join(f"{key}: {sorted({str(s.get(key)) for s in grid})}" for key in v.only))
+    checked: set[tuple[Any, ...]] = set()
+    for setting in grid:
+        if not v.runs_on(setting):
+            continue
+        setting = {**setting, **v.setting}
+        act = setting["activation"]
+        d = setting["d"] if "d" in setting else len(setting["source"]["features"])
+        k = setting["k"] if setting.get("k_fit") is None else setting["k_fit"]
+        biased = isinstance(setting.get("truth"), dict) and any(
+            setting["truth"].get(key) is not None for key in ("expert_bias", "gating_bias"))
+        if (k, d, act, biased) in checked:  # each distinct setting once
+            continue
+        checked.add((k, d, act, biased))
+        try:
+            cls.check_setting(k, d, act, params=v.params)
+            if biased and cls.excludes_biases(v.params):
+                raise ValueError("its model has no gating biases or expert intercepts "
+                                 "(the tensor step); valid on data.truth without "
+                                 "expert_bias and gating_bias")
+        except ValueError as exc:
+            raise ConfigError(
+                f"algorithm {v.algorithm!r} (variant {v.label!r}) cannot run the data "
+                f"setting k={k}, d={d}, activation={act!r}: {exc} (restrict it "
+                f"with activations = [...] in its [[algorithm]] table, or change [data])"
+            ) from None
 
 
 def validate_config(raw: dict[str, Any], name: str = "sweep", source: str = "<dict>"
@@ -587,60 +576,37 @@ def validate_config(raw: dict[str, Any], name: str = "sweep", source: str = "<di
     """Check a parsed config and expand it; raises :class:`ConfigError` before anything runs."""
     if not isinstance(raw, dict):
         raise ConfigError("a config must be a TOML table")
-    _unknown(raw, TOP_KEYS, "")
-    _check_name(raw.get("name", name), given="name" in raw)
-    seed = _int(raw.get("seed", 0), "seed", 0)
-    reps = _int(raw.get("repetitions", 1), "repetitions", 1)
-    threshold = _num(raw.get("success_threshold", 0.1), "success_threshold")
-    data = raw.get("data", {})
-    if not isinstance(data, dict):
-        raise ConfigError("[data] must be a table")
-    grid = _check_csv(data) if "source" in data else _check_synthetic(data)
-    budget_raw = raw.get("budget", {})
-    if not isinstance(budget_raw, dict):
-        raise ConfigError("[budget] must be a table")
-    _unknown(budget_raw, BUDGET_KEYS, "budget.")
-    budget = _check_budget(budget_raw, "budget.", BUDGET_DEFAULTS)
+    TOP.check_known(raw, "")
+    cname = raw.get("name", name)
+    TOP["name"].check(cname, "name" if "name" in raw else
+                      "name (from the file name; set name = \"...\" to choose one)")
+    seed = TOP.get(raw, "seed", "")
+    reps = TOP.get(raw, "repetitions", "")
+    threshold = float(TOP.get(raw, "success_threshold", ""))
+    desc = TOP.get(raw, "description", "")
+    data = TOP.get(raw, "data", "") or {}
+    grid = (_check_csv(data) if "source" in data
+            else _check_memmap(data) if MEMMAP_KEY in data else _check_synthetic(data))
+    budget_raw = TOP.get(raw, "budget", "") or {}
+    BUDGET.check_known(budget_raw, "budget.")
+    budget = _check_budget(budget_raw, "budget.", BUDGET.defaults())
     variants = _check_algorithms(raw.get("algorithm"), budget)
     if "source" in data:
         _refuse_oracles(variants)
         variants += _reference_variants(variants, budget)
     for v in variants:
-        cls = algorithm_class(v.algorithm)
-        if v.only and not any(v.runs_on(setting) for setting in grid):
-            raise ConfigError(
-                f"variant {v.label!r}: only = {_canonical({k: list(x) for k, x in v.only.items()})}"
-                f" matches none of the {len(grid)} data setting(s); valid values: "
-                + "; ".join(f"{key}: {sorted({str(s.get(key)) for s in grid})}" for key in v.only))
-        checked: set[tuple[Any, ...]] = set()
-        for setting in grid:
-            if not v.runs_on(setting):
-                continue
-            setting = {**setting, **v.setting}
-            act = setting["activation"]
-            d = setting["d"] if "d" in setting else len(setting["source"]["features"])
-            if (setting["k"], d, act) in checked:  # each distinct setting once
-                continue
-            checked.add((setting["k"], d, act))
-            try:  # the class's own capability check, the one its fit runs
-                cls.check_setting(setting["k"], d, act, params=v.params)
-            except ValueError as exc:
-                raise ConfigError(
-                    f"algorithm {v.algorithm!r} (variant {v.label!r}) cannot run the data "
-                    f"setting k={setting['k']}, d={d}, activation={act!r}: {exc} (restrict it "
-                    f"with activations = [...] in its [[algorithm]] table, or change [data])"
-                ) from None
-    if "report" in raw:  # the figures' and tables' settings (moebench.sweep.style)
+        _check_setting(v, grid)
+    report = TOP.get(raw, "report", "")
+    if report is not None:  # the figures' and tables' settings (moebench.sweep.style)
         from moebench.sweep.style import check_report_table
 
+        REPORT.check_known(report, "report.")
+        for key in REPORT.names():
+            REPORT.get(report, key, "report.")
         try:
-            check_report_table(raw["report"], [v.label for v in variants])
+            check_report_table(report, [v.label for v in variants])
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-    desc = raw.get("description", "")
-    cname = raw.get("name", name)
-    if not isinstance(cname, str) or not isinstance(desc, str):
-        raise ConfigError("name and description must be strings")
     return SweepConfig(cname, source, seed, reps, threshold, grid, variants, desc, raw)
 
 

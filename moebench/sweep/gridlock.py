@@ -45,8 +45,8 @@ import pandas as pd
 
 from moebench.metrics import wilson_interval
 from moebench.stationarity import STATIONARY_TOL
+from moebench.sweep.classify import DEFAULT_TOL
 
-DEFAULT_TOL = 1e-3
 #: the stuck tolerances the verdict is shown under (``moebench report --stuck-tols``)
 VERDICT_TOLS = (1e-4, 1e-3, 1e-2)
 #: stop reasons that mean a budget, not a criterion, ended the fit

@@ -49,7 +49,7 @@ from moebench.sweep.trajectory import (
     run_curve,
     trajectories,
 )
-from moebench.sweep.views import figure, views
+from moebench.sweep.views import figure, get_view, views
 
 X_AXES = ("iteration", "time")
 METRICS = ("expert_error", "gating_error", "log_likelihood")
@@ -335,7 +335,7 @@ def draw(kind: str, summary: pd.DataFrame, checkpoints: pd.DataFrame | None = No
         For an unknown kind (naming the registered ones) or an input the registry does not
         know.
     """
-    from moebench.sweep.views import INPUTS, call, get_view
+    from moebench.sweep.views import INPUTS, call
 
     bad = [name for name in inputs if name not in INPUTS]
     if bad:
@@ -396,8 +396,6 @@ def default_figure(summary: pd.DataFrame, checkpoints: pd.DataFrame, path: str |
                    style: Style | None = None) -> Path:
     """The figure ``moebench run`` draws: error vs wall time (held-out scores on real data),
     in ``style`` (default: derived from ``summary``)."""
-    if is_real_data(summary):
-        from moebench.sweep.plots_finals import plot_heldout
-
-        return save(plot_heldout(summary, style), path)
+    if is_real_data(summary):  # the heldout figure, by name (plots_finals builds on this module)
+        return save(get_view("figure", "heldout").func(summary, style), path)
     return save(plot_curves(summary, checkpoints, "time", style=style), path)

@@ -19,14 +19,14 @@ import numpy as np
 import pandas as pd
 
 from moebench.model import MoEModel
-from moebench.sweep.config import Cell, load_config
+from moebench.sweep.config import Run, load_config
 from moebench.sweep.store import PARAMETERS_KEY, stored_summaries
 
 __all__ = ["PARAMETERS_KEY", "fitted_model", "fitted_parameters", "parameters_json",
            "stored_cells", "with_parameters"]
 
 
-def stored_cells(results: str | os.PathLike) -> dict[str, Cell]:
+def stored_cells(results: str | os.PathLike) -> dict[str, Run]:
     """Every run of the folder's stored config, by ``run_id``.
 
     Raises
@@ -69,7 +69,8 @@ def fitted_model(summary: Mapping[str, Any]) -> MoEModel | None:
         return None
     sigma = params["sigma"]
     return MoEModel(params["experts"], params["gating"],
-                    float(sigma) if sigma.ndim == 0 else sigma, summary["activation"])
+                    float(sigma) if sigma.ndim == 0 else sigma, summary["activation"],
+                    expert_bias=params.get("expert_bias"), gating_bias=params.get("gating_bias"))
 
 
 def with_parameters(summary: pd.DataFrame, results: str | os.PathLike) -> pd.DataFrame:

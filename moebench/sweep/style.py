@@ -30,6 +30,8 @@ from typing import Any
 
 import pandas as pd
 
+from moebench.sweep.config_keys import REPORT
+
 #: the palette: matplotlib's tab10, then tab20's light shades
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
@@ -37,8 +39,8 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 #: the colour of a reference model (a straight dashed line in the held-out figure)
 REFERENCE_MODEL_COLOR = "#000000"
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
-#: the keys of a config's ``[report]`` table
-REPORT_KEYS = ("references", "colors")
+#: the keys of a config's ``[report]`` table (declared in :mod:`moebench.sweep.config_keys`)
+REPORT_KEYS = REPORT.names()
 
 #: roles of a variant in the colour rule: the paper's estimator, its refinements, others
 _PAPER, _REFINE, _OTHER, _MODEL = range(4)
@@ -214,7 +216,7 @@ def folder_style(summary: pd.DataFrame, folder: Any) -> Style:
     """
     from pathlib import Path
 
-    from moebench.sweep.config import tomllib  # (tomli on Python 3.10)
+    from moebench.io import tomllib
 
     path = Path(folder)
     path = (path.parent if path.is_file() else path) / "config.toml"

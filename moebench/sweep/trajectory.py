@@ -118,7 +118,9 @@ def run_curve(run: pd.DataFrame, x: str = "iteration", metric: str = "expert_err
     x : str
         ``"iteration"``: the recorded iteration + 1 (the record's position + 1 where the
         iterations do not increase, e.g. across restarts); ``"time"``: the estimator's
-        clock, non-decreasing and at least 1e-4 s (a log axis).
+        clock, non-decreasing and at least 1e-4 s (a log axis); ``"passes"``: the passes
+        over an on-disk X so far (the checkpoints' optional ``passes`` column; a run
+        without it gives an empty curve).
     metric : str
         The checkpoint column; ``log_likelihood`` is always as recorded.
     raw : bool
@@ -130,16 +132,35 @@ def run_curve(run: pd.DataFrame, x: str = "iteration", metric: str = "expert_err
         Checkpoints whose value is not finite are left out.
     """
     run = run.sort_index()
-    y = run[metric].to_numpy(float)
-    if not raw and metric != "log_likelihood":
-        y = anytime_values(run["log_likelihood"].to_numpy(float), y)
+    passes = run["passes"].to_numpy(float) if "passes" in run.columns else None
+    return curve_arrays(run["iteration"].to_numpy(float), run["time"].to_numpy(float),
+                        run["log_likelihood"].to_numpy(float), run[metric].to_numpy(float),
+                        x, raw or metric == "log_likelihood", passes)
+
+
+def curve_arrays(iteration: np.ndarray, time: np.ndarray, log_likelihood: np.ndarray,
+                 values: np.ndarray, x: str = "iteration", raw: bool = False,
+                 passes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`run_curve` on one run's checkpoint columns (in recorded order) as arrays.
+
+    ``raw`` takes ``values`` as recorded (always so for the log-likelihood itself);
+    ``passes`` is the optional ``passes`` column (None: ``x = "passes"`` gives an empty
+    curve).
+    """
+    y = np.asarray(values, float)
+    if not raw:
+        y = anytime_values(log_likelihood, y)
     if x == "time":
-        xs = np.maximum.accumulate(np.maximum(run["time"].to_numpy(float), 1e-4))
+        xs = np.maximum.accumulate(np.maximum(np.asarray(time, float), 1e-4))
+    elif x == "passes":
+        if passes is None:
+            return np.array([]), np.array([])
+        xs = np.fmax.accumulate(np.asarray(passes, float))
     else:
-        it = run["iteration"].to_numpy(float)
+        it = np.asarray(iteration, float)
         xs = it if np.all(np.diff(it) > 0) else np.arange(len(it), dtype=float)
         xs = xs + 1.0
-    keep = np.isfinite(y)
+    keep = np.isfinite(y) & np.isfinite(xs)
     return xs[keep], y[keep]
 
 

@@ -12,10 +12,11 @@ summary with the stored one:
 * **not compared** (:func:`excluded_column`): columns that are not deterministic or
   describe the process rather than the fit: every column whose name contains ``time``
   (``fit_time``, ``wall_time``, ``fitted_phase_times_*``, and the ``max_time`` budget),
-  ``finished_at``, ``threads`` and the provenance columns.
+  ``finished_at``, ``threads``, the memory columns (``peak_rss_mib``, ``peak_anon_mib``:
+  :data:`moebench.sweep.columns.MACHINE_COLUMNS`) and the provenance columns.
 * **bit-equal** when the stored run was made on the same *path* as the re-run: the same
   moment kernels (``kernel_path``: the fused C kernels or numpy's BLAS, see
-  :data:`moebench.tensor.backend.FUSED_KERNELS` and ``MOEBENCH_FUSED_KERNELS``), the same
+  :data:`moebench.backend.FUSED_KERNELS` and ``MOEBENCH_FUSED_KERNELS``), the same
   BLAS library (``blas``) and one thread (``threads``), by the same code
   (``code_version``). Floats must be equal to the last bit (NaN equals NaN), and so must
   ``fitted_parameters`` (its JSON text: float64 round-trips exactly).
@@ -51,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from moebench.sweep.columns import MACHINE_COLUMNS
 from moebench.sweep.rerun import PARAMETERS_KEY, stored_cells
 from moebench.sweep.store import (
     KERNEL_PATH_COLUMN,
@@ -74,15 +76,17 @@ THREADS = 1
 #: string columns that are compared (every numeric column is)
 COMPARED_STRINGS = ("status", "stop_reason", PARAMETERS_KEY)
 #: columns never compared besides names containing "time" and the provenance columns
-NOT_COMPARED = ("finished_at", "threads")
+#: (the memory columns measure the machine and the process, not the fit)
+NOT_COMPARED = ("finished_at", "threads", *MACHINE_COLUMNS)
 #: how many differing columns a DIFFERS line names
 SHOWN_DIFFERENCES = 3
 
 
 def excluded_column(column: str) -> bool:
     """Whether a summary column is left out of the comparison (not deterministic, or the
-    process's own description): names containing ``time``, ``finished_at``, ``threads``
-    and the provenance columns of :func:`moebench.sweep.store.provenance`."""
+    process's own description): names containing ``time``, ``finished_at``, ``threads``,
+    the memory columns and the provenance columns of
+    :func:`moebench.sweep.store.provenance`."""
     return "time" in column or column in NOT_COMPARED or column in provenance()
 
 

@@ -27,7 +27,8 @@ reference, the phase maps per variant): key ``""`` is the file itself, key ``"x"
 
 The built-in views live in :mod:`moebench.sweep.plots`, :mod:`moebench.sweep.plots_finals`,
 :mod:`moebench.sweep.plots_maps`, :mod:`moebench.sweep.report`,
-:mod:`moebench.sweep.report_time` and :mod:`moebench.sweep.theorem`; :func:`views` imports
+:mod:`moebench.sweep.report_time`, :mod:`moebench.sweep.theorem` and
+:mod:`moebench.sweep.plots_resources` and :mod:`moebench.sweep.rates`; :func:`views` imports
 them on first use (``docs/adding_a_view.md`` shows how to add one).
 """
 
@@ -62,7 +63,8 @@ INPUTS: dict[str, str] = {
 #: the modules that hold the built-in views (imported by :func:`views`)
 BUILTIN_MODULES = ("moebench.sweep.plots", "moebench.sweep.plots_finals",
                    "moebench.sweep.plots_maps", "moebench.sweep.report",
-                   "moebench.sweep.report_time", "moebench.sweep.theorem")
+                   "moebench.sweep.report_time", "moebench.sweep.theorem",
+                   "moebench.sweep.plots_resources", "moebench.sweep.rates")
 
 
 @dataclass(frozen=True)
@@ -203,12 +205,19 @@ def _load_builtin() -> None:
             importlib.import_module(module)
 
 
+def _rank(view: View) -> int:
+    """A built-in view's module's place in :data:`BUILTIN_MODULES`; any other view after."""
+    module = view.func.__module__
+    return BUILTIN_MODULES.index(module) if module in BUILTIN_MODULES else len(BUILTIN_MODULES)
+
+
 def views(kind: str) -> dict[str, View]:
-    """The registered views of ``kind`` (``"figure"`` or ``"table"``), in registration
-    order (the built-in ones first)."""
+    """The registered views of ``kind`` (``"figure"`` or ``"table"``): the built-in ones
+    first, module by module in :data:`BUILTIN_MODULES` order (whichever module was imported
+    first), each module's and then the other views in registration order."""
     _check_kind(kind)
     _load_builtin()
-    return dict(_VIEWS[kind])
+    return dict(sorted(_VIEWS[kind].items(), key=lambda item: _rank(item[1])))
 
 
 def get_view(kind: str, name: str) -> View:

@@ -3,7 +3,9 @@
 :func:`run_cell` loads the cell's rows from its data source
 (:mod:`moebench.sweep.data_sources`), builds and fits the registered estimator the
 variant names (:func:`fit_estimator`; budgets go to the parameters the class
-declares), scores it (:func:`evaluate`), and writes the run file.
+declares), scores it (:func:`evaluate`), and writes the run file. The run's peak memory
+and the fit's passes over an on-disk X are measured around it
+(:mod:`moebench.sweep.resources`).
 
 The local executor's forkserver imports :mod:`moebench.sweep.preload`, which
 calls :func:`preload` so that every worker starts with the algorithms and torch
@@ -13,6 +15,7 @@ already imported.
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import os
 import sys
@@ -25,19 +28,29 @@ from typing import Any
 
 import numpy as np
 
-from moebench.metrics import parameter_errors, prediction_mse
+from moebench.chunked import blocked_mean, is_out_of_core
+from moebench.degenerate import DegenerateFitError, absurd_log_likelihood
+from moebench.metrics import parameter_errors, prediction_mse, voronoi_loss
 from moebench.registry import algorithm_class, available_algorithms, get_algorithm
-from moebench.sweep.classify import climbs_likelihood
-from moebench.sweep.columns import METRIC_COLUMNS
-from moebench.sweep.config import Cell
+from moebench.sweep.columns import METRIC_COLUMNS, RESOURCE_COLUMNS
+from moebench.sweep.config import FAMILY_DATA_KEYS, Run
 from moebench.sweep.data_sources import CellData, load_cell_data
 from moebench.sweep.rerun import PARAMETERS_KEY, parameters_json
+from moebench.sweep.resources import ResourceMeter
 from moebench.sweep.store import provenance, write_run
 from moebench.sweep.store.records import jsonable
-from moebench.validation import DegenerateFitError, absurd_log_likelihood, rms
+from moebench.validation import rms
 
 #: keys of a summary that hold final metrics
 METRIC_KEYS = METRIC_COLUMNS
+#: largest input dimension whose runs store the translation-minimised Voronoi loss
+TRANSLATED_MAX_D = 2
+
+
+def climbs_likelihood(est: Any) -> bool:
+    """Whether a (fitted or unfitted) estimator climbs the likelihood: ``local_search``,
+    or a moment method whose ``refine`` ends it in joint EM."""
+    return bool(getattr(est, "local_search", False)) or bool(getattr(est, "refine", False))
 
 
 # --------------------------------------------------------------------------- threads
@@ -69,7 +82,7 @@ def preload() -> None:
 
 
 # --------------------------------------------------------------------------- one run
-def base_summary(cell: Cell, config: str = "") -> dict[str, Any]:
+def base_summary(cell: Run, config: str = "") -> dict[str, Any]:
     """Identifying columns of a run: ids, data setting, variant, seeds, budgets."""
     v = cell.variant
     data = dict(cell.data)
@@ -77,8 +90,14 @@ def base_summary(cell: Cell, config: str = "") -> dict[str, Any]:
     if source is not None:
         data["dataset"] = os.path.basename(source["csv"])
         data["target"] = source["target"]
+    data.pop("memmap", None)  # where the data set lies here: not part of the result
     out: dict[str, Any] = {"run_id": cell.run_id, "data_id": cell.data_id, "config": config,
                            "label": v.label, "algorithm": v.algorithm}
+    for key in FAMILY_DATA_KEYS:  # columns only where given (older summaries unchanged)
+        if data.get(key) is None:
+            data.pop(key, None)
+        elif key != "k_fit":
+            data[key] = json.dumps(data[key], separators=(",", ":"))
     out.update(data)
     out.update({"repetition": cell.repetition, "seed": cell.seed,
                 "algorithm_seed": str(cell.algorithm_seed()),
@@ -96,12 +115,13 @@ def _params_json(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
-def failure_summary(cell: Cell, status: str, message: str, config: str = "",
+def failure_summary(cell: Run, status: str, message: str, config: str = "",
                     wall_time: float = math.nan) -> dict[str, Any]:
     """Summary of a run that produced no result (timeout, crashed worker)."""
     out = base_summary(cell, config)
     out.update({key: math.nan for key in METRIC_KEYS})
     out["success"] = False
+    out.update({key: math.nan for key in RESOURCE_COLUMNS})
     out.update({"status": status, "message": message, "stop_reason": "", "n_iter": 0,
                 "fit_time": math.nan, "wall_time": wall_time,
                 "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
@@ -137,7 +157,7 @@ class FitOutcome:
     stop_reason: str = ""
 
 
-def build_estimator(cell: Cell, truth: Any = None) -> Any:
+def build_estimator(cell: Run, truth: Any = None) -> Any:
     """The unfitted estimator of the cell's variant.
 
     The class declares which of its options carry the sweep budgets; the setting
@@ -150,7 +170,8 @@ def build_estimator(cell: Cell, truth: Any = None) -> Any:
     options = {**v.params, **algorithm_class(v.algorithm).budget_options(
         max_iter=v.max_iter, max_time=v.max_time)}
     sigma = truth.sigma if (v.known_sigma and truth is not None) else None
-    return get_algorithm(v.algorithm, n_experts=cell.data["k"],
+    k_fit = cell.data.get("k_fit")
+    return get_algorithm(v.algorithm, n_experts=cell.data["k"] if k_fit is None else k_fit,
                          activation=cell.data["activation"], sigma=sigma,
                          random_state=cell.algorithm_seed(), **options)
 
@@ -183,20 +204,47 @@ def evaluate(est: Any, data: CellData, success_threshold: float) -> dict[str, An
     Scores use the estimator's own ``score`` (mean log-likelihood) and ``predict``;
     parameter errors and the truth's scores need a truth (synthetic data).
     """
-    out: dict[str, Any] = {"sigma_hat": float(est.sigma_),
+    # one noise level, or the rms of the per-expert ones (all of them: fitted_parameters)
+    out: dict[str, Any] = {"sigma_hat": float(np.sqrt(np.mean(np.square(est.sigma_)))),
                            PARAMETERS_KEY: parameters_json(est)}
-    if climbs_likelihood(est):  # every likelihood-climbing fit: gradient norm and the
-        est.stationarity(data.X, data.y)  # smallest loss-Hessian eigenvalue (Lanczos if large)
+    on_disk = is_out_of_core(data.X)
+    if climbs_likelihood(est) and not on_disk:  # every likelihood-climbing fit in memory:
+        # gradient norm and the smallest loss-Hessian eigenvalue (Lanczos if large); on
+        # disk its (n, k) arrays and Hessian-vector passes are left out (grad_norm: NaN)
+        est.stationarity(data.X, data.y)
     out.update(fitted_scalars(est))
-    out["train_log_likelihood"] = est.score(data.X, data.y)
+    out["train_log_likelihood"] = _mean_score(est.score, data.X, data.y)
     out["test_log_likelihood"] = est.score(data.X_test, data.y_test)
     out["test_mse"] = prediction_mse(est, data.X_test, data.y_test)
     truth = data.truth
     if truth is not None:
-        out.update(parameter_errors(est.experts_, est.gating_, truth, success_threshold))
-        out["true_train_log_likelihood"] = truth.mean_log_likelihood(data.X, data.y)
+        if np.shape(est.experts_) == truth.experts.shape:  # matched errors need the same k
+            out.update(parameter_errors(est.experts_, est.gating_, truth, success_threshold))
+        out.update(voronoi_losses(est.model_, truth))
+        out["true_train_log_likelihood"] = _mean_score(truth.mean_log_likelihood, data.X,
+                                                       data.y)
         out["true_test_log_likelihood"] = truth.mean_log_likelihood(data.X_test, data.y_test)
         out["true_test_mse"] = prediction_mse(truth, data.X_test, data.y_test)
+    return out
+
+
+def _mean_score(score: Any, X: np.ndarray, y: np.ndarray) -> float:
+    """``score(X, y)`` (a mean over rows); over row blocks when X is on disk (a memmap), so
+    that no (n, k) array is formed."""
+    return float(blocked_mean(score, X, y))
+
+
+def voronoi_losses(model: Any, truth: Any) -> dict[str, float]:
+    """The Voronoi loss and, for d <= :data:`TRANSLATED_MAX_D`, its translation-minimised
+    form (:mod:`moebench.voronoi`); NaN where a cell is larger than rbar is known for, or
+    (translated) d is larger (its Nelder–Mead search costs seconds a run there)."""
+    out = {"voronoi_loss": math.nan, "voronoi_loss_translated": math.nan}
+    try:
+        out["voronoi_loss"] = voronoi_loss(model, truth)
+        if truth.n_features <= TRANSLATED_MAX_D:
+            out["voronoi_loss_translated"] = voronoi_loss(model, truth, translation=True)
+    except ValueError:  # a Voronoi cell of more than 3 fitted atoms: no known exponent
+        pass
     return out
 
 
@@ -212,15 +260,15 @@ def score_status(summary: dict[str, Any], data: CellData) -> tuple[str, str]:
     return ("degenerate", f"held-out data: {reason}") if reason is not None else ("ok", "")
 
 
-def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
+def run_cell(cell: Run, out: str, threads: int = 1, config: str = "",
              write: bool = True) -> dict[str, Any]:
     """Run one cell in this process and write its run file; returns its summary.
 
     Data source -> estimator -> evaluation -> record. Failures (an exception, a
     non-finite fit) are recorded with their status and message, never raised. A
-    :class:`moebench.validation.DegenerateFitError` from ``fit`` (fewer rows than
+    :class:`moebench.degenerate.DegenerateFitError` from ``fit`` (fewer rows than
     parameters, a collapsed sigma, an absurd training log-likelihood), or a held-out
-    mean log-likelihood more than :data:`moebench.validation.ABSURD_LL_MARGIN` nats per
+    mean log-likelihood more than :data:`moebench.degenerate.ABSURD_LL_MARGIN` nats per
     sample below the null model N(0, rms(y_train)^2), is recorded with status
     ``"degenerate"``.
     """
@@ -233,15 +281,18 @@ def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
     summary["warnings"] = ""
     fit = FitOutcome()
     status, message = "ok", ""
+    meter = ResourceMeter()
     try:
-        data = load_cell_data(cell)
-        est = build_estimator(cell, data.truth)
-        try:
-            fit_estimator(est, data, fit)
-        finally:
-            summary["warnings"] = fit.warnings
-        summary.update(evaluate(est, data, cell.success_threshold))
-        status, message = score_status(summary, data)
+        with meter:
+            data = load_cell_data(cell)
+            est = build_estimator(cell, data.truth)
+            try:
+                with meter.counting_passes(data.X):
+                    fit_estimator(est, data, fit)
+            finally:
+                summary["warnings"] = fit.warnings
+            summary.update(evaluate(est, data, cell.success_threshold))
+            status, message = score_status(summary, data)
     except DegenerateFitError as exc:
         status, message = "degenerate", f"{type(exc).__name__}: {exc}"
     except FloatingPointError as exc:
@@ -250,6 +301,7 @@ def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
         tb = traceback.extract_tb(exc.__traceback__)
         where = f" (at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno})" if tb else ""
         status, message = "error", f"{type(exc).__name__}: {exc}{where}"
+    summary.update(meter.columns())
     summary.update({"status": status, "message": message, "stop_reason": fit.stop_reason,
                     "n_iter": fit.n_iter, "fit_time": fit.fit_time,
                     "wall_time": time.perf_counter() - start,
@@ -265,7 +317,7 @@ def run_cell(cell: Cell, out: str, threads: int = 1, config: str = "",
 WRITE_FAILED_EXIT = 74
 
 
-def process_main(cell: Cell, out: str, threads: int, config: str,
+def process_main(cell: Run, out: str, threads: int, config: str,
                  owner: int | None = None, conn: Any = None) -> None:
     """Entry point of a worker process started by the local executor.
 

@@ -1,9 +1,10 @@
 """The paper's pipeline (Makkuva et al. 2019): moments, whitening, decomposition, EM.
 
-Modules, in the order the estimator uses them (each imports only modules listed before it):
+Modules, in the order the estimator uses them (each imports only modules listed before it;
+the numpy/torch array switch of the moment kernels is :mod:`moebench.backend`, shared
+with the EM steps):
 
 * :mod:`~moebench.tensor.label_transforms` -- the label transforms S2, S3 and c2, c3;
-* :mod:`~moebench.tensor.backend` -- the numpy/torch array switch of the moment kernels;
 * :mod:`~moebench.tensor.moments` -- streaming T2, its implicit operator, T3(W, W, W);
 * :mod:`~moebench.tensor.whitening` -- :class:`~moebench.tensor.whitening.Whitening`
   (W, un-whitening, eigenvalues of c2's sign, eigen-gap, noise level, rank check) from T2;

@@ -46,6 +46,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from moebench.tensor.whitening import Whitening
+
 DECOMPOSITIONS = ("power", "jennrich")
 #: Power iterations stop once a step moves the (unit) iterate by less than this.
 POWER_TOL = 1e-12
@@ -483,3 +485,37 @@ def decompose(T: np.ndarray, method: str = "power", n_components: int | None = N
         return jennrich(T, n_components, n_starts=n_starts, rng=rng)
     raise ValueError(f"unknown decomposition {method!r}; valid choices are "
                      f"{', '.join(map(repr, DECOMPOSITIONS))}")
+
+
+def recover_experts(
+    T3w: np.ndarray,
+    t2_whitening: Whitening,
+    c3: float,
+    method: str = "power",
+    rng: np.random.Generator | None = None,
+    n_starts: int = 30,
+    n_iter: int = 50,
+) -> tuple[np.ndarray, TensorDecomposition]:
+    """Experts from the whitened third moment: decompose, fix the signs, un-whiten.
+
+    Parameters
+    ----------
+    T3w : ndarray of shape (k, k, k)
+        T3(W, W, W) with W = ``t2_whitening.W`` = U |D|^{-1/2}.
+    t2_whitening : Whitening
+        The whitening of T2 (:func:`moebench.tensor.whitening.whiten`).
+    c3 : float
+        The label-transform constant c3; its sign fixes the experts' signs.
+    method, rng, n_starts, n_iter
+        Passed to :func:`moebench.tensor.decomposition.decompose`.
+
+    Returns
+    -------
+    experts : ndarray of shape (k, d)
+        Unit-norm rows a_i ∝ U |D|^{1/2} sign(c3 lambda_i) v_i.
+    decomposition : TensorDecomposition
+    """
+    k = T3w.shape[0]
+    dec = decompose(T3w, method, n_components=k, rng=rng, n_starts=n_starts, n_iter=n_iter)
+    signs = np.where(np.sign(c3) * np.sign(dec.eigenvalues) < 0, -1.0, 1.0)
+    return t2_whitening.unwhiten(signs[:, None] * dec.eigenvectors), dec

@@ -29,32 +29,27 @@ from typing import Any
 
 import numpy as np
 
-from moebench.activations import Activation
+from moebench.activations import Activation, get_activation
+from moebench.base import MoEEstimator
+from moebench.degenerate import constant_labels_error, identical_rows_error
 from moebench.generator import as_seed_sequence
 from moebench.tensor import moments
-from moebench.tensor.decomposition import DECOMPOSITIONS, TensorDecomposition
-from moebench.tensor.estimator import (
-    AUTO_EIGH_MAX_D,
-    DTYPES,
-    WHITENINGS,
-    TensorEM,
-    input_scale,
-    min_samples,
-    recover_experts,
-)
+from moebench.tensor.decomposition import DECOMPOSITIONS, TensorDecomposition, recover_experts
 from moebench.tensor.label_transforms import (
     TransformCoefficients,
     apply_transforms,
     sigma_from_mean_square,
     transform_coefficients,
 )
-from moebench.tensor.whitening import Whitening, noise_level_from_mean_square, whiten
-from moebench.validation import (
-    check_choice,
-    check_positive_int,
-    constant_labels_error,
-    identical_rows_error,
+from moebench.tensor.moments import DTYPES, min_samples
+from moebench.tensor.whitening import (
+    WHITENINGS,
+    Whitening,
+    noise_level_from_mean_square,
+    whiten,
+    whitening_method,
 )
+from moebench.validation import check_choice, check_n_experts, check_positive_int, input_scale
 
 
 def _dask() -> Any:
@@ -361,8 +356,8 @@ def tensor_step(X: Any, y: Any, k: int, activation: str | Activation = "linear",
         X is not a 2-d Dask array; y's length differs from X's rows; k > d; fewer than
         ``min_samples(d, k)`` rows; non-finite X or y; an unknown option (the message
         lists the valid choices); T2 of rank < k. Constant y or identical rows of X
-        raise :class:`~moebench.validation.DegenerateFitError` (a ValueError) with the
-        estimators' message (:func:`~moebench.validation.check_degenerate_data`).
+        raise :class:`~moebench.degenerate.DegenerateFitError` (a ValueError) with the
+        estimators' message (:func:`~moebench.degenerate.check_degenerate_data`).
     ImportError
         dask is not installed.
     """
@@ -373,11 +368,12 @@ def tensor_step(X: Any, y: Any, k: int, activation: str | Activation = "linear",
     n_starts = check_positive_int(n_starts, "n_starts")
     n_power_iter = check_positive_int(n_power_iter, "n_power_iter")
     Xs, (ys,), n, d = _row_blocks(X, y=y)
-    k, act = TensorEM.check_setting(k, d, activation)
+    # TensorEM's own checks of k (2 <= k <= d), the activation and sigma, without its options
+    k, act = check_n_experts(k, d, require_k_le_d=True), get_activation(activation)
     if n < min_samples(d, k):
         raise ValueError(f"tensor_step needs at least max(10 d, 10 k^3) = {min_samples(d, k)} "
                          f"rows (d = {d}, k = {k}); got n = {n}")
-    TensorEM.check_params({"sigma": sigma})  # the estimator's own check: True is not 1
+    MoEEstimator.check_params({"sigma": sigma})  # the estimators' own check: True is not 1
     sigma = None if sigma is None else float(sigma)
     dt = DTYPES[dtype]
 
@@ -408,8 +404,7 @@ def tensor_step(X: Any, y: Any, k: int, activation: str | Activation = "linear",
 
     # pass 2: T2 (dense, or implicit products for the randomized whitening)
     rng = np.random.default_rng(as_seed_sequence(random_state))
-    method = whitening if whitening != "auto" else ("eigh" if d <= AUTO_EIGH_MAX_D
-                                                    else "randomized")
+    method = whitening_method(whitening, d)
     T2 = None
     if method == "eigh":
         T2 = _reduce([dask.delayed(_t2_sum, pure=True)(b, w, x_scale, chunk_size, dt)

@@ -40,7 +40,7 @@ consistent and efficient algorithms" (arXiv:1802.07417). Steps of :class:`Tensor
    the gating: ||W||_F <= sqrt(2 log k / ridge) (the maximum of the unpenalised gating
    likelihood may not exist on wrong experts).
 5. Optional ``refine=True``: joint EM from this start, which is
-   ``joint_em(init="tensor")`` itself (:func:`fit_from_start`; not the paper's
+   ``joint_em(init="tensor")`` itself (:func:`moebench.moment_fit.fit_from_start`; not the paper's
    algorithm; off by default).
 """
 
@@ -53,15 +53,18 @@ from typing import Any, ClassVar
 import numpy as np
 
 from moebench.activations import Activation
+from moebench.backend import BACKENDS
 from moebench.base import LocalSearchWhen, MoEEstimator
+from moebench.constraints import Interval, Options
+from moebench.degenerate import DegenerateFitError
 from moebench.em import EMResult, check_expert_step_out_of_core
 from moebench.gating_em import GATING_EM_CONSTRAINTS, GATING_EM_RIDGE, gating_em
 from moebench.history import History
 from moebench.model import MoEModel
-from moebench.registry import algorithm_class, register
+from moebench.moment_fit import fit_moment_estimator
+from moebench.registry import register
 from moebench.stopping import StoppingCriterion
-from moebench.tensor.backend import BACKENDS
-from moebench.tensor.decomposition import DECOMPOSITIONS, TensorDecomposition, decompose
+from moebench.tensor.decomposition import DECOMPOSITIONS, recover_experts
 from moebench.tensor.label_transforms import (
     LABEL_TRANSFORMS,
     ablation_coefficients,
@@ -70,33 +73,26 @@ from moebench.tensor.label_transforms import (
     estimate_sigma,
     transform_coefficients,
 )
-from moebench.tensor.moments import SecondMomentOperator, second_moment, whitened_third_moment
-from moebench.tensor.whitening import WHITENING_METHODS, Whitening, t2_noise_level, whiten
+from moebench.tensor.moments import (
+    DTYPES,
+    SecondMomentOperator,
+    min_samples,
+    second_moment,
+    whitened_third_moment,
+)
+from moebench.tensor.whitening import (
+    WHITENINGS,
+    Whitening,
+    t2_noise_level,
+    whiten,
+    whitening_method,
+)
 from moebench.validation import (  # noqa: F401 (INPUT_RMS_* re-exported)
     INPUT_RMS_NOISE_SDS,
     INPUT_RMS_TOL,
-    DegenerateFitError,
-    Interval,
-    Options,
     input_scale,
     rms,
 )
-
-WHITENINGS = ("auto", *WHITENING_METHODS)
-DTYPES = {"float64": np.float64, "float32": np.float32}
-#: "auto" whitening uses a dense eigh up to this d, the randomized range finder above it
-AUTO_EIGH_MAX_D = 1000
-
-
-def min_samples(d: int, k: int) -> int:
-    """Smallest n tensor_em accepts: max(10 d, 10 k^3).
-
-    T2 has d(d+1)/2 entries and the whitened T3 has ~k^3/6 distinct ones; with fewer
-    than ten samples per dimension (and per k^3 cell) the empirical moments are
-    dominated by sampling noise and whitening is meaningless. This is a floor, not an
-    accuracy guarantee: the expert error falls like ~n^{-1/2} (see the README table).
-    """
-    return int(max(10 * d, 10 * k**3))
 
 
 def gating_orthogonality(gating: np.ndarray, experts: np.ndarray) -> float:
@@ -117,40 +113,6 @@ def gating_orthogonality(gating: np.ndarray, experts: np.ndarray) -> float:
         return 0.0
     proj = np.linalg.norm(G[keep] @ Q, axis=1) / norms[keep]
     return float(np.clip(np.max(proj), 0.0, 1.0))
-
-
-def recover_experts(
-    T3w: np.ndarray,
-    t2_whitening: Whitening,
-    c3: float,
-    method: str = "power",
-    rng: np.random.Generator | None = None,
-    n_starts: int = 30,
-    n_iter: int = 50,
-) -> tuple[np.ndarray, TensorDecomposition]:
-    """Experts from the whitened third moment: decompose, fix the signs, un-whiten.
-
-    Parameters
-    ----------
-    T3w : ndarray of shape (k, k, k)
-        T3(W, W, W) with W = ``t2_whitening.W`` = U |D|^{-1/2}.
-    t2_whitening : Whitening
-        The whitening of T2 (:func:`moebench.tensor.whitening.whiten`).
-    c3 : float
-        The label-transform constant c3; its sign fixes the experts' signs.
-    method, rng, n_starts, n_iter
-        Passed to :func:`moebench.tensor.decomposition.decompose`.
-
-    Returns
-    -------
-    experts : ndarray of shape (k, d)
-        Unit-norm rows a_i ∝ U |D|^{1/2} sign(c3 lambda_i) v_i.
-    decomposition : TensorDecomposition
-    """
-    k = T3w.shape[0]
-    dec = decompose(T3w, method, n_components=k, rng=rng, n_starts=n_starts, n_iter=n_iter)
-    signs = np.where(np.sign(c3) * np.sign(dec.eigenvalues) < 0, -1.0, 1.0)
-    return t2_whitening.unwhiten(signs[:, None] * dec.eigenvectors), dec
 
 
 @register("tensor_em")
@@ -300,6 +262,7 @@ class TensorEM(MoEEstimator):
     """
 
     description = "Tensor method for the experts, then gating-only EM (Makkuva et al. 2019)"
+    assumes_no_biases = True
     assumes = ("Gaussian inputs", "gating orthogonal to experts", "k <= d",
                "unit-norm experts", "c2, c3 of g nonzero (not even g)")
     requires_k_le_d: ClassVar[bool] = True
@@ -397,9 +360,7 @@ class TensorEM(MoEEstimator):
         """Whiten T2 by its k eigenpairs with the sign of ``c2`` and set the T2 diagnostics
         (eigenvalues, eigengap, noise level, signal directions, below_sample_complexity_)."""
         d = X.shape[1]
-        method = self.whitening
-        if method == "auto":
-            method = "eigh" if d <= AUTO_EIGH_MAX_D else "randomized"
+        method = whitening_method(self.whitening, d)
         kw = dict(chunk_size=self.chunk_size, backend=self.backend, dtype=DTYPES[self.dtype])
         T2: Any = (second_moment(X, s2, **kw) if method == "eigh"
                    else SecondMomentOperator(X, s2, **kw))
@@ -550,43 +511,3 @@ class TensorEM(MoEEstimator):
         self.phase_gating_norms_ = {"gating_em" if gating else "start":
                                     float(np.linalg.norm(res.gating))}
         return res
-
-
-def fit_moment_estimator(est: Any, init: str, X: np.ndarray, y: np.ndarray, k: int,
-                         activation: Activation, sigma: float | None,
-                         history: History) -> None:
-    """The ``_fit`` of a moment estimator (tensor_em, spectral_experts): with ``refine``,
-    :func:`fit_from_start` (``joint_em(init=init)``); otherwise its ``start`` (the moment
-    step, then the gating EM with the experts fixed) under its stopping criterion."""
-    if est.refine:
-        fit_from_start(est, init, X, y, k, activation, sigma, history)
-        return
-    stop = est.stopping(history, tol=float(est.gating_tol))
-    res = est.start(X, y, k, activation, sigma, history, stop)
-    est._set_fit(res.experts, res.gating, res.sigma, res.n_iter, res.log_likelihood,
-                 res.stop_reason, converged=res.converged)
-
-
-def fit_from_start(est: MoEEstimator, init: str, X: np.ndarray, y: np.ndarray, k: int,
-                   activation: Activation, sigma: float | None, history: History) -> None:
-    """Fit a moment estimator's ``refine=True``: ``joint_em(init=init)`` from its start.
-
-    One EM for every variant: the joint EM is ``joint_em``'s own fit (the registry's
-    class), with the moment estimator's start options as ``init_options``, its
-    ``refine_max_iter`` (capped by ``max_iter``) as the joint EM's ``max_iter``, its
-    ``refine_tol`` as ``tol`` and its ``max_time``; every other joint-EM option is
-    ``joint_em``'s default. So ``tensor_em(refine=True)`` equals
-    ``joint_em(init="tensor")`` with the same options to the bit. The joint EM's fitted
-    attributes become ``est``'s.
-    """
-    cap = est.refine_max_iter if est.max_iter is None else min(est.refine_max_iter,
-                                                                est.max_iter)
-    joint = algorithm_class("joint_em")(
-        n_experts=est.n_experts, activation=est.activation, sigma=est.sigma,
-        random_state=est.random_state, init=init, init_options=est.start_options(),
-        n_init=1, max_iter=int(cap), tol=float(est.refine_tol), max_time=est.max_time,
-        backend=getattr(est, "backend", "numpy"))
-    joint._fit(X, y, k, activation, sigma, history)
-    for name, value in vars(joint).items():
-        if name.endswith("_") and not name.startswith("_"):
-            setattr(est, name, value)

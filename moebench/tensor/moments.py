@@ -12,7 +12,7 @@ The d×d×d tensor is never built on the hot path: after whitening with ``W``
 pass of ``O(n d k + n k^3)`` work. Every kernel walks the rows of ``X`` in
 chunks (``X`` may be a memmap), computes each chunk in ``dtype`` (float64 or
 float32) and accumulates the chunk sums in float64. The array library is chosen
-once, by ``backend`` (see :mod:`moebench.tensor.backend`); results are float64 numpy
+once, by ``backend`` (see :mod:`moebench.backend`); results are float64 numpy
 arrays.
 
 Passes over the data: the whitening needs ``T2`` before ``T3(W, W, W)`` can be
@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from moebench.tensor import backend as _backend
-from moebench.tensor.backend import Backend, fused_weighted_gram, get_backend
+from moebench import backend as _backend
+from moebench.backend import Backend, fused_weighted_gram, get_backend
+from moebench.chunked import count_pass
 from moebench.validation import check_positive_int
 
 #: Bytes of one chunk (in the compute dtype) when ``chunk_size`` is None: the chunk and
@@ -44,10 +45,24 @@ MAX_CHUNK_ROWS = 1 << 15
 #: Largest ``d`` accepted by :func:`dense_third_moment`.
 DENSE_MAX_D = 100
 
-_DTYPES = (np.float64, np.float32)
+#: the ``dtype`` option of the tensor step: compute dtype of the moment kernels (the
+#: accumulation is float64)
+DTYPES = {"float64": np.float64, "float32": np.float32}
+_DTYPES = tuple(DTYPES.values())
 
 #: Largest k of the fused whitened-T3 kernel (12 lanes).
 FUSED_MAX_K = 12
+
+
+def min_samples(d: int, k: int) -> int:
+    """Smallest n tensor_em accepts: max(10 d, 10 k^3).
+
+    T2 has d(d+1)/2 entries and the whitened T3 has ~k^3/6 distinct ones; with fewer
+    than ten samples per dimension (and per k^3 cell) the empirical moments are
+    dominated by sampling noise and whitening is meaningless. This is a floor, not an
+    accuracy guarantee: the expert error falls like ~n^{-1/2} (see the README table).
+    """
+    return int(max(10 * d, 10 * k**3))
 
 
 # --------------------------------------------------------------------------- checks
@@ -216,7 +231,7 @@ def second_moment(
     :data:`NEG_SUBTRACT_FRACTION` of the chunk, otherwise the chunk is gathered
     positive rows first and two SYRKs are taken. Memory: one chunk buffer.
 
-    With :data:`~moebench.tensor.backend.FUSED_KERNELS` (float64, numpy backend,
+    With :data:`~moebench.backend.FUSED_KERNELS` (float64, numpy backend,
     C-contiguous X) a fused kernel scales the rows while it packs them for its SYRK
     tiles, in one pass whatever the signs (``chunk_size`` is then unused).
     """
@@ -229,6 +244,7 @@ def second_moment(
             else default_chunk_size(d, dt))  # checked on the fused path too
     acc = np.zeros((d, d))
     buf = None
+    count_pass(X)  # one pass over X (fused or chunked)
     fused = _fused_input(X, be, dt) if dt == np.float64 else None
     if fused is not None:
         acc = fused_weighted_gram(fused, s2)
@@ -309,6 +325,7 @@ class SecondMomentOperator:
         be, dt = self.backend, self.dtype
         Ob = be.asarray(Om, dt)
         acc = np.zeros(Om.shape)
+        count_pass(self.X)
         for i, j in _chunk_bounds(n, d, self.chunk_size, dt):
             Xc = be.asarray(self.X[i:j], dt)
             P = Xc @ Ob
@@ -368,7 +385,7 @@ def whitened_third_moment(
     with ``(s3 * U)`` giving the k(k+1)/2 × k distinct entries. The ``sym(u⊗B)``
     term only needs ``sum_n s3_n u_n``. Work ``O(n d k + n k^3)``, memory
     ``O(k^3 + m k^2)`` beyond the chunk; d×d×d is never built. With
-    :data:`~moebench.tensor.backend.FUSED_KERNELS` and ``k <= FUSED_MAX_K`` (numpy
+    :data:`~moebench.backend.FUSED_KERNELS` and ``k <= FUSED_MAX_K`` (numpy
     backend, C-contiguous X of the compute dtype) one fused kernel does the projection 4
     rows at a time (6 in float32) and the packed cubic sums for the entries with
     ``c >= b`` only (``chunk_size`` is then unused); in float32 its sums over 1024-row
@@ -385,6 +402,7 @@ def whitened_third_moment(
     p = int(offsets[-1])
     rows = (check_positive_int(chunk_size, "chunk_size") if chunk_size is not None
             else default_chunk_size(d, dt, p + k))  # checked on the fused path too
+    count_pass(X)  # one pass over X (fused or chunked)
     fused = _fused_input(X, be, dt) if k <= FUSED_MAX_K else None
     if fused is not None:  # one pass: projection and cubic sums in registers
         width = FUSED_MAX_K if dt == np.float64 else 16  # 3 or 2 registers of lanes
@@ -456,6 +474,7 @@ def third_moment_products(
     R = np.zeros(V.shape)
     xs = np.zeros(d)
     pv = np.zeros(V.shape[1])
+    count_pass(X)
     for i, j in _chunk_bounds(n, d, chunk_size, dt):
         Xc = be.asarray(X[i:j], dt)
         sc = be.asarray(s3[i:j], dt)

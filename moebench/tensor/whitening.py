@@ -38,9 +38,21 @@ from moebench.validation import check_choice, check_positive_int
 #: The k-th ``|eigenvalue|`` must exceed this fraction of the largest one (rank check).
 RANK_RTOL = 1e-10
 WHITENING_METHODS = ("eigh", "randomized")
+#: the ``whitening`` option of the tensor step: a method, or "auto" (:func:`whitening_method`)
+WHITENINGS = ("auto", *WHITENING_METHODS)
+#: "auto" whitening uses a dense eigh up to this d, the randomized range finder above it
+AUTO_EIGH_MAX_D = 1000
 #: :func:`t2_noise_level`: multiple of ``sqrt(mean(s2^2) d / n)`` that T2's noise
 #: eigenvalues stay below (the semicircle edge 2, plus 0.5 for finite-d fluctuations).
 NOISE_LEVEL_FACTOR = 2.5
+
+
+def whitening_method(whitening: str, d: int) -> str:
+    """The method a ``whitening`` option runs on d features: "auto" is a dense ``eigh`` up to
+    :data:`AUTO_EIGH_MAX_D`, the randomized range finder above it."""
+    if whitening != "auto":
+        return whitening
+    return "eigh" if d <= AUTO_EIGH_MAX_D else "randomized"
 
 
 def t2_noise_level(s2: Any, d: int, factor: float = NOISE_LEVEL_FACTOR) -> float:

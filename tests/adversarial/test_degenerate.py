@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import moebench
+from moebench.degenerate import DegenerateFitError
 from moebench.registry import algorithm_class
-from moebench.validation import DegenerateFitError
 
 ALGORITHMS = moebench.available_algorithms(references=True, oracles=True)
 N, D, K = 3000, 4, 2

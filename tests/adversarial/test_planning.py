@@ -18,7 +18,7 @@ from cli_status import run_cli
 
 from moebench.sweep import config as config_module
 from moebench.sweep.config import SweepConfig, validate_config
-from moebench.sweep.runner import count_runs, select_cells
+from moebench.sweep.selection import count_runs, select_cells
 
 #: 10 x 10 x 10 data settings
 BIG = """name = "big"

@@ -30,7 +30,7 @@ Modules, one concern each:
 * :mod:`~moebench.sweep.store.packing`: :func:`pack` and :func:`unpack`;
 * :mod:`~moebench.sweep.store.loading`: :func:`load_results` for plots and reports;
 * :mod:`~moebench.sweep.store.ownership`: a folder belongs to one config;
-* :mod:`~moebench.sweep.store.verbs`: the ``pack`` and ``unpack`` commands.
+* the ``pack`` and ``unpack`` commands are in the CLI layer, :mod:`moebench.cli.store`.
 
 When each thing is verified is written out in ``docs/results_schema.md``.
 """

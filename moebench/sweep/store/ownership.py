@@ -13,8 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from moebench.io import tomllib
 from moebench.sweep.store.packed import is_packed
 from moebench.sweep.store.runfiles import finished_run_ids
 

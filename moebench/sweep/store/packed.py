@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from moebench.sweep.store.records import (
     CHECKPOINT_COLUMNS,
+    OPTIONAL_CHECKPOINT_COLUMNS,
     SCHEMA_KEY,
     STORE_SCHEMA,
     RunRecord,
@@ -117,7 +118,10 @@ def read_packed(out: Path, skip: Iterable[str] = (),
     if records.empty:
         return {}
     try:
-        ck = pq.read_table(cpath, columns=["run_id", *CHECKPOINT_COLUMNS]).to_pandas()
+        optional = [c for c in OPTIONAL_CHECKPOINT_COLUMNS
+                    if c in pq.read_schema(cpath).names]
+        ck = pq.read_table(cpath, columns=["run_id", *CHECKPOINT_COLUMNS, *optional]
+                           ).to_pandas()
     except Exception as exc:  # noqa: BLE001 - a damaged table may raise anything
         raise _damaged_pack(cpath, str(exc).strip().splitlines()[0] if str(exc) else
                             "missing") from None
@@ -134,6 +138,9 @@ def read_packed(out: Path, skip: Iterable[str] = (),
         idx = groups.get(rid)
         frame = empty.copy() if idx is None else \
             ck.iloc[idx][list(CHECKPOINT_COLUMNS)].reset_index(drop=True)
+        for c in optional:  # a run's own optional columns: those it recorded
+            if idx is not None and ck[c].iloc[idx].notna().any():
+                frame[c] = ck[c].iloc[idx].to_numpy(dtype="float64")
         where = Path(f"{rpath}[{rid}]")
         thinning = None
         try:

@@ -50,9 +50,9 @@ KERNEL_PATH_COLUMN = "kernel_path"
 def kernel_path() -> str:
     """``"fused"`` when the fused C kernels compute the weighted Gram matrices (T2, the
     EM's systems) and the whitened T3 in this process
-    (:data:`moebench.tensor.backend.FUSED_KERNELS`: built, AVX2 + FMA, and
+    (:data:`moebench.backend.FUSED_KERNELS`: built, AVX2 + FMA, and
     ``MOEBENCH_FUSED_KERNELS`` not ``0``), else ``"blas"`` (numpy's BLAS does)."""
-    from moebench.tensor import backend
+    from moebench import backend
 
     return "fused" if backend.FUSED_KERNELS else "blas"
 
@@ -89,8 +89,7 @@ def provenance() -> dict[str, Any]:
     import scipy
     from threadpoolctl import threadpool_info
 
-    import moebench
-    from moebench.version import NUMERICS_VERSION
+    from moebench.version import NUMERICS_VERSION, __version__
 
     try:
         import torch
@@ -106,7 +105,7 @@ def provenance() -> dict[str, Any]:
     return {
         CODE_VERSION_COLUMN: NUMERICS_VERSION,
         KERNEL_PATH_COLUMN: kernel_path(),
-        "moebench_version": moebench.__version__,
+        "moebench_version": __version__,
         "git_commit": git_commit(),
         "python_version": platform.python_version(),
         "numpy_version": np.__version__,

@@ -40,6 +40,11 @@ STORE_SCHEMA = 2
 UNVERSIONED_SCHEMA = 1
 CHECKPOINT_COLUMNS = ("phase", "iteration", "time", "log_likelihood", "expert_error",
                       "gating_error")
+#: checkpoint columns that only some runs record (float64): a run's frame has one when any
+#: of its records does, and its checksum covers it only then (so the files of runs without
+#: it, older ones included, keep their checksums). ``passes``: passes over an on-disk X
+#: so far (:class:`moebench.history.History`)
+OPTIONAL_CHECKPOINT_COLUMNS = ("passes",)
 
 
 # --------------------------------------------------------------------------- warnings
@@ -129,6 +134,9 @@ def checkpoint_frame(checkpoints: list[dict[str, Any]]) -> pd.DataFrame:
     frame["iteration"] = frame["iteration"].astype("int64")
     for c in CHECKPOINT_COLUMNS[2:]:
         frame[c] = frame[c].astype("float64")
+    for c in OPTIONAL_CHECKPOINT_COLUMNS:
+        if any(c in rec for rec in checkpoints):
+            frame[c] = np.array([rec.get(c, np.nan) for rec in checkpoints], dtype="float64")
     return frame
 
 
@@ -142,7 +150,8 @@ def run_checksum(summary_json: str | bytes, frame: pd.DataFrame,
 
     The checkpoint part covers the row count and every column of
     ``CHECKPOINT_COLUMNS`` (phases as a JSON list, iterations as little-endian
-    int64, the rest as little-endian float64), so it does not depend on how the
+    int64, the rest as little-endian float64), and each of
+    ``OPTIONAL_CHECKPOINT_COLUMNS`` the frame has, so it does not depend on how the
     table was stored or compressed. A run whose checkpoints were thinned
     (:func:`thin_checkpoint_rows`) passes its ``thinning`` record
     (``thin_checkpoints``, ``checkpoint_rows_full``), which the checksum covers too;
@@ -168,6 +177,10 @@ def run_checksum(summary_json: str | bytes, frame: pd.DataFrame,
             h.update(col.to_numpy(dtype="<i8").tobytes())
         else:
             h.update(col.to_numpy(dtype="<f8").tobytes())
+    for c in OPTIONAL_CHECKPOINT_COLUMNS:  # only where the run records it
+        if c in frame.columns:
+            h.update(b"\0optional\0" + c.encode() + b"\0")
+            h.update(frame[c].to_numpy(dtype="<f8").tobytes())
     h.update(b"\0summary\0")
     h.update(summary_json.encode() if isinstance(summary_json, str) else summary_json)
     if thinning is not None:

@@ -1,4 +1,9 @@
-"""The ``moebench`` command line.
+"""The ``moebench`` command line: the top layer, which nothing in moebench imports.
+
+The verbs of the sweep (run, plot, report, verify, classify) are in
+:mod:`moebench.cli.sweep`, those of the store (pack, unpack) in :mod:`moebench.cli.store`,
+the results site's (site) in :mod:`moebench.cli.site`, the shared argparse types and path
+checks in :mod:`moebench.cli.checks`.
 
 Each verb is a function ``cmd_<verb>(args) -> int`` and a parser builder
 ``add_<verb>_parser(subparsers)``; errors in user input end the command with a
@@ -23,24 +28,20 @@ from pathlib import Path
 import numpy as np
 
 from moebench.activations import ACTIVATIONS
-from moebench.cli_checks import (
-    check_out_dir,
-    check_out_file,
-    describe_error,
-    finite_float,
-    int_at_least,
-)
-from moebench.generator import GATING_KINDS, make_moe
-from moebench.io import TMP_PREFIX, atomic_write_bytes
-from moebench.registry import algorithm_class, algorithm_descriptions, oracle_algorithms
-from moebench.sweep.cli import (
+from moebench.cli.checks import check_out_dir, check_out_file
+from moebench.cli.site import add_site_parser
+from moebench.cli.store import add_pack_parser, add_unpack_parser
+from moebench.cli.sweep import (
     add_classify_parser,
     add_plot_parser,
     add_report_parser,
     add_run_parser,
     add_verify_parser,
 )
-from moebench.sweep.store.verbs import add_pack_parser, add_unpack_parser
+from moebench.generator import GATING_KINDS, make_moe
+from moebench.io import TMP_PREFIX, atomic_write_bytes, describe_error
+from moebench.registry import algorithm_class, algorithm_descriptions, oracle_algorithms
+from moebench.sweep.config_keys import SYNTHETIC, TOP
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -158,21 +159,24 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
         description="Generate a synthetic mixture-of-experts data set. --out FILE.npz writes one "
         "compressed-free npz (X, y, z, experts, gating, sigma); --out DIR streams X.npy and y.npy "
         "as memmaps block by block (for very large n) plus params.json.")
-    p.add_argument("--n", type=int_at_least(1), required=True, help="number of samples")
-    p.add_argument("--d", type=int_at_least(1), required=True, help="input dimension")
-    p.add_argument("--k", type=int_at_least(2), required=True,
+    p.add_argument("--n", type=SYNTHETIC["n"].argparse_type(), required=True,
+                   help="number of samples")
+    p.add_argument("--d", type=SYNTHETIC["d"].argparse_type(), required=True,
+                   help="input dimension")
+    p.add_argument("--k", type=SYNTHETIC["k"].argparse_type(), required=True,
                    help="number of experts (2 <= k <= d)")
     p.add_argument("--activation", default="linear", choices=list(ACTIVATIONS),
                    help="expert activation (default: linear)")
-    p.add_argument("--sigma", type=finite_float(0.0, strict=True), default=0.1,
+    p.add_argument("--sigma", type=SYNTHETIC["sigma"].argparse_type(), default=0.1,
                    help="label noise std (default: 0.1)")
     p.add_argument("--gating", default="orthogonal", choices=list(GATING_KINDS),
                    help="gating rows orthogonal to the experts, or generic (default: orthogonal)")
-    p.add_argument("--gating-scale", type=finite_float(0.0), default=1.0,
+    p.add_argument("--gating-scale", type=SYNTHETIC["gating_scale"].argparse_type(), default=1.0,
                    help="norm of the gating rows")
-    p.add_argument("--min-angle", type=finite_float(0.0, maximum=90.0), default=0.0,
+    p.add_argument("--min-angle", type=SYNTHETIC["min_angle"].argparse_type(), default=0.0,
                    help="minimum pairwise angle between experts, degrees (0 to 90)")
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=TOP["seed"].argparse_type(), default=0,
+                   help="random seed (default: 0)")
     p.add_argument("--out", required=True, help="output .npz file or directory")
     p.set_defaults(func=cmd_generate)
 
@@ -188,6 +192,7 @@ PARSER_BUILDERS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_pack_parser,
     add_unpack_parser,
     add_verify_parser,
+    add_site_parser,
 ]
 
 
@@ -202,6 +207,7 @@ DOCS_PAGES: dict[str, str] = {
     "pack": "docs/results_schema.md",
     "unpack": "docs/results_schema.md",
     "verify": "docs/results_schema.md",
+    "site": "docs/site.md",
 }
 
 
@@ -291,6 +297,3 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"traceback", file=sys.stderr)
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,20 +7,26 @@ import argparse
 import sys
 from pathlib import Path
 
-from moebench.cli_checks import check_out_dir, check_out_file, finite_float, int_at_least
+from moebench.cli.checks import check_out_dir, check_out_file
+from moebench.constraints import Interval, argparse_type
 from moebench.io import atomic_write_bytes
+from moebench.sweep.config_keys import JOBS
+from moebench.sweep.executors import EXECUTORS
 from moebench.sweep.gridlock import DEFAULT_TOL, STUCK_MIN, SUCCESS_MIN
-from moebench.sweep.runner import EXECUTORS
 from moebench.sweep.views import choices_help, views
 
 #: the gridlock rule as the help texts state it ("%%": argparse help is %-formatted)
+#: argparse types of the options that are not config keys, from the same constraints
+_COUNT = argparse_type(Interval(int, 1))
+_NON_NEGATIVE = argparse_type(Interval(float, 0))
+_POSITIVE = argparse_type(Interval(float, 0, None, closed="neither"))
 _GRIDLOCK_RULE = (f"stuck in >= {STUCK_MIN:.0%}% of seeds while --reference succeeds in >= "
                   f"{SUCCESS_MIN:.0%}%")
 
 
 def _add_gridlock_options(p: argparse.ArgumentParser) -> None:
     """``--stuck-tol`` and ``--reference``, shared by ``plot`` and ``report``."""
-    p.add_argument("--stuck-tol", type=finite_float(0.0), default=DEFAULT_TOL,
+    p.add_argument("--stuck-tol", type=_NON_NEGATIVE, default=DEFAULT_TOL,
                    help="per-sample log-likelihood gap that counts as stuck (default: "
                    f"{DEFAULT_TOL:g})")
     p.add_argument("--reference", nargs="+", default=None, metavar="VARIANT",
@@ -36,15 +42,11 @@ def _results_dir_for(config_name: str) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate a sweep config, run its unfinished cells, consolidate, draw the figure."""
     from moebench.sweep.config import load_config, resolve_config
+    from moebench.sweep.executors import check_scheduler
     from moebench.sweep.plots import default_figure
     from moebench.sweep.report import report_table
-    from moebench.sweep.runner import (
-        FAILED,
-        check_scheduler,
-        count_runs,
-        estimate_cost,
-        run_sweep,
-    )
+    from moebench.sweep.runner import FAILED, run_sweep
+    from moebench.sweep.selection import count_runs, estimate_cost
     from moebench.sweep.store import check_config_owner, consolidate
 
     if args.scheduler and args.executor != "dask":
@@ -143,7 +145,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
         "checkpoints.parquet, print a report and draw figure.png. CONFIG is a TOML path or "
         "the name of a shipped config (quickstart, paper, ...).")
     p.add_argument("config", metavar="CONFIG", help="config file or shipped config name")
-    p.add_argument("--jobs", "-j", type=int_at_least(1), default=None,
+    p.add_argument("--jobs", "-j", type=argparse_type(JOBS), default=None,
                    help="parallel runs (default: the number of cores)")
     p.add_argument("--out", "-o", default=None,
                    help="results directory (default: results/<config name>)")
@@ -166,7 +168,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
                    help="only cells whose data key / label / algorithm / repetition matches "
                    "(repeatable: the same key twice matches either value, different keys must all "
                    "match), e.g. --filter k=2 --filter k=3 --filter label=joint_em")
-    p.add_argument("--limit", type=int_at_least(1), default=None,
+    p.add_argument("--limit", type=_COUNT, default=None,
                    help="run at most this many cells")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the config and print the number of runs, run nothing")
@@ -177,14 +179,10 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_with_default_jobs(args: argparse.Namespace) -> int:
-    from moebench.sweep.runner import available_cores
+    from moebench.sweep.executors import available_cores
 
     if args.jobs is None:
         args.jobs = available_cores()
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1; got {args.jobs}")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1; got {args.limit}")
     return cmd_run(args)
 
 
@@ -314,7 +312,7 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
                    help="also print stuck/success rates over these data-setting columns and the "
                    f"settings where a baseline is {_GRIDLOCK_RULE}")
     _add_gridlock_options(p)
-    p.add_argument("--stuck-tols", nargs="+", type=finite_float(0.0), default=None,
+    p.add_argument("--stuck-tols", nargs="+", type=_NON_NEGATIVE, default=None,
                    metavar="TOL", help="with --phase: also state the verdict under each of "
                    "these stuck tolerances (e.g. 1e-4 1e-3 1e-2)")
     p.add_argument("--table", choices=tuple(views("table")), default="summary",
@@ -322,7 +320,7 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", default="expert_error",
                    help="metric column of --table accuracy/comparison/time_to_error (default: "
                    "expert_error; e.g. gating_error)")
-    p.add_argument("--target-error", nargs="+", type=finite_float(0.0, strict=True),
+    p.add_argument("--target-error", nargs="+", type=_POSITIVE,
                    default=[0.1], metavar="ERROR",
                    help="--table time_to_error: the error level(s) to reach (default: 0.1)")
     p.add_argument("--variants", nargs="+", default=None, metavar="VARIANT",
@@ -380,14 +378,14 @@ def add_verify_parser(sub: argparse._SubParsersAction) -> None:
         "differs. Needs runs made by the current code version (moebench run --rerun-stale). "
         "MOEBENCH_FUSED_KERNELS=0 verifies on the BLAS kernel path.")
     p.add_argument("results", metavar="RESULTS", help="results directory of `moebench run`")
-    p.add_argument("--sample", "-n", type=int_at_least(1), default=None, metavar="N",
+    p.add_argument("--sample", "-n", type=_COUNT, default=None, metavar="N",
                    help=f"how many runs to re-run, a seeded random sample (default: "
                    f"{DEFAULT_SAMPLE}, or every run of a smaller folder)")
-    p.add_argument("--seed", type=int_at_least(0), default=0,
+    p.add_argument("--seed", type=argparse_type(Interval(int, 0)), default=0,
                    help="seed of the sample (default: 0)")
     p.add_argument("--run-id", action="append", default=[], metavar="RUN_ID",
                    help="verify this run instead of a sample (repeatable)")
-    p.add_argument("--max-run-time", type=finite_float(0.0, strict=True), default=None,
+    p.add_argument("--max-run-time", type=_POSITIVE, default=None,
                    metavar="SECONDS",
                    help="sample only among runs whose stored wall_time is at most SECONDS "
                    "(fast runs, e.g. for CI)")
@@ -447,9 +445,9 @@ def add_classify_parser(sub: argparse._SubParsersAction) -> None:
         f"eigenvalue beyond +/-{HESSIAN_EPS:g}. Resumable; writes RESULTS/polish.parquet and "
         "RESULTS/classes.parquet, which `moebench report` and `moebench plot` then use.")
     p.add_argument("results", metavar="RESULTS", help="results directory of `moebench run`")
-    p.add_argument("--jobs", "-j", type=int_at_least(1), default=1,
+    p.add_argument("--jobs", "-j", type=argparse_type(JOBS), default=1,
                    help="parallel processes, one data set each (default: 1)")
-    p.add_argument("--tol", type=finite_float(0.0), default=DEFAULT_TOL,
+    p.add_argument("--tol", type=_NON_NEGATIVE, default=DEFAULT_TOL,
                    help="per-sample log-likelihood gap that counts as short of the best "
                    f"(default: {DEFAULT_TOL:g}); reports at larger --stuck-tol reuse it")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")

@@ -34,11 +34,11 @@ from moebench.fastmath import log_softmax_rows, normalize_log_rows
 from moebench.validation import check_choice
 
 try:  # the optional C extension (setup.py); absent where it could not be compiled
-    from moebench.tensor import _fused
+    from moebench import _fused
 except ImportError:  # pragma: no cover - depends on the build
     _fused = None
 
-#: Whether the fused AVX2 kernels (``moebench/tensor/_fused.c``) run on the numpy backend:
+#: Whether the fused AVX2 kernels (``moebench/_fused.c``) run on the numpy backend:
 #: the float64 weighted Gram matrices (T2 and the EM's Newton and least-squares systems)
 #: and the whitened T3 (float64, or float32 with X stored as float32). True when the
 #: extension was built, this CPU has AVX2 and FMA, and ``MOEBENCH_FUSED_KERNELS`` is not
