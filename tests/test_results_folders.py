@@ -41,9 +41,6 @@ PENDING = {
     "large_n_relu": "folded into results/large_n by the large_n config (issue 28)",
     "large_n_sigmoid": "folded into results/large_n by the large_n config (issue 28)",
     "large_n_sgd_tuning": "folded into results/large_n by the large_n config (issue 28)",
-    # the previous code's runs, cited as such until the code-version-2 re-run lands
-    # (commit 0acd700): its config.toml is the previous code's, not the shipped one
-    "gridlock_nonlinear_30seeds": "the previous code's folder; re-run at code version 2",
 }
 STORE_FILES = ("summary.parquet", "checkpoints.parquet", "records.parquet", "config.toml")
 
