@@ -140,6 +140,11 @@ class JointEM(RestartedEstimator):
     noise : {"shared", "per_expert"}
         One noise level, or one per expert (``sigma_`` a (k,) array; numpy backend, X in
         memory). A given ``sigma`` stays fixed either way.
+    max_iter_per_start : int or None
+        A cap on each restart's EM iterations, within the total ``max_iter`` (a protocol
+        that gives every try the same budget, e.g. "best of 5 tries of at most 2000
+        iterations"); a restart it ends stops with reason "max_iter_per_start". None: each
+        restart may use what the total leaves.
 
     Attributes
     ----------
@@ -169,6 +174,7 @@ class JointEM(RestartedEstimator):
         "backend": [Options(BACKENDS)],
         "intercepts": ["boolean"],
         "noise": [Options(NOISE_MODELS)],
+        "max_iter_per_start": [Interval(int, 1, None), None],
     }
     needs_truth = NeedsTruthWhen("init", "near_truth")  # type: ignore[assignment]
 
@@ -192,6 +198,7 @@ class JointEM(RestartedEstimator):
         backend: str = "numpy",
         intercepts: bool = False,
         noise: str = "shared",
+        max_iter_per_start: int | None = None,
     ) -> None:
         super().__init__(n_experts, activation, sigma, random_state)
         self.init = init
@@ -208,6 +215,7 @@ class JointEM(RestartedEstimator):
         self.backend = backend
         self.intercepts = intercepts
         self.noise = noise
+        self.max_iter_per_start = max_iter_per_start
 
     @classmethod
     def check_setting(cls, n_experts: Any, n_features: int | None = None,
@@ -419,7 +427,10 @@ class JointEM(RestartedEstimator):
             Xb, yb, experts, gating, s0, activation,
             update_experts=True, update_sigma=sigma is None,
             mstep="full" if one_step else self.mstep,
-            max_iter=self.max_iter, ridge=self.ridge,
+            max_iter=self.max_iter if self.max_iter_per_start is None
+            else self.max_iter_per_start,
+            limit_name="max_iter" if self.max_iter_per_start is None else "max_iter_per_start",
+            ridge=self.ridge,
             gating_newton_steps=1 if one_step else self.gating_newton_steps,
             expert_max_iter=1 if one_step else self.expert_max_iter,
             step_size=self.step_size, history=history, phase="em",

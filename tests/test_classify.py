@@ -319,3 +319,23 @@ def test_over_specified_stationary_short_runs_are_singular():
             dict(**short, polished_hessian_min_eig=-0.1, k=2, k_fit=math.nan)]
     got = list(c.assign_classes(_frame(rows), 1e-3))
     assert got == [c.FINE, c.SINGULAR, c.SINGULAR, c.LOCAL_MAX, c.SADDLE]
+
+
+def test_fits_of_a_model_the_polisher_does_not_fit_are_not_classified():
+    """joint EM with intercepts or per-expert noise is not polished by the plain-model
+    polisher (it would polish the wrong likelihood): its variant gets no polisher."""
+    from moebench.sweep.config import load_config
+
+    config = load_config("softmax_gating")
+    runs = {f"r{i}": run for i, run in enumerate(config.iter_cells())}
+    summary = pd.DataFrame({"run_id": list(runs),
+                            "label": [r.variant.label for r in runs.values()]})
+    assert set(summary["label"]) == {"em_near_truth", "em_near_truth_best5"}
+    assert c.variant_polishers(summary, runs) == {"em_near_truth": "",
+                                                  "em_near_truth_best5": ""}
+    plain = load_config("quickstart")
+    runs = {f"q{i}": run for i, run in enumerate(plain.iter_cells())}
+    summary = pd.DataFrame({"run_id": list(runs),
+                            "label": [r.variant.label for r in runs.values()]})
+    assert c.variant_polishers(summary, runs) == {
+        "tensor_em": "", "tensor_em_refine": "joint", "joint_em": "joint", "sgd": "joint"}

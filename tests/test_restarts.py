@@ -162,6 +162,31 @@ def test_joint_em_equals_the_total_budget_loop(activation, n_init, init, max_ite
     assert strip[0] == strip[1]
 
 
+@pytest.mark.parametrize("max_iter, cap, iters, reason", [
+    (100, 4, [4, 4, 4], "max_iter_per_start"),  # every try ends on its own cap
+    (10, 4, [4, 4, 2], "max_iter"),             # the total cuts the third try
+])
+def test_joint_em_per_start_cap_within_the_total(max_iter, cap, iters, reason):
+    """max_iter_per_start caps each restart's EM iterations; max_iter stays the total."""
+    d = moebench.make_moe(500, 4, 2, sigma=0.2, random_state=5)
+    est = moebench.get_algorithm("joint_em", n_experts=2, n_init=3, max_iter=max_iter,
+                                 max_iter_per_start=cap, tol=0.0, random_state=7).fit(d.X, d.y)
+    em = [r for r in est.history_ if r["phase"] == "em" and r["iteration"] > 0]
+    per_start = [sum(r["restart"] == j for r in em) for j in range(3)]
+    assert per_start == iters and est.n_iter_ == sum(iters) and est.stop_reason_ == reason
+
+
+def test_joint_em_without_a_per_start_cap_is_unchanged():
+    d = moebench.make_moe(500, 4, 2, sigma=0.2, random_state=5)
+    fits = [moebench.get_algorithm("joint_em", n_experts=2, n_init=3, max_iter=30,
+                                   random_state=7, **extra).fit(d.X, d.y)
+            for extra in ({}, {"max_iter_per_start": None}, {"max_iter_per_start": 30})]
+    assert all(np.array_equal(f.experts_, fits[0].experts_) for f in fits[1:])
+    assert fits[0].n_iter_ == fits[2].n_iter_
+    with pytest.raises(ValueError, match="max_iter_per_start"):
+        moebench.get_algorithm("joint_em", max_iter_per_start=0).fit(d.X, d.y)
+
+
 def _per_restart(history, key="log_likelihood"):
     out: dict[int, list] = {}
     for r in history:

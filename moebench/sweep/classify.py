@@ -30,8 +30,9 @@ them for the report headers):
   its budget, or its tolerance on a flat slope, ended it);
 * **failed**: the run's status is not ok, or the polisher raised;
 * **not classified**: a method that does not climb the likelihood (tensor_em and
-  spectral_experts without refine, alt_min, linear_regression) or an oracle that does not
-  hold its experts fixed; **not classified (no
+  spectral_experts without refine, alt_min, linear_regression), an oracle that does not
+  hold its experts fixed, or a fit of a model the polisher does not fit (joint EM with
+  ``intercepts`` or ``noise="per_expert"``: the polisher has neither); **not classified (no
   parameters)**: a climbing run whose record holds no fitted parameters (results made
   before they were stored), which cannot be polished.
 
@@ -123,7 +124,8 @@ CLASS_DEFINITIONS = {
     UNFINISHED: "still short and not stationary when the polisher ends (still climbing)",
     FAILED: "status not ok, or the polisher failed",
     NOT_CLASSIFIED: "a method that does not climb the likelihood (moment or hard-assignment "
-                    "methods without refine, references, oracles without fixed experts)",
+                    "methods without refine, references, oracles without fixed experts), or "
+                    "a model the polisher does not fit (intercepts or per-expert noise)",
     NO_PARAMETERS: "a climbing run whose record holds no fitted parameters (cannot be "
                    "polished)",
     NOT_POLISHED: "short at this tolerance but not polished (classify ran with a larger one)",
@@ -266,7 +268,8 @@ def variant_polishers(summary: pd.DataFrame, cells: dict[str, Any]) -> dict[str,
     (:func:`~moebench.sweep.polish.polish`); an estimator whose experts are held fixed
     (``fixed_experts``, the oracle gating EM, whose experts and sigma are the truth's) climbs
     the gating likelihood alone: "gating" (:func:`~moebench.sweep.polish.polish_gating`);
-    other oracles (``needs_truth``) and non-climbing methods: "".
+    other oracles (``needs_truth``), non-climbing methods and fits of a model the polisher
+    does not fit (``intercepts`` or ``noise="per_expert"``): "".
     """
     from moebench.registry import algorithm_class
     from moebench.sweep.worker import build_estimator, climbs_likelihood
@@ -292,7 +295,11 @@ def variant_polishers(summary: pd.DataFrame, cells: dict[str, Any]) -> dict[str,
         except (ValueError, ImportError):
             out[label] = ""
             continue
-        out[label] = "joint" if climbs_likelihood(est) else ""
+        # the polisher fits the model without biases and with one noise level: a fit with
+        # intercepts or per-expert noise is left unclassified rather than polished wrongly
+        beyond = bool(getattr(est, "intercepts", False)) or \
+            getattr(est, "noise", "shared") != "shared"
+        out[label] = "joint" if climbs_likelihood(est) and not beyond else ""
     return out
 
 
