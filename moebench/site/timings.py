@@ -3,7 +3,7 @@
 Two sources, each one table of ``benchmark, params, value, unit`` (one row per benchmark
 and parameter set):
 
-* ``benchmarks.csv`` in a folder the site is built from: what ``benchmarks/report.py``
+* ``benchmarks.csv`` in a folder the site is built from: what ``tools/asv_report.py``
   writes from the latest asv run of a machine (``results/performance/benchmarks.csv``);
 * asv's own result files (one JSON file per run: ``results``, ``result_columns``,
   ``commit_hash``), found anywhere in those folders (``results/performance/gpu/``), and
@@ -96,7 +96,7 @@ def find_timings(folders: Sequence[Path], asv_dirs: Sequence[Path] = ()
                 out.append((str(path), f"could not be read: {exc}"))
             else:
                 missing = [c for c in TIMINGS_COLUMNS if c not in frame.columns]
-                out.append((f"{path} (benchmarks/report.py)",
+                out.append((f"{path} (tools/asv_report.py)",
                             f"lacks the column(s) {', '.join(missing)}" if missing else frame))
         for sub in sorted(folder.rglob("*.json")):
             found = _asv_file(sub)
@@ -137,7 +137,7 @@ def timing_figures(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def timings_page(found: list[tuple[str, pd.DataFrame | str]]) -> str:
     """``timings.html``."""
     parts = ["<p>asv benchmark results: the <code>benchmarks.csv</code> tables that "
-             "<code>python benchmarks/report.py</code> writes from asv's results, and asv's "
+             "<code>python tools/asv_report.py</code> writes from asv's results, and asv's "
              "own result files.</p>"]
     if not found:
         parts.append(note(f"no {TIMINGS_FILE} and no asv result file in the folders given: "
