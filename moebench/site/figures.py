@@ -43,7 +43,7 @@ from moebench.sweep.gridlock import (
     reference_pairs,
     references_in,
 )
-from moebench.sweep.plots import _curve_grid
+from moebench.sweep.plots import curve_grid
 from moebench.sweep.quantiles import median_band, quartiles
 from moebench.sweep.trajectory import curve_arrays
 
@@ -111,7 +111,7 @@ def _band(runs: list[tuple[np.ndarray, np.ndarray]], x: str) -> dict[str, Any] |
     runs = [r for r in runs if len(r[0])]
     if not runs:
         return None
-    grid = _curve_grid(runs, x)
+    grid = curve_grid(runs, x)
     med, q1, q3 = median_band(runs, grid)
     keep = display_rows(len(grid), BAND_POINTS)
     return {"x": grid[keep], "y": med[keep], "lo": q1[keep], "hi": q3[keep]}

@@ -152,7 +152,7 @@ def plot_curves(summary: pd.DataFrame, checkpoints: pd.DataFrame, x: str = "iter
             runs = [r for r in runs if len(r[0])]
             if not runs:
                 continue
-            gx = _curve_grid(runs, x)
+            gx = curve_grid(runs, x)
             med, q1, q3 = median_band(runs, gx)
             if len(gx) == 1:
                 ax.errorbar(gx, med, yerr=[[med[0] - q1[0]], [q3[0] - med[0]]], fmt="o",
@@ -174,7 +174,7 @@ def plot_curves(summary: pd.DataFrame, checkpoints: pd.DataFrame, x: str = "iter
     return fig
 
 
-def _curve_grid(runs: list[tuple[np.ndarray, np.ndarray]], x: str) -> np.ndarray:
+def curve_grid(runs: list[tuple[np.ndarray, np.ndarray]], x: str) -> np.ndarray:
     """Where the curves figure reads its runs: every recorded iteration, or 200 log-spaced
     times over the runs' span."""
     xs_all = np.concatenate([r[0] for r in runs])
