@@ -102,3 +102,22 @@ def test_pyproject_packages_every_package_folder():
     folders |= {"moebench", "moebench.baselines"}
     assert folders == listed
     assert setuptools["package-dir"]["moebench.baselines"] == "baselines"
+
+
+#: above this many lines a module says why in a "Size:" paragraph of its docstring
+MODULE_LINES = 600
+
+
+def test_large_modules_say_why():
+    """No module of moebench or baselines exceeds ~600 lines without a reason (issue 28)."""
+    import ast
+
+    silent = []
+    for root in SOURCES.values():
+        for path in root.rglob("*.py"):
+            text = path.read_text()
+            if text.count("\n") > MODULE_LINES:
+                doc = ast.get_docstring(ast.parse(text)) or ""
+                if "\nSize:" not in "\n" + doc:
+                    silent.append(f"{path.relative_to(ROOT)} ({text.count(chr(10))} lines)")
+    assert not silent, f"over {MODULE_LINES} lines with no 'Size:' reason: {silent}"

@@ -1,4 +1,4 @@
-"""Sweep configurations: the TOML schema, its validation and the expansion into cells.
+"""Sweep configurations: the TOML schema, its validation and the expansion into runs.
 
 A config is a TOML file (or the name of one shipped in :mod:`moebench.configs`)::
 
@@ -45,6 +45,10 @@ with the generator's keys (n, d, k, activation, sigma, gating, gating_scale, min
 Every table, key and value is checked before anything runs, through the declaration
 of every key in :mod:`moebench.sweep.config_keys` (its constraint, default and doc);
 an error names the key, the bad value and the valid choices.
+
+Size: over 600 lines because the cross-key checks of a config (variants against data
+settings, ``only``, ``cells``, truths) and its expansion into runs read the same parsed
+tables; the keys themselves are declared in :mod:`moebench.sweep.config_keys`.
 """
 
 from __future__ import annotations
