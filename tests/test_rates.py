@@ -61,3 +61,17 @@ def test_views_are_registered():
     fig = get_view("figure", "rates").func(_summary(reps=5))
     assert len(fig.axes) == 2
     assert "No rates" in rates_table(_summary().drop(columns=["voronoi_loss"]))
+
+
+def test_rates_figure_with_losses_near_the_float_limit():
+    """A diverged gating bias gives a loss near 1e307: the panel marks it instead of
+    failing, and its y range stops at Y_MAX."""
+    from moebench.sweep.rates import Y_MAX, plot_rates
+
+    summary = _summary(outliers=True)
+    summary.loc[summary.index[0], "voronoi_loss"] = 2.8e307
+    fig = plot_rates(summary)
+    ax = fig.axes[0]
+    assert ax.get_ylim()[1] <= Y_MAX
+    assert any("off the scale" in t.get_text() for t in ax.texts)
+    fig.canvas.draw()  # the log ticks of that range render

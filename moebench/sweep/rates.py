@@ -35,6 +35,10 @@ MIN_POINTS = 4
 CONFIDENCE = 0.95
 
 
+#: the top of a rates panel: larger mean losses (a diverged gating bias) are marked, not drawn
+Y_MAX = 1e30
+
+
 def _has_rates(summary: pd.DataFrame) -> bool:
     return ("voronoi_loss" in summary.columns and "n" in summary.columns
             and summary["n"].nunique() >= MIN_POINTS)
@@ -151,6 +155,7 @@ def plot_rates(summary: pd.DataFrame, style: Style | None = None) -> Figure:
     for r, loss in enumerate(losses):
         for c, k in enumerate(ks):
             ax = axes[r, c]
+            shown: list[np.ndarray] = []  # the plotted values: the y range comes from them
             for label, runs in ok[ok["k_fit"] == k].groupby("label", sort=False):
                 by_n = runs.groupby("n")[loss]
                 n = np.array(sorted(runs["n"].unique()), dtype=float)
@@ -159,12 +164,23 @@ def plot_rates(summary: pd.DataFrame, style: Style | None = None) -> Figure:
                                     if np.isfinite(v).any() else np.nan).to_numpy(float)
                     ax.plot(n, vals, dash, marker="o", ms=3, color=colors[label],
                             label=f"{label}, {stat}")
+                    shown.append(vals)
                     slope, intercept = ols_slope(n, vals)
                     if np.isfinite(slope):
-                        ax.plot(n, np.exp(intercept) * n**slope, ":", color=colors[label],
-                                lw=1)
+                        with np.errstate(over="ignore"):
+                            line = np.exp(intercept) * n**slope
+                        ax.plot(n, np.where(np.isfinite(line), line, np.nan), ":",
+                                color=colors[label], lw=1)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            values = np.concatenate(shown) if shown else np.array([])
+            values = values[np.isfinite(values) & (values > 0)]
+            if values.size:  # a loss can reach 1e300 (exp of a diverged gating bias)
+                top = min(values.max() * 2, Y_MAX)
+                ax.set_ylim(values.min() / 2, top)
+                if values.max() > Y_MAX:
+                    ax.text(0.98, 0.98, f"off the scale: up to {values.max():.1e}",
+                            transform=ax.transAxes, ha="right", va="top", fontsize=7)
             ax.set_title(f"k fitted = {int(k)}: {loss.replace('_', ' ')}", fontsize=9)
             ax.set_xlabel("n")
             if c == 0:

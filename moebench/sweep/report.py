@@ -203,9 +203,13 @@ def report_table(summary: pd.DataFrame, tol: float = DEFAULT_TOL) -> str:
             row["expert error, median [IQR]"] = _median_iqr(ok["expert_error"])
             row["expert error, mean"] = _mean(ok["expert_error"])
             err = g["expert_error"].to_numpy(float)
-            gross = ~g["status"].isin(OK_STATUSES).to_numpy() | ~(err <= GROSS_ERROR)
-            row[f"gross (> {GROSS_ERROR:g})"] = rate_interval(int(gross.sum()), len(g))
-            row["success"] = rate_interval(int(g["success"].astype(bool).sum()), len(g))
+            if len(ok) and not np.isfinite(ok["expert_error"].to_numpy(float)).any():
+                # no matched errors (a fit of another k than the truth's): no rate to give
+                row[f"gross (> {GROSS_ERROR:g})"] = row["success"] = "–"
+            else:
+                gross = ~g["status"].isin(OK_STATUSES).to_numpy() | ~(err <= GROSS_ERROR)
+                row[f"gross (> {GROSS_ERROR:g})"] = rate_interval(int(gross.sum()), len(g))
+                row["success"] = rate_interval(int(g["success"].astype(bool).sum()), len(g))
             if certified:
                 for col, head in CLASS_COLUMNS:
                     row[head] = rate_interval(int(g[col].astype(bool).sum()), len(g))
