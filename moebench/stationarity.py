@@ -87,6 +87,25 @@ def mean_log_likelihood(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gatin
     return float(np.mean(logsumexp(lj, axis=1)))
 
 
+def _posterior(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gating: np.ndarray,
+               sigma: float | np.ndarray, act: Activation
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What both gradients read: t = X A^T, the residuals, log gates (relative to the last
+    row), squared standardised residuals and responsibilities; ``sigma`` one noise level
+    (a float) or one per expert (a (k,) array)."""
+    experts = np.asarray(experts, dtype=float)
+    gating = np.asarray(gating, dtype=float)
+    gating = gating - gating[-1]
+    t = X @ experts.T
+    resid = y[:, None] - act.func(t)
+    log_gate = log_softmax(X @ gating.T, axis=1)
+    z2 = (resid / sigma) ** 2
+    log_sigma = np.log(sigma) if np.ndim(sigma) else math.log(sigma)
+    lj = log_gate - 0.5 * z2 - log_sigma - 0.5 * LOG_2PI
+    resp = np.exp(lj - logsumexp(lj, axis=1, keepdims=True))
+    return t, resid, log_gate, z2, resp
+
+
 def log_likelihood_gradient(X: np.ndarray, y: np.ndarray, experts: np.ndarray,
                             gating: np.ndarray, sigma: float, activation: Activation | str,
                             learn_sigma: bool = True) -> np.ndarray:
@@ -110,16 +129,8 @@ def log_likelihood_gradient(X: np.ndarray, y: np.ndarray, experts: np.ndarray,
     ndarray of shape (:func:`n_parameters`,)
     """
     act = get_activation(activation)
-    experts = np.asarray(experts, dtype=float)
-    gating = np.asarray(gating, dtype=float)
-    gating = gating - gating[-1]
+    t, resid, log_gate, z2, resp = _posterior(X, y, experts, gating, sigma, act)
     n = X.shape[0]
-    t = X @ experts.T
-    resid = y[:, None] - act.func(t)
-    log_gate = log_softmax(X @ gating.T, axis=1)
-    z2 = (resid / sigma) ** 2
-    lj = log_gate - 0.5 * z2 - math.log(sigma) - 0.5 * LOG_2PI
-    resp = np.exp(lj - logsumexp(lj, axis=1, keepdims=True))
     g_experts = ((resp * resid * act.derivative(t)).T @ X) / (n * sigma * sigma)
     g_gating = ((resp - np.exp(log_gate))[:, :-1].T @ X) / n
     parts = [g_experts.ravel(), g_gating.ravel()]
@@ -430,17 +441,9 @@ def per_expert_gradient(X: np.ndarray, y: np.ndarray, experts: np.ndarray, gatin
     the expert blocks divided by sigma_i^2. Biases: pass X with a column of ones.
     """
     act = get_activation(activation)
-    experts = np.asarray(experts, dtype=float)
-    gating = np.asarray(gating, dtype=float)
-    gating = gating - gating[-1]
     sigma = np.asarray(sigma, dtype=float)
+    t, resid, log_gate, z2, resp = _posterior(X, y, experts, gating, sigma, act)
     n = X.shape[0]
-    t = X @ experts.T
-    resid = y[:, None] - act.func(t)
-    log_gate = log_softmax(X @ gating.T, axis=1)
-    z2 = (resid / sigma) ** 2
-    lj = log_gate - 0.5 * z2 - np.log(sigma) - 0.5 * LOG_2PI
-    resp = np.exp(lj - logsumexp(lj, axis=1, keepdims=True))
     g_experts = ((resp * resid * act.derivative(t)).T @ X) / n / (sigma**2)[:, None]
     g_gating = ((resp - np.exp(log_gate))[:, :-1].T @ X) / n
     g_sigma = np.sum(resp * (z2 - 1.0), axis=0) / n
