@@ -257,6 +257,10 @@ class JointEM(RestartedEstimator):
         """A moment start runs a method without biases (its tensor or spectral step)."""
         return params.get("init", "random") in MOMENT_INITS
 
+    def fits_plain_model(self) -> bool:
+        """Intercepts and per-expert noise are beyond the plain model."""
+        return not self.intercepts and self.noise == "shared"
+
     def _n_starts(self) -> int:
         """A moment start is deterministic: it runs once."""
         return 1 if self.init in MOMENT_INITS else int(self.n_init)

@@ -279,6 +279,12 @@ class MoEEstimator(ParamsMixin):
         :attr:`assumes_no_biases`; joint_em's moment starts run the tensor step)."""
         return cls.assumes_no_biases
 
+    def fits_plain_model(self) -> bool:
+        """Whether this estimator, with its options, fits the plain model (no biases, one
+        noise level): the model that ``moebench classify``'s polisher continues (default
+        True; joint_em with ``intercepts`` or per-expert noise says False)."""
+        return True
+
     @classmethod
     def check_out_of_core(cls, activation: Activation, params: dict[str, Any]) -> None:
         """Whether this class, with these options, can fit X on disk (a numpy.memmap).

@@ -269,7 +269,7 @@ def variant_polishers(summary: pd.DataFrame, cells: dict[str, Any]) -> dict[str,
     (``fixed_experts``, the oracle gating EM, whose experts and sigma are the truth's) climbs
     the gating likelihood alone: "gating" (:func:`~moebench.sweep.polish.polish_gating`);
     other oracles (``needs_truth``), non-climbing methods and fits of a model the polisher
-    does not fit (``intercepts`` or ``noise="per_expert"``): "".
+    does not fit (:meth:`~moebench.base.MoEEstimator.fits_plain_model` False): "".
     """
     from moebench.registry import algorithm_class
     from moebench.sweep.worker import build_estimator, climbs_likelihood
@@ -295,11 +295,9 @@ def variant_polishers(summary: pd.DataFrame, cells: dict[str, Any]) -> dict[str,
         except (ValueError, ImportError):
             out[label] = ""
             continue
-        # the polisher fits the model without biases and with one noise level: a fit with
-        # intercepts or per-expert noise is left unclassified rather than polished wrongly
-        beyond = bool(getattr(est, "intercepts", False)) or \
-            getattr(est, "noise", "shared") != "shared"
-        out[label] = "joint" if climbs_likelihood(est) and not beyond else ""
+        # the polisher fits the plain model (no biases, one noise level): a fit of another
+        # model is left unclassified rather than polished wrongly
+        out[label] = "joint" if climbs_likelihood(est) and est.fits_plain_model() else ""
     return out
 
 
