@@ -14,6 +14,7 @@ removed), and fails for any other folder that does not.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -46,7 +47,16 @@ STORE_FILES = ("summary.parquet", "checkpoints.parquet", "records.parquet", "con
 
 
 def _folders() -> list[str]:
-    return sorted(p.name for p in RESULTS.iterdir() if p.is_dir())
+    """The result folders of the repository: those git does not ignore (the README's
+    first command writes ``results/quickstart/``, a user's own output, which is ignored)."""
+    names = sorted(p.name for p in RESULTS.iterdir() if p.is_dir())
+    try:
+        out = subprocess.run(["git", "check-ignore", *(f"results/{n}/" for n in names)],
+                             cwd=ROOT, capture_output=True, text=True, check=False).stdout
+    except OSError:  # no git: every folder
+        return names
+    ignored = {line.strip().rstrip("/").rsplit("/", 1)[-1] for line in out.splitlines()}
+    return [n for n in names if n not in ignored]
 
 
 def _from_its_config(folder: Path) -> list[str]:
