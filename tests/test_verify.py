@@ -8,6 +8,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from moebench.cli import main
@@ -254,3 +255,119 @@ def test_same_path_needs_kernels_blas_and_one_thread(tiny):
     assert not same_path(dict(summary, kernel_path=other))
     assert not same_path(dict(summary, threads=2))
     assert not same_path(dict(summary, blas="mkl 2024"))
+
+
+# --- across paths, within a run's own conditioning (issue 26) --------------------------
+
+#: a tensor_em run below its sample complexity whose gating EM saturates on wrong experts:
+#: on the BLAS kernel path its fitted gating (norm 21.6) ends 5.5e-6 apart from the fused
+#: path's stored one (1.2e-6 relative), its experts 2.9e-14 apart
+ILL_FOLDER = Path(__file__).resolve().parents[1] / "results" / "gridlock_nonlinear_30seeds"
+ILL_RUN = "eacafe302f0d81fd"
+
+
+def test_perturb_inputs_is_seeded_and_bounded(tmp_path):
+    from moebench.sweep.data_sources import CellData
+    from moebench.sweep.verify import perturb_inputs, probe_scale
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(400, 3)), rng.normal(size=400)
+    data = CellData(X, y, X[:10], y[:10])
+    a, b, c = perturb_inputs(data, 0), perturb_inputs(data, 0), perturb_inputs(data, 1)
+    np.testing.assert_array_equal(a.X, b.X)
+    assert not np.array_equal(a.X, c.X) and not np.array_equal(a.X, X)
+    assert probe_scale(400) == 20 * 2.0 ** -53
+    # (the ratio itself rounds by a few units of 2**-52)
+    assert np.max(np.abs(a.X / X - 1)) <= probe_scale(400) + 4 * 2.0 ** -52
+    assert a.y is y and a.X_test is data.X_test
+    disk = tmp_path / "X.npy"
+    np.save(disk, X)
+    with pytest.raises(ValueError, match="X is on disk"):
+        perturb_inputs(CellData(np.load(disk, mmap_mode="r"), y, X, y), 0)
+
+
+def test_conditioning_rules():
+    from moebench.sweep.verify import CONDITION_FACTOR, conditioning_explains
+
+    def params(g):
+        return json.dumps({"experts": [[1.0, 2.0]], "gating": [[g, 0.5], [0.0, 0.0]]})
+
+    now = {"status": "ok", "gating_error": 3.0, "fitted_parameters": params(20.0)}
+    probes = [dict(now, gating_error=3.0 + 1e-6, fitted_parameters=params(20.0 + 2e-6)),
+              dict(now, gating_error=3.0 - 5e-7, fitted_parameters=params(20.0 - 1e-6))]
+    inside = [("gating_error", 3.0 + 9e-6, 3.0),
+              ("fitted_parameters", params(20.0 + 1.9e-5), now["fitted_parameters"])]
+    found = conditioning_explains(inside, now, probes, 1e-14)
+    assert found is not None and "fitted_parameters.gating 1.9e-05 apart, 2e-06 under" in found
+    # beyond CONDITION_FACTOR times the probes' largest move: not explained
+    beyond = 2.1e-6 * CONDITION_FACTOR
+    assert conditioning_explains([("fitted_parameters", params(20.0 + beyond),
+                                   now["fitted_parameters"])], now, probes, 1e-14) is None
+    assert conditioning_explains([("gating_error", 3.0 + 2e-5, 3.0)], now, probes, 1e-14) is None
+    # never beyond CONDITION_RTOL of the value's size, however unstable the fit
+    loose = [dict(now, gating_error=3.0 + 1e-3), dict(now)]
+    assert conditioning_explains([("gating_error", 3.0 + 5e-4, 3.0)], now, loose, 1e-14) is None
+    assert conditioning_explains([("gating_error", 3.0 + 2e-5, 3.0)], now, loose,
+                                 1e-14) is not None
+    # a value the probes do not move gets no room; nor integers, strings, NaN, other shapes
+    still = [dict(now), dict(now)]
+    assert conditioning_explains(inside[:1], now, still, 1e-14) is None
+    assert conditioning_explains([("n_iter", 7, 8)], now, probes, 1e-14) is None
+    assert conditioning_explains([("gating_error", None, 3.0)], now, probes, 1e-14) is None
+    other = json.dumps({"experts": [[1.0, 2.0, 3.0]], "gating": [[20.0, 0.5], [0.0, 0.0]]})
+    assert conditioning_explains([("fitted_parameters", other, now["fitted_parameters"])],
+                                 now, probes, 1e-14) is None
+    # a probe that ends with another status explains nothing; nor no probe at all
+    assert conditioning_explains(inside, now, [probes[0], dict(now, status="nan")],
+                                 1e-14) is None
+    assert conditioning_explains(inside, now, [], 1e-14) is None
+
+
+def test_cross_path_difference_within_conditioning(monkeypatch):
+    """The stored ill-conditioned run, judged as if made on the other path: its gating
+    moved as far as the BLAS path moves it agrees within its conditioning; moved 1e-3
+    it differs. The probes move its gating by ~1e-6 (the paths: 5.5e-6)."""
+    import dataclasses
+
+    from moebench.sweep import verify as verify_module
+    from moebench.sweep.rerun import stored_cells
+
+    record = stored_runs(ILL_FOLDER)[ILL_RUN]
+    cell = stored_cells(ILL_FOLDER)[ILL_RUN]
+    monkeypatch.setattr(verify_module, "same_path", lambda stored: False)
+    probes, scale = verify_module.conditioning_probes(cell, ILL_FOLDER, "")
+    calls = []
+    monkeypatch.setattr(verify_module, "conditioning_probes",
+                        lambda *a: calls.append(a) or (probes, scale))
+    gating = np.asarray(json.loads(record.summary["fitted_parameters"])["gating"])
+    spread = max(np.max(np.abs(np.asarray(json.loads(p["fitted_parameters"])["gating"])
+                               - gating)) for p in probes)
+    assert 1e-8 < spread < 1e-4  # rounding-level inputs move this gating by ~1e-6
+
+    def judged(shift):
+        params = json.loads(record.summary["fitted_parameters"])
+        params["gating"] = (gating + shift * (np.abs(gating) > 0)).tolist()
+        summary = dict(record.summary, fitted_parameters=json.dumps(params))
+        again = dataclasses.replace(record, summary_json=json.dumps(summary))
+        return verify_module.check_run(cell, again, ILL_FOLDER)
+
+    near = judged(5e-6)  # outside rtol 1e-6 for the gating's small entries
+    assert near.verdict == "OK" and near.conditioned and not near.bit_equal
+    assert "within its conditioning" in near.line() and "fitted_parameters.gating" in near.line()
+    far = judged(1e-3)
+    assert far.verdict == "DIFFERS" and not far.conditioned
+    assert "more than 10 times what X perturbed by rounding moves" in far.line()
+    assert len(calls) == 2
+
+
+def test_well_conditioned_run_gets_no_room(tiny, tmp_path, monkeypatch):
+    """A joint EM fit barely moves under the probes: 1e-5 (relative) apart differs."""
+    from moebench.sweep import verify as verify_module
+
+    out = copy_of(tiny, tmp_path)
+    rid = next(r for r, rec in stored_runs(out).items() if rec.summary["label"] == "joint_em")
+    stored = read_run_summary(run_path(out, rid))["test_log_likelihood"]
+    rewrite(out, rid, test_log_likelihood=stored * (1 + 1e-5))
+    monkeypatch.setattr(verify_module, "same_path", lambda stored: False)
+    check = verify(out, run_ids=[rid]).checks[0]
+    assert check.verdict == "DIFFERS" and "conditioning probes" in check.note

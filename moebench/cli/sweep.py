@@ -364,7 +364,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def add_verify_parser(sub: argparse._SubParsersAction) -> None:
     """The ``verify`` verb."""
-    from moebench.sweep.verify import ATOL, DEFAULT_SAMPLE, RTOL
+    from moebench.sweep.verify import (
+        ATOL,
+        CONDITION_PROBES,
+        CONDITION_RTOL,
+        DEFAULT_SAMPLE,
+        RTOL,
+    )
 
     p = sub.add_parser(
         "verify", help="re-run stored runs at HEAD and compare every stored metric",
@@ -372,7 +378,9 @@ def add_verify_parser(sub: argparse._SubParsersAction) -> None:
         "config.toml rebuilds each run's cell) in this process with one thread, and compare "
         "every numeric column of each summary, status, stop_reason and fitted_parameters: "
         "bit-equal when the run was made on the same path (kernel_path, blas, one thread), "
-        f"within rtol {RTOL:g} (atol {ATOL:g}) across paths. Times, provenance and threads "
+        f"within rtol {RTOL:g} (atol {ATOL:g}) across paths, or within the run's own "
+        f"conditioning ({CONDITION_PROBES} re-runs with X perturbed at rounding level; never "
+        f"beyond {CONDITION_RTOL:g} of a value). Times, provenance and threads "
         "are not compared; runs ended by max_time are checked for their status only. One "
         "line per run, then a count; exit status 0 when every run agrees, 1 when one "
         "differs. Needs runs made by the current code version (moebench run --rerun-stale). "

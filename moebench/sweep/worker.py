@@ -22,6 +22,7 @@ import sys
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -261,7 +262,8 @@ def score_status(summary: dict[str, Any], data: CellData) -> tuple[str, str]:
 
 
 def run_cell(cell: Run, out: str, threads: int = 1, config: str = "",
-             write: bool = True) -> dict[str, Any]:
+             write: bool = True,
+             prepare_data: Callable[[CellData], CellData] | None = None) -> dict[str, Any]:
     """Run one cell in this process and write its run file; returns its summary.
 
     Data source -> estimator -> evaluation -> record. Failures (an exception, a
@@ -270,7 +272,8 @@ def run_cell(cell: Run, out: str, threads: int = 1, config: str = "",
     parameters, a collapsed sigma, an absurd training log-likelihood), or a held-out
     mean log-likelihood more than :data:`moebench.degenerate.ABSURD_LL_MARGIN` nats per
     sample below the null model N(0, rms(y_train)^2), is recorded with status
-    ``"degenerate"``.
+    ``"degenerate"``. ``prepare_data``, when given, is applied to the loaded rows before
+    the fit (:func:`moebench.sweep.verify.check_run`'s conditioning probes perturb X).
     """
     start = time.perf_counter()
     limit_threads(threads)
@@ -285,6 +288,8 @@ def run_cell(cell: Run, out: str, threads: int = 1, config: str = "",
     try:
         with meter:
             data = load_cell_data(cell)
+            if prepare_data is not None:
+                data = prepare_data(data)
             est = build_estimator(cell, data.truth)
             try:
                 with meter.counting_passes(data.X):
