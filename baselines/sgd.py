@@ -25,7 +25,7 @@ from moebench.activations import Activation
 from moebench.backend import read_only_arrays
 from moebench.chunked import count_pass, is_out_of_core, row_blocks
 from moebench.constraints import Interval, Options
-from moebench.em import NOISE_MODELS, _record_sigma
+from moebench.em import NOISE_MODELS, record_sigma
 from moebench.history import History, StartFit
 from moebench.intercepts import fitted_stationarity, split_biases, with_ones
 from moebench.registry import register
@@ -395,7 +395,7 @@ class SGD(RestartedEstimator):
                 diverged, stop_reason = True, "diverged"
                 break
             An, Wn, sn = _snapshot(A, Wf, log_s)
-            history.record("sgd", epoch, ll, experts=An, gating=Wn, sigma=_record_sigma(sn))
+            history.record("sgd", epoch, ll, experts=An, gating=Wn, sigma=record_sigma(sn))
             final_ll = ll
             # the fit's criterion, by its precedence: tol ("converged"), then the epoch
             # budget ("max_epochs", this restart's own), then the time budget ("max_time")
