@@ -23,6 +23,7 @@ import numpy as np
 
 from moebench.activations import Activation
 from moebench.backend import BACKENDS, to_backend
+from moebench.base import NeedsTruthWhen
 from moebench.constraints import Interval, Options
 from moebench.em import (
     MSTEPS,
@@ -60,18 +61,6 @@ INITS = ("random", "responsibilities", "spectral", "data_scale", "near_truth", *
 #: M-steps: the shared ones of :func:`moebench.em.run_em`, and "newton1" (one Newton gating
 #: step and one least-squares / Levenberg-Marquardt expert step per M-step)
 JOINT_MSTEPS = (*MSTEPS, "newton1")
-
-
-class NeedsTruthWhen:
-    """``needs_truth`` that one option value decides: False on the class (joint_em is no
-    oracle by default), and on an instance whether ``option`` has ``value`` (joint_em's
-    ``init="near_truth"`` starts from the truth)."""
-
-    def __init__(self, option: str, value: Any) -> None:
-        self.option, self.value = option, value
-
-    def __get__(self, obj: Any, owner: type | None = None) -> bool:
-        return False if obj is None else getattr(obj, self.option) == self.value
 
 
 @register("joint_em")

@@ -23,6 +23,7 @@ import numpy as np
 
 from moebench.activations import Activation
 from moebench.backend import read_only_arrays
+from moebench.base import NeedsTruthWhen
 from moebench.chunked import count_pass, is_out_of_core, row_blocks
 from moebench.constraints import Interval, Options
 from moebench.em import NOISE_MODELS, record_sigma
@@ -40,7 +41,6 @@ from moebench.stopping import StoppingCriterion
 from moebench.validation import rms
 
 from ._spectral import spectral_subspace
-from .joint_em import NeedsTruthWhen
 
 OPTIMIZERS = ("gd", "sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
