@@ -23,6 +23,7 @@ import numpy as np
 
 from moebench.activations import Activation
 from moebench.backend import BACKENDS, to_backend
+from moebench.base import NeedsTruthWhen
 from moebench.constraints import Interval, Options
 from moebench.em import (
     MSTEPS,
@@ -35,12 +36,13 @@ from moebench.em import (
     sigma_m_step,
 )
 from moebench.history import History, StartFit
+from moebench.intercepts import fitted_stationarity, split_biases, with_ones
 from moebench.model import MoEModel
 from moebench.registry import algorithm_class, register
 from moebench.restarts import RestartedEstimator
 from moebench.starts import (
     data_scale_start,
-    near_truth_start,
+    near_truth_fit_start,
     random_start,
     random_unit_experts,
     search_in_subspace,
@@ -59,18 +61,6 @@ INITS = ("random", "responsibilities", "spectral", "data_scale", "near_truth", *
 #: M-steps: the shared ones of :func:`moebench.em.run_em`, and "newton1" (one Newton gating
 #: step and one least-squares / Levenberg-Marquardt expert step per M-step)
 JOINT_MSTEPS = (*MSTEPS, "newton1")
-
-
-class NeedsTruthWhen:
-    """``needs_truth`` that one option value decides: False on the class (joint_em is no
-    oracle by default), and on an instance whether ``option`` has ``value`` (joint_em's
-    ``init="near_truth"`` starts from the truth)."""
-
-    def __init__(self, option: str, value: Any) -> None:
-        self.option, self.value = option, value
-
-    def __get__(self, obj: Any, owner: type | None = None) -> bool:
-        return False if obj is None else getattr(obj, self.option) == self.value
 
 
 @register("joint_em")
@@ -325,22 +315,12 @@ class JointEM(RestartedEstimator):
 
     def _near_truth(self, X: np.ndarray, k: int, sigma: float | None,
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Any]:
-        """:func:`~moebench.starts.near_truth_start` in the fit's coordinates (the bias
+        """:func:`~moebench.starts.near_truth_fit_start` in the fit's coordinates (the bias
         columns last when ``intercepts``); noise per expert, or their rms when shared."""
-        truth = self._truth
-        if truth is None:
-            raise ValueError("joint_em with init='near_truth' starts from the true parameters: "
-                             "fit(X, y, truth=...) with truth a MoEModel or MoEData "
-                             "(synthetic data only); got truth=None")
-        n = X.shape[0]
-        start = near_truth_start(rng, truth, k, n, self._fit_scale)
-        experts, gating = start["experts"], start["gating"]
-        if self.intercepts:
-            experts = np.hstack([experts, start["expert_bias"][:, None]])
-            gating = np.hstack([gating, start["gating_bias"][:, None]])
-        s0: Any = start["sigma"] if self.noise == "per_expert" else float(
-            np.sqrt(np.mean(start["sigma"] ** 2)))
-        return experts, gating, s0 if sigma is None else sigma
+        return near_truth_fit_start(rng, self._truth, k, X.shape[0], self._fit_scale,
+                                    intercepts=self.intercepts,
+                                    per_expert=self.noise == "per_expert", sigma=sigma,
+                                    fit="joint_em")
 
     def _stop_tol(self) -> float | None:
         """The EM's tolerance ``tol`` (the fit's stopping criterion applies it)."""
@@ -356,32 +336,17 @@ class JointEM(RestartedEstimator):
         self._times: dict[str, float] = {}
         self._truth = history.truth
         if self.intercepts:  # biases: EM on [X, 1]; the last column holds them
-            X = np.hstack([np.asarray(X, dtype=float), np.ones((X.shape[0], 1))])
+            X = with_ones(X)
         super()._fit(X, y, k, activation, sigma, history)
         if self.intercepts:
-            self.expert_bias_ = self.experts_[:, -1].copy()
-            self.gating_bias_ = self.gating_[:, -1] - self.gating_[-1, -1]
-            self.experts_, self.gating_ = self.experts_[:, :-1], self.gating_[:, :-1]
+            split_biases(self)
         self.phase_times_ = self._times
 
     def _stationarity(self, X: np.ndarray, y: np.ndarray,
                       activation: Activation) -> tuple[float, float]:
-        """The base check on every fitted parameter: biases as the weights of a column of
-        ones, per-expert noise by :func:`moebench.stationarity.per_expert_stationarity`."""
-        from moebench.stationarity import per_expert_stationarity, stationarity
-
-        experts, gating = self.experts_, self.gating_
-        if self.intercepts:
-            X = np.hstack([X, np.ones((X.shape[0], 1))])
-            experts = np.hstack([experts, self.expert_bias_[:, None]])
-            gating = np.hstack([gating, self.gating_bias_[:, None]])
-        if np.ndim(self.sigma_) == 1:
-            if self.sigma is not None:  # a given sigma: no noise parameter moves
-                return stationarity(X, y, experts, gating, float(self.sigma), activation,
-                                    learn_sigma=False)
-            return per_expert_stationarity(X, y, experts, gating, self.sigma_, activation)
-        return stationarity(X, y, experts, gating, self.sigma_, activation,
-                            learn_sigma=self.sigma is None)
+        """The base check on every fitted parameter
+        (:func:`moebench.intercepts.fitted_stationarity`)."""
+        return fitted_stationarity(self, X, y, activation)
 
     def _finish_restarts(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
                          sigma: float | None, history: History, best: StartFit,

@@ -5,7 +5,10 @@ The loss is the negative mean conditional log-likelihood
     -mean_n logsumexp_i [ log softmax(W x_n)_i + log N(y_n; g(a_i . x_n), sigma^2) ]
 
 over the experts A (k, d), the gating W (k - 1 free rows, the last fixed at 0)
-and log sigma (learned when ``sigma`` is None). Full-batch gradient descent,
+and log sigma (learned when ``sigma`` is None; one per expert with
+``noise="per_expert"``, sigma_i in the i-th normal density). ``intercepts=True`` also
+fits expert intercepts and gating biases, as joint_em does: the fit runs on [X, 1]
+(:mod:`moebench.intercepts`), so the intercept sits inside g. Full-batch gradient descent,
 minibatch SGD and Adam are available, with a learning-rate schedule, an epoch
 budget, float32 or float64, CPU or CUDA, and ``n_init`` restarts.
 """
@@ -20,12 +23,20 @@ import numpy as np
 
 from moebench.activations import Activation
 from moebench.backend import read_only_arrays
+from moebench.base import NeedsTruthWhen
 from moebench.chunked import count_pass, is_out_of_core, row_blocks
 from moebench.constraints import Interval, Options
+from moebench.em import NOISE_MODELS, record_sigma
 from moebench.history import History, StartFit
+from moebench.intercepts import fitted_stationarity, split_biases, with_ones
 from moebench.registry import register
 from moebench.restarts import RestartedEstimator
-from moebench.starts import data_scale_start, random_start, search_in_subspace
+from moebench.starts import (
+    data_scale_start,
+    near_truth_fit_start,
+    random_start,
+    search_in_subspace,
+)
 from moebench.stopping import StoppingCriterion
 from moebench.validation import rms
 
@@ -35,7 +46,7 @@ OPTIMIZERS = ("gd", "sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
 DTYPES = ("float64", "float32")
 DEVICES = ("auto", "cpu", "cuda")
-INITS = ("random", "spectral", "data_scale")
+INITS = ("random", "spectral", "data_scale", "near_truth")
 LOG_2PI = math.log(2.0 * math.pi)
 #: batch_size="auto": n / 32 clipped to [64, 4096]
 AUTO_STEPS_PER_EPOCH, AUTO_BATCH_MIN, AUTO_BATCH_MAX = 32, 64, 4096
@@ -55,11 +66,16 @@ def _schedule_factor(schedule: str, progress: float) -> float:
     return 1.0
 
 
-def _snapshot(A, Wf, log_s) -> tuple[np.ndarray, np.ndarray, float]:
-    """numpy copies of (experts, gating with its zero last row, sigma)."""
+def _snapshot(A, Wf, log_s) -> tuple[np.ndarray, np.ndarray, float | np.ndarray]:
+    """numpy copies of (experts, gating with its zero last row, sigma: a float, or a (k,)
+    array for per-expert noise)."""
     W = Wf.detach().cpu().numpy().astype(float)
     W = np.vstack([W, np.zeros((1, W.shape[1]))])
-    return A.detach().cpu().numpy().astype(float), W, float(math.exp(float(log_s.detach())))
+    if log_s.dim():
+        sigma: float | np.ndarray = np.exp(log_s.detach().cpu().numpy().astype(float))
+    else:
+        sigma = float(math.exp(float(log_s.detach())))
+    return A.detach().cpu().numpy().astype(float), W, sigma
 
 
 def torch_activation(activation: Activation):
@@ -120,10 +136,13 @@ class SGD(RestartedEstimator):
         in the scaled coordinates of :mod:`moebench.stationarity` (experts times
         rms(X) / sigma, gating times rms(X), log sigma), is at most ``grad_tol``
         (0 disables; then the epoch budget or ``tol`` ends the fit).
-    init : {"random", "spectral", "data_scale"}
+    init : {"random", "spectral", "data_scale", "near_truth"}
         Random unit experts and N(0, 0.01^2) gating, the spectral start of joint_em
-        (see ``baselines/_spectral.py``), or experts and gating drawn at the scale of the
-        data (:func:`moebench.starts.data_scale_start`).
+        (see ``baselines/_spectral.py``), experts and gating drawn at the scale of the
+        data (:func:`moebench.starts.data_scale_start`), or joint_em's ``"near_truth"``
+        (every fitted atom a noisy copy of a true atom,
+        :func:`moebench.starts.near_truth_fit_start`; it needs ``fit(X, y, truth=...)``).
+        sigma starts at std(y) (every expert's), except near the truth.
     n_init : int
         Restarts; the best final full-data likelihood is kept.
     dtype : {"float64", "float32"}
@@ -131,6 +150,13 @@ class SGD(RestartedEstimator):
         "auto" uses CUDA when torch sees a GPU.
     max_time : float or None
         Wall-clock budget in seconds of the whole fit (all restarts).
+    intercepts : bool
+        Also fit expert intercepts and gating biases (``expert_bias_``, ``gating_bias_``;
+        the last gating bias 0), as joint_em: the fit runs on X with a column of ones
+        appended (X in memory).
+    noise : {"shared", "per_expert"}
+        One learnt log sigma, or one per expert (``sigma_`` a (k,) array). A given
+        ``sigma`` stays fixed either way.
 
     Notes
     -----
@@ -165,7 +191,10 @@ class SGD(RestartedEstimator):
         "init": [Options(INITS)],
         "dtype": [Options(DTYPES)],
         "device": [Options(DEVICES)],
+        "intercepts": ["boolean"],
+        "noise": [Options(NOISE_MODELS)],
     }
+    needs_truth = NeedsTruthWhen("init", "near_truth")  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -186,6 +215,8 @@ class SGD(RestartedEstimator):
         dtype: str = "float64",
         device: str = "auto",
         max_time: float | None = None,
+        intercepts: bool = False,
+        noise: str = "shared",
     ) -> None:
         super().__init__(n_experts, activation, sigma, random_state)
         self.optimizer = optimizer
@@ -201,6 +232,35 @@ class SGD(RestartedEstimator):
         self.dtype = dtype
         self.device = device
         self.max_time = max_time
+        self.intercepts = intercepts
+        self.noise = noise
+
+    def fits_plain_model(self) -> bool:
+        """Intercepts and per-expert noise are beyond the plain model."""
+        return not self.intercepts and self.noise == "shared"
+
+    @classmethod
+    def check_out_of_core(cls, activation: Activation, params: dict[str, Any]) -> None:
+        """``intercepts`` fits on [X, 1], a copy in memory: refused on X on disk."""
+        if params.get("intercepts"):
+            raise ValueError("sgd: intercepts=True needs X in memory; got X on disk (a "
+                             "numpy.memmap): load it (np.asarray(X)), or intercepts=False "
+                             "(noise='per_expert' runs on disk)")
+
+    def _fit(self, X: np.ndarray, y: np.ndarray, k: int, activation: Activation,
+             sigma: float | None, history: History) -> None:
+        self._truth = history.truth
+        if self.intercepts:  # biases: the fit on [X, 1]; the last column holds them
+            X = with_ones(X)
+        super()._fit(X, y, k, activation, sigma, history)
+        if self.intercepts:
+            split_biases(self)
+
+    def _stationarity(self, X: np.ndarray, y: np.ndarray,
+                      activation: Activation) -> tuple[float, float]:
+        """The base check on every fitted parameter
+        (:func:`moebench.intercepts.fitted_stationarity`)."""
+        return fitted_stationarity(self, X, y, activation)
 
     def _stop_tol(self) -> float | None:
         """The per-epoch tolerance ``tol`` (0 disables it)."""
@@ -287,19 +347,26 @@ class SGD(RestartedEstimator):
         n, d = X.shape
         learn_sigma = sigma is None
         stop_reason = "diverged"
+        s0: Any = float(np.std(y)) + 1e-12 if learn_sigma else float(sigma)
         if self.init == "spectral":
             A0 = search_in_subspace(X, y, spectral_subspace(X, y, k, activation), k,
                                     activation, rng)
             W0 = np.zeros((k - 1, d))
+        elif self.init == "near_truth":
+            A0, W0, s0 = near_truth_fit_start(
+                rng, self._truth, k, n, self._fit_scale, intercepts=self.intercepts,
+                per_expert=self.noise == "per_expert", sigma=sigma, fit="sgd")
+            W0 = W0[:-1]
         else:
             A0, W0 = (data_scale_start(rng, X, y, k) if self.init == "data_scale"
                       else random_start(rng, k, d))
             W0 = W0[:-1]
-        s0 = float(np.std(y)) + 1e-12 if learn_sigma else float(sigma)
+        if learn_sigma and self.noise == "per_expert":  # one log sigma per expert
+            s0 = np.broadcast_to(np.asarray(s0, dtype=float), (k,))
         A = torch.tensor(A0, dtype=tdtype, device=device, requires_grad=True)
         Wf = torch.tensor(W0, dtype=tdtype, device=device, requires_grad=True)
-        log_s = torch.tensor(math.log(s0), dtype=tdtype, device=device,
-                             requires_grad=learn_sigma)
+        log_s = torch.tensor(np.log(s0) if np.ndim(s0) else math.log(s0), dtype=tdtype,
+                             device=device, requires_grad=learn_sigma)
         params = [A, Wf] + ([log_s] if learn_sigma else [])
         if self.optimizer == "adam":
             opt = torch.optim.Adam(params, lr=self.lr)
@@ -328,7 +395,7 @@ class SGD(RestartedEstimator):
                 diverged, stop_reason = True, "diverged"
                 break
             An, Wn, sn = _snapshot(A, Wf, log_s)
-            history.record("sgd", epoch, ll, experts=An, gating=Wn, sigma=sn)
+            history.record("sgd", epoch, ll, experts=An, gating=Wn, sigma=record_sigma(sn))
             final_ll = ll
             # the fit's criterion, by its precedence: tol ("converged"), then the epoch
             # budget ("max_epochs", this restart's own), then the time budget ("max_time")
@@ -371,8 +438,11 @@ class SGD(RestartedEstimator):
     def _scaled_grad_norm(A, Wf, log_s, learn_sigma: bool, x_scale: float) -> float:
         """Norm of the loss gradient in the scaled coordinates of :mod:`moebench.stationarity`
         (the same units as ``grad_norm_``)."""
-        sigma = math.exp(float(log_s.detach()))
-        total = (float((A.grad * (sigma / x_scale)).square().sum())
+        if log_s.dim():  # per-expert noise: expert i's block scaled by sigma_i / s_x
+            scale = (log_s.detach().exp() / x_scale)[:, None]
+        else:
+            scale = math.exp(float(log_s.detach())) / x_scale
+        total = (float((A.grad * scale).square().sum())
                  + float((Wf.grad / x_scale).square().sum()))
         if learn_sigma and log_s.grad is not None:
             total += float(log_s.grad.square().sum())

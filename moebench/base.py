@@ -93,6 +93,18 @@ class LocalSearchWhen:
         return False if obj is None else bool(getattr(obj, self.option))
 
 
+class NeedsTruthWhen:
+    """``needs_truth`` that one option value decides: False on the class (the estimator is
+    no oracle by default), and on an instance whether ``option`` has ``value`` (joint_em's
+    and sgd's ``init="near_truth"`` starts from the truth)."""
+
+    def __init__(self, option: str, value: Any) -> None:
+        self.option, self.value = option, value
+
+    def __get__(self, obj: Any, owner: type | None = None) -> bool:
+        return False if obj is None else getattr(obj, self.option) == self.value
+
+
 class MoEEstimator(ParamsMixin):
     """Base class of every mixture-of-experts estimator.
 

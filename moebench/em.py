@@ -425,7 +425,7 @@ def _penalised(ll: float, gating: np.ndarray, ridge: float) -> float:
     return float(ll - 0.5 * ridge * float(np.sum(free * free)))
 
 
-def _record_sigma(sigma: float | np.ndarray) -> float:
+def record_sigma(sigma: float | np.ndarray) -> float:
     """A record's one ``sigma``: the noise level, or the rms of the per-expert ones."""
     return float(sigma) if np.ndim(sigma) == 0 else float(np.sqrt(np.mean(np.square(sigma))))
 
@@ -543,7 +543,7 @@ def run_em(
     penalised = history is not None and not update_experts
     if history is not None:
         history.record(phase, iteration_offset, ll, experts=experts, gating=gating,
-                       sigma=_record_sigma(sigma),
+                       sigma=record_sigma(sigma),
                        **({"objective": _penalised(ll, gating, ridge)} if penalised else {}))
     stop = stopping if stopping is not None else StoppingCriterion(
         max_time=max_time, tol=tol, clock=clock)
@@ -579,7 +579,7 @@ def run_em(
             raise FloatingPointError(f"EM produced a non-finite log-likelihood at iteration {it}")
         if history is not None:
             history.record(phase, iteration_offset + it, new_ll, experts=experts, gating=gating,
-                           sigma=_record_sigma(sigma),
+                           sigma=record_sigma(sigma),
                            **({"objective": _penalised(new_ll, gating, ridge)}
                               if penalised else {}))
         # the criterion's O(1) check: tolerance, then this loop's limit, the fit's

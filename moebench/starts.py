@@ -4,8 +4,9 @@
 - :func:`data_scale_start`: random experts and gating at the scale of the data
   (``init="data_scale"`` of joint_em and sgd).
 - :func:`near_truth_start`: every fitted atom a noisy copy of a true atom, the protocol
-  of Nguyen et al. (NeurIPS 2023) for over-specified softmax-gated fits (joint_em's
-  ``init="near_truth"``; it needs the truth, as an oracle does).
+  of Nguyen et al. (NeurIPS 2023) for over-specified softmax-gated fits (``init="near_truth"``
+  of joint_em and sgd, through :func:`near_truth_fit_start`; it needs the truth, as an
+  oracle does).
 - :func:`search_in_subspace`: the spectral start's search for the experts inside a
   subspace that spans them (joint_em, sgd, alt_min; the subspace itself, the top
   eigenvectors of a second moment, comes from the caller).
@@ -15,6 +16,8 @@ estimator gets the same start every time.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -207,3 +210,33 @@ def near_truth_start(rng: np.random.Generator, truth: MoEModel, k: int, n: int,
     variance = sigma[owners] + np.abs(sd["variance"] * rng.standard_normal(k))
     return {"experts": experts, "gating": gating - gating[-1], "expert_bias": e_bias,
             "gating_bias": g_bias - g_bias[-1], "sigma": np.sqrt(variance)}
+
+
+def near_truth_fit_start(rng: np.random.Generator, truth: MoEModel | None, k: int, n: int,
+                         x_scale: float, *, intercepts: bool, per_expert: bool,
+                         sigma: float | None, fit: str) -> tuple[np.ndarray, np.ndarray, Any]:
+    """:func:`near_truth_start` in a fit's coordinates (``init="near_truth"`` of joint_em
+    and sgd).
+
+    With ``intercepts`` the bias columns come last (the fit runs on [X, 1],
+    :mod:`moebench.intercepts`); the noise is per expert with ``per_expert``, else their
+    rms; a given ``sigma`` replaces it. ``fit`` names the estimator in the error raised
+    when ``truth`` is None.
+
+    Returns
+    -------
+    experts : ndarray of shape (k, d) or (k, d + 1)
+    gating : ndarray of shape (k, d) or (k, d + 1), last row 0
+    sigma : float or ndarray of shape (k,)
+    """
+    if truth is None:
+        raise ValueError(f"{fit} with init='near_truth' starts from the true parameters: "
+                         "fit(X, y, truth=...) with truth a MoEModel or MoEData "
+                         "(synthetic data only); got truth=None")
+    start = near_truth_start(rng, truth, k, n, x_scale)
+    experts, gating = start["experts"], start["gating"]
+    if intercepts:
+        experts = np.hstack([experts, start["expert_bias"][:, None]])
+        gating = np.hstack([gating, start["gating_bias"][:, None]])
+    s0: Any = start["sigma"] if per_expert else float(np.sqrt(np.mean(start["sigma"] ** 2)))
+    return experts, gating, s0 if sigma is None else sigma

@@ -251,7 +251,11 @@ def test_shipped_reproduction_configs_load():
                                    "k_fit").entropy) for c in cells if c.repetition == 0}
     assert len(same_data) == 1  # every n and fitted k of a repetition: one truth, one seed
     assert len({c.data_id for c in cells if c.repetition == 0 and c.data["n"] == 100}) == 3
-    assert len(list(load_config("softmax_gating_starts").cells())) == 16 * 3 * 10
+    starts = list(load_config("softmax_gating_starts").cells())
+    # joint EM on the 16 sizes, sgd on every other one up to 25119 (7), 3 fitted k, 10 reps
+    assert len(starts) == (16 + 7) * 3 * 10
+    assert {c.data["n"] for c in starts if c.variant.label == "sgd_random_best5"} == \
+        set(sorted({c.data["n"] for c in starts})[:13:2])
 
 
 def test_config_refuses_what_methods_exclude(tmp_path):
