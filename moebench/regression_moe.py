@@ -28,7 +28,13 @@ import numpy as np
 from scipy.special import expit, softmax
 
 from moebench.activations import Activation, get_activation
-from moebench.validation import check_array, check_n_experts, check_sigma
+from moebench.validation import (
+    check_array,
+    check_choice,
+    check_model_input,
+    check_n_experts,
+    check_sigma,
+)
 
 #: the gates of :class:`RegressionMoE`
 GATES = ("softmax", "sigmoid")
@@ -37,9 +43,10 @@ LOG_2PI = float(np.log(2.0 * np.pi))
 
 def check_gate(gate: Any) -> str:
     """``gate`` if it is one of :data:`GATES`, else ValueError naming the valid choices."""
-    if not isinstance(gate, str) or gate not in GATES:
-        raise ValueError(f"gate must be one of {', '.join(GATES)}; got {gate!r}")
-    return gate
+    if not isinstance(gate, str):
+        raise ValueError(f"unknown gate {gate!r}; valid choices are "
+                         f"{', '.join(map(repr, GATES))}")
+    return check_choice(gate, "gate", GATES)
 
 
 def gate_weights(logits: np.ndarray, gate: str) -> np.ndarray:
@@ -115,11 +122,7 @@ class RegressionMoE:
         return self.experts.shape[1]
 
     def _check_X(self, X: np.ndarray) -> np.ndarray:
-        X = check_array(X, "X", 2)
-        if X.shape[1] != self.n_features:
-            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
-                             f"expecting {self.n_features} features as input")
-        return X
+        return check_model_input(X, self.n_features, type(self).__name__)
 
     def gates(self, X: np.ndarray) -> np.ndarray:
         """gate_i(x) for every row and expert, shape (n, k)."""

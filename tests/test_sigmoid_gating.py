@@ -99,7 +99,8 @@ def test_equivalent_truth_drops_a_zero_expert_and_adds_it_back():
 
 
 def test_bad_input_names_the_valid_choices():
-    with pytest.raises(ValueError, match="gate must be one of softmax, sigmoid; got 'tanh'"):
+    with pytest.raises(ValueError,
+                       match="unknown gate 'tanh'; valid choices are 'softmax', 'sigmoid'"):
         RegressionMoE([[1.0]], [0.0], [[1.0]], [0.0], 0.1, "tanh")
     with pytest.raises(ValueError, match=r"gating_bias must have shape \(2,\)"):
         RegressionMoE([[1.0], [2.0]], [0.0, 0.0], [[1.0], [0.0]], [0.0], 0.1, "sigmoid")
