@@ -14,11 +14,13 @@ the reference) and an exponent ``r`` for cells of two or more atoms, the loss is
     + sum_{j: |A_j| = 1}  sum_{i in A_j} w(beta0_i) (|d beta1| + |d b| + |d a|)
     + sum_{j: |A_j| >= 2} sum_{i in A_j} w(beta0_i) (|d beta1|^r + |d b|^r + |d a|^r)
 
-with ``r = 2`` by default: the form of the loss that Nguyen, Ho and Rinaldo use for
-strongly identifiable experts under a softmax gate (ICML 2024, arXiv 2402.02952), with
-the gate's weight in place of ``exp``. **It is this harness's loss, not a transcription**:
-the sigmoid paper (arXiv 2405.13997) defines its own losses for its two regimes, whose
-text could not be read here (docs/findings/sigmoid_gating.md says what is public).
+with ``r = 2`` by default: modelled on the Voronoi loss of Nguyen, Ho and Rinaldo for
+strongly identifiable experts under a softmax gate (ICML 2024, arXiv 2402.02952), as
+recalled by the implementer (not checked against that text, which could not be read
+here), with the gate's weight in place of ``exp``. **It is this harness's loss, not a
+transcription**: the sigmoid paper (arXiv 2405.13997) defines its own losses for its two
+regimes, whose text could not be read here (docs/findings/sigmoid_gating.md says what is
+public).
 
 A softmax fit is compared at the best of its ``k`` reference choices: its gates are
 shifted so that fitted atom ``m`` has gate 0 (the softmax is unchanged), for each ``m``,

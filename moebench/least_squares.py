@@ -5,7 +5,7 @@ RegressionMoE`) over the gates (weights and biases) and the experts (weights and
 intercepts): the least-squares estimator of Nguyen, Ho and Rinaldo (arXiv 2402.02952 for
 the softmax gate, 2405.13997 for the sigmoid gate). It is the maximum-likelihood estimator
 of y = f_G(x) + N(0, sigma^2), so its ``log_likelihood_`` and ``score`` are that model's
-(sigma_ = the root mean squared residual unless ``sigma`` is given).
+(``sigma_`` = the root mean squared residual unless ``sigma`` is given).
 
 Optimiser: scipy's L-BFGS-B on the squared error and its gradient by torch autograd, in
 float64, one L-BFGS iteration per counted iteration, from ``n_init`` data-anchored random
