@@ -173,6 +173,10 @@ class MoEEstimator(ParamsMixin):
     #: ValueError; the sweep config checker refuses it on real (CSV) data; it is listed by
     #: ``available_algorithms(oracles=True)`` only
     needs_truth: ClassVar[bool] = False
+    #: whether the method fits the regression MoE y = f_G(x) + noise
+    #: (:class:`moebench.regression_moe.RegressionMoE`, e.g. ``lse_moe``): only such a
+    #: method runs on a ``data.truth`` with a ``gate`` (the sweep config checker)
+    fits_regression: ClassVar[bool] = False
     #: what the method assumes of the data to be consistent, as short tags ("Gaussian
     #: inputs", "gating orthogonal to experts", "constant mixing", "linear g", "k <= d", ...);
     #: shown by ``moebench list`` and the README's algorithm table

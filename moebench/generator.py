@@ -22,6 +22,7 @@ import numpy as np
 from moebench.activations import Activation, get_activation
 from moebench.io import atomic_open
 from moebench.model import MoEModel, sample_labels
+from moebench.regression_moe import RegressionMoE, regression_truth
 from moebench.validation import check_choice, check_n_experts, check_positive_int, check_sigma
 
 BLOCK_ROWS = 65_536
@@ -265,8 +266,10 @@ def make_moe_model(
 
 
 def truth_model(table: dict[str, Any], d: int, k: int, activation: str | Activation
-                ) -> MoEModel:
-    """The :class:`~moebench.model.MoEModel` of a config's ``data.truth`` table (lists).
+                ) -> MoEModel | RegressionMoE:
+    """The :class:`~moebench.model.MoEModel` of a config's ``data.truth`` table (lists), or
+    with a ``gate`` key ("softmax" or "sigmoid") the
+    :class:`~moebench.regression_moe.RegressionMoE` y = f_G(x) + N(0, sigma^2).
 
     Raises
     ------
@@ -274,7 +277,7 @@ def truth_model(table: dict[str, Any], d: int, k: int, activation: str | Activat
         For unknown keys, missing ``experts`` or ``gating``, bad values, or a truth whose
         d and k differ from the setting's.
     """
-    keys = ("experts", "gating", "expert_bias", "gating_bias", "sigma")
+    keys = ("experts", "gating", "expert_bias", "gating_bias", "sigma", "gate")
     unknown = sorted(set(table) - set(keys))
     if unknown:
         raise ValueError(f"unknown key data.truth.{unknown[0]}; valid keys: {', '.join(keys)}")
@@ -282,6 +285,8 @@ def truth_model(table: dict[str, Any], d: int, k: int, activation: str | Activat
     if missing:
         raise ValueError(f"data.truth needs {', '.join(missing)} (keys: {', '.join(keys)})")
     sigma = table["sigma"]
+    if table.get("gate") is not None:  # a regression function f_G plus Gaussian noise
+        return regression_truth(table, d, k, activation)
     model = MoEModel(np.asarray(table["experts"], dtype=float),
                      np.asarray(table["gating"], dtype=float),
                      np.asarray(sigma, dtype=float) if isinstance(sigma, list) else sigma,
@@ -314,7 +319,7 @@ def _input_transform(
 
 
 def iter_moe_blocks(
-    model: MoEModel,
+    model: MoEModel | RegressionMoE,
     n: int,
     seed: np.random.SeedSequence,
     mean: np.ndarray | None = None,
@@ -329,8 +334,8 @@ def iter_moe_blocks(
 
     Parameters
     ----------
-    model : MoEModel
-        True model; it acts on the standardised input.
+    model : MoEModel or RegressionMoE
+        True model; it acts on the standardised input (a RegressionMoE's ``z`` is -1).
     n : int
         Number of rows in all.
     seed : SeedSequence
@@ -362,7 +367,10 @@ def iter_moe_blocks(
         else:
             Z = sample_inputs(rng, (rows, model.n_features), input_distribution,
                               input_interval)
-        y, z = sample_labels(model, Z, rng)
+        if isinstance(model, RegressionMoE):  # y = f_G(x) + noise: no latent expert
+            y, z = model.sample(Z, rng), np.full(rows, -1)
+        else:
+            y, z = sample_labels(model, Z, rng)
         X = Z
         if chol is not None:
             X = Z @ chol.T

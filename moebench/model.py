@@ -18,7 +18,13 @@ import numpy as np
 from scipy.special import log_softmax, logsumexp
 
 from moebench.activations import Activation, get_activation
-from moebench.validation import check_array, check_n_experts, check_sigma, check_X_y
+from moebench.validation import (
+    check_array,
+    check_model_input,
+    check_n_experts,
+    check_sigma,
+    check_X_y,
+)
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -101,13 +107,7 @@ class MoEModel:
         return self.experts.shape[1]
 
     def _check_X(self, X: np.ndarray) -> np.ndarray:
-        X = check_array(X, "X", 2)
-        if X.shape[1] != self.n_features:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                f"{self.n_features} features as input (d = {self.n_features})"
-            )
-        return X
+        return check_model_input(X, self.n_features, type(self).__name__)
 
     def gate_log_proba(self, X: np.ndarray) -> np.ndarray:
         """log P(z = i | x), shape (n, k)."""

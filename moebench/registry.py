@@ -18,7 +18,8 @@ from typing import Any
 from moebench.base import MoEEstimator
 
 ENTRY_POINT_GROUP = "moebench.algorithms"
-BUILTIN_MODULES = ("moebench.tensor.estimator", "moebench.reference", "moebench.oracle")
+BUILTIN_MODULES = ("moebench.tensor.estimator", "moebench.reference", "moebench.oracle",
+                   "moebench.least_squares")
 
 _REGISTRY: dict[str, type[MoEEstimator]] = {}
 _loaded = False

@@ -123,6 +123,15 @@ def check_choice(value: Any, name: str, choices: tuple | list) -> Any:
     return value
 
 
+def check_model_input(X: Any, d: int, who: str) -> np.ndarray:
+    """X as a checked (n, d) float array for a model ``who`` with ``d`` inputs."""
+    X = check_array(X, "X", 2)
+    if X.shape[1] != d:
+        raise ValueError(f"X has {X.shape[1]} features, but {who} is expecting {d} features "
+                         f"as input (d = {d})")
+    return X
+
+
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     """Check an integer option ``>= minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:

@@ -75,3 +75,17 @@ def test_rates_figure_with_losses_near_the_float_limit():
     assert ax.get_ylim()[1] <= Y_MAX
     assert any("off the scale" in t.get_text() for t in ax.texts)
     fig.canvas.draw()  # the log ticks of that range render
+
+
+def test_rates_without_a_translated_loss():
+    """A regression truth stores no translated loss (None in every run): the table and the
+    figure show the plain loss alone."""
+    from moebench.sweep.rates import plot_rates
+
+    summary = _summary()
+    summary["voronoi_loss_translated"] = None
+    fig = plot_rates(summary)
+    assert len(fig.axes) == 1 and "voronoi loss" in fig.axes[0].get_title()
+    fig.canvas.draw()
+    text = rates_table(summary)
+    assert "| em | 3 | voronoi_loss |" in text and "voronoi_loss_translated" not in text

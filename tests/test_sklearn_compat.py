@@ -169,6 +169,13 @@ def test_clone_gives_an_unfitted_copy_with_the_same_parameters(name, linear_data
 def test_score_is_the_mean_log_likelihood(name, linear_data):
     X, y = linear_data.X, linear_data.y
     est = small(name).fit(X, y)
+    if est.fits_regression:  # y = f_G(x) + N(0, sigma^2) (lse_moe): its Gaussian likelihood
+        gate = softmax(X @ est.gating_.T + est.gating_bias_, axis=1)
+        f = np.sum(gate * (X @ est.experts_.T + est.expert_bias_), axis=1)
+        assert est.score(X, y) == pytest.approx(
+            float(np.mean(norm.logpdf(y, loc=f, scale=est.sigma_))), rel=1e-10)
+        assert est.predict(X) == pytest.approx(f)
+        return
     # log p(y | x) = log sum_i softmax(W x)_i N(y; a_i . x, sigma^2), written out here
     gate = softmax(X @ est.gating_.T, axis=1)
     dens = norm.logpdf(y[:, None], loc=X @ est.experts_.T, scale=est.sigma_)

@@ -563,6 +563,11 @@ def _check_setting(v: Variant, grid: list[dict[str, Any]]) -> None:
         checked.add((k, d, act, biased))
         try:
             cls.check_setting(k, d, act, params=v.params)
+            if isinstance(setting.get("truth"), dict) and setting["truth"].get(
+                    "gate") is not None and not cls.fits_regression:
+                raise ValueError("data.truth has a gate (a regression MoE y = f_G(x) + "
+                                 "noise), which only a regression fit (fits_regression, "
+                                 "e.g. lse_moe) models")
             if biased and cls.excludes_biases(v.params):
                 raise ValueError("its model has no gating biases or expert intercepts "
                                  "(the tensor step); valid on data.truth without "

@@ -259,10 +259,12 @@ SYNTHETIC = ConfigTable(
                   "experts the estimators fit (none: `k`, the truth's); a list fits several "
                   "k to the same data (over-specified fits)", grid=True),
         ConfigKey("truth", InstanceOf(dict, "a table {experts, gating, expert_bias, "
-                                      "gating_bias, sigma}"), None,
+                                      "gating_bias, sigma, gate}"), None,
                   "an explicit true model instead of a random one: `experts` and `gating` "
                   "(k x d lists), optional `expert_bias`, `gating_bias` (k) and `sigma` (a "
-                  "number or k standard deviations); `d` and `k` must match it", grid=True),
+                  "number or k standard deviations); `d` and `k` must match it. With `gate` "
+                  "(\"softmax\" or \"sigmoid\") it is the regression MoE y = f_G(x) + "
+                  "N(0, sigma^2) (one sigma), fitted by `lse_moe` only", grid=True),
         ConfigKey("input_interval", ListOf(Interval(float, None, None), min_items=2,
                                            max_items=2), None,
                   "`[low, high]` of `input_distribution = \"uniform\"` (none: [-sqrt 3, "

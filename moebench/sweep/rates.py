@@ -149,7 +149,12 @@ def plot_rates(summary: pd.DataFrame, style: Style | None = None) -> Figure:
     ok = summary[summary["status"].isin(OK_STATUSES)].copy()
     ok["k_fit"] = _k_column(ok)
     ks = sorted(ok["k_fit"].dropna().unique())
-    losses = [name for name in RATE_LOSSES if name in ok.columns]
+    # a loss column with no number (no translated loss for a regression truth) gets no row
+    numeric = {name: pd.to_numeric(ok[name], errors="coerce") for name in RATE_LOSSES
+               if name in ok.columns}
+    losses = [name for name, values in numeric.items() if np.isfinite(values).any()]
+    for name in losses:
+        ok[name] = numeric[name]
     fig = Figure(figsize=(4.2 * max(len(ks), 1), 3.4 * len(losses)), constrained_layout=True)
     axes = np.atleast_2d(fig.subplots(len(losses), max(len(ks), 1), squeeze=False))
     for r, loss in enumerate(losses):

@@ -47,7 +47,7 @@ def parameters_json(est: Any) -> str:
     out: dict[str, Any] = {"experts": np.asarray(est.experts_, dtype=float).tolist(),
                            "gating": np.asarray(est.gating_, dtype=float).tolist(),
                            "sigma": sigma.tolist()}
-    for name in ("expert_bias_", "gating_bias_"):
+    for name in ("expert_bias_", "gating_bias_", "sigmoid_gating_"):
         value = getattr(est, name, None)
         if value is not None:
             out[name[:-1]] = np.asarray(value, dtype=float).tolist()

@@ -31,8 +31,11 @@ import numpy as np
 
 from moebench.chunked import blocked_mean, is_out_of_core
 from moebench.degenerate import DegenerateFitError, absurd_log_likelihood
+from moebench.gate_voronoi import gate_voronoi_loss
 from moebench.metrics import parameter_errors, prediction_mse, voronoi_loss
+from moebench.model import MoEModel
 from moebench.registry import algorithm_class, available_algorithms, get_algorithm
+from moebench.regression_moe import RegressionMoE, equivalent_truth
 from moebench.sweep.columns import METRIC_COLUMNS, RESOURCE_COLUMNS
 from moebench.sweep.config import FAMILY_DATA_KEYS, Run
 from moebench.sweep.data_sources import CellData, load_cell_data
@@ -219,7 +222,8 @@ def evaluate(est: Any, data: CellData, success_threshold: float) -> dict[str, An
     out["test_mse"] = prediction_mse(est, data.X_test, data.y_test)
     truth = data.truth
     if truth is not None:
-        if np.shape(est.experts_) == truth.experts.shape:  # matched errors need the same k
+        if isinstance(truth, MoEModel) and np.shape(est.experts_) == truth.experts.shape:
+            # matched errors need the same k (and a mixture density's parameters)
             out.update(parameter_errors(est.experts_, est.gating_, truth, success_threshold))
         out.update(voronoi_losses(est.model_, truth))
         out["true_train_log_likelihood"] = _mean_score(truth.mean_log_likelihood, data.X,
@@ -238,8 +242,18 @@ def _mean_score(score: Any, X: np.ndarray, y: np.ndarray) -> float:
 def voronoi_losses(model: Any, truth: Any) -> dict[str, float]:
     """The Voronoi loss and, for d <= :data:`TRANSLATED_MAX_D`, its translation-minimised
     form (:mod:`moebench.voronoi`); NaN where a cell is larger than rbar is known for, or
-    (translated) d is larger (its Nelder–Mead search costs seconds a run there)."""
+    (translated) d is larger (its Nelder–Mead search costs seconds a run there).
+
+    For a regression truth (:class:`~moebench.regression_moe.RegressionMoE`) the loss is
+    :func:`~moebench.gate_voronoi.gate_voronoi_loss` against the truth written with the
+    fit's gate (NaN where none exists, :func:`~moebench.regression_moe.equivalent_truth`);
+    no translated form."""
     out = {"voronoi_loss": math.nan, "voronoi_loss_translated": math.nan}
+    if isinstance(truth, RegressionMoE):  # the regression MoE's loss, in the fit's own gate
+        same = equivalent_truth(truth, model.gate) if isinstance(model, RegressionMoE) else None
+        if same is not None:
+            out["voronoi_loss"] = gate_voronoi_loss(model, same)
+        return out
     try:
         out["voronoi_loss"] = voronoi_loss(model, truth)
         if truth.n_features <= TRANSLATED_MAX_D:

@@ -68,11 +68,17 @@ def test_unit_scale_band_is_the_sampling_noise_of_the_rms():
 #: 8e-8, 3e-7 relative), far below the statistical error
 UNIT_SCALE_NOISE = {"tensor_em": 2e-4, "joint_em": 1e-9, "alt_min": 1e-12, "sgd": 1e-6,
                     "spectral_experts": 1e-5}
+#: algorithms whose scale check runs on their own model's data, where they converge: the
+#: least squares of the regression MoE has no interior minimum on this mixture-density
+#: data (L-BFGS-B ends at its budget; the fits of X * c differ by 4-60%, measured)
+SCALE_CHECKED_ELSEWHERE = {
+    "lse_moe": "tests/test_sigmoid_gating.py::test_least_squares_is_scale_equivariant"}
 
 
 @pytest.mark.parametrize("name", sorted(UNIT_SCALE_NOISE))
 def test_every_algorithm_is_scale_equivariant_up_to_rounding(data, name):
-    assert set(UNIT_SCALE_NOISE) == set(moebench.available_algorithms())
+    assert set(UNIT_SCALE_NOISE) | set(SCALE_CHECKED_ELSEWHERE) == set(
+        moebench.available_algorithms())
 
     def fit(c):
         options = {"max_epochs": 20} if name == "sgd" else {}
