@@ -253,6 +253,11 @@ def _compared(column: str, stored: Any, now: Any) -> bool:
     return stored is None and (now is _MISSING or now is None or isinstance(now, numeric))
 
 
+def as_stored(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """A fresh run's summary as a stored one reads back (JSON-decoded: NaN is None)."""
+    return json.loads(json.dumps(jsonable(dict(summary))))
+
+
 def compare_summaries(stored: Mapping[str, Any], now: Mapping[str, Any], exact: bool
                       ) -> list[tuple[str, Any, Any]]:
     """The compared columns of ``stored`` whose value differs in ``now``.
@@ -270,7 +275,7 @@ def compare_summaries(stored: Mapping[str, Any], now: Mapping[str, Any], exact: 
     list of (column, stored value, new value)
         In the stored column order; a column missing from ``now`` shows as "missing".
     """
-    now = json.loads(json.dumps(jsonable(dict(now))))
+    now = as_stored(now)
     out = []
     for column, a in stored.items():
         b = now.get(column, _MISSING)
@@ -330,7 +335,7 @@ def check_run(cell: Any, record: RunRecord, folder: str | os.PathLike) -> RunChe
     diffs = compare_summaries(stored, now, exact)
     bit_equal = not diffs and (exact or not compare_summaries(stored, now, True))
     note = "" if exact else _path_note(stored)
-    normal = json.loads(json.dumps(jsonable(dict(now))))
+    normal = as_stored(now)
     if diffs and not exact and all(_is_float_difference(c, a, normal.get(c))
                                    for c, a, _ in diffs):
         probes, scale = conditioning_probes(cell, folder, str(stored.get("config", "")))
@@ -444,7 +449,7 @@ def conditioning_explains(diffs: list[tuple[str, Any, Any]], now: Mapping[str, A
     """
     if not probes or any(p.get("status") != now.get("status") for p in probes):
         return None
-    probes = [json.loads(json.dumps(jsonable(dict(p)))) for p in probes]
+    probes = [as_stored(p) for p in probes]
     found = []
     for column, stored, new in diffs:
         if not _is_float_difference(column, stored, new):
