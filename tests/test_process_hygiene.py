@@ -65,15 +65,22 @@ def sweep_processes(owner: int) -> list[psutil.Process]:
     return found
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_sweep(tmp_path: Path, timeout: str = "") -> tuple[subprocess.Popen, list[psutil.Process]]:
     """Start ``moebench run --jobs 2`` and wait until both workers compute."""
     config = tmp_path / "long.toml"
     config.write_text(LONG.format(timeout=timeout))
     err = open(tmp_path / "stderr.txt", "w")  # noqa: SIM115 - closed with the process
+    # SIGINT at its default, as a terminal's foreground job has it: a test process started
+    # in the background of a non-interactive shell inherits SIGINT ignored, and Python then
+    # never raises KeyboardInterrupt (the sweep would rightly ignore Ctrl-C)
     proc = subprocess.Popen([sys.executable, "-m", "moebench.cli", "run", str(config),
                              "--out", str(tmp_path / "out"), "--jobs", "2", "--no-plot"],
                             stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
-                            env=dict(os.environ, CI="1"))
+                            env=dict(os.environ, CI="1"), preexec_fn=_default_sigint)
     err.close()
     deadline = time.monotonic() + 120
     workers: list[psutil.Process] = []
